@@ -1,0 +1,51 @@
+"""The ``offramp`` command line: one subcommand module per job, each with ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from offramp.traces.errors import InputError
+
+# (module, attribute) of each subcommand group's ``register(subparsers)``; imported lazily so
+# `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
+COMMANDS = {
+    "demo": "offramp.analysis.cmd_demo",
+    "simulate": "offramp.analysis.cmd_simulate",
+    "traces": "offramp.analysis.cmd_traces",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="offramp",
+        description="Simulate and fit exit policies for serving multi-exit DNNs with batching.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; print bad-input errors as one line, exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"offramp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("offramp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
