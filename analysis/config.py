@@ -1,0 +1,95 @@
+"""The study config: YAML, validated on load, every field with a default and a unit in its name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from offramp.policies.registry import PolicyConfig
+from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadConfig
+from offramp.traces.errors import InputError
+
+
+class TraceSection(BaseModel):
+    """``path``: a trace file (relative to the config file) or a shipped trace's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str = "fmnist-resnet"
+
+
+class ProfileSection(ServiceConfig):
+    """``path``: a profile file or shipped name (for ``kind: profile``)."""
+
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_profile(self) -> ProfileSection:
+        if self.kind == "profile" and not self.path:
+            raise ValueError("kind 'profile' needs a path (a profile file or a shipped name)")
+        return self
+
+
+class SloSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latency_ms: float | None = Field(None, gt=0, description="per-request latency objective")
+
+
+class StudyConfig(BaseModel):
+    """A whole study: what to serve, how, under which load, for how long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    trace: TraceSection = TraceSection()
+    profile: ProfileSection = ProfileSection(path="fmnist-resnet-cpu")
+    workload: WorkloadConfig = WorkloadConfig()
+    server: ServerConfig = ServerConfig()
+    policy: PolicyConfig = PolicyConfig()
+    slo: SloSection = SloSection()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _analytic_needs_no_exits(self) -> StudyConfig:
+        if self.profile.kind != "profile" and self.server.exit_mode != "none":
+            raise ValueError("an analytic service time (profile.kind "
+                             f"{self.profile.kind!r}) has no stages: set server.exit_mode: none")
+        return self
+
+
+def _describe(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return loc, msg
+
+
+def parse_config(data: Any, source: str = "config") -> StudyConfig:
+    """Validate a config mapping; raise one :class:`InputError` naming the field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(source, None, "must be a YAML mapping of sections",
+                         "see examples/ for the layout")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        loc, msg = _describe(err)
+        extra = f" ({err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise InputError(source, loc, msg + extra,
+                         "see `offramp simulate --help` and examples/ for valid fields") from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, "no such config file", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(path, None, f"not valid YAML ({exc})".replace("\n", " "),
+                         "fix the YAML syntax") from None
+    return parse_config(data, str(path))

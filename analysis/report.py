@@ -1,0 +1,51 @@
+"""The summary table printed after a run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROWS = [
+    ("throughput_rps", "throughput", "req/s", 1),
+    ("goodput_rps", "goodput (within SLO)", "req/s", 1),
+    ("slo_attainment", "SLO attainment", "", 4),
+    ("latency_mean_ms", "latency mean", "ms", 3),
+    ("latency_p50_ms", "latency p50", "ms", 3),
+    ("latency_p90_ms", "latency p90", "ms", 3),
+    ("latency_p95_ms", "latency p95", "ms", 3),
+    ("latency_p99_ms", "latency p99", "ms", 3),
+    ("latency_p99.9_ms", "latency p99.9", "ms", 3),
+    ("latency_max_ms", "latency max", "ms", 3),
+    ("accuracy", "accuracy", "", 4),
+    ("full_model_accuracy", "full-model accuracy (same requests)", "", 4),
+    ("agreement", "agreement with full model", "", 4),
+    ("utilisation", "GPU utilisation", "", 3),
+]
+
+
+def _fmt(v: float, digits: int) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def summary_table(summary: dict[str, Any], title: str) -> Table:
+    """Rows of mean ± 95% CI half-width for the headline metrics."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("± 95% CI", justify="right")
+    table.add_column("unit")
+    keys = [r for r in ROWS if r[0] in summary]
+    k_exits = sum(1 for k in summary if k.startswith("exit_fraction_"))
+    keys += [(f"exit_fraction_{k}", f"exits at {k}", "", 4) for k in range(k_exits)]
+    keys += [(f"batch_size_stage_{k}", f"mean batch size, stage {k}", "", 2) for k in range(k_exits)]
+    for key, label, unit, digits in keys:
+        m = summary[key]
+        table.add_row(label, _fmt(m["mean"], digits), _fmt(m["ci95"], digits), unit)
+    return table
+
+
+def print_summary(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(summary, title))

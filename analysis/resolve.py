@@ -1,0 +1,67 @@
+"""Turn a study config's names and paths into loaded traces, profiles and fitted policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offramp.policies import ExitPolicy, make_policy
+from offramp.profiling.format import LatencyProfile, check_profile_matches, load_profile
+from offramp.profiling.latency import LatencyModel
+from offramp.profiling.shipped import shipped_profile_path
+from offramp.sim.service import ServiceTimes
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace, load_trace
+
+from .config import StudyConfig
+
+
+def _shipped_trace(name: str) -> Path | None:
+    try:
+        from offramp.traces.shipped import shipped_trace_path
+    except ImportError:
+        return None
+    try:
+        return shipped_trace_path(name)
+    except (InputError, KeyError, FileNotFoundError):
+        return None
+
+
+def resolve_path(value: str, base: Path | None, shipped) -> Path:
+    """A path relative to the config's folder, or a shipped file by name."""
+    path = Path(value)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if path.exists():
+        return path
+    found = shipped(value)
+    return Path(found) if found is not None else path
+
+
+def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:
+    return load_trace(resolve_path(cfg.trace.path, base, _shipped_trace))
+
+
+def load_study_profile(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None
+                       ) -> LatencyProfile | None:
+    if cfg.profile.kind != "profile":
+        return None
+    profile = load_profile(resolve_path(cfg.profile.path, base, shipped_profile_path))
+    check_profile_matches(profile, trace.model_id, trace.n_exits, trace.source)
+    return profile
+
+
+def build_service(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | None
+                  ) -> ServiceTimes:
+    """Stage-time tables for this study's server."""
+    srv = cfg.server
+    if profile is None:
+        return ServiceTimes.analytic(cfg.profile.kind, cfg.profile.mean_ms, trace.n_exits,
+                                     srv.max_batch)
+    model = LatencyModel(profile, srv.engine_sizes)
+    return ServiceTimes.from_latency(model, trace.n_exits, srv.max_batch,
+                                     cfg.profile.latency == "sampled", srv.exit_mode == "shrink")
+
+
+def fit_policy(cfg: StudyConfig, trace: ExitTrace) -> ExitPolicy:
+    """The configured policy, fitted on the trace's val split."""
+    return make_policy(cfg.policy).fit(trace, "val")

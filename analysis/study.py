@@ -1,0 +1,107 @@
+"""Run a study from its config and write the run folder.
+
+The folder holds the resolved config, per-request results (Parquet), the summary (JSON) and a
+plot. It is written in a temporary sibling folder and renamed into place at the end, so a
+failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from offramp.sim.metrics import measured_mask
+from offramp.sim.runner import StudyResult, simulate
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .config import StudyConfig
+from .resolve import build_service, fit_policy, load_study_profile, load_study_trace
+
+
+@dataclass
+class StudyOutput:
+    config: StudyConfig
+    trace: ExitTrace
+    result: StudyResult
+    policy_params: dict[str, Any]
+
+
+def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> StudyOutput:
+    """Load inputs, fit the policy on val, simulate every replication."""
+    trace = load_study_trace(cfg, base)
+    profile = load_study_profile(cfg, trace, base)
+    service = build_service(cfg, trace, profile)
+    policy = fit_policy(cfg, trace)
+    result = simulate(trace, policy, service, cfg.server, cfg.workload, cfg.run,
+                      cfg.slo.latency_ms, progress)
+    return StudyOutput(cfg, trace, result, policy.get_params())
+
+
+def requests_frame(out: StudyOutput) -> pd.DataFrame:
+    """Per-request results of every replication, one row per request."""
+    frames = []
+    trace = out.trace
+    for rep, rec in enumerate(out.result.records):
+        frames.append(pd.DataFrame({
+            "replication": rep,
+            "request_id": np.arange(rec.arrival.size),
+            "sample_id": rec.sample,
+            "arrival_s": rec.arrival,
+            "dispatch_s": rec.dispatch,
+            "finish_s": rec.finish,
+            "latency_ms": (rec.finish - rec.arrival) * 1000.0,
+            "exit_index": rec.exit,
+            "correct": trace.correct[rec.sample, rec.exit],
+            "agree": trace.agree[rec.sample, rec.exit],
+            "replica": rec.replica,
+            "batch_id": rec.batch,
+            "warmup": ~measured_mask(rec, out.config.run.warmup_fraction),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary_doc(out: StudyOutput) -> dict[str, Any]:
+    return {
+        "model_id": out.trace.model_id,
+        "engine": out.result.engine,
+        "replications": len(out.result.runs),
+        "policy": out.policy_params,
+        "metrics": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in out.result.summary.items()},
+        "per_replication": out.result.runs,
+    }
+
+
+def write_run(out: StudyOutput, dest: Path) -> Path:
+    """Write the run folder atomically (temp folder, then rename)."""
+    from .plots import plot_run
+
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()) and not (dest / "summary.json").exists():
+        raise InputError(dest, None, "output folder exists and is not an offramp run folder",
+                         "choose a new -o folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        resolved = out.config.model_dump(mode="json")
+        resolved["policy"]["fitted"] = out.policy_params
+        (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        frame = requests_frame(out)
+        frame.to_parquet(tmp / "requests.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(summary_doc(out), indent=1) + "\n")
+        plot_run(frame, out.trace.n_exits, out.config.slo.latency_ms, tmp / "latency.png")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest

@@ -1,0 +1,61 @@
+"""The exit-policy interface, in scikit-learn's shape.
+
+Parameters go to ``__init__``; ``fit(trace)`` learns on the val split and returns ``self``;
+fitted state ends in ``_``. A policy answers two questions: for a batch that reached exit k,
+which samples exit here (``decide``); and, for static policies, at which exit every sample
+leaves (``exit_index``), which lets the simulator compute all exits up front.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+
+class ExitPolicy:
+    """Base class: a static policy defined by a per-sample exit rule."""
+
+    name: ClassVar[str] = "base"
+    is_static: ClassVar[bool] = True
+
+    def fit(self, trace: ExitTrace, split: str = "val") -> ExitPolicy:
+        """Learn from ``split`` of the trace; baselines with nothing to learn just return self."""
+        self.n_exits_ = trace.n_exits
+        return self
+
+    def _check_fitted(self, trace: ExitTrace) -> None:
+        if not hasattr(self, "n_exits_"):
+            raise RuntimeError(f"policy {self.name!r} is not fitted; call fit(trace) first")
+        if trace.n_exits != self.n_exits_:
+            raise InputError(trace.source, "pred", f"trace has {trace.n_exits} exits, the policy "
+                             f"was fitted for {self.n_exits_}", "fit the policy on this trace")
+
+    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        """(len(samples), K) bool: would the sample exit at k if it reached k."""
+        raise NotImplementedError
+
+    def exit_index(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        """Exit index of each sample: the first exit whose rule fires; the last exit always."""
+        self._check_fitted(trace)
+        mask = self.exit_mask(trace, np.asarray(samples)).copy()
+        mask[:, -1] = True
+        return mask.argmax(axis=1)
+
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
+        """For samples that reached exit k: which exit here (all of them at the last exit)."""
+        self._check_fitted(trace)
+        if k == trace.n_exits - 1:
+            return np.ones(len(samples), dtype=bool)
+        return self.exit_mask(trace, np.asarray(samples))[:, k]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters and fitted state, JSON-ready, for saving a fitted policy."""
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        params = {k: v for k, v in self.get_params().items() if k != "name"}
+        return f"{type(self).__name__}({params})"

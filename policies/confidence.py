@@ -1,0 +1,97 @@
+"""Confidence-threshold policies: max softmax probability (MSDNet) and entropy (BranchyNet)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .base import ExitPolicy
+from .thresholds import from_fractions, from_tolerance
+
+
+class ConfidencePolicy(ExitPolicy):
+    """Exit at the first k where confidence_k >= threshold_k.
+
+    Give exactly one of ``thresholds`` (K-1 values, in the policy's own units), ``fractions``
+    (K target exit fractions, fitted on val) or ``tolerance_pct`` (PAME's τ, fitted on val).
+    """
+
+    def __init__(self, thresholds: Sequence[float] | None = None,
+                 fractions: Sequence[float] | None = None, tolerance_pct: float | None = None):
+        self.thresholds = thresholds
+        self.fractions = fractions
+        self.tolerance_pct = tolerance_pct
+
+    def confidence(self, trace: ExitTrace) -> np.ndarray:
+        """(N, K) score where higher means more confident."""
+        raise NotImplementedError
+
+    def _to_conf(self, t: np.ndarray) -> np.ndarray:
+        """Thresholds in the policy's units -> confidence units (identity unless overridden)."""
+        return t
+
+    def fit(self, trace: ExitTrace, split: str = "val") -> ConfidencePolicy:
+        given = [x is not None for x in (self.thresholds, self.fractions, self.tolerance_pct)]
+        if sum(given) != 1:
+            raise InputError("policy", self.name, "give exactly one of thresholds, fractions, "
+                             "tolerance_pct", "set one way to choose the thresholds")
+        k_exits = trace.n_exits
+        if self.thresholds is not None:
+            t = np.asarray(self.thresholds, dtype=float)
+            if t.shape != (k_exits - 1,):
+                raise InputError("policy", "thresholds", f"need {k_exits - 1} thresholds (one per "
+                                 f"early exit), got {len(t)}", "list one threshold per early exit")
+            self.conf_thresholds_ = self._to_conf(t)
+        else:
+            ids = trace.indices(split)
+            conf = self.confidence(trace)[ids]
+            if self.fractions is not None:
+                self.conf_thresholds_ = from_fractions(conf, self.fractions)
+            else:
+                self.conf_thresholds_ = from_tolerance(conf, trace.correct[ids],
+                                                       float(self.tolerance_pct))
+        self.thresholds_ = self._to_conf(self.conf_thresholds_)
+        return super().fit(trace, split)
+
+    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        conf = self.confidence(trace)[samples]
+        mask = np.zeros(conf.shape, dtype=bool)
+        mask[:, :-1] = conf[:, :-1] >= self.conf_thresholds_[None, :]
+        return mask
+
+    def get_params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if hasattr(self, "thresholds_"):
+            out["thresholds"] = [float(x) for x in self.thresholds_]
+        else:
+            for key in ("thresholds", "fractions", "tolerance_pct"):
+                if getattr(self, key) is not None:
+                    out[key] = getattr(self, key)
+        return out
+
+
+class MaxProb(ConfidencePolicy):
+    """Exit when the max softmax probability reaches the exit's threshold (MSDNet)."""
+
+    name = "maxprob"
+
+    def confidence(self, trace: ExitTrace) -> np.ndarray:
+        return trace.maxprob
+
+
+class Entropy(ConfidencePolicy):
+    """Exit when the normalised entropy falls to the exit's threshold or below (BranchyNet)."""
+
+    name = "entropy"
+
+    def confidence(self, trace: ExitTrace) -> np.ndarray:
+        return 1.0 - trace.entropy
+
+    def _to_conf(self, t: np.ndarray) -> np.ndarray:
+        # Entropy threshold h <-> confidence 1 - h (its own inverse; inf <-> -inf: never exit).
+        return 1.0 - np.asarray(t, dtype=float)

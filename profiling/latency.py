@@ -1,0 +1,70 @@
+"""The latency model: how long stage X takes at batch size b, from a measured profile.
+
+Exact where measured, linearly interpolated between measured sizes, rounded up to the next
+engine size for bucketed engines, and never extrapolated. Deterministic (the p50) or sampled:
+a lognormal with the measured p50 as median and the measured p99 as its 99th percentile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from offramp.traces.errors import InputError
+
+from .format import LatencyProfile
+
+Z99 = 2.3263478740408408  # standard normal 99th percentile
+
+
+class LatencyModel:
+    """Stage latency lookups over a :class:`LatencyProfile`.
+
+    ``engine_sizes``: batch sizes for which an engine exists; a batch of b runs on the smallest
+    engine size >= b (PAME's bucketed TensorRT engines). ``None`` means every size is available.
+    """
+
+    def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None):
+        self.profile = profile
+        self.engine_sizes = sorted(set(engine_sizes)) if engine_sizes else None
+
+    def _engine_size(self, b: int) -> int:
+        if self.engine_sizes is None:
+            return b
+        for size in self.engine_sizes:
+            if size >= b:
+                return size
+        raise InputError("server.engine_sizes", None, f"batch of {b} is larger than the largest "
+                         f"engine size {self.engine_sizes[-1]}",
+                         "add an engine size >= max_batch or lower max_batch")
+
+    def lookup(self, kind: str, k: int, b: int) -> tuple[float, float]:
+        """(p50 in ms, lognormal sigma) of stage (kind, k) at batch size b; (0, 0) at b = 0."""
+        if b == 0:
+            return 0.0, 0.0
+        rows = self.profile.stage(kind, k)
+        if not rows:
+            if kind == "overhead":
+                return 0.0, 0.0
+            raise InputError(self.profile.source, "rows", f"no {kind} rows for exit {k}",
+                             f"measure the {kind} stage (needed by this study)")
+        size = self._engine_size(b)
+        sizes = [r["batch"] for r in rows]
+        lo, hi = sizes[0], sizes[-1]
+        if not lo <= size <= hi:
+            raise InputError(self.profile.source, "rows",
+                             f"{kind} {k} is measured for batch sizes {lo}..{hi}, the study needs "
+                             f"{size}", "measure that batch size or lower server.max_batch")
+        p50 = np.array([r["p50_ms"] for r in rows], dtype=float)
+        p99 = np.array([r["p99_ms"] for r in rows], dtype=float)
+        median = float(np.interp(size, sizes, p50))
+        tail = float(np.interp(size, sizes, p99))
+        sigma = math.log(tail / median) / Z99 if median > 0 and tail > median else 0.0
+        return median, sigma
+
+    def table(self, kind: str, k: int, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(p50 ms, sigma) for b = 0..max_batch, as arrays indexed by b."""
+        out = np.array([self.lookup(kind, k, b) for b in range(max_batch + 1)])
+        return out[:, 0], out[:, 1]

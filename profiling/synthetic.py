@@ -1,0 +1,29 @@
+"""Synthetic latency profiles, for unit tests only (labelled ``synthetic`` in their metadata)."""
+
+from __future__ import annotations
+
+from .format import LatencyProfile
+
+
+def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                      model_id: str = "synthetic-net", segment_ms: float = 1.0,
+                      per_sample_ms: float = 0.02, spread: float = 0.1) -> LatencyProfile:
+    """An affine-in-batch-size profile: stage(b) = fixed + per_sample * b; tests only."""
+    rows = []
+
+    def row(kind: str, k: int, b: int, p50: float) -> dict:
+        return {"kind": kind, "k": k, "batch": b, "p50_ms": p50, "mean_ms": p50 * (1 + spread / 4),
+                "p99_ms": p50 * (1 + spread), "std_ms": p50 * spread / 3, "runs": 100}
+
+    for b in batches:
+        for k in range(n_exits):
+            rows.append(row("segment", k, b, segment_ms + per_sample_ms * b))
+            rows.append(row("head", k, b, 0.05 * segment_ms + 0.001 * b))
+            if k < n_exits - 1:
+                rows.append(row("compact", k, b, 0.02 * segment_ms + 0.0005 * b))
+        rows.append(row("overhead", 0, b, 0.1 * segment_ms))
+    meta = {"model_id": model_id, "n_exits": n_exits, "device": "none (synthetic)",
+            "backend": "synthetic", "precision": "n/a", "input_shape": [],
+            "software": {}, "date": "n/a", "produced_by": {"command": "synthetic_profile()"},
+            "synthetic": True}
+    return LatencyProfile(rows=rows, meta=meta)

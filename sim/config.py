@@ -1,0 +1,81 @@
+"""Validated parameters of the serving model: workload, server, service time and run length.
+
+Units are in the field names. Every model forbids unknown fields, so a typo is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkloadConfig(_Strict):
+    """Open loop (``poisson``, ``gamma`` with a CV) or closed loop (``closed``: N clients)."""
+
+    kind: Literal["poisson", "gamma", "closed"] = "poisson"
+    rate_rps: float = Field(1000.0, gt=0, description="open loop: mean arrival rate")
+    cv: float = Field(1.0, gt=0, description="gamma: coefficient of variation of inter-arrivals")
+    clients: int = Field(32, ge=1, description="closed loop: number of clients")
+    think_ms: float = Field(0.0, ge=0, description="closed loop: mean think time (exponential)")
+
+
+class ServerConfig(_Strict):
+    """Triton-style dynamic batcher and executor on each of ``replicas`` GPUs."""
+
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    exit_mode: Literal["none", "keep", "shrink"] = "shrink"
+    replicas: int = Field(1, ge=1)
+    routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
+    engine_sizes: list[int] | None = Field(
+        None, description="batch sizes with an engine; a batch runs on the next size up")
+
+    @model_validator(mode="after")
+    def _engines_cover_max_batch(self) -> ServerConfig:
+        if self.engine_sizes is not None:
+            if not self.engine_sizes or min(self.engine_sizes) < 1:
+                raise ValueError("engine_sizes must be positive batch sizes")
+            if max(self.engine_sizes) < self.max_batch:
+                raise ValueError(f"engine_sizes {self.engine_sizes} do not cover "
+                                 f"max_batch {self.max_batch}")
+        return self
+
+
+class ServiceConfig(_Strict):
+    """Where stage times come from: the latency profile, or an analytic batch service time.
+
+    ``profile``: each stage from the profile, at its p50 (``latency: p50``) or sampled from the
+    measured spread (``latency: sampled``). ``deterministic`` / ``exponential``: the whole batch
+    takes ``mean_ms`` (fixed or exponential), independent of size; for checks against theory.
+    """
+
+    kind: Literal["profile", "deterministic", "exponential"] = "profile"
+    latency: Literal["p50", "sampled"] = "p50"
+    mean_ms: float = Field(1.0, gt=0)
+
+
+class RunConfig(_Strict):
+    """How long to run, how many independent replications, and which engine."""
+
+    requests: int | None = Field(None, ge=1, description="requests per replication "
+                                 "(100,000 when neither this nor duration_s is set)")
+    duration_s: float | None = Field(None, gt=0, description="or: simulated seconds")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="first requests left out of stats")
+    seed: int = Field(0, ge=0)
+    replications: int = Field(5, ge=1)
+    engine: Literal["auto", "fast", "reference"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_length(cls, data: object) -> object:
+        if isinstance(data, dict):
+            if data.get("requests") is None and data.get("duration_s") is None:
+                data = {**data, "requests": 100_000}
+            elif data.get("requests") is not None and data.get("duration_s") is not None:
+                raise ValueError("set only one of run.requests and run.duration_s")
+        return data

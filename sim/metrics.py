@@ -1,0 +1,79 @@
+"""Summary statistics of a run, and 95% confidence intervals over replications."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from offramp.traces.format import ExitTrace
+
+from .plan import RunRecords
+
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
+
+
+def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
+    """Requests kept for statistics: all but the first ``warmup_fraction`` by arrival."""
+    n = rec.arrival.size
+    cut = int(math.floor(n * warmup_fraction))
+    keep = np.zeros(n, dtype=bool)
+    keep[np.argsort(rec.arrival, kind="stable")[cut:]] = True
+    return keep
+
+
+def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
+                  slo_ms: float | None, replicas: int) -> dict[str, Any]:
+    """Flat metrics of one replication, over the requests after warm-up."""
+    keep = measured_mask(rec, warmup_fraction)
+    lat_ms = (rec.finish[keep] - rec.arrival[keep]) * 1000.0
+    wait_ms = (rec.dispatch[keep] - rec.arrival[keep]) * 1000.0
+    t0, t1 = rec.arrival[keep].min(), rec.finish[keep].max()
+    window = max(t1 - t0, 1e-12)
+    k_exits = trace.n_exits
+    samples, exits = rec.sample[keep], rec.exit[keep]
+    out: dict[str, Any] = {
+        "requests": int(keep.sum()),
+        "throughput_rps": keep.sum() / window,
+        "latency_mean_ms": float(lat_ms.mean()),
+        "wait_mean_ms": float(wait_ms.mean()),
+    }
+    for name, q in PERCENTILES.items():
+        out[f"latency_{name}_ms"] = float(np.percentile(lat_ms, q))
+    out["latency_max_ms"] = float(lat_ms.max())
+    out["accuracy"] = float(trace.correct[samples, exits].mean())
+    out["agreement"] = float(trace.agree[samples, exits].mean())
+    out["full_model_accuracy"] = float(trace.correct[samples, k_exits - 1].mean())
+    frac = np.bincount(exits, minlength=k_exits) / exits.size
+    for k in range(k_exits):
+        out[f"exit_fraction_{k}"] = float(frac[k])
+    # Batches dispatched inside the measured window.
+    bmask = (rec.batch_dispatch >= t0) & (rec.batch_dispatch <= t1)
+    sizes = rec.batch_sizes[bmask]
+    for k in range(k_exits):
+        ran = sizes[:, k] > 0
+        out[f"batch_size_stage_{k}"] = float(sizes[ran, k].mean()) if ran.any() else 0.0
+    busy = np.clip(np.minimum(rec.batch_finish, t1) - np.maximum(rec.batch_dispatch, t0), 0, None)
+    out["utilisation"] = float(busy.sum() / (window * replicas))
+    if slo_ms is not None:
+        ok = lat_ms <= slo_ms
+        out["slo_attainment"] = float(ok.mean())
+        out["goodput_rps"] = float(ok.sum() / window)
+    return out
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and 95% CI half-width (Student t) of each metric over replications."""
+    out = {}
+    n = len(runs)
+    for key in runs[0]:
+        vals = np.array([r[key] for r in runs], dtype=float)
+        mean = float(vals.mean())
+        if n > 1:
+            half = float(stats.t.ppf(0.975, n - 1) * vals.std(ddof=1) / math.sqrt(n))
+        else:
+            half = float("nan")
+        out[key] = {"mean": mean, "ci95": half, "values": vals.tolist()}
+    return out

@@ -1,0 +1,214 @@
+"""The reference engine: a plain per-request SimPy model of the batched server.
+
+Each request is an object moving through a queue; a batcher process per queue forms batches
+as Triton's dynamic batcher does; the executor runs the batch stage by stage with timeouts and
+asks the policy at every exit which of the batch's requests leave. Slow, simple, and general:
+it runs closed-loop clients, join-shortest-queue routing and stateful policies, and is the
+model the fast engine is checked against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from .plan import Plan, RunRecords, number_batches
+
+
+class Request:
+    __slots__ = ("rid", "sample", "arrival", "dispatch", "finish", "exit", "replica", "local",
+                 "done")
+
+    def __init__(self, rid: int, sample: int, arrival: float):
+        self.rid, self.sample, self.arrival = rid, sample, arrival
+        self.dispatch = self.finish = float("nan")
+        self.exit = self.replica = self.local = -1
+        self.done: simpy.Event | None = None
+
+
+class Queue:
+    """A FIFO of requests with an event that fires on every arrival."""
+
+    def __init__(self, env: simpy.Environment):
+        self.env, self.items, self.arrived = env, [], env.event()
+
+    def put(self, req: Request) -> None:
+        self.items.append(req)
+        event, self.arrived = self.arrived, self.env.event()
+        event.succeed()
+
+
+class ReferenceServer:
+    """The SimPy model for one run of a :class:`Plan`."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.env = simpy.Environment()
+        srv = plan.server
+        self.shared = srv.routing == "shared"
+        n_queues = 1 if self.shared else srv.replicas
+        self.queues = [Queue(self.env) for _ in range(n_queues)]
+        self.outstanding = [0] * srv.replicas
+        self.requests: list[Request] = []
+        self.batches: list[tuple] = []
+        self.batch_count = [0] * srv.replicas
+        self.rr = 0
+        if self.shared:
+            self.free = simpy.PriorityStore(self.env)
+            for r in range(srv.replicas):
+                self.free.put(simpy.PriorityItem((0.0, r), r))
+            self.env.process(self._dispatcher())
+        else:
+            for r in range(srv.replicas):
+                self.env.process(self._batcher(r))
+
+    # Arrivals and routing.
+    def _route(self) -> int:
+        srv, plan = self.plan.server, self.plan
+        if self.shared:
+            return 0
+        if srv.routing == "round_robin":
+            r, self.rr = self.rr, (self.rr + 1) % srv.replicas
+            return r
+        if srv.routing == "random":
+            return int(plan.route_rng.integers(0, srv.replicas))
+        return min(range(srv.replicas), key=lambda q: (self.outstanding[q], q))
+
+    def _submit(self, sample: int, arrival: float, route: int | None = None) -> Request:
+        req = Request(len(self.requests), sample, arrival)
+        req.done = self.env.event()
+        self.requests.append(req)
+        q = route if route is not None else self._route()
+        if not self.shared:
+            self.outstanding[q] += 1
+            req.replica = q
+        self.queues[q].put(req)
+        return req
+
+    def _open_loop(self):
+        plan = self.plan
+        routes = plan.routes.tolist() if plan.routes is not None else [None] * plan.arrivals.size
+        prev = 0.0
+        for a, s, r in zip(plan.arrivals.tolist(), plan.samples.tolist(), routes, strict=True):
+            yield self.env.timeout(a - prev)
+            prev = a
+            self._submit(s, a, r)
+
+    def _client(self):
+        plan = self.plan
+        mean_think = plan.workload.think_ms / 1000.0
+        while True:
+            if mean_think > 0:
+                yield self.env.timeout(plan.think_rng.exponential(mean_think))
+            if plan.max_requests is not None and len(self.requests) >= plan.max_requests:
+                return
+            if plan.duration_s is not None and self.env.now >= plan.duration_s:
+                return
+            sample = int(plan.sample_rng.choice(plan.test_ids))
+            req = self._submit(sample, self.env.now)
+            yield req.done
+
+    # Batching.
+    def _form_batch(self, queue: Queue):
+        """Wait until a batch is due (max_batch waiting, or the oldest waited max_wait)."""
+        srv = self.plan.server
+        wait = srv.max_wait_ms / 1000.0
+        while not queue.items:
+            yield queue.arrived
+        deadline = queue.items[0].arrival + wait
+        while len(queue.items) < srv.max_batch and self.env.now < deadline:
+            yield queue.arrived | self.env.timeout(deadline - self.env.now)
+        batch = queue.items[: srv.max_batch]
+        del queue.items[: srv.max_batch]
+        return batch
+
+    def _batcher(self, r: int):
+        while True:
+            batch = yield from self._form_batch(self.queues[r])
+            yield from self._execute(batch, r)
+
+    def _dispatcher(self):
+        while True:
+            item = yield self.free.get()
+            batch = yield from self._form_batch(self.queues[0])
+            self.env.process(self._run_and_release(batch, item.item))
+
+    def _run_and_release(self, batch: list[Request], r: int):
+        yield from self._execute(batch, r)
+        self.free.put(simpy.PriorityItem((self.env.now, r), r))
+
+    # Execution.
+    def _execute(self, batch: list[Request], r: int):
+        plan, env = self.plan, self.env
+        svc, mode = plan.service, plan.server.exit_mode
+        k_exits = svc.n_exits
+        m = self.batch_count[r]
+        self.batch_count[r] += 1
+        z = plan.noise[r].row(m) if svc.random else None
+        size = len(batch)
+        start = env.now
+        for req in batch:
+            req.dispatch, req.replica, req.local = start, r, m
+        sizes = [0] * k_exits
+        yield env.timeout(svc.duration(svc.OVERHEAD, size, z))
+        if mode == "none":
+            for k in range(k_exits):
+                yield env.timeout(svc.duration(svc.seg(k), size, z))
+                sizes[k] = size
+            yield env.timeout(svc.duration(svc.head(k_exits - 1), size, z))
+            self._finish(batch, k_exits - 1)
+        else:
+            active = batch
+            for k in range(k_exits):
+                run_size = size if mode == "keep" else len(active)
+                yield env.timeout(svc.duration(svc.seg(k), run_size, z))
+                yield env.timeout(svc.duration(svc.head(k), run_size, z))
+                sizes[k] = run_size
+                leave = plan.policy.decide(plan.trace, k, np.array([q.sample for q in active]))
+                self._finish([q for q, x in zip(active, leave, strict=True) if x], k)
+                survivors = [q for q, x in zip(active, leave, strict=True) if not x]
+                if not survivors:
+                    break
+                if mode == "shrink" and len(survivors) < len(active):
+                    yield env.timeout(svc.duration(svc.compact(k), len(survivors), z))
+                active = survivors
+        self.batches.append((r, m, start, env.now, sizes))
+
+    def _finish(self, reqs: list[Request], k: int) -> None:
+        for req in reqs:
+            req.finish, req.exit = self.env.now, k
+            if not self.shared:
+                self.outstanding[req.replica] -= 1
+            req.done.succeed()
+
+    def run(self) -> RunRecords:
+        plan = self.plan
+        if plan.workload.kind == "closed":
+            for _ in range(plan.workload.clients):
+                self.env.process(self._client())
+        else:
+            self.env.process(self._open_loop())
+        self.env.run()
+        reqs = self.requests
+        replica = np.array([q.replica for q in reqs], dtype=np.int64)
+        local = np.array([q.local for q in reqs], dtype=np.int64)
+        b = self.batches
+        b_rep = np.array([x[0] for x in b], dtype=np.int64)
+        b_loc = np.array([x[1] for x in b], dtype=np.int64)
+        b_disp = np.array([x[2] for x in b])
+        order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
+        return RunRecords(
+            arrival=np.array([q.arrival for q in reqs]),
+            sample=np.array([q.sample for q in reqs], dtype=np.int64),
+            dispatch=np.array([q.dispatch for q in reqs]),
+            finish=np.array([q.finish for q in reqs]),
+            exit=np.array([q.exit for q in reqs], dtype=np.int64),
+            replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
+            batch_finish=np.array([x[3] for x in b])[order],
+            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, plan.trace.n_exits)[order],
+        )
+
+
+def run_reference(plan: Plan) -> RunRecords:
+    """Simulate any plan request by request."""
+    return ReferenceServer(plan).run()
