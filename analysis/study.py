@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.errors import InputError

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from offramp.traces.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit

@@ -8,8 +8,8 @@ are filled in with NumPy at the end. It must agree with :mod:`offramp.sim.refere
 from __future__ import annotations
 
 import heapq
-import math
 from bisect import bisect_right
+from math import exp
 
 import numpy as np
 
@@ -33,18 +33,22 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
 
     A free server takes the next batch at d = max(free, min(a[i+B-1], a[i] + max_wait)):
     when B requests are waiting or the oldest has waited max_wait, whichever is first.
+    Stage times are added in the same order as the reference engine adds them, so both give
+    the same floating-point timestamps.
     """
     svc, srv = plan.service, plan.server
     big_b, wait, mode = srv.max_batch, srv.max_wait_ms / 1000.0, srv.exit_mode
     k_exits = svc.n_exits
     n = len(arr)
     # reach[k][i]: how many of the first i requests reach exit k (exit index >= k).
-    reach = [np.concatenate([[0], np.cumsum(exits >= k)]).tolist() for k in range(k_exits + 1)]
-    base, sig, dist = svc.base, svc.sigma, svc.dist
-    seg = [base[svc.seg(k)] for k in range(k_exits)]
-    head = [base[svc.head(k)] for k in range(k_exits)]
-    comp = [base[svc.compact(k)] for k in range(k_exits - 1)]
-    over = base[0]
+    reach = [[0] * (n + 1)] + [np.concatenate([[0], np.cumsum(exits >= k, dtype=np.int64)]).tolist()
+                               for k in range(1, k_exits)] + [[0] * (n + 1)]
+    base, sig = svc.base, svc.sigma
+    stages = range(k_exits)
+    seg = [svc.seg(k) for k in stages]
+    head = [svc.head(k) for k in stages]
+    comp = [svc.compact(k) for k in range(k_exits - 1)] + [0]
+    last_head = head[-1]
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
@@ -59,43 +63,33 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         size = j - i
         m = local[r]
         local[r] = m + 1
-        z = plan.noise[r].row(m) if dist != "fixed" else None
-
-        def dur(slot: int, table: list[float], b: int) -> float:
-            if z is None:
-                return table[b]
-            if dist == "lognormal":
-                return table[b] * math.exp(sig[slot][b] * z[slot])
-            return table[b] * z[slot]
-
+        z = plan.noise[r].row(m)
         ends = [0.0] * k_exits
         sizes = [0] * k_exits
-        t = d + dur(0, over, size)
+        # Each stage: base * exp(sigma * z), as ServiceTimes.duration computes it.
+        t = d + base[0][size] * exp(sig[0][size] * z[0])
         if mode == "none":
-            for k in range(k_exits):
-                t += dur(1 + k, seg[k], size)
+            for k in stages:
+                s = seg[k]
+                t += base[s][size] * exp(sig[s][size] * z[s])
                 sizes[k] = size
-            t += dur(1 + 2 * k_exits - 1, head[-1], size)
+            t += base[last_head][size] * exp(sig[last_head][size] * z[last_head])
             ends[-1] = t
-        elif mode == "keep":
-            last = max(k for k in range(k_exits) if reach[k][j] - reach[k][i] > 0)
-            for k in range(last + 1):
-                t += dur(1 + k, seg[k], size)
-                t += dur(1 + k_exits + k, head[k], size)
-                ends[k] = t
-                sizes[k] = size
         else:
             cur = size
-            for k in range(k_exits):
-                t += dur(1 + k, seg[k], cur)
-                t += dur(1 + k_exits + k, head[k], cur)
+            keep = mode == "keep"
+            for k in stages:
+                s, h = seg[k], head[k]
+                t += base[s][cur] * exp(sig[s][cur] * z[s])
+                t += base[h][cur] * exp(sig[h][cur] * z[h])
                 ends[k] = t
                 sizes[k] = cur
                 left = reach[k + 1][j] - reach[k + 1][i]
                 if left == 0:
                     break
-                if left < cur:
-                    t += dur(1 + 2 * k_exits + k, comp[k], left)
+                if left < cur and not keep:
+                    c = comp[k]
+                    t += base[c][left] * exp(sig[c][left] * z[c])
                     cur = left
         out.append([i, j, r, m, d, t, ends, sizes])
         heapq.heappush(free, (t, r))

@@ -6,9 +6,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
-
 from offramp.traces.format import ExitTrace
+from scipy import stats
 
 from .plan import RunRecords
 

@@ -144,7 +144,7 @@ class ReferenceServer:
         k_exits = svc.n_exits
         m = self.batch_count[r]
         self.batch_count[r] += 1
-        z = plan.noise[r].row(m) if svc.random else None
+        z = plan.noise[r].row(m)
         size = len(batch)
         start = env.now
         for req in batch:

@@ -10,34 +10,45 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from offramp.profiling.latency import LatencyModel
 
 ROWS_PER_CHUNK = 1024
 
 
 class NoiseStream:
-    """Rows of standard variates (normal or exponential), generated in fixed-size chunks."""
+    """Rows of log-noise z, one per batch, drawn in fixed-size chunks.
+
+    ``lognormal``: z ~ N(0, 1); ``exponential``: z = log E, E ~ Exp(1); ``fixed``: z = 0 and
+    nothing is drawn. A stage then lasts base · exp(σ · z) in every case.
+    """
 
     def __init__(self, rng: np.random.Generator, width: int, dist: str):
         self.rng, self.width, self.dist = rng, width, dist
-        self._chunks: list[list[list[float]]] = []
+        self.rows: list[list[float]] = []
+        self.zero = [0.0] * width
 
-    def row(self, m: int) -> list[float]:
-        c, r = divmod(m, ROWS_PER_CHUNK)
-        while len(self._chunks) <= c:
+    def extend(self, m: int) -> None:
+        """Draw chunks until row ``m`` exists."""
+        while len(self.rows) <= m:
             shape = (ROWS_PER_CHUNK, self.width)
             draw = (self.rng.standard_normal(shape) if self.dist == "lognormal"
-                    else self.rng.standard_exponential(shape))
-            self._chunks.append(draw.tolist())
-        return self._chunks[c][r]
+                    else np.log(self.rng.standard_exponential(shape)))
+            self.rows.extend(draw.tolist())
+
+    def row(self, m: int) -> list[float]:
+        if self.dist == "fixed":
+            return self.zero
+        if m >= len(self.rows):
+            self.extend(m)
+        return self.rows[m]
 
 
 class ServiceTimes:
     """Stage durations (s) of a K-exit model for batch sizes 0..max_batch.
 
-    ``dist``: ``fixed`` (the p50 or a constant), ``lognormal`` (p50·exp(σ·z)) or
-    ``exponential`` (mean·E).
+    A stage lasts base · exp(σ · z) with z from the batch's :class:`NoiseStream` row:
+    ``fixed`` (z = 0: the p50 or a constant), ``lognormal`` (the measured spread) or
+    ``exponential`` (σ = 1, z = log E: an exponential with mean ``base``).
     """
 
     def __init__(self, base_s: np.ndarray, sigma: np.ndarray, dist: str, n_exits: int):
@@ -63,17 +74,9 @@ class ServiceTimes:
     def width(self) -> int:
         return 3 * self.n_exits
 
-    @property
-    def random(self) -> bool:
-        return self.dist != "fixed"
-
-    def duration(self, slot: int, b: int, z: list[float] | None) -> float:
+    def duration(self, slot: int, b: int, z: list[float]) -> float:
         """Duration (s) of one stage at batch size b, with this batch's noise row ``z``."""
-        if self.dist == "fixed":
-            return self.base[slot][b]
-        if self.dist == "lognormal":
-            return self.base[slot][b] * math.exp(self.sigma[slot][b] * z[slot])
-        return self.base[slot][b] * z[slot]
+        return self.base[slot][b] * math.exp(self.sigma[slot][b] * z[slot])
 
     @classmethod
     def from_latency(cls, model: LatencyModel, n_exits: int, max_batch: int, sampled: bool,
@@ -99,5 +102,6 @@ class ServiceTimes:
         """
         base = np.zeros((3 * n_exits, max_batch + 1))
         base[1, 1:] = mean_ms / 1000.0
-        return cls(base, np.zeros_like(base), "fixed" if kind == "deterministic" else "exponential",
-                   n_exits)
+        if kind == "deterministic":
+            return cls(base, np.zeros_like(base), "fixed", n_exits)
+        return cls(base, np.ones_like(base), "exponential", n_exits)

@@ -1,0 +1,60 @@
+"""Small builders shared by the tests (synthetic data: tests only)."""
+
+from __future__ import annotations
+
+import numpy as np
+from offramp.policies.base import ExitPolicy
+from offramp.profiling.format import LatencyProfile
+from offramp.sim.config import ServerConfig, WorkloadConfig
+from offramp.sim.plan import Plan
+from offramp.sim.service import NoiseStream, ServiceTimes
+from offramp.traces.format import ExitTrace, make_trace
+
+
+def crafted_trace(correct_at: list[list[bool]], n_val: int = 0) -> ExitTrace:
+    """A 2-class trace whose sample i is correct exactly at the exits where correct_at[i] is True.
+
+    The first ``n_val`` samples are val, the rest test. Synthetic: tests only.
+    """
+    ok = np.array(correct_at, dtype=bool)
+    n, k = ok.shape
+    softmax = np.where(ok[:, :, None], [0.9, 0.1], [0.1, 0.9])
+    split = np.r_[np.zeros(n_val), np.ones(n - n_val)].astype(np.uint8)
+    meta = {"model_id": "crafted", "dataset": "synthetic", "exit_names": [f"e{i}" for i in range(k)],
+            "exit_positions": list(range(1, k + 1)), "produced_by": {"command": "tests"},
+            "synthetic": True}
+    return make_trace(np.zeros(n, dtype=int), split, softmax, meta)
+
+
+def affine_profile(n_exits: int, batches: range, seg=(1.0, 0.1), head=(0.5, 0.0),
+                   compact=(0.2, 0.05), overhead=(0.1, 0.0), last_head=None,
+                   model_id: str = "crafted") -> LatencyProfile:
+    """Stage(b) = a + c*b ms for every batch size in ``batches``; exact, spread-free."""
+    rows = []
+
+    def add(kind, k, b, ac):
+        t = ac[0] + ac[1] * b
+        rows.append({"kind": kind, "k": k, "batch": b, "p50_ms": t, "mean_ms": t, "p99_ms": t,
+                     "std_ms": 0.0, "runs": 1})
+
+    for b in batches:
+        add("overhead", 0, b, overhead)
+        for k in range(n_exits):
+            add("segment", k, b, seg)
+            add("head", k, b, last_head if (last_head and k == n_exits - 1) else head)
+            if k < n_exits - 1:
+                add("compact", k, b, compact)
+    meta = {"model_id": model_id, "n_exits": n_exits, "device": "none", "backend": "synthetic",
+            "precision": "n/a", "input_shape": [], "software": {}, "date": "n/a",
+            "produced_by": {"command": "tests"}, "synthetic": True}
+    return LatencyProfile(rows=rows, meta=meta)
+
+
+def fixed_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
+               arrivals_ms: list[float], samples: list[int]) -> Plan:
+    """An open-loop plan with given arrival times (ms) and samples."""
+    return Plan(trace=trace, policy=policy, service=service, server=server,
+                workload=WorkloadConfig(), arrivals=np.array(arrivals_ms) / 1000.0,
+                samples=np.array(samples), routes=None,
+                noise=[NoiseStream(np.random.default_rng(r), service.width, service.dist)
+                       for r in range(server.replicas)])

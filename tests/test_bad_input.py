@@ -1,0 +1,192 @@
+"""Bad configs, traces and profiles: one clear error each, no traceback, no partial output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import affine_profile
+from offramp.analysis.cli import main
+from offramp.analysis.config import parse_config
+from offramp.profiling.format import (
+    check_profile_matches,
+    load_profile,
+    save_profile,
+)
+from offramp.profiling.latency import LatencyModel
+from offramp.profiling.synthetic import synthetic_profile
+from offramp.traces.errors import InputError
+from offramp.traces.format import load_trace, save_trace
+from offramp.traces.synthetic import synthetic_trace
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("data,field,words", [
+    ({"server": {"max_bacth": 8}}, "server.max_bacth", "unknown field"),
+    ({"server": {"max_batch": 0}}, "server.max_batch", "greater than or equal to 1"),
+    ({"server": {"exit_mode": "teleport"}}, "server.exit_mode", "'none', 'keep' or 'shrink'"),
+    ({"workload": {"rate_rps": -5}}, "workload.rate_rps", "greater than 0"),
+    ({"run": {"requests": 10, "duration_s": 3}}, "run", "only one of"),
+    ({"server": {"max_batch": 64, "engine_sizes": [8, 32]}}, "server", "do not cover"),
+    ({"profile": {"kind": "exponential"}}, "(top level)", "exit_mode: none"),
+    ({"profile": {"kind": "profile", "path": None}}, "profile", "needs a path"),
+    ([1, 2], None, "YAML mapping"),
+])
+def test_bad_config_names_the_field(data, field, words):
+    with pytest.raises(InputError) as err:
+        parse_config(data, "study.yaml")
+    msg = str(err.value)
+    assert msg.startswith("study.yaml")
+    assert words in msg
+    if field:
+        assert f"field '{field}'" in msg
+
+
+def test_unknown_policy_is_rejected():
+    from offramp.policies import PolicyConfig, make_policy
+
+    with pytest.raises(InputError, match="unknown policy 'entropyy'"):
+        make_policy(PolicyConfig(name="entropyy"))
+    with pytest.raises(InputError, match="needs thresholds, fractions or tolerance_pct"):
+        make_policy(PolicyConfig(name="maxprob"))
+    with pytest.raises(InputError, match="static:K"):
+        make_policy(PolicyConfig(name="static"))
+
+
+def test_missing_and_corrupt_trace(tmp_path):
+    with pytest.raises(InputError, match="no such trace file"):
+        load_trace(tmp_path / "nope.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable offramp trace"):
+        load_trace(bad)
+    # Truncated file.
+    good = save_trace(synthetic_trace(200), tmp_path / "t.npz")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(InputError, match="cut.npz"):
+        load_trace(cut)
+
+
+def _rewrite(path: Path, **changes) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda a: {"maxprob": a["maxprob"] * 3}, "maxprob"),
+    (lambda a: {"entropy": a["entropy"] - 2}, "entropy"),
+    (lambda a: {"correct": ~a["correct"]}, "correct"),
+    (lambda a: {"split": a["split"] + 5}, "split"),
+    (lambda a: {"pred": a["pred"][:, :2]}, "maxprob"),
+    (lambda a: {"labels": a["labels"] + 100}, "labels"),
+    (lambda a: {"meta": np.array(json.dumps({**json.loads(str(a["meta"])), "version": 9}))},
+     "meta.version"),
+    (lambda a: {"meta": np.array(json.dumps({**json.loads(str(a["meta"])),
+                                             "full_model_accuracy": 0.1}))},
+     "meta.full_model_accuracy"),
+])
+def test_malformed_trace_names_field(tmp_path, change, field):
+    path = save_trace(synthetic_trace(300), tmp_path / "t.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    _rewrite(path, **change(arrays))
+    with pytest.raises(InputError) as err:
+        load_trace(path)
+    assert f"field '{field}'" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_profile_round_trip_and_errors(tmp_path):
+    prof = synthetic_profile()
+    path = save_profile(prof, tmp_path / "p.json")
+    back = load_profile(path)
+    assert back.rows == prof.rows and back.meta == prof.meta
+    doc = json.loads(path.read_text())
+    doc["rows"][3]["p99_ms"] = -1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"rows\[3\]\.p99_ms"):
+        load_profile(path)
+    doc["rows"] = [r for r in doc["rows"] if not (r["kind"] == "head" and r["k"] == 2)]
+    doc["rows"][3]["p99_ms"] = 10.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="no rows for head 2"):
+        load_profile(path)
+    path.write_text("{oops")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_profile(path)
+
+
+def test_profile_trace_mismatch_is_rejected():
+    trace = synthetic_trace(100, n_exits=3)
+    with pytest.raises(InputError, match="profile has 4 exits but the trace .* has 3"):
+        check_profile_matches(synthetic_profile(4), trace.model_id, trace.n_exits, "t.npz")
+    with pytest.raises(InputError, match="profile is for model 'other'"):
+        check_profile_matches(synthetic_profile(3, model_id="other"), trace.model_id, 3)
+
+
+def test_latency_model_never_extrapolates():
+    model = LatencyModel(affine_profile(3, range(2, 9)))
+    assert model.lookup("segment", 0, 5)[0] == pytest.approx(1.5)
+    with pytest.raises(InputError, match="measured for batch sizes 2..8, the study needs 9"):
+        model.lookup("segment", 0, 9)
+    with pytest.raises(InputError, match="measured for batch sizes 2..8, the study needs 1"):
+        model.lookup("segment", 0, 1)
+    # Interpolation between measured sizes.
+    sparse = affine_profile(3, [1, 4, 16])
+    assert LatencyModel(sparse).lookup("segment", 1, 10)[0] == pytest.approx(2.0)
+
+
+def _study(tmp_path: Path, **sections) -> Path:
+    import yaml
+
+    shutil.copy(DATA / "synthetic-trace.npz", tmp_path / "trace.npz")
+    shutil.copy(DATA / "synthetic-profile.json", tmp_path / "profile.json")
+    cfg = {"trace": {"path": "trace.npz"}, "profile": {"path": "profile.json"},
+           "run": {"requests": 2000, "replications": 2}, **sections}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_bad_input_one_line_no_partial_output(tmp_path, capsys):
+    study = _study(tmp_path, server={"max_batch": 128})
+    out = tmp_path / "run"
+    assert main(["simulate", str(study), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert "the study needs 65" in err[0] and "profile.json" in err[0]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []
+
+
+def test_cli_simulate_writes_run_folder(tmp_path, capsys):
+    import pandas as pd
+
+    study = _study(tmp_path, policy={"name": "entropy", "tolerance_pct": 99},
+                   slo={"latency_ms": 20})
+    out = tmp_path / "run"
+    assert main(["simulate", str(study), "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["replications"] == 2 and doc["engine"] == "fast"
+    assert 0 < doc["metrics"]["slo_attainment"]["mean"] <= 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.resolved.yaml", "latency.png", "requests.parquet", "summary.json"]
+    frame = pd.read_parquet(out / "requests.parquet")
+    assert len(frame) == 4000
+    assert set(frame.columns) >= {"request_id", "sample_id", "arrival_s", "dispatch_s", "finish_s",
+                                  "exit_index", "correct", "replica", "batch_id"}
+    # --set overrides a field; the same seed gives the same summary.
+    assert main(["simulate", str(study), "-o", str(out), "--json",
+                 "--set", "workload.rate_rps=500"]) == 0
+    doc2 = json.loads(capsys.readouterr().out)
+    assert doc2["metrics"]["throughput_rps"]["mean"] < doc["metrics"]["throughput_rps"]["mean"]
+    assert main(["simulate", str(study), "-o", str(tmp_path / "run2"), "--json"]) == 0
+    doc3 = json.loads(capsys.readouterr().out)
+    assert doc3 == doc

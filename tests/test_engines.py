@@ -1,0 +1,125 @@
+"""The fast batch-level engine against the per-request SimPy reference, and conservation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from offramp.policies import PolicyConfig, make_policy
+from offramp.profiling.latency import LatencyModel
+from offramp.profiling.synthetic import synthetic_profile
+from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
+from offramp.sim.runner import make_plan, run_plan, simulate
+from offramp.sim.service import ServiceTimes
+from offramp.traces.synthetic import synthetic_trace
+
+TRACE = synthetic_trace(1500, seed=3)
+PROFILE = synthetic_profile(batches=tuple(range(1, 65)))
+POLICIES = [
+    PolicyConfig(name="none"), PolicyConfig(name="static:1"), PolicyConfig(name="oracle"),
+    PolicyConfig(name="entropy", tolerance_pct=98), PolicyConfig(name="maxprob", tolerance_pct=99),
+    PolicyConfig(name="maxprob", fractions=[0.4, 0.2, 0.2, 0.2]),
+]
+FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
+
+
+def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
+          kind="poisson", cv=1.0):
+    policy = make_policy(POLICIES[policy_i]).fit(TRACE)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, max_batch, sampled, True)
+    server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
+                          replicas=replicas, routing=routing)
+    wl = WorkloadConfig(kind=kind, rate_rps=rate, cv=cv)
+    return lambda: make_plan(TRACE, policy, svc, server, wl, RunConfig(requests=n),
+                             np.random.SeedSequence(seed))
+
+
+def check_conserved(rec, n):
+    assert rec.arrival.size == n
+    assert np.isfinite(rec.finish).all() and np.isfinite(rec.dispatch).all()
+    assert (rec.arrival <= rec.dispatch).all() and (rec.dispatch < rec.finish).all()
+    assert ((rec.exit >= 0) & (rec.exit < TRACE.n_exits)).all()
+    # Every request is in exactly one batch, and batch sizes add up to the request count.
+    assert rec.batch_sizes[:, 0].sum() == n
+    assert np.array_equal(np.bincount(rec.batch, minlength=len(rec.batch_dispatch)),
+                          rec.batch_sizes[:, 0])
+    assert np.array_equal(rec.dispatch, rec.batch_dispatch[rec.batch])
+    assert (rec.finish <= rec.batch_finish[rec.batch] + 1e-12).all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+       replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "random", "shared"]),
+       max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
+       sampled=st.booleans(), n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3))
+def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wait, load, sampled,
+                               n, seed, kind, cv):
+    # Rate from the load: a full batch's time through the whole model.
+    batch_ms = 4 * (1.0 + 0.02 * max_batch) + 0.3
+    rate = load * replicas * max_batch / batch_ms * 1000
+    plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
+                 kind, cv)
+    fast, used_f = run_plan(plan(), "fast")
+    ref, used_r = run_plan(plan(), "reference")
+    assert (used_f, used_r) == ("fast", "reference")
+    for f in FIELDS:
+        assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
+    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(ref, f), rtol=0, atol=1e-9, err_msg=f)
+    check_conserved(fast, n)
+    check_conserved(ref, n)
+
+
+@pytest.mark.parametrize("routing", ["jsq", "round_robin"])
+def test_reference_only_paths_conserve(routing):
+    plan = build(3, "shrink", 2, routing, 16, 1.0, 5000, True, 3000, 1)
+    rec, used = run_plan(plan(), "auto")
+    assert used == ("reference" if routing == "jsq" else "fast")
+    check_conserved(rec, 3000)
+
+
+def test_closed_loop_conserves():
+    policy = make_policy(POLICIES[3]).fit(TRACE)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 8, True, True)
+    res = simulate(TRACE, policy, svc, ServerConfig(max_batch=8, replicas=2, routing="jsq"),
+                   WorkloadConfig(kind="closed", clients=12, think_ms=1.0),
+                   RunConfig(requests=2000, replications=1))
+    check_conserved(res.records[0], 2000)
+
+
+def test_fast_engine_refuses_what_it_cannot_run():
+    plan = build(0, "keep", 2, "round_robin", 8, 1.0, 1000, False, 10, 0)()
+    plan.server = ServerConfig(replicas=2, routing="jsq")
+    with pytest.raises(ValueError, match="join-shortest-queue"):
+        run_plan(plan, "fast")
+
+
+def test_same_seed_same_results_different_seed_different():
+    def go(seed):
+        policy = make_policy(POLICIES[4]).fit(TRACE)
+        svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 32, True, True)
+        return simulate(TRACE, policy, svc, ServerConfig(replicas=2, routing="random"),
+                        WorkloadConfig(rate_rps=8000), RunConfig(requests=5000, replications=2,
+                                                                 seed=seed))
+    a, b, c = go(11), go(11), go(12)
+    for ra, rb, rc in zip(a.records, b.records, c.records, strict=True):
+        for f in ("arrival", "finish", "exit", "sample", "batch"):
+            assert np.array_equal(getattr(ra, f), getattr(rb, f))
+        assert not np.array_equal(ra.finish, rc.finish)
+    assert a.runs == b.runs
+    # Replications are independent draws.
+    assert not np.array_equal(a.records[0].arrival, a.records[1].arrival)
+
+
+def test_confidence_interval_covers_replications():
+    policy = make_policy(POLICIES[3]).fit(TRACE)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 32, True, True)
+    res = simulate(TRACE, policy, svc, ServerConfig(), WorkloadConfig(rate_rps=5000),
+                   RunConfig(requests=4000, replications=4, warmup_fraction=0.25))
+    m = res.summary["latency_p99_ms"]
+    vals = np.array(m["values"])
+    assert m["mean"] == pytest.approx(vals.mean())
+    assert m["ci95"] > 0
+    assert res.runs[0]["requests"] == 3000

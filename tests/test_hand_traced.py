@@ -1,0 +1,104 @@
+"""Exact, hand-traced scenarios: fixed arrivals, fixed stage latencies, expected timestamps.
+
+Profile: overhead 0.1 ms; segment k at batch b 1 + 0.1·b ms; head 0.5 ms; compaction of s
+survivors 0.2 + 0.05·s ms. Three exits, max_batch 4, max_wait 2 ms, one replica. Requests
+arrive at 0, 0.5, 1 and 10 ms; by the oracle they exit at 0, 2, 1 and 0.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import affine_profile, crafted_trace, fixed_plan
+from offramp.policies.baselines import Oracle, StaticExit
+from offramp.profiling.latency import LatencyModel
+from offramp.sim.config import ServerConfig
+from offramp.sim.runner import run_plan
+from offramp.sim.service import ServiceTimes
+
+TRACE = crafted_trace([[True, True, True], [False, False, True], [False, True, True],
+                       [True, False, True]])
+ARRIVALS = [0.0, 0.5, 1.0, 10.0]
+ENGINES = ["fast", "reference"]
+
+
+def run(mode: str, policy=None, profile=None, engine="fast", max_wait=2.0):
+    profile = profile or affine_profile(3, range(1, 5))
+    server = ServerConfig(max_batch=4, max_wait_ms=max_wait, exit_mode=mode)
+    svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 4, False, mode == "shrink")
+    policy = (policy or Oracle()).fit(TRACE)
+    plan = fixed_plan(TRACE, policy, svc, server, ARRIVALS, [0, 1, 2, 3])
+    rec, used = run_plan(plan, engine)
+    assert used == engine
+    return rec
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_shrink_pays_compaction(engine):
+    rec = run("shrink", engine=engine)
+    # Batch 1 = requests 0-2, dispatched at the 2 ms deadline. 2 + 0.1 overhead, + 1.3 seg0(3),
+    # + 0.5 head -> 3.9 (req 0 leaves); + 0.3 compact(2), + 1.2 seg1(2), + 0.5 -> 5.9 (req 2);
+    # + 0.25 compact(1), + 1.1 seg2(1), + 0.5 -> 7.75 (req 1).
+    # Batch 2 = request 3 alone, at 10 + 2 = 12 ms: 12.1 + 1.1 + 0.5 = 13.7.
+    assert rec.dispatch * 1000 == pytest.approx([2.0, 2.0, 2.0, 12.0], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.75, 5.9, 13.7], abs=1e-9)
+    assert rec.exit.tolist() == [0, 2, 1, 0]
+    assert rec.batch.tolist() == [0, 0, 0, 1]
+    assert rec.batch_sizes.tolist() == [[3, 2, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keep_runs_full_batch_until_all_exit(engine):
+    rec = run("keep", engine=engine)
+    # 2.1, + 1.3 + 0.5 -> 3.9 (req 0); + 1.3 + 0.5 -> 5.7 (req 2); + 1.3 + 0.5 -> 7.5 (req 1).
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.5, 5.7, 13.7], abs=1e-9)
+    assert rec.batch_sizes.tolist() == [[3, 3, 3], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_none_runs_backbone_and_last_head(engine):
+    rec = run("none", engine=engine)
+    # 2.1 + 3 × 1.3 + 0.5 = 6.5; request 3: 12.1 + 3 × 1.1 + 0.5 = 15.9. Everyone at exit 2.
+    assert rec.finish * 1000 == pytest.approx([6.5, 6.5, 6.5, 15.9], abs=1e-9)
+    assert rec.exit.tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keep_equals_none_when_nobody_exits_early_and_heads_are_free(engine):
+    profile = affine_profile(3, range(1, 5), head=(0.0, 0.0), last_head=(0.5, 0.0))
+    keep = run("keep", policy=StaticExit(2), profile=profile, engine=engine)
+    none = run("none", policy=StaticExit(2), profile=profile, engine=engine)
+    assert keep.finish == pytest.approx(none.finish, abs=1e-12)
+    # With 0.5 ms early heads, keep pays them on top: two early heads per batch.
+    keep_paid = run("keep", policy=StaticExit(2), engine=engine)
+    assert (keep_paid.finish - none.finish) * 1000 == pytest.approx([1.0] * 4, abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_full_batch_dispatches_on_last_arrival_and_zero_wait(engine):
+    # max_wait 0: a free server takes what is queued at once. Request 0 alone: 0.1 + 3 × 1.1
+    # + 0.5 = 3.9; requests 1 and 2 queued meanwhile go together: 3.9 + 0.1 + 3 × 1.2 + 0.5.
+    rec = run("none", engine=engine, max_wait=0.0)
+    assert rec.dispatch * 1000 == pytest.approx([0.0, 3.9, 3.9, 10.0], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([3.9, 8.1, 8.1, 13.9], abs=1e-9)
+    assert rec.batch.tolist() == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batch_closes_when_max_batch_is_reached(engine):
+    profile = affine_profile(3, range(1, 5))
+    server = ServerConfig(max_batch=2, max_wait_ms=5.0, exit_mode="none")
+    svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 2, False, False)
+    plan = fixed_plan(TRACE, Oracle().fit(TRACE), svc, server, ARRIVALS, [0, 1, 2, 3])
+    rec, _ = run_plan(plan, engine)
+    # Batch 1 closes at 0.5 ms when its 2nd request arrives: 0.5 + 0.1 + 3 × 1.2 + 0.5 = 4.7.
+    # Request 2 (1 ms) is alone when the server frees at 4.7, so it waits for its deadline at
+    # 6 ms: 6 + 0.1 + 3.3 + 0.5 = 9.9. Request 3: deadline 15 -> 18.9.
+    assert rec.dispatch * 1000 == pytest.approx([0.5, 0.5, 6.0, 15.0], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([4.7, 4.7, 9.9, 18.9], abs=1e-9)
+
+
+def test_bucketed_engine_rounds_batch_up():
+    profile = affine_profile(3, range(1, 5))
+    model = LatencyModel(profile, engine_sizes=[2, 4])
+    assert model.lookup("segment", 0, 3) == (pytest.approx(1.4), 0.0)
+    assert model.lookup("segment", 0, 1) == (pytest.approx(1.2), 0.0)
