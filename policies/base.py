@@ -58,3 +58,24 @@ class ExitPolicy:
     def __repr__(self) -> str:
         params = {k: v for k, v in self.get_params().items() if k != "name"}
         return f"{type(self).__name__}({params})"
+
+
+class StatefulPolicy(ExitPolicy):
+    """A policy that watches the running system (e.g. Dynamic-OFA's runtime manager).
+
+    The simulator's reference engine calls ``reset`` once per run, ``begin_batch`` when a
+    replica dispatches a batch (the returned seconds stall the replica first, e.g. the cost of
+    a switch), ``decide`` at every exit, and ``observe`` for every completed request.
+    """
+
+    is_static = False
+
+    def reset(self, n_replicas: int) -> None:
+        """Forget run-time state before a new run."""
+
+    def begin_batch(self, now_s: float, replica: int) -> float:
+        """Seconds the replica stalls before this batch (0 unless a switch is pending)."""
+        return 0.0
+
+    def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
+        """One request finished ``latency_s`` after it arrived."""

@@ -24,6 +24,14 @@ class WorkloadConfig(_Strict):
     think_ms: float = Field(0.0, ge=0, description="closed loop: mean think time (exponential)")
 
 
+class ContentionStep(_Strict):
+    """From ``at_s`` on, every stage on the listed replicas (all if None) takes ``factor``×."""
+
+    at_s: float = Field(ge=0)
+    factor: float = Field(gt=0)
+    replicas: list[int] | None = None
+
+
 class ServerConfig(_Strict):
     """Triton-style dynamic batcher and executor on each of ``replicas`` GPUs."""
 
@@ -34,6 +42,17 @@ class ServerConfig(_Strict):
     routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
     engine_sizes: list[int] | None = Field(
         None, description="batch sizes with an engine; a batch runs on the next size up")
+    contention: list[ContentionStep] = Field(
+        default_factory=list, description="slowdown schedule (Dynamic-OFA's setting)")
+
+    def slowdown(self) -> list[tuple[list[float], list[float]]]:
+        """Per replica: (step times, factors) with a leading (0, 1); factor at t by bisect."""
+        out = []
+        for r in range(self.replicas):
+            steps = sorted((c.at_s, c.factor) for c in self.contention
+                           if c.replicas is None or r in c.replicas)
+            out.append(([-1.0] + [a for a, _ in steps], [1.0] + [f for _, f in steps]))
+        return out
 
     @model_validator(mode="after")
     def _engines_cover_max_batch(self) -> ServerConfig:
@@ -43,6 +62,9 @@ class ServerConfig(_Strict):
             if max(self.engine_sizes) < self.max_batch:
                 raise ValueError(f"engine_sizes {self.engine_sizes} do not cover "
                                  f"max_batch {self.max_batch}")
+        for step in self.contention:
+            if step.replicas and not all(0 <= r < self.replicas for r in step.replicas):
+                raise ValueError(f"contention replicas {step.replicas} outside 0..{self.replicas - 1}")
         return self
 
 

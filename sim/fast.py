@@ -49,6 +49,7 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     head = [svc.head(k) for k in stages]
     comp = [svc.compact(k) for k in range(k_exits - 1)] + [0]
     last_head = head[-1]
+    slow = srv.slowdown()
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
@@ -64,24 +65,26 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         m = local[r]
         local[r] = m + 1
         z = plan.noise[r].row(m)
+        at, factors = slow[r]
+        x = factors[bisect_right(at, d) - 1]
         ends = [0.0] * k_exits
         sizes = [0] * k_exits
-        # Each stage: base * exp(sigma * z), as ServiceTimes.duration computes it.
-        t = d + base[0][size] * exp(sig[0][size] * z[0])
+        # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it.
+        t = d + base[0][size] * exp(sig[0][size] * z[0]) * x
         if mode == "none":
             for k in stages:
                 s = seg[k]
-                t += base[s][size] * exp(sig[s][size] * z[s])
+                t += base[s][size] * exp(sig[s][size] * z[s]) * x
                 sizes[k] = size
-            t += base[last_head][size] * exp(sig[last_head][size] * z[last_head])
+            t += base[last_head][size] * exp(sig[last_head][size] * z[last_head]) * x
             ends[-1] = t
         else:
             cur = size
             keep = mode == "keep"
             for k in stages:
                 s, h = seg[k], head[k]
-                t += base[s][cur] * exp(sig[s][cur] * z[s])
-                t += base[h][cur] * exp(sig[h][cur] * z[h])
+                t += base[s][cur] * exp(sig[s][cur] * z[s]) * x
+                t += base[h][cur] * exp(sig[h][cur] * z[h]) * x
                 ends[k] = t
                 sizes[k] = cur
                 left = reach[k + 1][j] - reach[k + 1][i]
@@ -89,7 +92,7 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
                     break
                 if left < cur and not keep:
                     c = comp[k]
-                    t += base[c][left] * exp(sig[c][left] * z[c])
+                    t += base[c][left] * exp(sig[c][left] * z[c]) * x
                     cur = left
         out.append([i, j, r, m, d, t, ends, sizes])
         heapq.heappush(free, (t, r))

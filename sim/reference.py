@@ -9,6 +9,8 @@ model the fast engine is checked against.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 import simpy
 
@@ -52,6 +54,10 @@ class ReferenceServer:
         self.requests: list[Request] = []
         self.batches: list[tuple] = []
         self.batch_count = [0] * srv.replicas
+        self.slow = srv.slowdown()
+        self.stateful = not plan.policy.is_static
+        if self.stateful:
+            plan.policy.reset(srv.replicas)
         self.rr = 0
         if self.shared:
             self.free = simpy.PriorityStore(self.env)
@@ -149,20 +155,30 @@ class ReferenceServer:
         start = env.now
         for req in batch:
             req.dispatch, req.replica, req.local = start, r, m
+        at, factors = self.slow[r]
+        x = factors[bisect_right(at, start) - 1]
+
+        def stage(slot: int, b: int) -> simpy.Timeout:
+            return env.timeout(svc.duration(slot, b, z) * x)
+
+        if self.stateful:
+            stall = plan.policy.begin_batch(start, r)
+            if stall > 0:
+                yield env.timeout(stall)
         sizes = [0] * k_exits
-        yield env.timeout(svc.duration(svc.OVERHEAD, size, z))
+        yield stage(svc.OVERHEAD, size)
         if mode == "none":
             for k in range(k_exits):
-                yield env.timeout(svc.duration(svc.seg(k), size, z))
+                yield stage(svc.seg(k), size)
                 sizes[k] = size
-            yield env.timeout(svc.duration(svc.head(k_exits - 1), size, z))
+            yield stage(svc.head(k_exits - 1), size)
             self._finish(batch, k_exits - 1)
         else:
             active = batch
             for k in range(k_exits):
                 run_size = size if mode == "keep" else len(active)
-                yield env.timeout(svc.duration(svc.seg(k), run_size, z))
-                yield env.timeout(svc.duration(svc.head(k), run_size, z))
+                yield stage(svc.seg(k), run_size)
+                yield stage(svc.head(k), run_size)
                 sizes[k] = run_size
                 leave = plan.policy.decide(plan.trace, k, np.array([q.sample for q in active]))
                 self._finish([q for q, x in zip(active, leave, strict=True) if x], k)
@@ -170,15 +186,18 @@ class ReferenceServer:
                 if not survivors:
                     break
                 if mode == "shrink" and len(survivors) < len(active):
-                    yield env.timeout(svc.duration(svc.compact(k), len(survivors), z))
+                    yield stage(svc.compact(k), len(survivors))
                 active = survivors
         self.batches.append((r, m, start, env.now, sizes))
 
     def _finish(self, reqs: list[Request], k: int) -> None:
+        now = self.env.now
         for req in reqs:
-            req.finish, req.exit = self.env.now, k
+            req.finish, req.exit = now, k
             if not self.shared:
                 self.outstanding[req.replica] -= 1
+            if self.stateful:
+                self.plan.policy.observe(now, now - req.arrival, req.replica, k)
             req.done.succeed()
 
     def run(self) -> RunRecords:

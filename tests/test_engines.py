@@ -25,11 +25,13 @@ FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 
 
 def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
-          kind="poisson", cv=1.0):
+          kind="poisson", cv=1.0, contention=()):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, max_batch, sampled, True)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
-                          replicas=replicas, routing=routing)
+                          replicas=replicas, routing=routing,
+                          contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
+                                      for a, f, r in contention])
     wl = WorkloadConfig(kind=kind, rate_rps=rate, cv=cv)
     return lambda: make_plan(TRACE, policy, svc, server, wl, RunConfig(requests=n),
                              np.random.SeedSequence(seed))
@@ -53,14 +55,16 @@ def check_conserved(rec, n):
        replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "random", "shared"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
        sampled=st.booleans(), n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1),
-       kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3))
+       kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3),
+       contention=st.lists(st.tuples(st.floats(0, 0.05), st.floats(0.5, 3), st.integers(0, 2)),
+                           max_size=3))
 def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wait, load, sampled,
-                               n, seed, kind, cv):
+                               n, seed, kind, cv, contention):
     # Rate from the load: a full batch's time through the whole model.
     batch_ms = 4 * (1.0 + 0.02 * max_batch) + 0.3
     rate = load * replicas * max_batch / batch_ms * 1000
     plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
-                 kind, cv)
+                 kind, cv, contention)
     fast, used_f = run_plan(plan(), "fast")
     ref, used_r = run_plan(plan(), "reference")
     assert (used_f, used_r) == ("fast", "reference")
@@ -123,3 +127,17 @@ def test_confidence_interval_covers_replications():
     assert m["mean"] == pytest.approx(vals.mean())
     assert m["ci95"] > 0
     assert res.runs[0]["requests"] == 3000
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_contention_step_slows_every_stage(engine):
+    base = build(2, "shrink", 1, "round_robin", 8, 1.0, 40, False, 400, 4)()
+    slowed = build(2, "shrink", 1, "round_robin", 8, 1.0, 40, False, 400, 4,
+                   contention=[(0.0, 1.5, 0)])()
+    a, _ = run_plan(base, engine)
+    b, _ = run_plan(slowed, engine)
+    # At low load every batch starts on its own deadline, so service times scale by exactly 1.5.
+    alone = a.dispatch == b.dispatch
+    assert alone.mean() > 0.9
+    np.testing.assert_allclose((b.finish - b.dispatch)[alone], 1.5 * (a.finish - a.dispatch)[alone],
+                               rtol=1e-9)

@@ -1,0 +1,66 @@
+"""Run a grid of study variants (policies × exit modes × loads) and collect one row each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from offramp.sim.runner import simulate
+from offramp.traces.format import ExitTrace
+
+from .config import StudyConfig
+from .resolve import build_service, fit_policy, load_study_profile, load_study_trace
+
+HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "agreement",
+            "utilisation", "slo_attainment", "batch_size_stage_0"]
+
+
+def full_batch_capacity_rps(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> float:
+    """Requests/s one replica serves with full batches and no early exit (the p50 profile)."""
+    no_exit = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": "none"})})
+    svc = build_service(no_exit, trace, load_study_profile(no_exit, trace, base))
+    b = cfg.server.max_batch
+    z = [0.0] * svc.width
+    total = svc.duration(0, b, z) + sum(svc.duration(svc.seg(k), b, z) for k in range(trace.n_exits))
+    total += svc.duration(svc.head(trace.n_exits - 1), b, z)
+    return b / total * cfg.server.replicas
+
+
+def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]],
+             base: Path | None = None, progress: Callable[[], None] | None = None) -> pd.DataFrame:
+    """Simulate each variant (section -> field overrides) and return one row per variant."""
+    trace = load_study_trace(base_cfg, base)
+    rows = []
+    for variant in variants:
+        data = base_cfg.model_dump()
+        for section, fields in variant.items():
+            data[section] = {**data[section], **fields}
+        cfg = StudyConfig.model_validate(data)
+        profile = load_study_profile(cfg, trace, base)
+        res = simulate(trace, fit_policy(cfg, trace), build_service(cfg, trace, profile),
+                       cfg.server, cfg.workload, cfg.run, cfg.slo.latency_ms)
+        row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
+                               "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode,
+                               "rate_rps": cfg.workload.rate_rps, "engine": res.engine}
+        for key in HEADLINE:
+            if key in res.summary:
+                row[key] = res.summary[key]["mean"]
+                row[key + "_ci95"] = res.summary[key]["ci95"]
+        rows.append(row)
+        if progress is not None:
+            progress()
+    return pd.DataFrame(rows)
+
+
+def _fit_label(cfg: StudyConfig) -> str:
+    p = cfg.policy
+    if p.tolerance_pct is not None:
+        return f"τ={p.tolerance_pct:g}%"
+    if p.fractions is not None:
+        return "fractions"
+    if p.thresholds is not None:
+        return "thresholds"
+    return ""
