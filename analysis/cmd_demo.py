@@ -81,22 +81,21 @@ def plot_sweep(frame, model: str, slo_ms: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for (pol, mode), grp in frame.groupby(["policy", "exit_mode"], sort=False):
-        label = f"{pol} / {mode}"
-        ax1.errorbar(grp["throughput_rps"], grp["latency_p99_ms"], yerr=grp["latency_p99_ms_ci95"],
-                     marker="o", ms=4, capsize=2, label=label)
-        ax2.plot(grp["rate_rps"], grp["accuracy"], marker="o", ms=4, label=label)
-    ax1.axhline(slo_ms, color="k", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
-    ax1.set_yscale("log")
+    for (pol, fit, mode), grp in frame.groupby(["policy", "policy_fit", "exit_mode"], sort=False):
+        label = f"{pol} {fit} / {mode} (accuracy {grp['accuracy'].mean():.3f})".replace("  ", " ")
+        ax1.plot(grp["throughput_rps"], grp["latency_p99_ms"], marker="o", ms=4, label=label)
+        ax2.plot(grp["rate_rps"], grp["latency_p50_ms"], marker="o", ms=4, label=label)
+    for ax in (ax1, ax2):
+        ax.axhline(slo_ms, color="k", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
     ax1.set_xlabel("achieved throughput (req/s)")
     ax1.set_ylabel("p99 latency (ms)")
     ax1.set_title(f"{model}: p99 latency vs throughput")
-    ax1.grid(alpha=0.3, which="both")
     ax1.legend(fontsize=8)
     ax2.set_xlabel("offered load (req/s)")
-    ax2.set_ylabel("accuracy (test requests)")
-    ax2.set_title("accuracy vs load")
-    ax2.grid(alpha=0.3)
+    ax2.set_ylabel("p50 latency (ms)")
+    ax2.set_title("p50 latency vs offered load")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                          "reinstall offramp from a full checkout")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 160)
     results = {}
     n_jobs = len(pairs) * (sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0)))
     with Progress(TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
         title = (f"{out.trace.model_id} · {cfg.policy.name} · {cfg.server.exit_mode} · "
                  f"{len(out.result.runs)} replications ({out.result.engine} engine)")
-        print_summary(out.result.summary, title, Console())
+        print_summary(out.result.summary, title,
+                      Console(width=None if Console().is_terminal else 120))
         Console().print(f"wrote {dest}/ (config.resolved.yaml, requests.parquet, summary.json, "
                         "latency.png)")
     return 0

@@ -31,6 +31,12 @@ class ProfileSection(ServiceConfig):
         return self
 
 
+class PolicySection(PolicyConfig):
+    """A policy by name and fitting options, or ``from_file``: one saved by `offramp fit -o`."""
+
+    from_file: str | None = None
+
+
 class SloSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     latency_ms: float | None = Field(None, gt=0, description="per-request latency objective")
@@ -44,7 +50,7 @@ class StudyConfig(BaseModel):
     profile: ProfileSection = ProfileSection(path="fmnist-resnet-cpu")
     workload: WorkloadConfig = WorkloadConfig()
     server: ServerConfig = ServerConfig()
-    policy: PolicyConfig = PolicyConfig()
+    policy: PolicySection = PolicySection()
     slo: SloSection = SloSection()
     run: RunConfig = RunConfig()
 

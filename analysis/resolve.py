@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offramp.policies import ExitPolicy, make_policy
+from offramp.policies import ExitPolicy, PolicyConfig, make_policy
+from offramp.policies.table import load_policy
 from offramp.profiling.format import LatencyProfile, check_profile_matches, load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.shipped import shipped_profile_path
@@ -62,6 +63,12 @@ def build_service(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | 
                                      cfg.profile.latency == "sampled", srv.exit_mode == "shrink")
 
 
-def fit_policy(cfg: StudyConfig, trace: ExitTrace) -> ExitPolicy:
-    """The configured policy, fitted on the trace's val split."""
-    return make_policy(cfg.policy).fit(trace, "val")
+def fit_policy(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> ExitPolicy:
+    """The configured policy, fitted on the trace's val split (or loaded from a file)."""
+    if cfg.policy.from_file:
+        path = Path(cfg.policy.from_file)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return load_policy(path).fit(trace, "val")
+    policy_cfg = PolicyConfig.model_validate(cfg.policy.model_dump(exclude={"from_file"}))
+    return make_policy(policy_cfg).fit(trace, "val")

@@ -1,0 +1,101 @@
+"""A fitted static policy saved as its decisions: the exit of every sample of one trace.
+
+Any static policy, however it was fitted (thresholds, EENet's learned scorer, Gati's
+selectors), is fully described on a given trace by the exit it picks for each sample. Saving
+that table makes `offramp fit -o policy.json` loadable by `offramp simulate` exactly, with no
+refit; a fingerprint ties the table to the trace it was computed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offramp.traces.atomic import atomic_path
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .base import ExitPolicy
+
+FORMAT = "offramp-policy"
+VERSION = 1
+
+
+def trace_fingerprint(trace: ExitTrace) -> str:
+    """A short hash of the trace's labels, splits and predictions."""
+    h = hashlib.sha256()
+    for arr in (trace.labels, trace.split, trace.pred):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+class ExitTable(ExitPolicy):
+    """Exit index per sample id, as recorded from a fitted static policy."""
+
+    name = "table"
+
+    def __init__(self, exits: np.ndarray, fingerprint: str, source_name: str,
+                 params: dict[str, Any] | None = None):
+        self.exits = np.asarray(exits, dtype=np.int64)
+        self.fingerprint = fingerprint
+        self.source_name = source_name
+        self.params = params or {}
+
+    @classmethod
+    def from_policy(cls, policy: ExitPolicy, trace: ExitTrace) -> ExitTable:
+        if not policy.is_static:
+            raise InputError("policy", "name", f"{policy.name!r} is stateful and has no exit table",
+                             "save a static policy")
+        exits = policy.exit_index(trace, np.arange(trace.n_samples))
+        return cls(exits, trace_fingerprint(trace), policy.name, policy.get_params())
+
+    def fit(self, trace: ExitTrace, split: str = "val") -> ExitTable:
+        if trace_fingerprint(trace) != self.fingerprint or trace.n_samples != self.exits.size:
+            raise InputError(trace.source, None, f"the saved policy ({self.source_name}) was fitted "
+                             "on a different trace", "refit it on this trace with `offramp fit`")
+        return super().fit(trace, split)
+
+    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        return self.exits[samples][:, None] == np.arange(trace.n_exits)[None, :]
+
+    def get_params(self) -> dict[str, Any]:
+        return {"name": self.source_name, **{k: v for k, v in self.params.items() if k != "name"}}
+
+
+def save_policy(table: ExitTable, path: str | Path, report: dict[str, Any] | None = None) -> Path:
+    """Write a fitted policy (its exit table, parameters and a fit report) as JSON."""
+    doc = {"format": FORMAT, "version": VERSION, "policy": table.source_name,
+           "params": table.params, "trace_fingerprint": table.fingerprint,
+           "report": report or {}, "exits": table.exits.tolist()}
+    path = Path(path)
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(doc) + "\n")
+    return path
+
+
+def load_policy(path: str | Path) -> ExitTable:
+    """Read a policy written by :func:`save_policy`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, "no such policy file", "write one with `offramp fit -o`")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, None, f"not valid JSON ({exc})", "refit with `offramp fit`") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InputError(path, "format", f"not an {FORMAT} file", "pass a file from `offramp fit -o`")
+    if doc.get("version") != VERSION:
+        raise InputError(path, "version", f"version {doc.get('version')} is not supported",
+                         "refit with `offramp fit`")
+    for key in ("policy", "trace_fingerprint", "exits"):
+        if key not in doc:
+            raise InputError(path, key, "missing", "refit with `offramp fit`")
+    exits = np.asarray(doc["exits"])
+    if exits.ndim != 1 or not np.issubdtype(exits.dtype, np.integer) or (exits < 0).any():
+        raise InputError(path, "exits", "must be a list of non-negative exit indices",
+                         "refit with `offramp fit`")
+    return ExitTable(exits, doc["trace_fingerprint"], doc["policy"], doc.get("params"))
