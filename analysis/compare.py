@@ -39,7 +39,7 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
             data[section] = {**data[section], **fields}
         cfg = StudyConfig.model_validate(data)
         profile = load_study_profile(cfg, trace, base)
-        res = simulate(trace, fit_policy(cfg, trace, base), build_service(cfg, trace, profile),
+        res = simulate(trace, fit_policy(cfg, trace, profile, base), build_service(cfg, trace, profile),
                        cfg.server, cfg.workload, cfg.run, cfg.slo.latency_ms)
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
                                "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode,

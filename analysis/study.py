@@ -39,7 +39,7 @@ def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> Stud
     trace = load_study_trace(cfg, base)
     profile = load_study_profile(cfg, trace, base)
     service = build_service(cfg, trace, profile)
-    policy = fit_policy(cfg, trace, base)
+    policy = fit_policy(cfg, trace, profile, base)
     result = simulate(trace, policy, service, cfg.server, cfg.workload, cfg.run,
                       cfg.slo.latency_ms, progress)
     return StudyOutput(cfg, trace, result, policy.get_params())

@@ -1,6 +1,13 @@
 """Exit policies and how they are fitted to constraints."""
 
-from .base import ExitPolicy
-from .registry import POLICIES, PolicyConfig, make_policy
+from .base import ExitPolicy, StatefulPolicy
+from .costs import average_cost, evaluate, exit_costs, full_model_cost
+from .mixing import best_mix, upper_hull
+from .oracle_lp import oracle_bound, oracle_frontier
+from .registry import POLICIES, PolicyConfig, build_policy, make_policy
 
-__all__ = ["ExitPolicy", "POLICIES", "PolicyConfig", "make_policy"]
+__all__ = [
+    "ExitPolicy", "StatefulPolicy", "POLICIES", "PolicyConfig", "make_policy", "build_policy",
+    "exit_costs", "full_model_cost", "average_cost", "evaluate", "oracle_bound",
+    "oracle_frontier", "best_mix", "upper_hull",
+]

@@ -51,6 +51,16 @@ class ExitPolicy:
             return np.ones(len(samples), dtype=bool)
         return self.exit_mask(trace, np.asarray(samples))[:, k]
 
+    def active_exits(self, n_exits: int) -> np.ndarray:
+        """(K,) bool: which exit heads the policy consults; the server skips the others.
+
+        All by default; placement policies (PAME, Gati) set ``active_exits_`` when fitted.
+        """
+        active = getattr(self, "active_exits_", None)
+        out = np.ones(n_exits, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        out[-1] = True
+        return out
+
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters and fitted state, JSON-ready, for saving a fitted policy."""
         return {"name": self.name}

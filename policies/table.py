@@ -38,11 +38,12 @@ class ExitTable(ExitPolicy):
     name = "table"
 
     def __init__(self, exits: np.ndarray, fingerprint: str, source_name: str,
-                 params: dict[str, Any] | None = None):
+                 params: dict[str, Any] | None = None, active: list[bool] | None = None):
         self.exits = np.asarray(exits, dtype=np.int64)
         self.fingerprint = fingerprint
         self.source_name = source_name
         self.params = params or {}
+        self.active = active
 
     @classmethod
     def from_policy(cls, policy: ExitPolicy, trace: ExitTrace) -> ExitTable:
@@ -50,12 +51,15 @@ class ExitTable(ExitPolicy):
             raise InputError("policy", "name", f"{policy.name!r} is stateful and has no exit table",
                              "save a static policy")
         exits = policy.exit_index(trace, np.arange(trace.n_samples))
-        return cls(exits, trace_fingerprint(trace), policy.name, policy.get_params())
+        return cls(exits, trace_fingerprint(trace), policy.name, _jsonable(policy.get_params()),
+                   policy.active_exits(trace.n_exits).tolist())
 
     def fit(self, trace: ExitTrace, split: str = "val") -> ExitTable:
         if trace_fingerprint(trace) != self.fingerprint or trace.n_samples != self.exits.size:
             raise InputError(trace.source, None, f"the saved policy ({self.source_name}) was fitted "
                              "on a different trace", "refit it on this trace with `offramp fit`")
+        if self.active is not None:
+            self.active_exits_ = np.asarray(self.active, dtype=bool)
         return super().fit(trace, split)
 
     def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
@@ -69,6 +73,7 @@ def save_policy(table: ExitTable, path: str | Path, report: dict[str, Any] | Non
     """Write a fitted policy (its exit table, parameters and a fit report) as JSON."""
     doc = {"format": FORMAT, "version": VERSION, "policy": table.source_name,
            "params": table.params, "trace_fingerprint": table.fingerprint,
+           "active_exits": table.active,
            "report": report or {}, "exits": table.exits.tolist()}
     path = Path(path)
     with atomic_path(path, suffix=".json") as tmp:
@@ -97,4 +102,20 @@ def load_policy(path: str | Path) -> ExitTable:
     if exits.ndim != 1 or not np.issubdtype(exits.dtype, np.integer) or (exits < 0).any():
         raise InputError(path, "exits", "must be a list of non-negative exit indices",
                          "refit with `offramp fit`")
-    return ExitTable(exits, doc["trace_fingerprint"], doc["policy"], doc.get("params"))
+    return ExitTable(exits, doc["trace_fingerprint"], doc["policy"], doc.get("params"),
+                     doc.get("active_exits"))
+
+
+def _jsonable(value: Any) -> Any:
+    """Parameters with NumPy values turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value

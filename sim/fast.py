@@ -50,6 +50,7 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     comp = [svc.compact(k) for k in range(k_exits - 1)] + [0]
     last_head = head[-1]
     slow = srv.slowdown()
+    active = plan.policy.active_exits(k_exits).tolist()
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
@@ -84,9 +85,11 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
             for k in stages:
                 s, h = seg[k], head[k]
                 t += base[s][cur] * exp(sig[s][cur] * z[s]) * x
+                sizes[k] = cur
+                if not active[k]:
+                    continue
                 t += base[h][cur] * exp(sig[h][cur] * z[h]) * x
                 ends[k] = t
-                sizes[k] = cur
                 left = reach[k + 1][j] - reach[k + 1][i]
                 if left == 0:
                     break
@@ -111,6 +114,8 @@ def run_fast(plan: Plan) -> RunRecords:
         exits = np.full(n, k_exits - 1, dtype=np.int64)
     else:
         exits = plan.policy.exit_index(plan.trace, samples).astype(np.int64)
+        if not plan.policy.active_exits(k_exits)[exits].all():
+            raise ValueError(f"policy {plan.policy.name!r} exits samples at a disabled exit head")
     groups: list[tuple[np.ndarray, list[int]]] = []
     if plan.server.routing == "shared" or plan.server.replicas == 1:
         groups.append((np.arange(n), list(range(plan.server.replicas))))

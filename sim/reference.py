@@ -175,11 +175,14 @@ class ReferenceServer:
             self._finish(batch, k_exits - 1)
         else:
             active = batch
+            heads = plan.policy.active_exits(k_exits)
             for k in range(k_exits):
                 run_size = size if mode == "keep" else len(active)
                 yield stage(svc.seg(k), run_size)
-                yield stage(svc.head(k), run_size)
                 sizes[k] = run_size
+                if not heads[k]:
+                    continue
+                yield stage(svc.head(k), run_size)
                 leave = plan.policy.decide(plan.trace, k, np.array([q.sample for q in active]))
                 self._finish([q for q, x in zip(active, leave, strict=True) if x], k)
                 survivors = [q for q, x in zip(active, leave, strict=True) if not x]

@@ -7,6 +7,7 @@ arrive at 0, 0.5, 1 and 10 ms; by the oracle they exit at 0, 2, 1 and 0.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, fixed_plan
 from offramp.policies.baselines import Oracle, StaticExit
@@ -102,3 +103,17 @@ def test_bucketed_engine_rounds_batch_up():
     model = LatencyModel(profile, engine_sizes=[2, 4])
     assert model.lookup("segment", 0, 3) == (pytest.approx(1.4), 0.0)
     assert model.lookup("segment", 0, 1) == (pytest.approx(1.2), 0.0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_disabled_exit_head_is_skipped(engine):
+    from offramp.policies.table import ExitTable, trace_fingerprint
+
+    # Exit 1 is disabled (as PAME/Gati do): its head is not run and nobody leaves there.
+    table = ExitTable(np.array([0, 2, 2, 0]), trace_fingerprint(TRACE), "placed",
+                      active=[True, False, True])
+    rec = run("shrink", policy=table, engine=engine)
+    # 2.1 + 1.3 + 0.5 = 3.9 (req 0); + 0.3 compact(2) + 1.2 seg1(2) [no head 1] + 1.2 seg2(2)
+    # + 0.5 head 2 = 7.1 (reqs 1, 2). Request 3 as before: 13.7.
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.1, 7.1, 13.7], abs=1e-9)
+    assert rec.exit.tolist() == [0, 2, 2, 0]

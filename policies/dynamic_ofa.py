@@ -1,0 +1,148 @@
+"""Dynamic-OFA's runtime manager: switch between operating points to hold a latency target.
+
+The "levels" are fitted static policies ordered from the cheapest / least accurate to the most
+accurate (e.g. entropy at several τ). One manager serves the whole server (global, not one
+per replica): one current level, one window of the latencies of requests finished anywhere.
+
+- Window: the last ``window`` request latencies observed at the current level, after skipping
+  the first ``warmup`` requests that finish after a switch. Outliers are dropped before the
+  mean: the ``trim`` largest and ``trim`` smallest values of the window (a trimmed mean;
+  by default trim = max(1, window // 10) for windows of 3 or more, else 0).
+- Down: a full window whose mean exceeds ``latency_target_ms`` → one level down at once.
+- Up: the level's val accuracy < ``accuracy_target``, at least ``up_after`` requests seen at
+  this level, a full window within target and no lock → one level up.
+- Lock (``lock=True``): a rise is *failed* when the level it reached is left downwards within
+  ``warmup + 2·window`` requests; then no rise happens for ``hold_s`` simulated seconds.
+- A switch costs ``switch_cost_ms``: each replica stalls that long before its first batch
+  after the switch (``begin_batch``). The new level decides from the next batch dispatched
+  anywhere on; batches already running finish with the level they started with.
+
+``history_`` lists (time in s, level) of every switch, starting with (0, initial level).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .base import ExitPolicy, StatefulPolicy
+
+
+class DynamicOFA(StatefulPolicy):
+    """A global runtime manager over static ``levels`` (cheapest first)."""
+
+    name = "dynamic-ofa"
+
+    def __init__(self, levels: Sequence[ExitPolicy], latency_target_ms: float,
+                 accuracy_target: float, window: int = 20, warmup: int = 20, up_after: int = 70,
+                 switch_cost_ms: float = 0.0, lock: bool = True, hold_s: float = 5.0,
+                 initial_level: int | None = None, trim: int | None = None):
+        self.levels = list(levels)
+        self.latency_target_ms = latency_target_ms
+        self.accuracy_target = accuracy_target
+        self.window = window
+        self.warmup = warmup
+        self.up_after = up_after
+        self.switch_cost_ms = switch_cost_ms
+        self.lock = lock
+        self.hold_s = hold_s
+        self.initial_level = initial_level
+        self.trim = trim
+
+    def fit(self, trace: ExitTrace, split: str = "val") -> DynamicOFA:
+        if not self.levels:
+            raise InputError("policy", "levels", "needs at least one level", "list the levels")
+        if any(not lvl.is_static for lvl in self.levels):
+            raise InputError("policy", "levels", "levels must be static policies",
+                             "use e.g. entropy or maxprob levels")
+        if self.window < 1 or self.warmup < 0 or self.up_after < 0 or self.latency_target_ms <= 0:
+            raise InputError("policy", "dynamic-ofa", "window >= 1, warmup >= 0, up_after >= 0 and "
+                             "latency_target_ms > 0 are needed", "fix the manager's settings")
+        start = len(self.levels) - 1 if self.initial_level is None else self.initial_level
+        if not 0 <= start < len(self.levels):
+            raise InputError("policy", "initial_level", f"{start} is not a level index "
+                             f"(0..{len(self.levels) - 1})", "pick an existing level")
+        ids = trace.indices(split)
+        self.level_accuracy_ = []
+        for lvl in self.levels:
+            if not hasattr(lvl, "n_exits_"):
+                lvl.fit(trace, split)
+            exits = lvl.exit_index(trace, ids)
+            self.level_accuracy_.append(float(trace.correct[ids, exits].mean()))
+        self.start_level_ = start
+        super().fit(trace, split)
+        self.reset(1)
+        return self
+
+    def reset(self, n_replicas: int) -> None:
+        self.level_ = self.active_ = self.start_level_
+        self.loaded_ = [self.start_level_] * n_replicas
+        self.history_: list[tuple[float, int]] = [(0.0, self.start_level_)]
+        self._recent: deque[float] = deque(maxlen=self.window)
+        self._seen = 0
+        self._rose = False
+        self._locked_until = -np.inf
+
+    def begin_batch(self, now_s: float, replica: int) -> float:
+        self.active_ = self.level_
+        if self.loaded_[replica] != self.level_:
+            self.loaded_[replica] = self.level_
+            return self.switch_cost_ms / 1000.0
+        return 0.0
+
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
+        return self.levels[self.active_].decide(trace, k, samples)
+
+    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        return self.levels[self.active_].exit_mask(trace, samples)
+
+    def window_mean_ms(self) -> float:
+        """Mean of the current window without outliers (NaN until the window is full)."""
+        if len(self._recent) < self.window:
+            return float("nan")
+        x = np.sort(np.array(self._recent))
+        trim = self.trim if self.trim is not None else (max(1, self.window // 10)
+                                                        if self.window >= 3 else 0)
+        if 0 < trim and 2 * trim < x.size:
+            x = x[trim:-trim]
+        return float(x.mean())
+
+    def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
+        self._seen += 1
+        if self._rose and self._seen > self.warmup + 2 * self.window:
+            self._rose = False
+        if self._seen <= self.warmup:
+            return
+        self._recent.append(latency_s * 1000.0)
+        mean = self.window_mean_ms()
+        if np.isnan(mean):
+            return
+        if mean > self.latency_target_ms:
+            if self.level_ > 0:
+                if self.lock and self._rose:
+                    self._locked_until = now_s + self.hold_s
+                self._switch(self.level_ - 1, now_s, rose=False)
+            return
+        if (self.level_ < len(self.levels) - 1 and self._seen >= self.up_after
+                and self.level_accuracy_[self.level_] < self.accuracy_target
+                and now_s >= self._locked_until):
+            self._switch(self.level_ + 1, now_s, rose=True)
+
+    def _switch(self, level: int, now_s: float, rose: bool) -> None:
+        self.level_ = level
+        self.history_.append((float(now_s), level))
+        self._recent.clear()
+        self._seen = 0
+        self._rose = rose
+
+    def get_params(self) -> dict[str, Any]:
+        return {"name": self.name, "levels": [lvl.get_params() for lvl in self.levels],
+                "latency_target_ms": self.latency_target_ms,
+                "accuracy_target": self.accuracy_target, "window": self.window,
+                "warmup": self.warmup, "up_after": self.up_after,
+                "switch_cost_ms": self.switch_cost_ms, "lock": self.lock, "hold_s": self.hold_s}

@@ -1,0 +1,220 @@
+"""PAME (ICS'22): precision-aware exits placed where they shorten batched inference.
+
+1. Precision-aware thresholds on the max softmax probability, per candidate exit, by
+   :func:`thresholds.from_tolerance` on the samples that reach it, with the conditional target
+   ``T ← (T − a_i·(1 − r_i)) / r_i`` after every exit already placed (full resolution, not
+   PAME's 0.05 grid). The mixed val accuracy therefore stays ≥ τ % of the full model's.
+2. Batching Pattern Matrix: the val samples, in their order in the trace, are cut into batches
+   of ``max_batch`` (the trailing partial batch is dropped). Assumption: at saturation the
+   server forms full batches in arrival order, and requests arrive in an order unrelated to
+   their difficulty. P_e[m, k] = share of batches entering the segment after the previous
+   placed exit with m samples and leaving candidate e with k survivors; at the first step
+   m = max_batch and this is PAME's P[e][k] (kept, full resolution, in ``pattern_``).
+3. Inference Time Matrix: T_e(m, k) = s1_e(m) + exit check + gather(k) + s2_e(k), with s1 the
+   segments from the previous placed exit to e plus head e at m, the exit check free (inside
+   the head's time), gather = the profile's ``compact`` row at k (paid when 0 < k < m, as the
+   simulator does), s2 the rest of the backbone and the last head at k; every size is rounded
+   up to the smallest engine size ≥ it (``engine_sizes``). In ``keep`` mode the batch keeps
+   size m while anyone is left and there is no gather. At the first step m = max_batch and
+   this is PAME's T_e(k) (in ``times_``).
+4. Greedy placement: start with no exit; at each step try adding every exit not yet placed
+   (before or after those placed: thresholds, P and T of the whole chain are recomputed from
+   the survivors in depth order), keep the one with the lowest expected batch latency
+   E = overhead + Σ_exits Σ_{m,k} P[m, k]·T(m, k) + E[rest of the network] if it is lower than
+   without it and the tail rule holds; stop when no candidate helps. (The reference's
+   "begin = e" recursion is the special case of adding exits in depth order only; it gets
+   stuck after placing a deep exit first.) Tail rule: the worst-case batch latency over
+   every possible survivor count at every placed exit must stay ≤ (1 +
+   ``tail_tolerance_pct``/100) × the no-exit batch latency (placed heads always cost
+   something, so 0 % would forbid any exit).
+
+Exits not placed are disabled (threshold inf); ``active_exits_`` lists which heads PAME
+would run. Latency here is per batch on one GPU, overhead included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from offramp.profiling.format import LatencyProfile
+from offramp.profiling.latency import LatencyModel
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .base import ExitPolicy
+from .costs import as_latency_model
+from .thresholds import from_tolerance
+
+
+class _Stages:
+    """Stage times (ms) indexed by batch size 0..B, and the time of a stretch of the network."""
+
+    def __init__(self, model: LatencyModel, n_exits: int, max_batch: int, mode: str):
+        self.k_exits, self.b, self.mode = n_exits, max_batch, mode
+        self.seg = np.array([model.table("segment", k, max_batch)[0] for k in range(n_exits)])
+        self.head = np.array([model.table("head", k, max_batch)[0] for k in range(n_exits)])
+        has_compact = model.profile.has("compact") and mode == "shrink"
+        self.compact = np.array([model.table("compact", k, max_batch)[0] if has_compact
+                                 else np.zeros(max_batch + 1) for k in range(n_exits - 1)])
+        self.overhead = model.table("overhead", 0, max_batch)[0][max_batch]
+
+    def run_size(self, m: np.ndarray) -> np.ndarray:
+        """Batch size a stage runs at when m samples are still active."""
+        return m if self.mode == "shrink" else np.where(m > 0, self.b, 0)
+
+    def stretch(self, start: int, stop: int, m: np.ndarray) -> np.ndarray:
+        """Segments start..stop (inclusive) plus head ``stop`` with m samples active."""
+        s = self.run_size(np.asarray(m))
+        return self.seg[start:stop + 1, s].sum(axis=0) + self.head[stop, s]
+
+    def gather(self, e: int, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        cost = self.compact[e, k] if self.mode == "shrink" else np.zeros(np.shape(k))
+        return np.where((k > 0) & (k < m), cost, 0.0)
+
+
+class _ValData:
+    """The fitting split: confidence, correctness, batch of each sample, precision target."""
+
+    def __init__(self, conf: np.ndarray, correct: np.ndarray, max_batch: int, target: float):
+        self.conf, self.correct, self.target = conf, correct, target
+        self.n_batches = conf.shape[0] // max_batch
+        self.batch_of = np.full(conf.shape[0], -1)
+        self.batch_of[: self.n_batches * max_batch] = np.repeat(np.arange(self.n_batches), max_batch)
+
+
+class PAME(ExitPolicy):
+    """PAME's precision-aware thresholds and greedy exit placement for batches of ``max_batch``."""
+
+    name = "pame"
+
+    def __init__(self, tolerance_pct: float, latency: LatencyModel | LatencyProfile,
+                 max_batch: int, exit_mode: str = "shrink",
+                 engine_sizes: Sequence[int] | None = None, tail_tolerance_pct: float = 5.0):
+        self.tolerance_pct = tolerance_pct
+        self.latency = latency
+        self.max_batch = max_batch
+        self.exit_mode = exit_mode
+        self.engine_sizes = engine_sizes
+        self.tail_tolerance_pct = tail_tolerance_pct
+
+    def _check(self, trace: ExitTrace, n_val: int) -> None:
+        if not 0 < self.tolerance_pct <= 100:
+            raise InputError("policy", "tolerance_pct", f"must be in (0, 100], got "
+                             f"{self.tolerance_pct}", "use e.g. 99 for a 1% relative drop")
+        if self.exit_mode not in ("shrink", "keep"):
+            raise InputError("policy", "exit_mode", f"PAME places exits for exit mode 'shrink' or "
+                             f"'keep', got {self.exit_mode!r}", "set server.exit_mode")
+        if not 1 <= self.max_batch <= n_val:
+            raise InputError("policy", "max_batch", f"need 1 <= max_batch <= {n_val} val samples, "
+                             f"got {self.max_batch}", "lower max_batch or use a larger trace")
+
+    def fit(self, trace: ExitTrace, split: str = "val") -> PAME:
+        ids = trace.indices(split)
+        self._check(trace, ids.size)
+        k_exits, b = trace.n_exits, self.max_batch
+        st = _Stages(as_latency_model(self.latency, self.engine_sizes), k_exits, b, self.exit_mode)
+        data = _ValData(trace.maxprob[ids].astype(float), trace.correct[ids], b,
+                        trace.correct[ids, -1].mean() * self.tolerance_pct / 100.0)
+        no_exit = self._evaluate(st, data, [])
+        tail_limit = no_exit["expected_ms"] * (1 + self.tail_tolerance_pct / 100.0)
+        singles = [self._evaluate(st, data, [e]) for e in range(k_exits - 1)]
+        self.pattern_ = np.array([ev["patterns"][0][b] for ev in singles])
+        rest = [st.stretch(e + 1, k_exits - 1, np.arange(b + 1)) for e in range(k_exits - 1)]
+        self.times_ = np.array([st.overhead + ev["times"][0][b] + r
+                                for ev, r in zip(singles, rest, strict=True)])
+        current, steps = no_exit, []
+        while True:
+            cands = {e: self._evaluate(st, data, sorted(current["exits"] + [e]))
+                     for e in range(k_exits - 1) if e not in current["exits"]}
+            steps.append({"exits": current["exits"], "expected_ms": current["expected_ms"],
+                          "candidates": {e: {"expected_ms": float(c["expected_ms"]),
+                                             "worst_ms": float(c["worst_ms"])}
+                                         for e, c in cands.items()}})
+            ok = [c for c in cands.values() if c["worst_ms"] <= tail_limit + 1e-9]
+            best = min(ok, key=lambda c: c["expected_ms"], default=None)
+            if best is None or best["expected_ms"] >= current["expected_ms"] - 1e-9:
+                break
+            current = best
+        self.exits_ = current["exits"]
+        self.thresholds_ = current["thresholds"]
+        self.active_exits_ = np.array([k in self.exits_ for k in range(k_exits - 1)] + [True])
+        self.n_exits_ = k_exits
+        exits = self.exit_index(trace, ids)
+        acc = float(data.correct[np.arange(ids.size), exits].mean())
+        self.report_ = {
+            "exits": self.exits_, "thresholds": [float(x) for x in self.thresholds_],
+            "expected_batch_ms": current["expected_ms"], "no_exit_batch_ms": no_exit["expected_ms"],
+            "worst_batch_ms": current["worst_ms"], "tail_limit_ms": tail_limit,
+            "latency_saving_pct": 100.0 * (1 - current["expected_ms"] / no_exit["expected_ms"]),
+            "val_accuracy": acc,
+            "val_relative_accuracy_pct": 100.0 * acc / data.correct[:, -1].mean(),
+            "batches": data.n_batches, "max_batch": b, "exit_mode": self.exit_mode,
+            "steps": steps,
+        }
+        return super().fit(trace, split)
+
+    def _evaluate(self, st: _Stages, data: _ValData, exits: list[int]) -> dict[str, Any]:
+        """Thresholds, expected and worst-case batch latency with exits placed at ``exits``."""
+        b, n_batches = st.b, data.n_batches
+        target, active = data.target, np.ones(data.conf.shape[0], dtype=bool)
+        thresholds = np.full(st.k_exits - 1, np.inf)
+        size_in = np.full(n_batches, b)
+        expected, prev = st.overhead, -1
+        m_grid, k_grid = np.meshgrid(np.arange(b + 1), np.arange(b + 1), indexing="ij")
+        patterns, times = [], []
+        for e in exits:
+            theta = self._threshold(data.conf[active][:, [e]], data.correct[active][:, [e, -1]],
+                                    target)
+            stay = active & ~(data.conf[:, e] >= theta)
+            k = np.bincount(data.batch_of[stay & (data.batch_of >= 0)], minlength=n_batches)
+            pattern = np.zeros((b + 1, b + 1))
+            np.add.at(pattern, (size_in, k), 1.0 / n_batches)
+            time = st.stretch(prev + 1, e, m_grid) + st.gather(e, m_grid, k_grid)
+            expected += float((pattern * time).sum())
+            patterns.append(pattern)
+            times.append(time)
+            exited = active & ~stay
+            if exited.any() and stay.any():
+                r = stay.sum() / active.sum()
+                target = (target - data.correct[exited, e].mean() * (1 - r)) / r
+            thresholds[e] = theta
+            active, size_in, prev = stay, k, e
+        expected += float(st.stretch(prev + 1, st.k_exits - 1, size_in).mean())
+        return {"exits": list(exits), "thresholds": thresholds, "expected_ms": expected,
+                "worst_ms": self._worst(st, list(exits)), "patterns": patterns, "times": times}
+
+    def _threshold(self, conf: np.ndarray, correct: np.ndarray, target: float) -> float:
+        """PAME's threshold at one exit for a mixed-accuracy target on the samples reaching it."""
+        if conf.shape[0] == 0:
+            return float("inf")
+        full = correct[:, -1].mean()
+        tau = 100.0 if full <= 0 else float(np.clip(100.0 * target / full, 1e-9, 100.0))
+        return float(from_tolerance(np.hstack([conf, conf]), correct, tau)[0])
+
+    @staticmethod
+    def _worst(st: _Stages, exits: list[int]) -> float:
+        """Worst-case batch latency over every survivor count at every placed exit."""
+        sizes = np.arange(st.b + 1)
+        start = exits[-1] + 1 if exits else 0
+        worst = st.stretch(start, st.k_exits - 1, sizes)  # from each size m onwards
+        for i in range(len(exits) - 1, -1, -1):
+            e, lo = exits[i], (exits[i - 1] + 1 if i > 0 else 0)
+            m, k = np.meshgrid(sizes, sizes, indexing="ij")
+            total = st.stretch(lo, e, m) + st.gather(e, m, k) + worst[k]
+            worst = np.where(k <= m, total, -np.inf).max(axis=1)
+        return float(st.overhead + worst[st.b])
+
+    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
+        mp = trace.maxprob[samples]
+        mask = np.zeros(mp.shape, dtype=bool)
+        mask[:, :-1] = mp[:, :-1] >= self.thresholds_[None, :]
+        return mask
+
+    def get_params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "tolerance_pct": self.tolerance_pct,
+                               "max_batch": self.max_batch, "exit_mode": self.exit_mode}
+        if hasattr(self, "exits_"):
+            out.update(exits=self.exits_, thresholds=[float(x) for x in self.thresholds_])
+        return out

@@ -1,0 +1,75 @@
+"""EENet: learns a score where max probability is useless, and meets its budget."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from offramp.policies.confidence import MaxProb
+from offramp.policies.costs import evaluate, exit_costs
+from offramp.policies.eenet import EENet, exp_fractions
+from offramp.profiling.synthetic import synthetic_profile
+from offramp.traces.errors import InputError
+from offramp.traces.format import make_trace
+from offramp.traces.synthetic import synthetic_trace
+
+
+def half_easy_trace(n: int = 800, seed: int = 0):
+    """Half the samples are right at exit 0 and at the end, half only at the end; the max
+    probability has the same distribution either way, only the softmax vector tells them apart."""
+    rng = np.random.default_rng(seed)
+    ok = np.zeros((n, 3), dtype=bool)
+    ok[: n // 2, 0] = True
+    ok[:, 2] = True
+    ok = ok[rng.permutation(n)]
+    p0 = np.where(ok, rng.uniform(0.6, 0.99, ok.shape), rng.uniform(0.01, 0.4, ok.shape))
+    meta = {"model_id": "crafted", "dataset": "synthetic", "exit_names": ["a", "b", "c"],
+            "exit_positions": [1, 2, 3], "produced_by": {"command": "tests"}, "synthetic": True}
+    split = (np.arange(n) >= n // 2).astype(np.uint8)
+    return make_trace(np.zeros(n, dtype=int), split, np.stack([p0, 1 - p0], axis=2), meta)
+
+
+def test_eenet_learns_the_right_exits_where_max_prob_cannot():
+    tr = half_easy_trace()
+    c = [1.0, 2.0, 3.0]
+    # The best policy at 2 ms: easy samples at exit 0, the rest at the end, accuracy 1.
+    baseline, _ = evaluate(MaxProb(fractions=exp_fractions(c, 2.0)).fit(tr), tr, c, "test")
+    threads = torch.get_num_threads()
+    pol = EENet(2.0, c, n_fits=2, epochs=1000).fit(tr)
+    assert torch.get_num_threads() == threads
+    acc, cost = evaluate(pol, tr, c, "test")
+    assert baseline < 0.6
+    assert acc >= 0.9 and cost == pytest.approx(2.0, rel=0.1)
+    assert abs(pol.val_cost_ms_ - 2.0) <= 0.2
+    json.dumps(pol.get_params())
+    again = pickle.loads(pickle.dumps(pol))
+    assert np.array_equal(again.exit_index(tr, np.arange(tr.n_samples)),
+                          pol.exit_index(tr, np.arange(tr.n_samples)))
+
+
+@pytest.mark.parametrize("budget", [1.8, 2.5, 3.2])
+def test_eenet_val_cost_within_ten_percent_of_budget(budget):
+    tr = synthetic_trace(4000)
+    c = exit_costs(synthetic_profile())
+    pol = EENet(budget, c, n_fits=2).fit(tr)
+    acc, cost = evaluate(pol, tr, c, "val")
+    assert abs(cost - budget) <= 0.1 * budget
+    assert cost == pytest.approx(pol.val_cost_ms_)
+    assert np.isclose(pol.fractions_.sum(), 1) and len(pol.fits_) == 2
+    # Not worse than the exp heuristic by more than noise (both fitted on val).
+    exp_acc, _ = evaluate(MaxProb(fractions=exp_fractions(c, budget)).fit(tr), tr, c, "val")
+    assert acc >= exp_acc - 0.03
+
+
+def test_eenet_rejects_impossible_budget_and_missing_softmax():
+    tr = synthetic_trace(200)
+    with pytest.raises(InputError, match="below the first exit"):
+        EENet(0.1, [1.0, 2.0, 3.0, 4.0]).fit(tr)
+    with pytest.raises(InputError, match="costs"):
+        EENet(2.0, [1.0, 2.0]).fit(tr)
+    bare = make_trace(tr.labels, tr.split, tr.softmax, tr.meta, keep_softmax=False)
+    with pytest.raises(InputError, match="softmax"):
+        EENet(2.0, [1.0, 2.0, 3.0, 4.0], epochs=1).fit(bare)

@@ -1,0 +1,99 @@
+"""PAME: precision kept on val, exact matrices on a hand-built case, no exit when exits don't pay."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import affine_profile, crafted_trace
+from offramp.policies.pame import PAME
+from offramp.profiling.latency import LatencyModel
+from offramp.profiling.synthetic import synthetic_profile
+from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
+from offramp.sim.runner import simulate
+from offramp.sim.service import ServiceTimes
+from offramp.traces.errors import InputError
+from offramp.traces.synthetic import synthetic_trace
+
+ALL_RIGHT = [[True, True, True]] * 32
+
+
+def test_pame_exact_on_hand_built_case():
+    # Every sample is right everywhere: τ = 100 lets all exit at exit 0.
+    # Batch of 8: overhead 0.1, segment 1 + 0.1·8 = 1.8, head 0.5.
+    tr = crafted_trace(ALL_RIGHT, n_val=32)
+    prof = affine_profile(3, range(1, 9))
+    pol = PAME(100, prof, max_batch=8, tail_tolerance_pct=25).fit(tr)
+    assert pol.exits_ == [0]
+    assert pol.report_["expected_batch_ms"] == pytest.approx(0.1 + 1.8 + 0.5)
+    assert pol.report_["no_exit_batch_ms"] == pytest.approx(0.1 + 3 * 1.8 + 0.5)
+    # Worst case: 7 of 8 survive exit 0: 0.1 + 2.3 + gather(7) 0.55 + 2·1.7 + 0.5.
+    assert pol.report_["worst_batch_ms"] == pytest.approx(0.1 + 2.3 + 0.55 + 3.4 + 0.5)
+    assert pol.active_exits_.tolist() == [True, False, True]
+    assert np.isinf(pol.thresholds_[1])
+    # The Batching Pattern Matrix: every batch leaves exit 0 with 0 survivors.
+    assert pol.pattern_.shape == (2, 9) and pol.pattern_[0, 0] == 1.0
+    # T_0(k) = overhead + s1(8) + gather(k) + s2(k).
+    t = pol.times_[0]
+    assert t[0] == pytest.approx(2.4) and t[8] == pytest.approx(2.4 + 2 * 1.8 + 0.5)
+    assert t[4] == pytest.approx(2.4 + (0.2 + 0.05 * 4) + 2 * 1.4 + 0.5)
+    json.dumps(pol.report_)
+    # The default 5 % tail rule forbids it: the worst case is 14 % over no exits.
+    assert PAME(100, prof, max_batch=8).fit(tr).exits_ == []
+
+
+def test_pame_places_no_exit_when_heads_cost_more_than_they_save():
+    tr = crafted_trace(ALL_RIGHT, n_val=32)
+    prof = affine_profile(3, range(1, 9), head=(20.0, 0.0), last_head=(0.5, 0.0))
+    pol = PAME(100, prof, max_batch=8, tail_tolerance_pct=1000).fit(tr)
+    assert pol.exits_ == [] and np.isinf(pol.thresholds_).all()
+    assert pol.report_["expected_batch_ms"] == pol.report_["no_exit_batch_ms"]
+    # With every sample exiting, each candidate costs overhead + segments + a 20 ms head.
+    for e, cand in pol.report_["steps"][0]["candidates"].items():
+        assert cand["expected_ms"] == pytest.approx(0.1 + (e + 1) * 1.8 + 20.0)
+
+
+@pytest.mark.parametrize("tau", [95, 98, 99, 100])
+@pytest.mark.parametrize("mode", ["shrink", "keep"])
+def test_pame_keeps_tau_relative_accuracy_on_val(tau, mode):
+    tr = synthetic_trace(4000)
+    pol = PAME(tau, synthetic_profile(), max_batch=32, exit_mode=mode).fit(tr)
+    ids = tr.indices("val")
+    acc = tr.correct[ids, pol.exit_index(tr, ids)].mean()
+    assert acc >= tr.correct[ids, -1].mean() * tau / 100 - 1e-12
+    rep = pol.report_
+    assert rep["val_relative_accuracy_pct"] >= tau - 1e-9
+    assert rep["expected_batch_ms"] <= rep["no_exit_batch_ms"]
+    assert rep["worst_batch_ms"] <= rep["tail_limit_ms"] + 1e-9
+    # E_e = Σ_k P[e][k]·T_e(k) for every single candidate at the first step.
+    single = {e: c["expected_ms"] for e, c in rep["steps"][0]["candidates"].items()}
+    assert np.allclose((pol.pattern_ * pol.times_).sum(axis=1), [single[e] for e in sorted(single)])
+    assert np.allclose(pol.pattern_.sum(axis=1), 1.0)
+
+
+def test_pame_expected_batch_latency_matches_the_simulator():
+    # One early exit and a fully loaded server: batches are full, every head PAME places runs.
+    tr = synthetic_trace(6000, n_exits=2, seed=1)
+    prof = synthetic_profile(n_exits=2)
+    pol = PAME(97, prof, max_batch=16).fit(tr)
+    assert pol.exits_ == [0]
+    server = ServerConfig(max_batch=16, max_wait_ms=0.0)
+    svc = ServiceTimes.from_latency(LatencyModel(prof), 2, 16, False, True)
+    res = simulate(tr, pol, svc, server, WorkloadConfig(rate_rps=20000),
+                   RunConfig(requests=20000, replications=1, warmup_fraction=0.1))
+    rec = res.records[0]
+    full = rec.batch_sizes[:, 0] == 16
+    sim_ms = 1000 * (rec.batch_finish - rec.batch_dispatch)[full].mean()
+    assert sim_ms == pytest.approx(pol.report_["expected_batch_ms"], rel=0.02)
+
+
+def test_pame_bad_settings():
+    tr = crafted_trace(ALL_RIGHT, n_val=32)
+    prof = affine_profile(3, range(1, 9))
+    with pytest.raises(InputError, match="exit mode"):
+        PAME(99, prof, max_batch=8, exit_mode="none").fit(tr)
+    with pytest.raises(InputError, match="max_batch"):
+        PAME(99, prof, max_batch=64).fit(tr)
+    with pytest.raises(InputError, match="larger than the largest engine"):
+        PAME(99, prof, max_batch=8, engine_sizes=[4]).fit(tr)
