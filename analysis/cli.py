@@ -12,6 +12,7 @@ from offramp.traces.errors import InputError
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
 COMMANDS = {
     "demo": "offramp.analysis.cmd_demo",
+    "fit": "offramp.analysis.cmd_fit",
     "profile": "offramp.analysis.cmd_profile",
     "simulate": "offramp.analysis.cmd_simulate",
     "traces": "offramp.analysis.cmd_traces",

@@ -1,0 +1,174 @@
+"""``offramp fit`` (fit one policy, save it) and ``offramp frontier`` (every policy, one plot)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+from offramp.traces.errors import InputError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .cmd_simulate import apply_overrides
+from .config import parse_config
+
+
+def _study(args: argparse.Namespace, policy: dict | None = None):
+    """A study config carrying the trace, profile, server and policy given on the command line."""
+    data = {"trace": {"path": args.trace}, "profile": {"path": args.profile},
+            "server": {"max_batch": args.max_batch, "exit_mode": args.exit_mode}}
+    if policy is not None:
+        data["policy"] = policy
+    return parse_config(apply_overrides(data, getattr(args, "set", []) or []), "command line")
+
+
+def _inputs(args: argparse.Namespace, cfg):
+    from .resolve import load_study_profile, load_study_trace
+
+    trace = load_study_trace(cfg, Path.cwd())
+    return trace, load_study_profile(cfg, trace, Path.cwd())
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from offramp.policies.costs import average_cost, exit_costs
+    from offramp.policies.table import ExitTable, save_policy
+    from offramp.profiling.latency import LatencyModel
+
+    from .resolve import fit_policy
+
+    policy = {"name": args.policy}
+    for key, value in (("budget_ms", args.budget_ms), ("tolerance_pct", args.tolerance),
+                       ("accuracy_target", args.accuracy_target)):
+        if value is not None:
+            policy[key] = value
+    if args.cost_batch != 1:
+        policy["cost_batch"] = args.cost_batch
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InputError("--param", item, "must look like field=value", "e.g. --param n_fits=5")
+        policy[key] = yaml.safe_load(raw)
+    cfg = _study(args, policy)
+    trace, profile = _inputs(args, cfg)
+    fitted = fit_policy(cfg, trace, profile)
+    table = ExitTable.from_policy(fitted, trace)
+    costs = exit_costs(LatencyModel(profile, cfg.server.engine_sizes), args.cost_batch)
+    report = {"trace": trace.model_id, "profile": profile.source, "cost_batch": args.cost_batch,
+              "costs_ms": costs.tolist()}
+    for split in ("val", "test"):
+        ids = trace.indices(split)
+        exits = table.exits[ids]
+        acc = float(trace.correct[ids, exits].mean())
+        report[split] = {"accuracy": acc,
+                         "relative_accuracy": acc / float(trace.correct[ids, -1].mean()),
+                         "agreement": float(trace.agree[ids, exits].mean()),
+                         "average_cost_ms": average_cost(exits, costs),
+                         "exit_fractions": [float((exits == k).mean()) for k in range(trace.n_exits)]}
+    if hasattr(fitted, "report_"):
+        report["policy_report"] = json.loads(json.dumps(fitted.report_, default=float))
+    path = save_policy(table, args.output, report)
+    if args.json:
+        print(json.dumps({"policy": table.get_params(), "report": report, "file": str(path)},
+                         indent=1, default=str))
+        return 0
+    out = Console(width=None if Console().is_terminal else 120)
+    grid = Table(title=f"{args.policy} on {trace.model_id} (fitted on val)")
+    for col in ("split", "accuracy", "relative", "agreement", "avg cost ms", "exit fractions"):
+        grid.add_column(col, justify="right")
+    for split in ("val", "test"):
+        r = report[split]
+        grid.add_row(split, f"{r['accuracy']:.4f}", f"{r['relative_accuracy']:.4f}",
+                     f"{r['agreement']:.4f}", f"{r['average_cost_ms']:.4g}",
+                     " ".join(f"{x:.3f}" for x in r["exit_fractions"]))
+    out.print(grid)
+    out.print(f"parameters: {table.get_params()}")
+    out.print(f"wrote {path} (use it with `policy: {{from_file: {path}}}` in a study)")
+    return 0
+
+
+def run_frontier(args: argparse.Namespace) -> int:
+    from .frontier import compute_frontier, eenet_vs_heuristics, frontier_configs, plot_frontier
+
+    cfg = _study(args)
+    trace, profile = _inputs(args, cfg)
+    out_dir = Path(args.output)
+    n_points = sum(1 for _ in frontier_configs(trace, [1.0] * 5, 1, 1))
+    with Progress(TextColumn("fitting policies"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), disable=args.json) as bar:
+        task = bar.add_task("fit", total=n_points)
+        points, bound = compute_frontier(trace, profile, cfg.server, args.cost_batch,
+                                         args.eenet_fits, args.eenet_epochs,
+                                         progress=lambda: bar.advance(task))
+    duel = eenet_vs_heuristics(points)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{trace.model_id}-frontier"
+    points.to_csv(out_dir / f"{stem}.csv", index=False)
+    bound.to_csv(out_dir / f"{stem}-oracle.csv", index=False)
+    duel.to_csv(out_dir / f"{stem}-eenet.csv", index=False)
+    title = (f"{trace.model_id} on {profile.meta.get('device', '?')} ({profile.meta.get('backend')}, "
+             f"{profile.meta.get('precision')}): test accuracy vs cost")
+    plot_frontier(points, bound, title, out_dir / f"{stem}.png")
+    if args.json:
+        print(json.dumps({"attrs": points.attrs, "points": json.loads(points.to_json(orient="records")),
+                          "oracle_bound": json.loads(bound.to_json(orient="records")),
+                          "eenet_vs_heuristics": json.loads(duel.to_json(orient="records"))},
+                         indent=1))
+        return 0
+    con = Console(width=None if Console().is_terminal else 140)
+    table = Table(title=f"{title} · costs per exit (ms): "
+                  + ", ".join(f"{c:.3g}" for c in points.attrs["costs_ms"]))
+    for col in ("family", "setting", "val acc", "test acc", "relative", "test cost ms"):
+        table.add_column(col, justify="left" if col in ("family", "setting") else "right")
+    for _, r in points.iterrows():
+        table.add_row(r["family"], r["setting"], f"{r['val_accuracy']:.4f}",
+                      f"{r['test_accuracy']:.4f}", f"{r['test_relative_accuracy']:.4f}",
+                      f"{r['test_cost_ms']:.4g}")
+    con.print(table)
+    if not duel.empty:
+        t2 = Table(title="EENet vs the better of max-prob / entropy (exp fractions), test split")
+        for col in ("budget ms", "EENet acc", "EENet cost", "best heuristic", "its acc", "its cost"):
+            t2.add_column(col, justify="right")
+        for _, r in duel.iterrows():
+            t2.add_row(f"{r['budget_ms']:.4g}", f"{r['eenet_test_accuracy']:.4f}",
+                       f"{r['eenet_test_cost_ms']:.4g}", r["best_heuristic"],
+                       f"{r['heuristic_test_accuracy']:.4f}", f"{r['heuristic_test_cost_ms']:.4g}")
+        con.print(t2)
+    con.print(f"wrote {out_dir}/{stem}.csv, {stem}-oracle.csv, {stem}-eenet.csv, {stem}.png")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, help="shipped trace name or .npz path")
+    p.add_argument("--profile", required=True, help="shipped profile name or .json path")
+    p.add_argument("--max-batch", type=int, default=32, help="server batch size (PAME)")
+    p.add_argument("--exit-mode", default="shrink", choices=["keep", "shrink"], help="(PAME)")
+    p.add_argument("--cost-batch", type=int, default=1,
+                   help="batch size at which per-sample exit costs are taken")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit one exit policy on a trace's val split and save it",
+                       description="Fit a policy on the val split, report val and test accuracy "
+                       "and cost, and save it (as its per-sample exit table) for `simulate`.")
+    _common(p)
+    p.add_argument("--policy", required=True, help="none, static:K, maxprob, entropy, patience, "
+                   "oracle, eenet, pame, gati")
+    p.add_argument("--budget-ms", type=float, help="average cost budget per sample (eenet, exp)")
+    p.add_argument("--tolerance", type=float, help="τ: keep τ %% of the full model's accuracy")
+    p.add_argument("--accuracy-target", type=float, help="absolute accuracy target (gati)")
+    p.add_argument("--param", action="append", default=[], metavar="FIELD=VALUE",
+                   help="another policy field, e.g. n_fits=5 (repeatable)")
+    p.add_argument("-o", "--output", required=True, help="policy JSON to write")
+    p.set_defaults(func=run_fit)
+    q = sub.add_parser("frontier", help="accuracy vs cost of every policy, with the oracle bound",
+                       description="Fit every policy family at several settings on val, score on "
+                       "test, and plot accuracy against average cost with the oracle LP bound.")
+    _common(q)
+    q.add_argument("--eenet-fits", type=int, default=3)
+    q.add_argument("--eenet-epochs", type=int, default=150)
+    q.add_argument("-o", "--output", default="frontier", help="folder for the table and plot")
+    q.set_defaults(func=run_frontier)

@@ -1,0 +1,131 @@
+"""Accuracy against average cost for every policy on one trace and cost model.
+
+Each policy is fitted on the val split and scored on the test split; the budgeted oracle LP
+gives the bound no policy with these exits can pass. Costs are per sample, at a stated batch
+size, from the latency profile (``policies.costs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from offramp.policies.costs import average_cost, exit_costs, full_model_cost
+from offramp.policies.oracle_lp import oracle_frontier
+from offramp.policies.registry import PolicyConfig, build_policy
+from offramp.profiling.format import LatencyProfile
+from offramp.profiling.latency import LatencyModel
+from offramp.sim.config import ServerConfig
+from offramp.traces.format import ExitTrace
+
+BUDGET_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7)
+TOLERANCES = (95.0, 97.0, 98.0, 99.0, 99.5, 100.0)
+
+
+def budgets_for(costs: np.ndarray) -> list[float]:
+    """Five budgets spread between the first and the last exit's cost."""
+    return [float(costs[0] + f * (costs[-1] - costs[0])) for f in BUDGET_FRACTIONS]
+
+
+def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
+                     eenet_epochs: int) -> Iterator[tuple[str, str, PolicyConfig]]:
+    """(family, setting, config) of every point on the frontier."""
+    k_exits = trace.n_exits
+    for k in range(k_exits):
+        yield "static", f"k={k}", PolicyConfig(name=f"static:{k}")
+    yield "oracle", "unbudgeted", PolicyConfig(name="oracle")
+    for name in ("maxprob", "entropy"):
+        for b in budgets:
+            yield f"{name} (exp fractions)", f"budget {b:.4g} ms", PolicyConfig(name=name, budget_ms=b)
+        for tau in TOLERANCES:
+            yield f"{name} (τ)", f"τ={tau:g}", PolicyConfig(name=name, tolerance_pct=tau)
+    for t in range(1, k_exits):
+        yield "patience", f"t={t}", PolicyConfig(name="patience", patience=t)
+    for b in budgets:
+        yield "eenet", f"budget {b:.4g} ms", PolicyConfig(name="eenet", budget_ms=b, n_fits=eenet_fits,
+                                                          epochs=eenet_epochs)
+    for tau in (97.0, 99.0, 100.0):
+        yield "pame", f"τ={tau:g}", PolicyConfig(name="pame", tolerance_pct=tau)
+    full = float(trace.accuracy("val")[-1])
+    for drop in (0.02, 0.01, 0.005):
+        yield "gati", f"target {full - drop:.4f}", PolicyConfig(name="gati",
+                                                                accuracy_target=round(full - drop, 4))
+
+
+def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerConfig,
+                     cost_batch: int = 1, eenet_fits: int = 3, eenet_epochs: int = 150,
+                     progress: Callable[[], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, bound): one row per fitted policy setting, and the oracle LP bound curve."""
+    latency = LatencyModel(profile, server.engine_sizes)
+    costs = exit_costs(latency, cost_batch)
+    budgets = budgets_for(costs)
+    test, val = trace.indices("test"), trace.indices("val")
+    full_acc = float(trace.correct[test, -1].mean())
+    rows = []
+    for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits, eenet_epochs):
+        if cfg.budget_ms is not None or cfg.name in ("eenet", "gati"):
+            cfg = cfg.model_copy(update={"cost_batch": cost_batch})
+        policy = build_policy(cfg, trace, latency, server, "val")
+        row = {"family": family, "setting": setting, "policy": cfg.name}
+        for split, ids in (("val", val), ("test", test)):
+            exits = policy.exit_index(trace, ids)
+            row[f"{split}_accuracy"] = float(trace.correct[ids, exits].mean())
+            row[f"{split}_cost_ms"] = average_cost(exits, costs)
+        row["test_relative_accuracy"] = row["test_accuracy"] / full_acc
+        row["test_agreement"] = float(trace.agree[test, policy.exit_index(trace, test)].mean())
+        row["budget_ms"] = cfg.budget_ms
+        rows.append(row)
+        if progress is not None:
+            progress()
+    grid = np.linspace(costs[0], costs[-1], 25)
+    bound = pd.DataFrame({"budget_ms": grid, "oracle_bound": oracle_frontier(trace, costs, grid)})
+    points = pd.DataFrame(rows)
+    points.attrs.update(costs_ms=costs.tolist(), budgets_ms=budgets, cost_batch=cost_batch,
+                        full_model_cost_ms=full_model_cost(latency, cost_batch),
+                        full_model_accuracy=full_acc)
+    return points, bound
+
+
+def eenet_vs_heuristics(points: pd.DataFrame) -> pd.DataFrame:
+    """At each budget: EENet against the better of max-prob and entropy (exp fractions)."""
+    rows = []
+    for budget, grp in points[points["budget_ms"].notna()].groupby("budget_ms"):
+        ee = grp[grp["family"] == "eenet"]
+        heur = grp[grp["family"].isin(["maxprob (exp fractions)", "entropy (exp fractions)"])]
+        if ee.empty or heur.empty:
+            continue
+        best = heur.loc[heur["test_accuracy"].idxmax()]
+        rows.append({"budget_ms": budget, "eenet_test_accuracy": ee["test_accuracy"].iloc[0],
+                     "eenet_test_cost_ms": ee["test_cost_ms"].iloc[0],
+                     "best_heuristic": best["family"].split()[0],
+                     "heuristic_test_accuracy": best["test_accuracy"],
+                     "heuristic_test_cost_ms": best["test_cost_ms"]})
+    return pd.DataFrame(rows)
+
+
+def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from offramp.traces.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.plot(bound["budget_ms"], bound["oracle_bound"], "k-", lw=1.5, label="oracle LP bound")
+    markers = iter("os^vD<>pPX*h")
+    for family, grp in points.groupby("family", sort=False):
+        grp = grp.sort_values("test_cost_ms")
+        ax.plot(grp["test_cost_ms"], grp["test_accuracy"], marker=next(markers, "o"), ms=5, lw=1,
+                ls="none" if family == "static" else "-", label=family)
+    ax.set_xlabel(f"average cost per sample (ms, batch {points.attrs.get('cost_batch', 1)})")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    lo = min(points["test_accuracy"].min(), bound["oracle_bound"].min())
+    ax.set_ylim(max(lo - 0.02, 0), min(1.0, bound["oracle_bound"].max() + 0.01))
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,60 @@
+"""`offramp fit` and `offramp frontier` end to end on a synthetic trace and profile (tests only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+from offramp.analysis.cli import main
+from offramp.policies.oracle_lp import oracle_bound
+from offramp.policies.table import load_policy
+from offramp.traces.format import load_trace
+
+DATA = Path(__file__).parent / "data"
+TRACE, PROFILE = str(DATA / "synthetic-trace.npz"), str(DATA / "synthetic-profile.json")
+
+
+def test_fit_saves_a_policy_that_simulate_loads(tmp_path, capsys):
+    out = tmp_path / "pame.json"
+    assert main(["fit", "--trace", TRACE, "--profile", PROFILE, "--policy", "pame",
+                 "--tolerance", "99", "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["report"]["val"]["relative_accuracy"] >= 0.99 - 1e-9
+    assert abs(sum(doc["report"]["test"]["exit_fractions"]) - 1) < 1e-9
+    table = load_policy(out)
+    trace = load_trace(TRACE)
+    assert table.exits.size == trace.n_samples
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": TRACE}, "profile": {"path": PROFILE},
+        "policy": {"from_file": "pame.json"}, "run": {"requests": 2000, "replications": 1}}))
+    assert main(["simulate", str(study), "-o", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    fractions = [summary["metrics"][f"exit_fraction_{k}"]["mean"] for k in range(trace.n_exits)]
+    # Simulated requests are test samples, so the exit mix follows the fitted test fractions.
+    assert np.allclose(fractions, doc["report"]["test"]["exit_fractions"], atol=0.05)
+
+
+def test_fit_rejects_missing_constraint(tmp_path, capsys):
+    assert main(["fit", "--trace", TRACE, "--profile", PROFILE, "--policy", "eenet",
+                 "-o", str(tmp_path / "p.json")]) == 2
+    assert "budget_ms" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_frontier_respects_the_oracle_bound(tmp_path, capsys):
+    assert main(["frontier", "--trace", TRACE, "--profile", PROFILE, "--eenet-fits", "1",
+                 "--eenet-epochs", "20", "-o", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    families = {p["family"] for p in doc["points"]}
+    assert {"static", "eenet", "pame", "gati", "patience", "maxprob (τ)"} <= families
+    trace, costs = load_trace(TRACE), doc["attrs"]["costs_ms"]
+    for p in doc["points"]:
+        if p["family"] == "oracle":
+            continue
+        limit = oracle_bound(trace, costs, p["test_cost_ms"] + 1e-9)
+        assert p["test_accuracy"] <= limit + 1e-9, p
+    assert len(doc["eenet_vs_heuristics"]) == 5
+    assert (tmp_path / "synthetic-net-frontier.png").stat().st_size > 10_000
