@@ -11,11 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from offramp.traces.atomic import atomic_path
-from offramp.traces.errors import InputError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from offramp.traces.atomic import atomic_path
+from offramp.traces.errors import InputError
 
 from .compare import full_batch_capacity_rps, run_grid
 from .config import parse_config

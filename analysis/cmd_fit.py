@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import yaml
-from offramp.traces.errors import InputError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from offramp.traces.errors import InputError
 
 from .cmd_simulate import apply_overrides
 from .config import parse_config

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import yaml
-from offramp.traces.errors import InputError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from offramp.traces.errors import InputError
 
 from .config import load_config, parse_config
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from offramp.policies.registry import PolicyConfig
 from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadConfig
 from offramp.traces.errors import InputError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class TraceSection(BaseModel):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+
 from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.oracle_lp import oracle_frontier
 from offramp.policies.registry import PolicyConfig, build_policy
@@ -109,6 +110,7 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from offramp.traces.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(8, 5.5))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.errors import InputError

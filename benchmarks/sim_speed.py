@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
 from offramp.policies import PolicyConfig, make_policy  # noqa: E402
 from offramp.profiling.latency import LatencyModel  # noqa: E402
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig  # noqa: E402

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

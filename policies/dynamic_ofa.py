@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

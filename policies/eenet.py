@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

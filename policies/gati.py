@@ -22,6 +22,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

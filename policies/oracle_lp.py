@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 

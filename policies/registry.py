@@ -11,11 +11,12 @@ budgeted ``oracle`` (``oracle`` with ``budget_ms``).
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
-from pydantic import BaseModel, ConfigDict, Field
 
 from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from offramp.traces.atomic import atomic_path
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace

@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from offramp.traces.format import ExitTrace
 from scipy import stats
+
+from offramp.traces.format import ExitTrace
 
 from .plan import RunRecords
 

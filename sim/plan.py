@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from offramp.policies.base import ExitPolicy
 from offramp.traces.format import ExitTrace
 

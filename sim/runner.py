@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from offramp.policies.base import ExitPolicy
 from offramp.traces.format import ExitTrace
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from offramp.profiling.latency import LatencyModel
 
 ROWS_PER_CHUNK = 1024

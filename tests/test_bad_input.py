@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import affine_profile
+
 from offramp.analysis.cli import main
 from offramp.analysis.config import parse_config
 from offramp.profiling.format import (

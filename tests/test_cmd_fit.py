@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from offramp.analysis.cli import main
 from offramp.policies.oracle_lp import oracle_bound
 from offramp.policies.table import load_policy

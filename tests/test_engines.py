@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from offramp.policies import PolicyConfig, make_policy
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, fixed_plan
+
 from offramp.policies.baselines import Oracle, StaticExit
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig

@@ -6,6 +6,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace
+
 from offramp.policies.costs import average_cost, evaluate, exit_costs, full_model_cost
 from offramp.policies.eenet import exp_fractions
 from offramp.policies.mixing import best_mix, hull_accuracy, upper_hull

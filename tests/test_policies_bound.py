@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.policies.costs import evaluate, exit_costs

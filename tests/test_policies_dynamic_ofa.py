@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import crafted_trace
+
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import exit_costs

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import evaluate, exit_costs
 from offramp.policies.eenet import EENet, exp_fractions

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from helpers import crafted_trace
+
 from offramp.policies.costs import evaluate
 from offramp.policies.gati import Gati, fit_logistic
 from offramp.traces.synthetic import synthetic_trace

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace
+
 from offramp.policies.pame import PAME
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from offramp.policies import POLICIES, PolicyConfig, build_policy, make_policy
 from offramp.policies.costs import evaluate, exit_costs
 from offramp.profiling.latency import LatencyModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from offramp.policies.confidence import Entropy
 from offramp.policies.table import ExitTable, load_policy, save_policy
 from offramp.profiling.latency import LatencyModel

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+
 from offramp.policies.baselines import NoExit
 from offramp.policies.confidence import Entropy
 from offramp.profiling.latency import LatencyModel

@@ -1,0 +1,204 @@
+"""``offramp traces``: train the multi-exit models, record, inspect and list exit traces."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offramp.traces.errors import InputError
+from offramp.traces.format import SPLITS, ExitTrace, load_trace
+
+MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
+
+
+def oracle_exit(trace: ExitTrace, idx: np.ndarray) -> np.ndarray:
+    """Per sample: the earliest correct exit, or the last exit if none is correct."""
+    correct = trace.correct[idx]
+    return np.where(correct.any(axis=1), correct.argmax(axis=1), trace.n_exits - 1)
+
+
+def summarize(trace: ExitTrace) -> dict[str, Any]:
+    """Per split: per-exit accuracy and agreement with the last exit, first-exit-correct fraction,
+    the oracle's average depth; plus sample counts and metadata."""
+    k = trace.n_exits
+    positions = np.asarray(trace.meta["exit_positions"], dtype=float)
+    splits = {}
+    for name in SPLITS:
+        idx = trace.indices(name)
+        if len(idx) == 0:
+            continue
+        depth = oracle_exit(trace, idx)
+        splits[name] = {
+            "samples": int(len(idx)),
+            "accuracy": [round(float(a), 4) for a in trace.correct[idx].mean(axis=0)],
+            "agreement_with_last": [round(float(a), 4) for a in trace.agree[idx].mean(axis=0)],
+            "first_exit_correct": round(float(trace.correct[idx, 0].mean()), 4),
+            "any_exit_correct": round(float(trace.correct[idx].any(axis=1).mean()), 4),
+            "oracle_mean_exit_index": round(float(depth.mean()), 4),
+            "oracle_mean_depth_fraction": round(float(((depth + 1) / k).mean()), 4),
+            "oracle_mean_position": round(float(positions[depth].mean()), 4),
+            "mean_maxprob": [round(float(a), 4) for a in trace.maxprob[idx].mean(axis=0)],
+        }
+    return {"source": trace.source, "model_id": trace.model_id, "dataset": trace.meta["dataset"],
+            "samples": trace.n_samples, "exits": k, "classes": trace.n_classes,
+            "exit_names": trace.meta["exit_names"], "exit_positions": trace.meta["exit_positions"],
+            "full_model_accuracy": trace.meta["full_model_accuracy"], "splits": splits,
+            "meta": trace.meta}
+
+
+def plot_confidence(trace: ExitTrace, path: str | Path, split: str = "test") -> Path:
+    """Histogram of the max softmax probability per exit, correct vs wrong samples (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from offramp.traces.atomic import atomic_path
+
+    idx = trace.indices(split)
+    k = trace.n_exits
+    fig, axes = plt.subplots(1, k, figsize=(3.0 * k, 2.8), sharey=True, squeeze=False)
+    bins = np.linspace(1.0 / trace.n_classes, 1.0, 26)
+    for j, ax in enumerate(axes[0]):
+        conf, ok = trace.maxprob[idx, j], trace.correct[idx, j]
+        ax.hist([conf[ok], conf[~ok]], bins=bins, stacked=True, label=["correct", "wrong"],
+                color=["tab:blue", "tab:red"])
+        ax.set_title(f"{trace.meta['exit_names'][j]} (acc {ok.mean():.3f})", fontsize=9)
+        ax.set_xlabel("max softmax")
+    axes[0][0].set_ylabel(f"{split} samples")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"{trace.model_id} on {trace.meta['dataset']}: confidence per exit", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{s['model_id']}[/] on {s['dataset']}: {s['samples']} samples, "
+                  f"{s['exits']} exits, {s['classes']} classes ({s['source']})")
+    for name, sp in s["splits"].items():
+        table = Table(title=f"{name} split ({sp['samples']} samples)", title_justify="left")
+        for col in ("exit", "position", "accuracy", "agrees with last", "mean max-prob"):
+            table.add_column(col, justify="right")
+        for j in range(s["exits"]):
+            table.add_row(s["exit_names"][j], f"{s['exit_positions'][j]:.3f}",
+                          f"{sp['accuracy'][j]:.4f}", f"{sp['agreement_with_last'][j]:.4f}",
+                          f"{sp['mean_maxprob'][j]:.4f}")
+        console.print(table)
+        console.print(f"  first exit correct: {sp['first_exit_correct']:.4f}   "
+                      f"some exit correct: {sp['any_exit_correct']:.4f}")
+        console.print(f"  oracle (earliest correct exit, else last): mean exit index "
+                      f"{sp['oracle_mean_exit_index']:.3f} of 0..{s['exits'] - 1}, "
+                      f"{sp['oracle_mean_depth_fraction']:.3f} of the exits, "
+                      f"{sp['oracle_mean_position']:.3f} of the backbone compute")
+    prov = s["meta"].get("produced_by", {})
+    console.print(f"  produced by: {prov.get('command', '?')} (seed {prov.get('seed', '?')}, "
+                  f"torch {prov.get('torch', '?')}, {prov.get('date', '?')}); "
+                  f"synthetic: {s['meta'].get('synthetic')}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from offramp.traces.shipped import resolve_trace
+
+    trace = load_trace(resolve_trace(args.trace))
+    summary = summarize(trace)
+    if args.plot:
+        summary["plot"] = str(plot_confidence(trace, args.plot))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+        if args.plot:
+            print(f"wrote {summary['plot']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from offramp.traces.shipped import list_shipped
+
+    rows = list_shipped()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<15}{'model':<15}{'dataset':<17}{'val':>6}{'test':>7}{'exits':>7}{'test acc':>10}"
+    print(header)
+    for r in rows:
+        print(f"{r['name']:<15}{r['model']:<15}{r['dataset']:<17}{r['val_samples']:>6}"
+              f"{r['test_samples']:>7}{r['exits']:>7}{r['last_exit_test_accuracy']:>10.4f}")
+    print("(test acc: accuracy of the last exit, i.e. the full model, on the test split)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from offramp.traces.train import train
+
+    kwargs: dict[str, Any] = {}
+    if args.model == "rt-minilm6" and args.tune_layers is not None:
+        kwargs["tune_layers"] = args.tune_layers
+    elif args.tune_layers is not None:
+        raise InputError(None, "--tune-layers", "only applies to rt-minilm6", "drop --tune-layers")
+    out = args.output or f"{args.model}.pt"
+    _, info = train(args.model, out, epochs=args.epochs, seed=args.seed, data_path=args.data,
+                    threads=args.threads, progress=not args.quiet, **kwargs)
+    last = info["train"]["history"][-1]["val_accuracy"]
+    print(f"wrote {out} ({info['train']['wall_seconds']} s); val accuracy per exit {last}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from offramp.traces.record import record
+
+    trace = record(args.checkpoint, args.output, model_id=args.model, data_path=args.data,
+                   batch_size=args.batch_size, threads=args.threads)
+    acc = [round(float(a), 4) for a in trace.accuracy("test")]
+    print(f"wrote {args.output}: {trace.n_samples} samples, {trace.n_exits} exits; "
+          f"test accuracy per exit {acc}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``traces`` command group."""
+    group = subparsers.add_parser("traces", help="train models, record and inspect exit traces")
+    sub = group.add_subparsers(dest="traces_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("train", help="train a multi-exit model on CPU and write a checkpoint")
+    p.add_argument("--model", required=True, choices=MODEL_IDS)
+    p.add_argument("--epochs", type=int, default=None, help="default: 15 (CNN), 4 (MiniLM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default=None, help="checkpoint path (default: MODEL.pt)")
+    p.add_argument("--tune-layers", type=int, default=None,
+                   help="rt-minilm6: fine-tune this many top layers, freeze the rest (default 2)")
+    p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("record", help="record a trace (val + test) from a checkpoint")
+    p.add_argument("--model", default=None, choices=MODEL_IDS, help="check the checkpoint is this")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
+    p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("show", help="per-exit accuracy, agreement and oracle depth of a trace")
+    p.add_argument("trace", metavar="FILE|NAME", help="a trace file or a shipped trace name")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write confidence histograms")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("list", help="the shipped traces")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)

@@ -1,0 +1,101 @@
+"""``offramp traces show`` and ``traces list`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from offramp.analysis.cli import main
+from offramp.analysis.cmd_traces import oracle_exit, summarize
+from offramp.traces.format import make_trace, save_trace
+from offramp.traces.shipped import DATA_DIR, SHIPPED
+
+HAVE_SHIPPED = all((DATA_DIR / f).is_file() for f in SHIPPED.values())
+needs_shipped = pytest.mark.skipif(not HAVE_SHIPPED, reason="shipped traces not built yet")
+
+
+def _crafted(correct_at: list[list[bool]]):
+    """A 2-class test-only trace whose sample i is correct exactly where correct_at[i] is True."""
+    ok = np.array(correct_at, dtype=bool)
+    n, k = ok.shape
+    labels = np.zeros(n, dtype=int)
+    probs = np.where(ok, 0.8, 0.3)
+    softmax = np.stack([probs, 1 - probs], axis=2)
+    meta = {"model_id": "crafted", "dataset": "none", "exit_names": [f"e{j}" for j in range(k)],
+            "exit_positions": [(j + 1) / k for j in range(k)],
+            "produced_by": {"command": "test"}, "synthetic": True}
+    return make_trace(labels, np.ones(n, dtype=np.uint8), softmax, meta)
+
+
+def test_oracle_depth_and_first_exit_on_crafted_trace():
+    trace = _crafted([[True, True, True], [False, True, True], [False, False, True],
+                      [False, False, False]])
+    assert oracle_exit(trace, trace.indices("test")).tolist() == [0, 1, 2, 2]
+    s = summarize(trace)["splits"]["test"]
+    assert s["first_exit_correct"] == 0.25
+    assert s["oracle_mean_exit_index"] == 1.25
+    assert s["oracle_mean_depth_fraction"] == round((1 + 2 + 3 + 3) / 4 / 3, 4)
+    assert s["accuracy"] == [0.25, 0.5, 0.75]
+    assert s["agreement_with_last"] == [0.5, 0.75, 1.0]
+    assert "val" not in summarize(trace)["splits"]
+
+
+def test_show_file_json_and_plot(tmp_path, capsys):
+    path = save_trace(_crafted([[True, False], [False, True], [True, True]]), tmp_path / "c.npz")
+    png = tmp_path / "conf.png"
+    assert main(["traces", "show", str(path), "--json", "--plot", str(png)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] == 3 and out["splits"]["test"]["first_exit_correct"] == 0.6667
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_missing_trace_is_one_line_error(tmp_path, capsys):
+    assert main(["traces", "show", str(tmp_path / "absent.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("offramp: error:") and "\n" not in err and "traces list" in err
+
+
+def test_record_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    argv = ["traces", "record", "--checkpoint", str(tmp_path / "absent.pt"), "-o",
+            str(tmp_path / "t.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such checkpoint" in err and "offramp traces train" in err
+    assert not (tmp_path / "t.npz").exists()
+
+
+@needs_shipped
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_show_shipped_by_name(name, capsys):
+    assert main(["traces", "show", name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_id"] == name and set(out["splits"]) == {"val", "test"}
+    test = out["splits"]["test"]
+    k = out["exits"]
+    assert len(test["accuracy"]) == len(test["agreement_with_last"]) == k
+    assert test["agreement_with_last"][-1] == 1.0
+    assert 0 < test["first_exit_correct"] <= test["any_exit_correct"] <= 1
+    assert 0 <= test["oracle_mean_exit_index"] <= k - 1
+    assert 1 / k <= test["oracle_mean_depth_fraction"] <= 1
+    assert out["meta"]["synthetic"] is False
+
+
+@needs_shipped
+def test_show_shipped_text(capsys):
+    assert main(["traces", "show", "fmnist-resnet"]) == 0
+    out = capsys.readouterr().out
+    assert "first exit correct" in out and "oracle" in out and "10000" in out
+
+
+@needs_shipped
+def test_list_json(capsys):
+    assert main(["traces", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(SHIPPED)
+    assert rows["fmnist-resnet"]["test_samples"] == 10000
+    assert rows["fmnist-resnet"]["dataset"] == "fashion-mnist"
+    assert rows["rt-minilm6"]["exits"] == 6
+    for r in rows.values():
+        assert 0.5 < r["last_exit_test_accuracy"] <= 1
