@@ -1,0 +1,286 @@
+"""Time every stage of a multi-exit model at each batch size and build a latency profile.
+
+For each batch size: every segment and head, the compaction gather after each exit but the last
+(``compact``: b survivors gathered from a larger batch's activation) and the serving loop's
+per-batch host work (``overhead``, k = 0). Timing is CUDA events on a GPU and
+``time.perf_counter_ns`` on the CPU, after warm-up, garbage collection off while timing.
+This module runs on a bare CUDA box: it imports torch, numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from offramp.traces.errors import InputError
+
+from .backends import get_backend
+from .backends.base import EXIT_THRESHOLD, Backend, Call
+from .format import LatencyProfile, validate_profile
+from .segments import flatten
+
+Progress = Callable[[str, int, int], None]
+
+
+def default_batches(max_batch: int = 256) -> list[int]:
+    """Every size to 64, then steps of 8 to 128 and of 32 to 256, up to ``max_batch``."""
+    sizes = list(range(1, 65)) + list(range(72, 129, 8)) + list(range(160, 257, 32))
+    return [b for b in sizes if b <= max_batch]
+
+
+def parse_batches(text: str) -> list[int]:
+    """Batch sizes from ``"1-32,40,48-64:8"`` (``a-b`` every size, ``a-b:s`` every s-th)."""
+    sizes: set[int] = set()
+    fix = "write sizes like 1-32,40,48-64:8 (a-b: every size, a-b:s: step s)"
+    for item in text.replace(" ", "").split(","):
+        span, _, step = item.partition(":")
+        lo, _, hi = span.partition("-")
+        try:
+            a, b, s = int(lo), int(hi or lo), int(step or 1)
+        except ValueError:
+            raise InputError("--batches", None, f"cannot read {item!r}", fix) from None
+        if a < 1 or b < a or s < 1:
+            raise InputError("--batches", None, f"{item!r} is not an increasing range of "
+                             "positive sizes", fix)
+        sizes.update(range(a, b + 1, s))
+    return sorted(sizes)
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How many times each (stage, batch size) runs.
+
+    ``warmup`` untimed runs (stopping early after ``warmup_s`` seconds, at least 2); then
+    ``runs`` timed runs, or ``slow_runs`` where the warm-up median exceeds ``slow_ms``.
+    """
+
+    runs: int = 100
+    warmup: int = 10
+    warmup_s: float = 1.0
+    slow_ms: float = 50.0
+    slow_runs: int | None = None
+
+    def runs_for(self, estimate_ms: float) -> int:
+        if self.slow_runs is not None and estimate_ms > self.slow_ms:
+            return min(self.runs, self.slow_runs)
+        return self.runs
+
+
+class HostTimer:
+    """Wall-clock time of a call on the host (``perf_counter_ns``), in ms.
+
+    With ``cuda``, pending GPU work is finished before the clock starts.
+    """
+
+    def __init__(self, cuda: bool = False):
+        self.cuda = cuda
+
+    def __call__(self, fn: Call) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter_ns()
+        fn()
+        return (time.perf_counter_ns() - t0) / 1e6
+
+
+class CudaTimer:
+    """GPU time of a call between two CUDA events on the current stream, in ms."""
+
+    def __init__(self) -> None:
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def __call__(self, fn: Call) -> float:
+        self.start.record()
+        fn()
+        self.end.record()
+        self.end.synchronize()
+        return float(self.start.elapsed_time(self.end))
+
+
+def time_call(fn: Call, timer: Callable[[Call], float], policy: RunPolicy) -> list[float]:
+    """Warm up, then time ``fn`` as often as ``policy`` says; the timed runs in ms."""
+    warm: list[float] = []
+    t_end = time.perf_counter() + policy.warmup_s
+    while len(warm) < max(policy.warmup, 2):
+        warm.append(timer(fn))
+        if len(warm) >= 2 and time.perf_counter() > t_end:
+            break
+    n = policy.runs_for(float(np.median(warm[1:])))
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [timer(fn) for _ in range(n)]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def summarize(times_ms: Sequence[float]) -> dict[str, Any]:
+    """p50, mean, p99 and standard deviation (ms) and the number of runs."""
+    a = np.asarray(times_ms, dtype=float)
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    return {"p50_ms": round(float(np.percentile(a, 50)), 6),
+            "mean_ms": round(float(a.mean()), 6),
+            "p99_ms": round(float(np.percentile(a, 99)), 6),
+            "std_ms": round(std, 6), "runs": int(a.size)}
+
+
+def stage_plan(n_exits: int, batches: Sequence[int]) -> list[tuple[str, int, int]]:
+    """Every (kind, k, batch) measured, in measurement order."""
+    plan = []
+    for b in batches:
+        for k in range(n_exits):
+            plan += [("segment", k, b), ("head", k, b)]
+            if k < n_exits - 1:
+                plan.append(("compact", k, b))
+        plan.append(("overhead", 0, b))
+    return plan
+
+
+def measure_stages(backend: Backend, example: Callable[[int], Any], batches: Sequence[int],
+                   policy: RunPolicy, seed: int = 0,
+                   progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Profile rows for every stage of ``backend``'s model at each batch size.
+
+    ``compact`` rows gather b rows, chosen at random, out of the activation of a batch of
+    ``max(batches)``.
+    """
+    timers = {"host": HostTimer(cuda=backend.device == "cuda")}
+    if backend.device == "cuda":
+        timers["cuda"] = CudaTimer()
+    n_exits, source = backend.n_exits, max(batches)
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def record(kind: str, k: int, b: int, fn: Call) -> None:
+        times = time_call(fn, timers[backend.timer(kind)], policy)
+        rows.append({"kind": kind, "k": k, "batch": b, **summarize(times)})
+        if progress is not None:
+            progress(kind, k, b)
+
+    with torch.inference_mode():
+        src = backend.activations(example(source))
+        for b in batches:
+            acts = backend.activations(example(b))
+            for k in range(n_exits):
+                record("segment", k, b, backend.segment(k, acts[k]))
+                record("head", k, b, backend.head(k, acts[k + 1]))
+                if k < n_exits - 1:
+                    index = np.sort(rng.choice(source, size=b, replace=False)).tolist()
+                    record("compact", k, b, backend.compact(k, src[k + 1], index))
+            record("overhead", 0, b, backend.overhead(backend.logits(acts[-1], n_exits - 1)))
+            backend.release()
+    return rows
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nvidia_driver() -> str:
+    """The NVIDIA driver version, or ``unknown``."""
+    try:
+        for line in Path("/proc/driver/nvidia/version").read_text().splitlines():
+            if "Kernel Module" in line:
+                return line.split("Kernel Module", 1)[1].split()[0]
+    except (OSError, IndexError):
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """What the profile was measured on: device name, driver, host CPU and core count."""
+    if device == "cuda":
+        return {"device": torch.cuda.get_device_name(), "driver": nvidia_driver(),
+                "host_cpu": cpu_name(), "cpu_count": os.cpu_count()}
+    return {"device": cpu_name(), "driver": "n/a (CPU)", "host_cpu": cpu_name(),
+            "cpu_count": os.cpu_count()}
+
+
+def software_versions(backend: Backend) -> dict[str, str]:
+    """Python, torch, numpy, the OS and the backend's own libraries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        offramp = version("offramp")
+    except PackageNotFoundError:
+        offramp = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "os": f"{platform.system()} {platform.release()}",
+            "offramp": offramp, **backend.software()}
+
+
+def input_description(example: Any) -> list[dict[str, Any]]:
+    """Per-sample shape and dtype of each (flattened) model input."""
+    return [{"shape": list(t.shape[1:]), "dtype": str(t.dtype).removeprefix("torch.")}
+            for t in flatten(example)]
+
+
+def profile_model(model: nn.Module, backend_name: str, device: str, precision: str,
+                  example: Callable[[int], Any], batches: Sequence[int], policy: RunPolicy,
+                  command: str, extra_meta: dict[str, Any] | None = None,
+                  workdir: str | Path | None = None,
+                  progress: Progress | None = None) -> LatencyProfile:
+    """Measure ``model`` with one backend and return a validated :class:`LatencyProfile`.
+
+    ``example(b)`` gives an input batch of size b; ``command`` is recorded as how the profile
+    was produced; ``extra_meta`` (e.g. weights, thread count) is merged into the metadata.
+    """
+    batches = sorted(set(batches))
+    backend = get_backend(backend_name)(model, device, precision, workdir=workdir)
+    backend.setup(example(2), batches)
+    rows = measure_stages(backend, example, batches, policy, progress=progress)
+    inputs = input_description(example(1))
+    meta = {
+        "model_id": getattr(model, "model_id", type(model).__name__),
+        "n_exits": backend.n_exits,
+        "exit_names": list(getattr(model, "exit_names", [])),
+        **device_info(device),
+        "torch": torch.__version__,
+        "backend": backend_name,
+        "precision": precision,
+        "input_shape": inputs[0]["shape"],
+        "inputs": inputs,
+        "software": software_versions(backend),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "produced_by": {"command": command},
+        "synthetic": False,
+        "timer": "CUDA events (overhead: perf_counter_ns)" if device == "cuda"
+        else "perf_counter_ns",
+        "torch_threads": torch.get_num_threads(),
+        "run_policy": asdict(policy),
+        "batches": list(batches),
+        "compact_source_batch": max(batches),
+        "overhead_stage": f"softmax max >= {EXIT_THRESHOLD} on the last head's logits, mask to "
+                          "host, survivor indices back to the device",
+        "backend_details": backend.describe(),
+        **(extra_meta or {}),
+    }
+    profile = LatencyProfile(rows=rows, meta=meta)
+    validate_profile(profile)
+    return profile
