@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
 from offramp.traces.errors import InputError
 
 from .format import LatencyProfile

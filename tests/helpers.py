@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from offramp.policies.base import ExitPolicy
 from offramp.profiling.format import LatencyProfile
 from offramp.sim.config import ServerConfig, WorkloadConfig
