@@ -45,12 +45,22 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
                                for k in range(1, k_exits)] + [[0] * (n + 1)]
     base, sig = svc.base, svc.sigma
     stages = range(k_exits)
-    seg = [svc.seg(k) for k in stages]
-    head = [svc.head(k) for k in stages]
-    comp = [svc.compact(k) for k in range(k_exits - 1)] + [0]
-    last_head = head[-1]
+    # Per stage k: (segment table, its sigmas, head table, head sigmas, noise slots).
+    seg_b = [base[svc.seg(k)] for k in stages]
+    seg_s = [sig[svc.seg(k)] for k in stages]
+    head_b = [base[svc.head(k)] for k in stages]
+    head_s = [sig[svc.head(k)] for k in stages]
+    comp_b = [base[svc.compact(k)] for k in range(k_exits - 1)] + [None]
+    comp_s = [sig[svc.compact(k)] for k in range(k_exits - 1)] + [None]
+    zs = [svc.seg(k) for k in stages]
+    zh = [svc.head(k) for k in stages]
+    zc = [svc.compact(k) for k in range(k_exits - 1)] + [0]
+    over_b, over_s, last = base[0], sig[0], k_exits - 1
     slow = srv.slowdown()
     active = plan.policy.active_exits(k_exits).tolist()
+    keep = mode == "keep"
+    noise = plan.noise
+    _exp, _bisect = exp, bisect_right
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
@@ -61,43 +71,40 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         if i + big_b - 1 < n and arr[i + big_b - 1] < close:
             close = arr[i + big_b - 1]
         d = f if f > close else close
-        j = bisect_right(arr, d, i, min(i + big_b, n))
+        j = _bisect(arr, d, i, i + big_b if i + big_b < n else n)
         size = j - i
         m = local[r]
         local[r] = m + 1
-        z = plan.noise[r].row(m)
+        o = noise[r].offset(m)
+        z = noise[r].flat
         at, factors = slow[r]
-        x = factors[bisect_right(at, d) - 1]
+        x = factors[_bisect(at, d) - 1]
         ends = [0.0] * k_exits
         sizes = [0] * k_exits
         # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it.
-        t = d + base[0][size] * exp(sig[0][size] * z[0]) * x
+        t = d + over_b[size] * _exp(over_s[size] * z[o]) * x
         if mode == "none":
             for k in stages:
-                s = seg[k]
-                t += base[s][size] * exp(sig[s][size] * z[s]) * x
+                t += seg_b[k][size] * _exp(seg_s[k][size] * z[o + zs[k]]) * x
                 sizes[k] = size
-            t += base[last_head][size] * exp(sig[last_head][size] * z[last_head]) * x
-            ends[-1] = t
+            t += head_b[last][size] * _exp(head_s[last][size] * z[o + zh[last]]) * x
+            ends[last] = t
         else:
             cur = size
-            keep = mode == "keep"
             for k in stages:
-                s, h = seg[k], head[k]
-                t += base[s][cur] * exp(sig[s][cur] * z[s]) * x
+                t += seg_b[k][cur] * _exp(seg_s[k][cur] * z[o + zs[k]]) * x
                 sizes[k] = cur
                 if not active[k]:
                     continue
-                t += base[h][cur] * exp(sig[h][cur] * z[h]) * x
+                t += head_b[k][cur] * _exp(head_s[k][cur] * z[o + zh[k]]) * x
                 ends[k] = t
                 left = reach[k + 1][j] - reach[k + 1][i]
                 if left == 0:
                     break
                 if left < cur and not keep:
-                    c = comp[k]
-                    t += base[c][left] * exp(sig[c][left] * z[c]) * x
+                    t += comp_b[k][left] * _exp(comp_s[k][left] * z[o + zc[k]]) * x
                     cur = left
-        out.append([i, j, r, m, d, t, ends, sizes])
+        out.append((i, j, r, m, d, t, ends, sizes))
         heapq.heappush(free, (t, r))
         i = j
 
@@ -126,7 +133,7 @@ def run_fast(plan: Plan) -> RunRecords:
     finish = np.empty(n)
     replica = np.empty(n, dtype=np.int64)
     local = np.empty(n, dtype=np.int64)
-    rows: list[list] = []
+    rows: list[tuple] = []
     for idx, servers in groups:
         if idx.size == 0:
             continue
@@ -136,18 +143,18 @@ def run_fast(plan: Plan) -> RunRecords:
         # Batches take the queue in FIFO order, so they cover idx consecutively.
         which = np.repeat(np.arange(len(part)), [b[1] - b[0] for b in part])
         ends = np.array([b[6] for b in part])
-        req = idx
-        dispatch[req] = np.array([b[4] for b in part])[which]
-        finish[req] = ends[which, exits[req]]
-        replica[req] = np.array([b[2] for b in part])[which]
-        local[req] = np.array([b[3] for b in part])[which]
+        dispatch[idx] = np.array([b[4] for b in part])[which]
+        finish[idx] = ends[which, exits[idx]]
+        replica[idx] = np.array([b[2] for b in part])[which]
+        local[idx] = np.array([b[3] for b in part])[which]
     b_rep = np.array([b[2] for b in rows], dtype=np.int64)
     b_loc = np.array([b[3] for b in rows], dtype=np.int64)
     b_disp = np.array([b[4] for b in rows])
+    b_fin = np.array([b[5] for b in rows])
+    b_sizes = np.array([b[7] for b in rows], dtype=np.int64)
     order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
     return RunRecords(
         arrival=arrivals, sample=samples, dispatch=dispatch, finish=finish, exit=exits,
         replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
-        batch_finish=np.array([b[5] for b in rows])[order],
-        batch_sizes=np.array([b[7] for b in rows], dtype=np.int64).reshape(-1, k_exits)[order],
+        batch_finish=b_fin[order], batch_sizes=b_sizes.reshape(-1, k_exits)[order],
     )

@@ -25,23 +25,34 @@ class NoiseStream:
 
     def __init__(self, rng: np.random.Generator, width: int, dist: str):
         self.rng, self.width, self.dist = rng, width, dist
-        self.rows: list[list[float]] = []
+        # Row m is flat[m * width : (m + 1) * width]; a fixed stream is one zero row, reused.
+        self.flat: list[float] = [0.0] * width if dist == "fixed" else []
         self.zero = [0.0] * width
 
+    def offset(self, m: int) -> int:
+        """Where row m starts in ``flat`` (drawing it first if needed)."""
+        if self.dist == "fixed":
+            return 0
+        o = m * self.width
+        if o >= len(self.flat):
+            self.extend(m)
+        return o
+
     def extend(self, m: int) -> None:
-        """Draw chunks until row ``m`` exists."""
-        while len(self.rows) <= m:
-            shape = (ROWS_PER_CHUNK, self.width)
+        """Draw chunks until row ``m`` exists (no-op for ``fixed``)."""
+        if self.dist == "fixed":
+            return
+        while len(self.flat) <= m * self.width:
+            shape = (ROWS_PER_CHUNK * self.width,)
             draw = (self.rng.standard_normal(shape) if self.dist == "lognormal"
                     else np.log(self.rng.standard_exponential(shape)))
-            self.rows.extend(draw.tolist())
+            self.flat.extend(draw.tolist())
 
     def row(self, m: int) -> list[float]:
         if self.dist == "fixed":
             return self.zero
-        if m >= len(self.rows):
-            self.extend(m)
-        return self.rows[m]
+        self.extend(m)
+        return self.flat[m * self.width:(m + 1) * self.width]
 
 
 class ServiceTimes:
