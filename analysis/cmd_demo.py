@@ -27,7 +27,7 @@ POLICIES = [
     {"name": "entropy", "tolerance_pct": 99},
     {"name": "oracle"},
 ]
-SWEEP_LOADS = [0.2, 0.4, 0.6, 0.8, 0.95, 1.1, 1.3]
+SWEEP_LOADS = [0.2, 0.4, 0.6, 0.8, 0.95, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0]
 
 
 def demo_pairs() -> list[tuple[str, str]]:

@@ -77,6 +77,7 @@ def summary_doc(out: StudyOutput) -> dict[str, Any]:
         "policy": out.policy_params,
         "metrics": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in out.result.summary.items()},
         "per_replication": out.result.runs,
+        "policy_history": out.result.policy_history,
     }
 
 

@@ -65,18 +65,22 @@ class StudyResult:
     runs: list[dict[str, Any]]
     summary: dict[str, dict[str, float]]
     engine: str
+    policy_history: list[Any]  # per replication, what a stateful policy did (else empty)
 
 
 def simulate(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
              workload: WorkloadConfig, run: RunConfig, slo_ms: float | None = None,
              progress=None) -> StudyResult:
     """Run ``run.replications`` independent replications and summarise them with 95% CIs."""
-    records, runs, engine = [], [], "fast"
+    records, runs, history, engine = [], [], [], "fast"
     for i, seed in enumerate(np.random.SeedSequence(run.seed).spawn(run.replications)):
         plan = make_plan(trace, policy, service, server, workload, run, seed)
         rec, engine = run_plan(plan, run.engine)
         records.append(rec)
         runs.append(summarize_run(rec, trace, run.warmup_fraction, slo_ms, server.replicas))
+        if hasattr(policy, "history_"):
+            history.append(list(policy.history_))
         if progress is not None:
             progress(i + 1)
-    return StudyResult(records=records, runs=runs, summary=combine(runs), engine=engine)
+    return StudyResult(records=records, runs=runs, summary=combine(runs), engine=engine,
+                       policy_history=history)
