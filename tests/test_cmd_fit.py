@@ -58,4 +58,11 @@ def test_frontier_respects_the_oracle_bound(tmp_path, capsys):
         limit = oracle_bound(trace, costs, p["test_cost_ms"] + 1e-9)
         assert p["test_accuracy"] <= limit + 1e-9, p
     assert len(doc["eenet_vs_heuristics"]) == 5
+    # Mixing real policies never beats the oracle, and never falls below a point it could mix.
+    for row in doc["oracle_bound"]:
+        if row["best_mix"] is not None:
+            assert row["best_mix"] <= row["oracle_bound"] + 1e-6
+            under = [p["test_accuracy"] for p in doc["points"]
+                     if p["family"] != "oracle" and p["test_cost_ms"] <= row["budget_ms"]]
+            assert row["best_mix"] >= max(under) - 1e-6
     assert (tmp_path / "synthetic-net-frontier.png").stat().st_size > 10_000
