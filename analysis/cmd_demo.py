@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from offramp.traces.atomic import atomic_path
 from offramp.traces.errors import InputError
 
 from .compare import full_batch_capacity_rps, run_grid
@@ -79,6 +78,8 @@ def plot_sweep(frame, model: str, slo_ms: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_png
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for (pol, fit, mode), grp in frame.groupby(["policy", "policy_fit", "exit_mode"], sort=False):
         label = f"{pol} {fit} / {mode} (accuracy {grp['accuracy'].mean():.3f})".replace("  ", " ")
@@ -96,9 +97,7 @@ def plot_sweep(frame, model: str, slo_ms: float, path: Path) -> None:
     ax2.set_ylabel("p50 latency (ms)")
     ax2.set_title("p50 latency vs offered load")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -348,6 +348,8 @@ def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_png
+
     m = profile.meta
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     panels = {"segment": axes[0], "head": axes[0], "compact": axes[1], "overhead": axes[1]}
@@ -375,10 +377,7 @@ def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Pat
     fig.suptitle(f"{m['model_id']}: {m['backend']} {m['precision']} on {m['device']}"
                  f"{' (synthetic)' if m['synthetic'] else ''}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # --- compare -------------------------------------------------------------------------------

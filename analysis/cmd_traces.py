@@ -57,7 +57,8 @@ def plot_confidence(trace: ExitTrace, path: str | Path, split: str = "test") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from offramp.traces.atomic import atomic_path
+    from .plots import save_png
+
 
     idx = trace.indices(split)
     k = trace.n_exits
@@ -73,11 +74,7 @@ def plot_confidence(trace: ExitTrace, path: str | Path, split: str = "test") -> 
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"{trace.model_id} on {trace.meta['dataset']}: confidence per exit", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

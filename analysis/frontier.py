@@ -117,7 +117,8 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from offramp.traces.atomic import atomic_path
+    from .plots import save_png
+
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))
     ax.plot(bound["budget_ms"], bound["oracle_bound"], "k-", lw=1.5, label="oracle LP bound")
@@ -136,6 +137,4 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     lo = min(points["test_accuracy"].min(), bound["oracle_bound"].min())
     ax.set_ylim(max(lo - 0.02, 0), min(1.0, bound["oracle_bound"].max() + 0.01))
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -14,6 +14,15 @@ import pandas as pd  # noqa: E402
 from offramp.traces.atomic import atomic_path  # noqa: E402
 
 
+def save_png(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically (temp file, then rename) and close it."""
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path) -> None:
     """Latency CDF (after warm-up) and exit distribution, side by side, as a PNG."""
     kept = frame[~frame["warmup"]]
@@ -39,6 +48,4 @@ def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path
     ax2.set_ylabel("fraction of requests")
     ax2.set_title("Where requests exit")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)

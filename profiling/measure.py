@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from offramp.traces.errors import InputError
+from offramp.traces.machine import cpu_name
 
 from .backends import get_backend
 from .backends.base import EXIT_THRESHOLD, Backend, Call
@@ -184,17 +185,6 @@ def measure_stages(backend: Backend, example: Callable[[int], Any], batches: Seq
             record("overhead", 0, b, backend.overhead(backend.logits(acts[-1], n_exits - 1)))
             backend.release()
     return rows
-
-
-def cpu_name() -> str:
-    """The CPU model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def nvidia_driver() -> str:

@@ -37,6 +37,7 @@ from torch import Tensor
 from .atomic import atomic_path
 from .datasets import Dataset, Split, load_fashion_mnist, load_rotten_tomatoes
 from .errors import InputError
+from .machine import cpu_name
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, build_model, images_to_tensor
 
 CKPT_FORMAT = "offramp-checkpoint"
@@ -57,17 +58,6 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch and return a numpy Generator for everything numpy draws."""
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
-
-
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def produced_by(command: str, seed: int, **extra: Any) -> dict[str, Any]:
