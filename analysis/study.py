@@ -70,7 +70,8 @@ def requests_frame(out: StudyOutput) -> pd.DataFrame:
 
 
 def summary_doc(out: StudyOutput) -> dict[str, Any]:
-    return {
+    """The run's summary as strict JSON (NaN, e.g. a CI from one replication, becomes null)."""
+    doc = {
         "model_id": out.trace.model_id,
         "engine": out.result.engine,
         "replications": len(out.result.runs),
@@ -79,6 +80,19 @@ def summary_doc(out: StudyOutput) -> dict[str, Any]:
         "per_replication": out.result.runs,
         "policy_history": out.result.policy_history,
     }
+    return _finite(doc)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_run(out: StudyOutput, dest: Path) -> Path:
@@ -97,7 +111,8 @@ def write_run(out: StudyOutput, dest: Path) -> Path:
         (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         frame = requests_frame(out)
         frame.to_parquet(tmp / "requests.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary_doc(out), indent=1) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary_doc(out), indent=1,
+                                                     allow_nan=False) + "\n")
         plot_run(frame, out.trace.n_exits, out.config.slo.latency_ms, tmp / "latency.png")
         if dest.exists():
             shutil.rmtree(dest)
