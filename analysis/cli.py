@@ -24,15 +24,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="offramp",
         description="Simulate and fit exit policies for serving multi-exit DNNs with batching.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
+    for name, module in COMMANDS.items():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name == module:
                 continue
-            raise
+            # A bare GPU box may lack what other commands need (e.g. pydantic, rich); keep the
+            # rest usable and say what is missing when this one is asked for.
+            _unavailable(sub, name, str(exc.name))
+            continue
         mod.register(sub)
     return parser
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise InputError(f"offramp {name}", None, f"needs the Python package {missing!r}",
+                         "install offramp with its dependencies: bash .ci/install")
+
+    p = sub.add_parser(name, help=f"(unavailable here: needs {missing})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:
