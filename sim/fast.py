@@ -28,8 +28,8 @@ def supports(plan: Plan) -> str | None:
 
 
 def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[int],
-                 out: list[list]) -> None:
-    """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch rows to ``out``.
+                 out: dict[str, list]) -> None:
+    """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
 
     A free server takes the next batch at d = max(free, min(a[i+B-1], a[i] + max_wait)):
     when B requests are waiting or the oldest has waited max_wait, whichever is first.
@@ -64,6 +64,9 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
+    o_size, o_rep, o_loc, o_disp, o_fin = (out["size"], out["replica"], out["local"],
+                                           out["dispatch"], out["finish"])
+    o_ends, o_sizes = out["ends"], out["sizes"]
     i = 0
     while i < n:
         f, r = heapq.heappop(free)
@@ -104,7 +107,13 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
                 if left < cur and not keep:
                     t += comp_b[k][left] * _exp(comp_s[k][left] * z[o + zc[k]]) * x
                     cur = left
-        out.append((i, j, r, m, d, t, ends, sizes))
+        o_size.append(size)
+        o_rep.append(r)
+        o_loc.append(m)
+        o_disp.append(d)
+        o_fin.append(t)
+        o_ends.extend(ends)
+        o_sizes.extend(sizes)
         heapq.heappush(free, (t, r))
         i = j
 
@@ -133,25 +142,26 @@ def run_fast(plan: Plan) -> RunRecords:
     finish = np.empty(n)
     replica = np.empty(n, dtype=np.int64)
     local = np.empty(n, dtype=np.int64)
-    rows: list[tuple] = []
+    cols: dict[str, list] = {c: [] for c in ("size", "replica", "local", "dispatch", "finish",
+                                              "ends", "sizes")}
     for idx, servers in groups:
         if idx.size == 0:
             continue
-        start = len(rows)
-        _serve_queue(plan, arrivals[idx].tolist(), exits[idx], servers, rows)
-        part = rows[start:]
+        start = len(cols["size"])
+        _serve_queue(plan, arrivals[idx].tolist(), exits[idx], servers, cols)
+        stop = len(cols["size"])
         # Batches take the queue in FIFO order, so they cover idx consecutively.
-        which = np.repeat(np.arange(len(part)), [b[1] - b[0] for b in part])
-        ends = np.array([b[6] for b in part])
-        dispatch[idx] = np.array([b[4] for b in part])[which]
+        which = np.repeat(np.arange(stop - start), cols["size"][start:stop])
+        ends = np.array(cols["ends"][start * k_exits:stop * k_exits]).reshape(-1, k_exits)
+        dispatch[idx] = np.array(cols["dispatch"][start:stop])[which]
         finish[idx] = ends[which, exits[idx]]
-        replica[idx] = np.array([b[2] for b in part])[which]
-        local[idx] = np.array([b[3] for b in part])[which]
-    b_rep = np.array([b[2] for b in rows], dtype=np.int64)
-    b_loc = np.array([b[3] for b in rows], dtype=np.int64)
-    b_disp = np.array([b[4] for b in rows])
-    b_fin = np.array([b[5] for b in rows])
-    b_sizes = np.array([b[7] for b in rows], dtype=np.int64)
+        replica[idx] = np.array(cols["replica"][start:stop])[which]
+        local[idx] = np.array(cols["local"][start:stop])[which]
+    b_rep = np.array(cols["replica"], dtype=np.int64)
+    b_loc = np.array(cols["local"], dtype=np.int64)
+    b_disp = np.array(cols["dispatch"])
+    b_fin = np.array(cols["finish"])
+    b_sizes = np.array(cols["sizes"], dtype=np.int64)
     order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
     return RunRecords(
         arrival=arrivals, sample=samples, dispatch=dispatch, finish=finish, exit=exits,
