@@ -10,10 +10,7 @@ import pytest
 from offramp.analysis.cli import main
 from offramp.analysis.cmd_traces import oracle_exit, summarize
 from offramp.traces.format import make_trace, save_trace
-from offramp.traces.shipped import DATA_DIR, SHIPPED
-
-HAVE_SHIPPED = all((DATA_DIR / f).is_file() for f in SHIPPED.values())
-needs_shipped = pytest.mark.skipif(not HAVE_SHIPPED, reason="shipped traces not built yet")
+from offramp.traces.shipped import SHIPPED
 
 
 def _crafted(correct_at: list[list[bool]]):
@@ -66,7 +63,6 @@ def test_record_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "t.npz").exists()
 
 
-@needs_shipped
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_show_shipped_by_name(name, capsys):
     assert main(["traces", "show", name, "--json"]) == 0
@@ -82,14 +78,12 @@ def test_show_shipped_by_name(name, capsys):
     assert out["meta"]["synthetic"] is False
 
 
-@needs_shipped
 def test_show_shipped_text(capsys):
     assert main(["traces", "show", "fmnist-resnet"]) == 0
     out = capsys.readouterr().out
     assert "first exit correct" in out and "oracle" in out and "10000" in out
 
 
-@needs_shipped
 def test_list_json(capsys):
     assert main(["traces", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
