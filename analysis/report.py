@@ -23,6 +23,8 @@ ROWS = [
     ("full_model_accuracy", "full-model accuracy (same requests)", "", 4),
     ("agreement", "agreement with full model", "", 4),
     ("utilisation", "GPU utilisation", "", 3),
+    ("batch_time_mean_ms", "batch service time mean", "ms", 3),
+    ("batch_time_p99_ms", "batch service time p99", "ms", 3),
 ]
 
 

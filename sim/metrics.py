@@ -55,6 +55,9 @@ def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
     for k in range(k_exits):
         ran = sizes[:, k] > 0
         out[f"batch_size_stage_{k}"] = float(sizes[ran, k].mean()) if ran.any() else 0.0
+    service_ms = (rec.batch_finish[bmask] - rec.batch_dispatch[bmask]) * 1000.0
+    out["batch_time_mean_ms"] = float(service_ms.mean()) if service_ms.size else float("nan")
+    out["batch_time_p99_ms"] = float(np.percentile(service_ms, 99)) if service_ms.size else float("nan")
     busy = np.clip(np.minimum(rec.batch_finish, t1) - np.maximum(rec.batch_dispatch, t0), 0, None)
     out["utilisation"] = float(busy.sum() / (window * replicas))
     if slo_ms is not None:
