@@ -59,3 +59,36 @@ def fixed_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, serv
                 samples=np.array(samples), routes=None,
                 noise=[NoiseStream(np.random.default_rng(r), service.width, service.dist)
                        for r in range(server.replicas)])
+
+
+def scored_trace(conf: list[list[float]], correct: list[list[bool]], n_val: int) -> ExitTrace:
+    """A 2-class trace with max probability ``conf[i][k]`` (in [0.5, 1]) and correctness.
+
+    The first ``n_val`` samples are val, the rest test. Label 0; a correct exit puts ``conf``
+    on class 0, a wrong one on class 1. Synthetic: tests only.
+    """
+    p = np.asarray(conf, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    n, k = p.shape
+    softmax = np.stack([np.where(ok, p, 1 - p), np.where(ok, 1 - p, p)], axis=2)
+    split = np.r_[np.zeros(n_val), np.ones(n - n_val)].astype(np.uint8)
+    meta = {"model_id": "scored", "dataset": "synthetic", "exit_names": [f"e{i}" for i in range(k)],
+            "exit_positions": list(range(1, k + 1)), "produced_by": {"command": "tests"},
+            "synthetic": True}
+    return make_trace(np.zeros(n, dtype=int), split, softmax, meta)
+
+
+def knapsack_bound(correct: np.ndarray, costs: np.ndarray, budget: float) -> float:
+    """Fractional knapsack: greedily make the cheapest-to-fix samples right."""
+    n = correct.shape[0]
+    first = np.where(correct.any(axis=1), correct.argmax(axis=1), -1)
+    extra = np.sort(costs[first[first >= 0]] - costs[0])
+    room = n * (budget - costs[0])
+    got = 0.0
+    for w in extra:
+        if w <= room + 1e-12:
+            got, room = got + 1, room - w
+        else:
+            got += room / w
+            break
+    return got / n

@@ -1,9 +1,11 @@
-"""Every example study validates, resolves its trace, profile and policy, and runs (briefly)."""
+"""Every example study validates, resolves its trace, profile and policy, runs (briefly), and
+its records obey the configuration it states."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from offramp.analysis.config import load_config
@@ -13,11 +15,35 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs(path):
+def test_example_runs_as_configured(path):
     cfg = load_config(path)
     short = {"replications": 1, "warmup_fraction": 0.0}
     short.update({"requests": 500, "duration_s": None} if cfg.run.requests else {"duration_s": 0.5})
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=short)})
     out = run_study(cfg, path.parent)
-    assert out.result.runs[0]["requests"] > 0
-    assert 0 < out.result.summary["accuracy"]["mean"] <= 1
+    rec, trace, srv = out.result.records[0], out.trace, cfg.server
+    n = rec.arrival.size
+    if cfg.run.requests:
+        assert n == 500
+    else:
+        assert n > 0 and rec.arrival.max() <= 0.5
+    # Requests carry test samples; the summary scores them at the exit they took.
+    assert np.isin(rec.sample, trace.indices("test")).all()
+    assert out.result.runs[0]["accuracy"] == pytest.approx(trace.correct[rec.sample, rec.exit].mean())
+    # The batcher's and executor's rules.
+    sizes = rec.batch_sizes
+    assert 1 <= sizes[:, 0].min() and sizes[:, 0].max() <= srv.max_batch
+    assert (np.diff(sizes, axis=1) <= 0).all()
+    if srv.exit_mode == "none":
+        assert (rec.exit == trace.n_exits - 1).all()
+    if srv.exit_mode == "keep":
+        ran = sizes > 0
+        assert (sizes[ran] == np.broadcast_to(sizes[:, :1], sizes.shape)[ran]).all()
+    assert set(np.unique(rec.replica)) <= set(range(srv.replicas))
+    if srv.replicas > 1:
+        assert np.unique(rec.replica).size == srv.replicas
+    if cfg.workload.kind == "closed":
+        # Never more requests in the system than clients.
+        events = np.r_[np.ones(n), -np.ones(n)][np.argsort(np.r_[rec.arrival, rec.finish],
+                                                           kind="stable")]
+        assert np.cumsum(events).max() <= cfg.workload.clients

@@ -104,6 +104,9 @@ def test_bucketed_engine_rounds_batch_up():
     model = LatencyModel(profile, engine_sizes=[2, 4])
     assert model.lookup("segment", 0, 3) == (pytest.approx(1.4), 0.0)
     assert model.lookup("segment", 0, 1) == (pytest.approx(1.2), 0.0)
+    # A batch of exactly an engine size runs on that engine, not the next one up.
+    assert model.lookup("segment", 0, 2) == (pytest.approx(1.2), 0.0)
+    assert model.lookup("segment", 0, 4) == (pytest.approx(1.4), 0.0)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

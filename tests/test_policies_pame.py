@@ -98,3 +98,25 @@ def test_pame_bad_settings():
         PAME(99, prof, max_batch=64).fit(tr)
     with pytest.raises(InputError, match="larger than the largest engine"):
         PAME(99, prof, max_batch=8, engine_sizes=[4]).fit(tr)
+
+
+def test_pame_keep_mode_times_by_hand():
+    # keep: a batch runs at its full size (8) while anyone is left, and nothing is gathered.
+    # overhead 0.1; segment(8) = 1.8; head(8) = 0.5; no exits: 0.1 + 3·1.8 + 0.5 = 6.0.
+    tr = crafted_trace(ALL_RIGHT, n_val=32)
+    prof = affine_profile(3, range(1, 9))
+    pol = PAME(100, prof, max_batch=8, exit_mode="keep", tail_tolerance_pct=10).fit(tr)
+    assert pol.exits_ == [0]
+    assert pol.report_["no_exit_batch_ms"] == pytest.approx(6.0)
+    assert pol.report_["expected_batch_ms"] == pytest.approx(0.1 + 1.8 + 0.5)
+    # Worst case: anyone left keeps the batch at 8 through the rest: 2.4 + 1.8 + 1.8 + 0.5.
+    assert pol.report_["worst_batch_ms"] == pytest.approx(6.5)
+    # T_0(k): 2.4 with nobody left, 6.5 for any k >= 1 (no compaction, full size).
+    assert pol.times_[0] == pytest.approx([2.4] + [6.5] * 8)
+    # T_1(k): segments 0, 1 and head 1 at 8 (0.1 + 3.6 + 0.5), then segment 2 + head 2 at 8.
+    assert pol.times_[1] == pytest.approx([4.2] + [6.5] * 8)
+    # shrink pays the gather and runs survivors at their own size instead: T_0(4) differs.
+    shrink = PAME(100, prof, max_batch=8, exit_mode="shrink", tail_tolerance_pct=25).fit(tr)
+    assert shrink.times_[0][4] == pytest.approx(2.4 + 0.4 + 2 * 1.4 + 0.5)
+    # The 8.3 % worst-case rise is over a 5 % tail rule: no exit then.
+    assert PAME(100, prof, max_batch=8, exit_mode="keep").fit(tr).exits_ == []

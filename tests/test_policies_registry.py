@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from offramp.policies import POLICIES, PolicyConfig, build_policy, make_policy
+from offramp.policies.baselines import NoExit, Oracle, StaticExit
+from offramp.policies.confidence import Entropy, MaxProb
 from offramp.policies.costs import evaluate, exit_costs
+from offramp.policies.eenet import EENet, exp_fractions
+from offramp.policies.gati import Gati
+from offramp.policies.oracle_lp import BudgetedOracle
+from offramp.policies.pame import PAME
+from offramp.policies.patience import Patience
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import ServerConfig
@@ -24,41 +31,84 @@ def test_all_seed_policies_are_registered():
                              "eenet", "pame", "gati", "dynamic-ofa"}
 
 
-@pytest.mark.parametrize("cfg", [
-    {"name": "none"}, {"name": "static:2"}, {"name": "oracle"},
-    {"name": "maxprob", "tolerance_pct": 99}, {"name": "entropy", "fractions": [0.4, 0.3, 0.2, 0.1]},
-    {"name": "patience", "patience": 2}, {"name": "patience", "tolerance_pct": 98},
-    {"name": "dynamic-ofa", "levels": [{"name": "static:0"}, {"name": "none"}],
-     "latency_target_ms": 5, "accuracy_target": 0.9},
+TEST_IDS = TRACE.indices("test")
+COSTS1, COSTS8 = exit_costs(PROFILE, 1), exit_costs(PROFILE, 8)
+
+
+def same_exits(a, b) -> bool:
+    return np.array_equal(a.exit_index(TRACE, TEST_IDS), b.exit_index(TRACE, TEST_IDS))
+
+
+@pytest.mark.parametrize("cfg, direct", [
+    ({"name": "none"}, lambda: NoExit()),
+    ({"name": "static:2"}, lambda: StaticExit(2)),
+    ({"name": "oracle"}, lambda: Oracle()),
+    ({"name": "maxprob", "tolerance_pct": 99}, lambda: MaxProb(tolerance_pct=99)),
+    ({"name": "entropy", "fractions": [0.4, 0.3, 0.2, 0.1]},
+     lambda: Entropy(fractions=[0.4, 0.3, 0.2, 0.1])),
+    ({"name": "entropy", "thresholds": [0.2, 0.3, 0.4]}, lambda: Entropy(thresholds=[0.2, 0.3, 0.4])),
+    ({"name": "patience", "patience": 2}, lambda: Patience(2)),
+    ({"name": "patience", "tolerance_pct": 98}, lambda: Patience(tolerance_pct=98)),
 ])
-def test_make_policy_builds_unfitted_simple_policies(cfg):
+def test_make_policy_builds_the_named_policy_with_its_options(cfg, direct):
     pol = make_policy(PolicyConfig(**cfg))
     assert not hasattr(pol, "n_exits_")
+    want = direct()
+    assert type(pol) is type(want) and pol.get_params() == want.get_params()
     pol.fit(TRACE)
+    want.fit(TRACE)
     json.dumps(pol.get_params())
+    assert same_exits(pol, want)
 
 
-@pytest.mark.parametrize("cfg", [
-    {"name": "eenet", "budget_ms": 2.4, "n_fits": 1, "epochs": 30},
-    {"name": "gati", "accuracy_target": 0.8, "selector_threshold": None},
-    {"name": "pame", "tolerance_pct": 98},
-    {"name": "maxprob", "budget_ms": 2.0}, {"name": "entropy", "budget_ms": 2.0, "cost_batch": 8},
-    {"name": "oracle", "budget_ms": 2.0},
-    {"name": "dynamic-ofa", "levels": [{"name": "maxprob", "budget_ms": 1.5},
-                                       {"name": "eenet", "budget_ms": 2.5, "n_fits": 1,
-                                        "epochs": 20}, {"name": "none"}],
-     "latency_target_ms": 5, "accuracy_target": 0.9, "switch_cost_ms": 1.0},
+def test_make_policy_passes_every_dynamic_ofa_option():
+    cfg = PolicyConfig(name="dynamic-ofa", levels=[{"name": "static:0"}, {"name": "none"}],
+                       latency_target_ms=5, accuracy_target=0.9, window=7, warmup=3, up_after=11,
+                       switch_cost_ms=0.5, lock=False, hold_s=2.0)
+    pol = make_policy(cfg)
+    assert [type(lv) for lv in pol.levels] == [StaticExit, NoExit]
+    assert (pol.latency_target_ms, pol.accuracy_target, pol.window, pol.warmup, pol.up_after,
+            pol.switch_cost_ms, pol.lock, pol.hold_s) == (5, 0.9, 7, 3, 11, 0.5, False, 2.0)
+
+
+@pytest.mark.parametrize("cfg, direct", [
+    ({"name": "eenet", "budget_ms": 2.4, "n_fits": 1, "epochs": 30, "seed": 3},
+     lambda: EENet(2.4, COSTS1, n_fits=1, epochs=30, seed=3)),
+    ({"name": "gati", "accuracy_target": 0.8, "selector_threshold": None},
+     lambda: Gati(0.8, COSTS1, threshold=None)),
+    ({"name": "gati", "accuracy_target": 0.8, "cost_batch": 8, "lookup_ms": 0.1},
+     lambda: Gati(0.8, COSTS8, lookup_ms=0.1)),
+    ({"name": "pame", "tolerance_pct": 98, "tail_tolerance_pct": 20},
+     lambda: PAME(98, PROFILE, 16, exit_mode="keep", tail_tolerance_pct=20)),
+    ({"name": "maxprob", "budget_ms": 2.0},
+     lambda: MaxProb(fractions=exp_fractions(COSTS1, 2.0))),
+    ({"name": "entropy", "budget_ms": 0.5, "cost_batch": 8},
+     lambda: Entropy(fractions=exp_fractions(COSTS8, 0.5))),
+    ({"name": "oracle", "budget_ms": 2.0}, lambda: BudgetedOracle(2.0, COSTS1)),
 ])
-def test_build_policy_fits_cost_aware_policies(cfg):
+def test_build_policy_fits_the_named_policy_with_its_costs(cfg, direct):
     config = PolicyConfig(**cfg)
     with pytest.raises(InputError, match="build_policy"):
         make_policy(config)
-    server = ServerConfig(max_batch=16)
-    pol = build_policy(config, TRACE, LatencyModel(PROFILE), server)
-    assert pol.n_exits_ == TRACE.n_exits
+    pol = build_policy(config, TRACE, LatencyModel(PROFILE), ServerConfig(max_batch=16,
+                                                                         exit_mode="keep"))
+    want = direct().fit(TRACE)
+    assert type(pol) is type(want) and pol.n_exits_ == TRACE.n_exits
     json.dumps(pol.get_params())
-    if pol.is_static:
-        pol.exit_index(TRACE, TRACE.indices("test"))
+    assert same_exits(pol, want)
+    if hasattr(want, "costs"):
+        assert np.allclose(pol.costs, want.costs)
+
+
+def test_build_policy_fits_dynamic_ofa_levels():
+    cfg = PolicyConfig(name="dynamic-ofa", levels=[
+        {"name": "maxprob", "budget_ms": 1.5},
+        {"name": "eenet", "budget_ms": 2.5, "n_fits": 1, "epochs": 20}, {"name": "none"}],
+        latency_target_ms=5, accuracy_target=0.9, switch_cost_ms=1.0)
+    pol = build_policy(cfg, TRACE, LatencyModel(PROFILE), ServerConfig(max_batch=16))
+    assert [type(lv) for lv in pol.levels] == [MaxProb, EENet, NoExit]
+    assert same_exits(pol.levels[0], MaxProb(fractions=exp_fractions(COSTS1, 1.5)).fit(TRACE))
+    assert pol.switch_cost_ms == 1.0 and pol.n_exits_ == TRACE.n_exits
 
 
 def test_budget_policies_meet_their_budget_on_val():

@@ -1,0 +1,88 @@
+"""The latency model at, between and beyond measured sizes and engine sizes; its sampled spread."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from offramp.profiling.format import LatencyProfile
+from offramp.profiling.latency import Z99, LatencyModel
+from offramp.sim.service import NoiseStream, ServiceTimes
+from offramp.traces.errors import InputError
+
+
+def profile(points: dict[int, tuple[float, float]], overhead: bool = False) -> LatencyProfile:
+    """One exit; segment 0 measured at the given {batch: (p50, p99)}; head 0 = 0.5 ms flat."""
+    rows = []
+    for b, (p50, p99) in points.items():
+        rows.append({"kind": "segment", "k": 0, "batch": b, "p50_ms": p50, "mean_ms": p50,
+                     "p99_ms": p99, "std_ms": 0.0, "runs": 10})
+        rows.append({"kind": "head", "k": 0, "batch": b, "p50_ms": 0.5, "mean_ms": 0.5,
+                     "p99_ms": 0.5, "std_ms": 0.0, "runs": 10})
+        if overhead:
+            rows.append({"kind": "overhead", "k": 0, "batch": b, "p50_ms": 0.1, "mean_ms": 0.1,
+                         "p99_ms": 0.1, "std_ms": 0.0, "runs": 10})
+    meta = {"model_id": "m", "n_exits": 1, "device": "none", "backend": "synthetic",
+            "precision": "n/a", "input_shape": [], "software": {}, "date": "n/a",
+            "produced_by": {"command": "tests"}, "synthetic": True}
+    return LatencyProfile(rows=rows, meta=meta, source="prof.json")
+
+
+PROF = profile({2: (1.0, 2.0), 4: (3.0, 3.0), 8: (7.0, 14.0)})
+
+
+def test_exact_at_measured_sizes_and_linear_between():
+    m = LatencyModel(PROF)
+    assert m.lookup("segment", 0, 2) == (1.0, pytest.approx(math.log(2) / Z99))
+    assert m.lookup("segment", 0, 4) == (3.0, 0.0)  # p99 = p50: no spread
+    assert m.lookup("segment", 0, 8)[0] == 7.0
+    # Between 4 and 8: p50 3 -> 7 and p99 3 -> 14, linearly in b.
+    p50, sigma = m.lookup("segment", 0, 6)
+    assert p50 == pytest.approx(5.0)
+    assert sigma == pytest.approx(math.log(8.5 / 5.0) / Z99)
+    assert m.lookup("segment", 0, 3)[0] == pytest.approx(2.0)
+    assert m.lookup("segment", 0, 0) == (0.0, 0.0)
+
+
+def test_never_extrapolates_beyond_the_measured_sizes():
+    m = LatencyModel(PROF)
+    for b in (1, 9):
+        with pytest.raises(InputError, match=f"measured for batch sizes 2..8, the study needs {b}"):
+            m.lookup("segment", 0, b)
+    with pytest.raises(InputError, match="no compact rows for exit 0"):
+        m.lookup("compact", 0, 4)
+    # No overhead rows means no overhead, not an error.
+    assert m.lookup("overhead", 0, 4) == (0.0, 0.0)
+    assert LatencyModel(profile({2: (1.0, 1.0)}, overhead=True)).lookup("overhead", 0, 2) == (0.1, 0.0)
+
+
+def test_bucketed_engines_round_up_and_hit_exact_sizes():
+    m = LatencyModel(PROF, engine_sizes=[4, 8, 2, 4])
+    assert m.engine_sizes == [2, 4, 8]
+    assert m.lookup("segment", 0, 2)[0] == 1.0    # an engine size itself
+    assert m.lookup("segment", 0, 4)[0] == 3.0    # an engine size itself
+    assert m.lookup("segment", 0, 3)[0] == 3.0    # runs on the 4-engine
+    assert m.lookup("segment", 0, 5)[0] == 7.0    # runs on the 8-engine
+    assert m.lookup("segment", 0, 1)[0] == 1.0    # runs on the 2-engine (padded)
+    with pytest.raises(InputError, match="larger than the largest engine size 8"):
+        LatencyModel(PROF, engine_sizes=[2, 8]).lookup("segment", 0, 9)
+    p50, sigma = m.table("segment", 0, 5)
+    assert p50.tolist() == [0.0, 1.0, 1.0, 3.0, 3.0, 7.0]
+    assert sigma[4] == 0.0 and sigma[5] == pytest.approx(math.log(2) / Z99)
+
+
+def test_sampled_stage_times_have_the_profiles_p50_and_p99():
+    # Segment at b = 8: p50 7 ms, p99 14 ms. Draw 200k batches through the simulator's tables.
+    model = LatencyModel(profile({1: (1.0, 1.0), 8: (7.0, 14.0)}))
+    svc = ServiceTimes.from_latency(model, 1, 8, sampled=True, need_compact=False)
+    noise = NoiseStream(np.random.default_rng(5), svc.width, svc.dist)
+    ms = np.array([svc.duration(svc.seg(0), 8, noise.row(i)) for i in range(200_000)]) * 1000
+    assert np.percentile(ms, 50) == pytest.approx(7.0, rel=0.01)
+    assert np.percentile(ms, 99) == pytest.approx(14.0, rel=0.02)
+    # p50 mode: every draw is the p50 exactly.
+    fixed = ServiceTimes.from_latency(model, 1, 8, sampled=False, need_compact=False)
+    zero = NoiseStream(np.random.default_rng(5), fixed.width, fixed.dist)
+    assert fixed.duration(fixed.seg(0), 8, zero.row(3)) == pytest.approx(7e-3)
+    assert fixed.duration(fixed.head(0), 6, zero.row(0)) == pytest.approx(0.5e-3)
