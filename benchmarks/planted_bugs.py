@@ -97,8 +97,8 @@ BUGS = [
      "engine_sizes=sizes", "test_policies_registry"),
     ("registry-drops-hold", "policies/registry.py", "lock=cfg.lock, hold_s=cfg.hold_s)",
      "lock=cfg.lock)", "test_policies_registry"),
-    ("keep-compacts", "sim/fast.py", 'keep = mode == "keep"', 'keep = mode == "kept"',
-     "test_examples"),
+    ("keep-compacts", "sim/reference.py", 'run_size = size if mode == "keep" else len(active)',
+     "run_size = len(active)", "test_examples"),
     ("show-any-as-all", "analysis/cmd_traces.py", "trace.correct[idx].any(axis=1).mean()",
      "trace.correct[idx].all(axis=1).mean()", "test_cmd_traces::test_show_shipped_by_name"),
     ("show-oracle-depth", "analysis/cmd_traces.py",
@@ -122,11 +122,17 @@ def run_bug(copy: Path, bug: tuple) -> dict:
         env = mutation.copy_env(copy)
         out = subprocess.run([sys.executable, str(copy / ".mutation" / "runner.py")], cwd=copy,
                              env=env, capture_output=True, text=True)
+        # And the test meant to catch it, on its own.
+        module, _, test = guard.partition("::")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+               f"tests/{module}.py"] + (["-k", test] if test else [])
+        own = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True)
     finally:
         target.write_text(src)
     failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in out.stdout.splitlines()
               if ln.startswith("FAILED ") or ln.startswith("ERROR ")]
     return {"bug": name, "file": path, "guard": guard, "caught": out.returncode != 0,
+            "guard_fails": {0: False, 1: True}.get(own.returncode),  # None: no such test here
             "first_failure": failed[0] if failed else None, "seconds": round(time.time() - t0, 1)}
 
 
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         mutation.make_copy(c, args.rev)
     # The coverage map covers every module a bug touches.
     mutation.CORE["extra"] = ["analysis/cmd_traces.py"]
+    mutation.SKIP_TESTS.remove("test_cmd_traces.py")
     cov = mutation.coverage_map(copies[0])
     for c in copies:
         (c / ".mutation" / "map.json").write_text(json.dumps(cov))
@@ -152,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         parts = list(pool.map(lambda cb: [run_bug(cb[0], b) for b in cb[1]], jobs))
     results = sorted((r for p in parts for r in p), key=lambda r: [b[0] for b in BUGS].index(r["bug"]))
     caught = sum(1 for r in results if r["caught"])
-    print(f"{'bug':<32} {'caught':<7} first failing test")
+    print(f"{'bug':<32} {'caught':<7} {'guard':<6} first failing test")
     for r in results:
         mark = {True: "yes", False: "NO", None: "n/a"}[r["caught"]]
-        print(f"{r['bug']:<32} {mark:<7} {r.get('first_failure') or r.get('note') or ''}")
+        own = {True: "fails", False: "PASSES", None: "-"}[r.get("guard_fails")]
+        print(f"{r['bug']:<32} {mark:<7} {own:<6} {r.get('first_failure') or r.get('note') or ''}")
     print(f"\n{caught} of {len(results)} planted bugs caught (rev {args.rev})")
     out = mutation.REPO / "benchmarks" / "results" / f"planted-{args.label}.json"
     out.parent.mkdir(exist_ok=True)

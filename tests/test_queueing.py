@@ -85,7 +85,8 @@ def test_littles_law_with_the_queue_length_counted_from_batch_records():
     lam = inside.sum() / (t1 - t0)
     w = (rec.finish[inside] - rec.arrival[inside]).mean()
     assert big_l > 10  # a busy system, not a trivial one
-    assert big_l == pytest.approx(lam * w, rel=0.01)
+    # The identity holds up to edge effects of the window (measured: 5e-6 relative).
+    assert big_l == pytest.approx(lam * w, rel=1e-3)
 
 
 @pytest.mark.parametrize("kind,cv", [("poisson", 1.0), ("gamma", 0.5), ("gamma", 2.0)])
