@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from offramp.profiling import stages
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
 
@@ -23,10 +24,7 @@ def full_batch_capacity_rps(cfg: StudyConfig, trace: ExitTrace, base: Path | Non
     no_exit = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": "none"})})
     svc = build_service(no_exit, trace, load_study_profile(no_exit, trace, base))
     b = cfg.server.max_batch
-    z = [0.0] * svc.width
-    total = svc.duration(0, b, z) + sum(svc.duration(svc.seg(k), b, z) for k in range(trace.n_exits))
-    total += svc.duration(svc.head(trace.n_exits - 1), b, z)
-    return b / total * cfg.server.replicas
+    return b / svc.plan_s(stages.no_exit(b, trace.n_exits)) * cfg.server.replicas
 
 
 def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]],

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from offramp.policies import PolicyConfig, make_policy  # noqa: E402
 from offramp.profiling.latency import LatencyModel  # noqa: E402
+from offramp.profiling.stages import no_exit  # noqa: E402
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig  # noqa: E402
 from offramp.sim.runner import make_plan, run_plan  # noqa: E402
 from offramp.sim.service import ServiceTimes  # noqa: E402
@@ -51,7 +52,7 @@ def main() -> None:
     trace, profile, what = inputs()
     k_exits = trace.n_exits
     svc = ServiceTimes.from_latency(LatencyModel(profile), k_exits, 32, True, True)
-    full_batch_s = sum(svc.base[s][32] for s in range(1, 2 * k_exits + 1))
+    full_batch_s = svc.plan_s(no_exit(32, k_exits))
     rate = 0.9 * 32 / full_batch_s
     policy = make_policy(PolicyConfig(name="entropy", tolerance_pct=99)).fit(trace)
     server = ServerConfig(max_batch=32, max_wait_ms=1000 * full_batch_s / 4, exit_mode="shrink")

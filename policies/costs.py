@@ -1,9 +1,11 @@
 """The per-sample cost model shared by every cost-aware policy.
 
 From a measured latency profile and a batch size b (default 1), the cumulative per-sample cost
-(ms) of answering at exit k is ``c_k = Σ_{j≤k} (segment_j(b) + head_j(b)) / b``: the backbone
-up to exit k plus every head on the way (the serving loop runs them all). The full model
-without early heads costs ``(Σ_j segment_j(b) + head_{K-1}(b)) / b``.
+(ms) of answering at exit k is what the execution rule (:mod:`offramp.profiling.stages`) runs
+for a batch of b that all leaves at exit k, without the per-batch overhead, over b: with the
+v1 stages ``c_k = Σ_{j≤k} (segment_j(b) + head_j(b)) / b``, the backbone up to exit k plus
+every head on the way (the serving loop runs them all). The full model without early heads
+costs ``(Σ_j segment_j(b) + head_{K-1}(b)) / b``.
 
 Convention: a policy that needs costs takes them in ``__init__`` as ``costs`` (a length-K
 array in ms, e.g. from :func:`exit_costs`); ``fit`` keeps the scikit-learn signature
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from offramp.profiling import stages
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.errors import InputError
@@ -36,20 +39,25 @@ def as_latency_model(latency: LatencyModel | LatencyProfile,
 
 
 def exit_costs(latency: LatencyModel | LatencyProfile, batch: int = 1) -> np.ndarray:
-    """(K,) cumulative per-sample cost in ms of answering at each exit, at batch size ``batch``."""
+    """(K,) cumulative per-sample cost in ms of answering at each exit, at batch size ``batch``.
+
+    The stages the execution rule runs for a batch that all leaves at exit k, less the
+    per-batch dispatch overhead, per sample.
+    """
     model = as_latency_model(latency)
     k_exits = model.profile.n_exits
-    stage = [model.lookup("segment", k, batch)[0] + model.lookup("head", k, batch)[0]
-             for k in range(k_exits)]
-    return np.cumsum(stage) / batch
+    return np.array([_without_overhead(model, stages.all_exit_at("shrink", batch, k, k_exits))
+                     for k in range(k_exits)]) / batch
 
 
 def full_model_cost(latency: LatencyModel | LatencyProfile, batch: int = 1) -> float:
     """Per-sample cost in ms of the full model run without early heads."""
     model = as_latency_model(latency)
-    k_exits = model.profile.n_exits
-    seg = sum(model.lookup("segment", k, batch)[0] for k in range(k_exits))
-    return (seg + model.lookup("head", k_exits - 1, batch)[0]) / batch
+    return _without_overhead(model, stages.no_exit(batch, model.profile.n_exits)) / batch
+
+
+def _without_overhead(model: LatencyModel, plan: stages.BatchPlan) -> float:
+    return model.stages_ms(s for s in plan.stages if s.kind != "overhead")
 
 
 def check_costs(costs: Sequence[float], n_exits: int) -> np.ndarray:

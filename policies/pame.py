@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from offramp.profiling import stages
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.errors import InputError
@@ -50,29 +51,31 @@ from .thresholds import from_tolerance
 
 
 class _Stages:
-    """Stage times (ms) indexed by batch size 0..B, and the time of a stretch of the network."""
+    """Stage times (ms) indexed by batch size 0..B, composed by the execution rule.
+
+    :mod:`offramp.profiling.stages` says which stages a batch runs; this only tabulates
+    them over every active count m (and survivor count k) for the matrices.
+    """
 
     def __init__(self, model: LatencyModel, n_exits: int, max_batch: int, mode: str):
-        self.k_exits, self.b, self.mode = n_exits, max_batch, mode
-        self.seg = np.array([model.table("segment", k, max_batch)[0] for k in range(n_exits)])
-        self.head = np.array([model.table("head", k, max_batch)[0] for k in range(n_exits)])
-        has_compact = model.profile.has("compact") and mode == "shrink"
-        self.compact = np.array([model.table("compact", k, max_batch)[0] if has_compact
-                                 else np.zeros(max_batch + 1) for k in range(n_exits - 1)])
-        self.overhead = model.table("overhead", 0, max_batch)[0][max_batch]
-
-    def run_size(self, m: np.ndarray) -> np.ndarray:
-        """Batch size a stage runs at when m samples are still active."""
-        return m if self.mode == "shrink" else np.where(m > 0, self.b, 0)
+        self.k_exits, self.b, self.mode, self.model = n_exits, max_batch, mode, model
+        sizes = range(max_batch + 1)
+        self.overhead = model.stages_ms([stages.Stage("overhead", 0, max_batch)])
+        # After exit e: what the rule charges when m samples reached it and k go on.
+        self.after = np.array([[[model.stages_ms(stages.exit_step(mode, e, m, k)) if k <= m else 0.0
+                                 for k in sizes] for m in sizes] for e in range(n_exits - 1)])
+        self._stretch: dict[tuple[int, int], np.ndarray] = {}
 
     def stretch(self, start: int, stop: int, m: np.ndarray) -> np.ndarray:
-        """Segments start..stop (inclusive) plus head ``stop`` with m samples active."""
-        s = self.run_size(np.asarray(m))
-        return self.seg[start:stop + 1, s].sum(axis=0) + self.head[stop, s]
+        """Segments start..stop (inclusive) plus head ``stop`` with m samples active (0: none)."""
+        if (start, stop) not in self._stretch:
+            self._stretch[start, stop] = np.array(
+                [self.model.stages_ms(stages.between_exits(self.mode, self.b, a, start, stop))
+                 if a else 0.0 for a in range(self.b + 1)])
+        return self._stretch[start, stop][np.asarray(m)]
 
     def gather(self, e: int, m: np.ndarray, k: np.ndarray) -> np.ndarray:
-        cost = self.compact[e, k] if self.mode == "shrink" else np.zeros(np.shape(k))
-        return np.where((k > 0) & (k < m), cost, 0.0)
+        return self.after[e][np.asarray(m), np.asarray(k)]
 
 
 class _ValData:

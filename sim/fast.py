@@ -13,6 +13,8 @@ from math import exp
 
 import numpy as np
 
+from offramp.profiling.stages import batch_plan
+
 from .plan import Plan, RunRecords, number_batches
 
 
@@ -40,27 +42,30 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     big_b, wait, mode = srv.max_batch, srv.max_wait_ms / 1000.0, srv.exit_mode
     k_exits = svc.n_exits
     n = len(arr)
-    # reach[k][i]: how many of the first i requests reach exit k (exit index >= k).
-    reach = [[0] * (n + 1)] + [np.concatenate([[0], np.cumsum(exits >= k, dtype=np.int64)]).tolist()
-                               for k in range(1, k_exits)] + [[0] * (n + 1)]
+    # reach[k][i]: how many of the first i requests go on past exit k (exit index > k).
+    reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
+             for k in range(k_exits - 1)]
+    early = range(k_exits - 1) if mode != "none" else range(0)
     base, sig = svc.base, svc.sigma
-    stages = range(k_exits)
-    # Per stage k: (segment table, its sigmas, head table, head sigmas, noise slots).
-    seg_b = [base[svc.seg(k)] for k in stages]
-    seg_s = [sig[svc.seg(k)] for k in stages]
-    head_b = [base[svc.head(k)] for k in stages]
-    head_s = [sig[svc.head(k)] for k in stages]
-    comp_b = [base[svc.compact(k)] for k in range(k_exits - 1)] + [None]
-    comp_s = [sig[svc.compact(k)] for k in range(k_exits - 1)] + [None]
-    zs = [svc.seg(k) for k in stages]
-    zh = [svc.head(k) for k in stages]
-    zc = [svc.compact(k) for k in range(k_exits - 1)] + [0]
-    over_b, over_s, last = base[0], sig[0], k_exits - 1
     slow = srv.slowdown()
-    active = plan.policy.active_exits(k_exits).tolist()
-    keep = mode == "keep"
+    active = tuple(bool(a) for a in plan.policy.active_exits(k_exits))
     noise = plan.noise
     _exp, _bisect = exp, bisect_right
+    # A batch's schedule depends only on its size and survivor counts: compile each once.
+    compiled: dict[tuple, tuple] = {}
+
+    def compile_plan(size: int, going: tuple[int, ...]) -> tuple:
+        bp = batch_plan(mode, size, going, active)
+        steps = []
+        for st in bp.stages:
+            slot = svc.slot(st.kind, st.k)
+            steps.append((base[slot], sig[slot], slot, st.batch))
+        sizes = [0] * k_exits
+        for st in bp.stages:
+            if st.kind == "segment":
+                sizes[st.k] = st.batch
+        return steps, [e - 1 for e in bp.ends], sizes
+
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
@@ -82,37 +87,23 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         z = noise[r].flat
         at, factors = slow[r]
         x = factors[_bisect(at, d) - 1]
-        ends = [0.0] * k_exits
-        sizes = [0] * k_exits
+        key = (size, tuple(reach[k][j] - reach[k][i] for k in early))
+        entry = compiled.get(key)
+        if entry is None:
+            entry = compiled[key] = compile_plan(*key)
+        steps, ends_at, sizes = entry
         # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it.
-        t = d + over_b[size] * _exp(over_s[size] * z[o]) * x
-        if mode == "none":
-            for k in stages:
-                t += seg_b[k][size] * _exp(seg_s[k][size] * z[o + zs[k]]) * x
-                sizes[k] = size
-            t += head_b[last][size] * _exp(head_s[last][size] * z[o + zh[last]]) * x
-            ends[last] = t
-        else:
-            cur = size
-            for k in stages:
-                t += seg_b[k][cur] * _exp(seg_s[k][cur] * z[o + zs[k]]) * x
-                sizes[k] = cur
-                if not active[k]:
-                    continue
-                t += head_b[k][cur] * _exp(head_s[k][cur] * z[o + zh[k]]) * x
-                ends[k] = t
-                left = reach[k + 1][j] - reach[k + 1][i]
-                if left == 0:
-                    break
-                if left < cur and not keep:
-                    t += comp_b[k][left] * _exp(comp_s[k][left] * z[o + zc[k]]) * x
-                    cur = left
+        t = d
+        times = []
+        for tb, ts, zi, b in steps:
+            t += tb[b] * _exp(ts[b] * z[o + zi]) * x
+            times.append(t)
         o_size.append(size)
         o_rep.append(r)
         o_loc.append(m)
         o_disp.append(d)
         o_fin.append(t)
-        o_ends.extend(ends)
+        o_ends.extend([times[e] if e >= 0 else 0.0 for e in ends_at])
         o_sizes.extend(sizes)
         heapq.heappush(free, (t, r))
         i = j

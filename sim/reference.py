@@ -14,6 +14,8 @@ from bisect import bisect_right
 import numpy as np
 import simpy
 
+from offramp.profiling.stages import Stage, batch_steps
+
 from .plan import Plan, RunRecords, number_batches
 
 
@@ -158,39 +160,32 @@ class ReferenceServer:
         at, factors = self.slow[r]
         x = factors[bisect_right(at, start) - 1]
 
-        def stage(slot: int, b: int) -> simpy.Timeout:
-            return env.timeout(svc.duration(slot, b, z) * x)
-
         if self.stateful:
             stall = plan.policy.begin_batch(start, r)
             if stall > 0:
                 yield env.timeout(stall)
         sizes = [0] * k_exits
-        yield stage(svc.OVERHEAD, size)
-        if mode == "none":
-            for k in range(k_exits):
-                yield stage(svc.seg(k), size)
-                sizes[k] = size
-            yield stage(svc.head(k_exits - 1), size)
-            self._finish(batch, k_exits - 1)
-        else:
-            active = batch
-            heads = plan.policy.active_exits(k_exits)
-            for k in range(k_exits):
-                run_size = size if mode == "keep" else len(active)
-                yield stage(svc.seg(k), run_size)
-                sizes[k] = run_size
-                if not heads[k]:
-                    continue
-                yield stage(svc.head(k), run_size)
+        active = batch
+        steps = batch_steps(mode, size, plan.policy.active_exits(k_exits).tolist())
+        item = next(steps)
+        while item is not None:
+            if isinstance(item, Stage):
+                yield env.timeout(svc.duration(svc.slot(item.kind, item.k), item.batch, z) * x)
+                if item.kind == "segment":
+                    sizes[item.k] = item.batch
+                item = next(steps, None)
+                continue
+            k = item.k
+            if mode == "none":
+                leave = [True] * len(active)
+            else:
                 leave = plan.policy.decide(plan.trace, k, np.array([q.sample for q in active]))
-                self._finish([q for q, x in zip(active, leave, strict=True) if x], k)
-                survivors = [q for q, x in zip(active, leave, strict=True) if not x]
-                if not survivors:
-                    break
-                if mode == "shrink" and len(survivors) < len(active):
-                    yield stage(svc.compact(k), len(survivors))
-                active = survivors
+            self._finish([q for q, go in zip(active, leave, strict=True) if go], k)
+            active = [q for q, go in zip(active, leave, strict=True) if not go]
+            try:
+                item = steps.send(len(active))
+            except StopIteration:
+                item = None
         self.batches.append((r, m, start, env.now, sizes))
 
     def _finish(self, reqs: list[Request], k: int) -> None:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from offramp.profiling.latency import LatencyModel
+from offramp.profiling.stages import BatchPlan
 
 ROWS_PER_CHUNK = 1024
 
@@ -82,9 +83,19 @@ class ServiceTimes:
     def compact(self, k: int) -> int:
         return 1 + 2 * self.n_exits + k
 
+    def slot(self, kind: str, k: int) -> int:
+        """The table row of stage ``kind`` at exit ``k`` (see :mod:`offramp.profiling.stages`)."""
+        if kind == "overhead":
+            return self.OVERHEAD
+        return {"segment": self.seg, "head": self.head, "compact": self.compact}[kind](k)
+
     @property
     def width(self) -> int:
         return 3 * self.n_exits
+
+    def plan_s(self, plan: BatchPlan) -> float:
+        """Time (s) of a batch's whole schedule at the base (p50) stage times."""
+        return sum(self.base[self.slot(s.kind, s.k)][s.batch] for s in plan.stages)
 
     def duration(self, slot: int, b: int, z: list[float]) -> float:
         """Duration (s) of one stage at batch size b, with this batch's noise row ``z``."""

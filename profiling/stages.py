@@ -1,0 +1,138 @@
+"""How a batch runs through its stages: the one execution rule of the serving loop.
+
+Every place that needs to know what a batch costs asks this module: both simulator engines,
+PAME's Inference Time Matrix, the per-sample exit costs of the other policies, the "full
+batch" time of the demo and of the speed benchmark. Pure Python, standard library only (the
+GPU-side serving loop may import it).
+
+A batch of ``size`` requests is dispatched (``overhead``), then runs segment by segment.
+After segment k, if the policy consults exit k (``active[k]``), the exit's ``head`` runs and
+the samples that exit there leave; then, by exit mode:
+
+- ``none``: no exit head but the last; the whole batch runs every segment.
+- ``keep`` (Apparate): exited results return at once; the batch keeps running at its full
+  ``size`` until nobody is left.
+- ``shrink`` (PAME): exited samples leave and, if some do but not all, the survivors are
+  gathered (``compact`` at the survivor count) and go on as a smaller batch.
+
+A batch stops at the first exit that nobody goes on from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+EXIT_MODES = ("none", "keep", "shrink")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One timed piece of work: ``kind`` at exit/segment ``k`` on a batch of ``batch``."""
+
+    kind: str  # overhead | segment | head | compact
+    k: int
+    batch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """The head of exit ``k`` has run on ``batch`` samples: who leaves is decided now."""
+
+    k: int
+    batch: int
+
+
+def run_size(mode: str, size: int, active: int) -> int:
+    """Batch size a stage runs at with ``active`` of a dispatched ``size`` still going."""
+    return size if mode == "keep" else active
+
+
+def exit_step(mode: str, k: int, active: int, going_on: int) -> tuple[Stage, ...]:
+    """What exit k costs after its decision: ``active`` reached it, ``going_on`` continue."""
+    if mode == "shrink" and 0 < going_on < active:
+        return (Stage("compact", k, going_on),)
+    return ()
+
+
+def between_exits(mode: str, size: int, active: int, lo: int, hi: int) -> tuple[Stage, ...]:
+    """Segments lo..hi and the head of exit hi, with ``active`` of a dispatched ``size`` going.
+
+    The exits lo..hi-1 in between are not consulted (their heads do not run).
+    """
+    run = run_size(mode, size, active)
+    return tuple(Stage("segment", k, run) for k in range(lo, hi + 1)) + (Stage("head", hi, run),)
+
+
+def consulted(mode: str, active: Sequence[bool]) -> list[int]:
+    """The exits whose heads run: those ``active`` (all but the last in ``none``), and the last."""
+    last = len(active) - 1
+    return [k for k in range(last) if active[k] and mode != "none"] + [last]
+
+
+def batch_steps(mode: str, size: int, active: Sequence[bool]) -> Generator[Stage | Exit, int, None]:
+    """The rule as a generator of :class:`Stage` and :class:`Exit` items, in order.
+
+    After an ``Exit`` the caller sends how many samples go on (0 at the last exit); after a
+    ``Stage`` it sends nothing. ``active[k]``: whether exit k's head runs (the last always).
+    """
+    yield Stage("overhead", 0, size)
+    cur, prev = size, -1
+    for e in consulted(mode, active):
+        yield from between_exits(mode, size, cur, prev + 1, e)
+        left = yield Exit(e, run_size(mode, size, cur))
+        if not left:
+            return
+        yield from exit_step(mode, e, cur, left)
+        cur, prev = left, e
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch's whole schedule once its survivor counts are known.
+
+    ``ends[k]``: how many stages have run when the samples leaving at exit k finish (-1 where
+    the batch never decides at exit k).
+    """
+
+    stages: tuple[Stage, ...]
+    ends: tuple[int, ...]
+
+
+@lru_cache(maxsize=1 << 16)
+def batch_plan(mode: str, size: int, going_on: tuple[int, ...], active: tuple[bool, ...]) -> BatchPlan:
+    """The schedule of a batch of ``size`` where ``going_on[k]`` samples continue past exit k.
+
+    ``going_on`` has one entry per early exit (K-1); it is ignored for exit mode ``none``.
+    Cached: a run reuses the few distinct schedules its batches have.
+    """
+    if mode not in EXIT_MODES:
+        raise ValueError(f"unknown exit mode {mode!r}; use one of {EXIT_MODES}")
+    stages: list[Stage] = []
+    ends = [-1] * len(active)
+    steps = batch_steps(mode, size, active)
+    item = next(steps)
+    try:
+        while True:
+            if isinstance(item, Exit):
+                ends[item.k] = len(stages)
+                left = going_on[item.k] if item.k < len(active) - 1 and mode != "none" else 0
+                item = steps.send(left)
+            else:
+                stages.append(item)
+                item = next(steps)
+    except StopIteration:
+        pass
+    return BatchPlan(tuple(stages), tuple(ends))
+
+
+def all_exit_at(mode: str, size: int, k: int, n_exits: int) -> BatchPlan:
+    """A batch of ``size`` that all leaves at exit k, every head up to k consulted."""
+    going = tuple(size if j < k else 0 for j in range(n_exits - 1))
+    return batch_plan(mode, size, going, (True,) * n_exits)
+
+
+def no_exit(size: int, n_exits: int) -> BatchPlan:
+    """A batch of ``size`` through the whole model with no early exit (mode ``none``)."""
+    return batch_plan("none", size, (), (True,) * n_exits)
