@@ -8,13 +8,14 @@ a lognormal with the measured p50 as median and the measured p99 as its 99th per
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from offramp.traces.errors import InputError
 
 from .format import LatencyProfile
+from .stages import Stage
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
 
@@ -63,6 +64,10 @@ class LatencyModel:
         tail = float(np.interp(size, sizes, p99))
         sigma = math.log(tail / median) / Z99 if median > 0 and tail > median else 0.0
         return median, sigma
+
+    def stages_ms(self, stages: Iterable[Stage]) -> float:
+        """Total p50 (ms) of a sequence of stages (see :mod:`offramp.profiling.stages`)."""
+        return float(sum(self.lookup(s.kind, s.k, s.batch)[0] for s in stages))
 
     def table(self, kind: str, k: int, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
         """(p50 ms, sigma) for b = 0..max_batch, as arrays indexed by b."""
