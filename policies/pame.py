@@ -11,9 +11,11 @@
    placed exit with m samples and leaving candidate e with k survivors; at the first step
    m = max_batch and this is PAME's P[e][k] (kept, full resolution, in ``pattern_``).
 3. Inference Time Matrix: T_e(m, k) = s1_e(m) + exit check + gather(k) + s2_e(k), with s1 the
-   segments from the previous placed exit to e plus head e at m, the exit check free (inside
-   the head's time), gather = the profile's ``compact`` row at k (paid when 0 < k < m, as the
-   simulator does), s2 the rest of the backbone and the last head at k; every size is rounded
+   segments from the previous placed exit to e plus head e at m, the exit check the profile's
+   ``check`` row at e, gather = the profile's ``compact`` row at k (paid when 0 < k < m) or its
+   ``handoff`` row (when the batch goes on whole), s2 the rest of the backbone and the last
+   head at k: exactly the stages :mod:`offramp.profiling.stages` runs, as the simulator does;
+   every size is rounded
    up to the smallest engine size ≥ it (``engine_sizes``). In ``keep`` mode the batch keeps
    size m while anyone is left and there is no gather. At the first step m = max_batch and
    this is PAME's T_e(k) (in ``times_``).
@@ -62,15 +64,17 @@ class _Stages:
         sizes = range(max_batch + 1)
         self.overhead = model.stages_ms([stages.Stage("overhead", 0, max_batch)])
         # After exit e: what the rule charges when m samples reached it and k go on.
-        self.after = np.array([[[model.stages_ms(stages.exit_step(mode, e, m, k)) if k <= m else 0.0
+        step = stages.exit_step
+        self.after = np.array([[[model.stages_ms(step(mode, e, max_batch, m, k)) if k <= m else 0.0
                                  for k in sizes] for m in sizes] for e in range(n_exits - 1)])
         self._stretch: dict[tuple[int, int], np.ndarray] = {}
 
     def stretch(self, start: int, stop: int, m: np.ndarray) -> np.ndarray:
-        """Segments start..stop (inclusive) plus head ``stop`` with m samples active (0: none)."""
+        """Segments start..stop, head ``stop`` and its check, with m samples active (0: none)."""
         if (start, stop) not in self._stretch:
             self._stretch[start, stop] = np.array(
-                [self.model.stages_ms(stages.between_exits(self.mode, self.b, a, start, stop))
+                [self.model.stages_ms(stages.reach_exit(self.mode, self.b, a, start, stop,
+                                                        self.k_exits))
                  if a else 0.0 for a in range(self.b + 1)])
         return self._stretch[start, stop][np.asarray(m)]
 

@@ -1,15 +1,23 @@
 """The latency-profile format: measured time of each stage of a multi-exit model per batch size.
 
 A tidy table, one row per (kind, exit index k, batch size b). ``kind`` is ``segment`` (backbone
-from exit k-1 to exit k), ``head`` (exit classifier k), ``compact`` (gathering b survivors into a
-smaller batch after exit k) or ``overhead`` (per-batch host cost of the serving loop, k = 0).
-Stored as JSON so the GPU side can write it with the standard library alone.
+from exit k-1 to exit k), ``head`` (exit classifier k), ``check`` (the serving loop's host cost
+of one exit decision at early exit k: decide, mask to host, sync, survivor indices back),
+``compact`` (gathering b survivors into a smaller batch after exit k), ``handoff`` (passing a
+whole batch's activation on at boundary k when nothing is compacted) or ``overhead`` (per-batch
+dispatch cost of the serving loop, k = 0). Which stages a batch pays is the one rule in
+:mod:`offramp.profiling.stages`. Stored as JSON so the GPU side can write it with the standard
+library alone.
+
+Version 2 added ``check`` and ``handoff``; a version-1 file still loads, with those stages at
+0 ms and a one-line notice on stderr saying so.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +26,12 @@ from offramp.traces.atomic import atomic_path
 from offramp.traces.errors import InputError
 
 FORMAT = "offramp-profile"
-VERSION = 1
-KINDS = ("segment", "head", "compact", "overhead")
+VERSION = 2
+READS = (1, 2)
+KINDS = ("segment", "head", "check", "compact", "handoff", "overhead")
+# Stages a profile may leave out; the latency model then takes them as 0 ms.
+OPTIONAL_KINDS = ("check", "handoff", "overhead")
+_NOTICED: set[str] = set()
 COLUMNS = ("kind", "k", "batch", "p50_ms", "mean_ms", "p99_ms", "std_ms", "runs")
 REQUIRED_META = ("model_id", "n_exits", "device", "backend", "precision", "input_shape",
                  "software", "date", "produced_by", "synthetic")
@@ -80,14 +92,18 @@ def load_profile(path: str | Path) -> LatencyProfile:
                          "re-measure it with `offramp profile run`") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(src, "format", f"not an {FORMAT} file", "pass an offramp profile (.json)")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READS:
         raise InputError(src, "version", f"version {doc.get('version')} is not supported "
-                         f"(this offramp reads version {VERSION})", "re-measure the profile")
+                         f"(this offramp reads versions {READS})", "re-measure the profile")
     for key in ("meta", "rows"):
         if key not in doc:
             raise InputError(src, key, "missing", "re-measure it with `offramp profile run`")
     profile = LatencyProfile(rows=doc["rows"], meta=doc["meta"], source=src)
     validate_profile(profile)
+    if doc["version"] == 1 and src not in _NOTICED:
+        _NOTICED.add(src)
+        print(f"offramp: notice: {src} is a version-1 profile: no check or handoff stages, "
+              "taken as 0 ms (re-measure with `offramp profile run` to have them)", file=sys.stderr)
     return profile
 
 
@@ -115,10 +131,14 @@ def validate_profile(p: LatencyProfile) -> None:
                 raise InputError(src, f"{where}.{c}", "missing", fix)
         if r["kind"] not in KINDS:
             raise InputError(src, f"{where}.kind", f"{r['kind']!r} is not one of {KINDS}", fix)
-        k_max = {"segment": k_exits, "head": k_exits, "compact": k_exits - 1, "overhead": 1}
+        k_max = {"segment": k_exits, "head": k_exits, "compact": k_exits - 1,
+                 "check": k_exits - 1, "handoff": k_exits - 1, "overhead": 1}
         if not isinstance(r["k"], int) or not 0 <= r["k"] < k_max[r["kind"]]:
+            what = {"check": "an early exit (decisions are taken at exits 0..K-2)",
+                    "handoff": "a segment boundary (0..K-2)", "compact": "an early exit (0..K-2)",
+                    "overhead": "0 (overhead is per batch)"}.get(r["kind"], "an exit (0..K-1)")
             raise InputError(src, f"{where}.k", f"exit index {r['k']!r} out of range for "
-                             f"kind {r['kind']} with {k_exits} exits", fix)
+                             f"kind {r['kind']} with {k_exits} exits: must be {what}", fix)
         if not isinstance(r["batch"], int) or r["batch"] < 1:
             raise InputError(src, f"{where}.batch", f"must be a positive integer, got {r['batch']!r}",
                              fix)

@@ -14,7 +14,7 @@ import numpy as np
 
 from offramp.traces.errors import InputError
 
-from .format import LatencyProfile
+from .format import OPTIONAL_KINDS, LatencyProfile
 from .stages import Stage
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
@@ -47,7 +47,7 @@ class LatencyModel:
             return 0.0, 0.0
         rows = self.profile.stage(kind, k)
         if not rows:
-            if kind == "overhead":
+            if kind in OPTIONAL_KINDS:
                 return 0.0, 0.0
             raise InputError(self.profile.source, "rows", f"no {kind} rows for exit {k}",
                              f"measure the {kind} stage (needed by this study)")

@@ -6,8 +6,9 @@ batch" time of the demo and of the speed benchmark. Pure Python, standard librar
 GPU-side serving loop may import it).
 
 A batch of ``size`` requests is dispatched (``overhead``), then runs segment by segment.
-After segment k, if the policy consults exit k (``active[k]``), the exit's ``head`` runs and
-the samples that exit there leave; then, by exit mode:
+After segment k, if the policy consults exit k (``active[k]``), the exit's ``head`` runs, the
+serving loop takes the exit decision on the host (``check``: decide, mask to host, sync,
+survivor indices back) and the samples that exit there leave; then, by exit mode:
 
 - ``none``: no exit head but the last; the whole batch runs every segment.
 - ``keep`` (Apparate): exited results return at once; the batch keeps running at its full
@@ -15,7 +16,11 @@ the samples that exit there leave; then, by exit mode:
 - ``shrink`` (PAME): exited samples leave and, if some do but not all, the survivors are
   gathered (``compact`` at the survivor count) and go on as a smaller batch.
 
-A batch stops at the first exit that nobody goes on from.
+Wherever a batch goes on to the next segment whole (every boundary in ``none``, every one in
+``keep``, and in ``shrink`` where nobody exited or the exit was not consulted) its activation is
+handed on (``handoff`` at the boundary's exit index and the batch's run size). The last exit
+takes no decision (everybody left leaves), so it has no ``check``. A batch stops at the first
+exit that nobody goes on from.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ EXIT_MODES = ("none", "keep", "shrink")
 class Stage:
     """One timed piece of work: ``kind`` at exit/segment ``k`` on a batch of ``batch``."""
 
-    kind: str  # overhead | segment | head | compact
+    kind: str  # overhead | segment | head | check | compact | handoff
     k: int
     batch: int
 
@@ -49,20 +54,37 @@ def run_size(mode: str, size: int, active: int) -> int:
     return size if mode == "keep" else active
 
 
-def exit_step(mode: str, k: int, active: int, going_on: int) -> tuple[Stage, ...]:
+def exit_step(mode: str, k: int, size: int, active: int, going_on: int) -> tuple[Stage, ...]:
     """What exit k costs after its decision: ``active`` reached it, ``going_on`` continue."""
-    if mode == "shrink" and 0 < going_on < active:
+    if going_on == 0:
+        return ()
+    if mode == "shrink" and going_on < active:
         return (Stage("compact", k, going_on),)
-    return ()
+    return (Stage("handoff", k, run_size(mode, size, active)),)
 
 
 def between_exits(mode: str, size: int, active: int, lo: int, hi: int) -> tuple[Stage, ...]:
     """Segments lo..hi and the head of exit hi, with ``active`` of a dispatched ``size`` going.
 
-    The exits lo..hi-1 in between are not consulted (their heads do not run).
+    The exits lo..hi-1 in between are not consulted (no head runs there; the batch is handed on
+    whole at each of those boundaries).
     """
     run = run_size(mode, size, active)
-    return tuple(Stage("segment", k, run) for k in range(lo, hi + 1)) + (Stage("head", hi, run),)
+    out: list[Stage] = []
+    for k in range(lo, hi + 1):
+        out.append(Stage("segment", k, run))
+        if k < hi:
+            out.append(Stage("handoff", k, run))
+    return tuple(out) + (Stage("head", hi, run),)
+
+
+def reach_exit(mode: str, size: int, active: int, lo: int, hi: int,
+               n_exits: int) -> tuple[Stage, ...]:
+    """:func:`between_exits`, then exit hi's decision (``check``) unless hi is the last exit."""
+    out = between_exits(mode, size, active, lo, hi)
+    if hi < n_exits - 1:
+        out += (Stage("check", hi, run_size(mode, size, active)),)
+    return out
 
 
 def consulted(mode: str, active: Sequence[bool]) -> list[int]:
@@ -78,13 +100,13 @@ def batch_steps(mode: str, size: int, active: Sequence[bool]) -> Generator[Stage
     ``Stage`` it sends nothing. ``active[k]``: whether exit k's head runs (the last always).
     """
     yield Stage("overhead", 0, size)
-    cur, prev = size, -1
+    cur, prev, last = size, -1, len(active) - 1
     for e in consulted(mode, active):
-        yield from between_exits(mode, size, cur, prev + 1, e)
+        yield from reach_exit(mode, size, cur, prev + 1, e, last + 1)
         left = yield Exit(e, run_size(mode, size, cur))
         if not left:
             return
-        yield from exit_step(mode, e, cur, left)
+        yield from exit_step(mode, e, size, cur, left)
         cur, prev = left, e
 
 

@@ -7,8 +7,12 @@ from .format import LatencyProfile
 
 def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                       model_id: str = "synthetic-net", segment_ms: float = 1.0,
-                      per_sample_ms: float = 0.02, spread: float = 0.1) -> LatencyProfile:
-    """An affine-in-batch-size profile: stage(b) = fixed + per_sample * b; tests only."""
+                      per_sample_ms: float = 0.02, spread: float = 0.1,
+                      loop_stages: bool = False) -> LatencyProfile:
+    """An affine-in-batch-size profile: stage(b) = fixed + per_sample * b; tests only.
+
+    ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows.
+    """
     rows = []
 
     def row(kind: str, k: int, b: int, p50: float) -> dict:
@@ -21,6 +25,9 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
             rows.append(row("head", k, b, 0.05 * segment_ms + 0.001 * b))
             if k < n_exits - 1:
                 rows.append(row("compact", k, b, 0.02 * segment_ms + 0.0005 * b))
+                if loop_stages:
+                    rows.append(row("check", k, b, 0.03 * segment_ms + 0.0002 * b))
+                    rows.append(row("handoff", k, b, 0.01 * segment_ms + 0.0004 * b))
         rows.append(row("overhead", 0, b, 0.1 * segment_ms))
     meta = {"model_id": model_id, "n_exits": n_exits, "device": "none (synthetic)",
             "backend": "synthetic", "precision": "n/a", "input_shape": [],

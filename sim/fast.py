@@ -56,15 +56,16 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
 
     def compile_plan(size: int, going: tuple[int, ...]) -> tuple:
         bp = batch_plan(mode, size, going, active)
-        steps = []
-        for st in bp.stages:
-            slot = svc.slot(st.kind, st.k)
-            steps.append((base[slot], sig[slot], slot, st.batch))
+        steps, kept = [], [0]  # kept[s]: stages timed among the plan's first s
         sizes = [0] * k_exits
         for st in bp.stages:
+            if st.kind not in svc.skip:
+                slot = svc.slot(st.kind, st.k)
+                steps.append((base[slot], sig[slot], slot, st.batch))
+            kept.append(len(steps))
             if st.kind == "segment":
                 sizes[st.k] = st.batch
-        return steps, [e - 1 for e in bp.ends], sizes
+        return steps, [kept[e] - 1 if e >= 0 else -1 for e in bp.ends], sizes
 
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]

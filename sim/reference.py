@@ -98,7 +98,10 @@ class ReferenceServer:
         routes = plan.routes.tolist() if plan.routes is not None else [None] * plan.arrivals.size
         prev = 0.0
         for a, s, r in zip(plan.arrivals.tolist(), plan.samples.tolist(), routes, strict=True):
-            yield self.env.timeout(a - prev)
+            # Requests arriving at the same instant are all queued before any batcher looks
+            # (as the fast engine and a real batcher see them).
+            if a > prev:
+                yield self.env.timeout(a - prev)
             prev = a
             self._submit(s, a, r)
 
@@ -170,7 +173,8 @@ class ReferenceServer:
         item = next(steps)
         while item is not None:
             if isinstance(item, Stage):
-                yield env.timeout(svc.duration(svc.slot(item.kind, item.k), item.batch, z) * x)
+                if item.kind not in svc.skip:
+                    yield env.timeout(svc.duration(svc.slot(item.kind, item.k), item.batch, z) * x)
                 if item.kind == "segment":
                     sizes[item.k] = item.batch
                 item = next(steps, None)

@@ -1,6 +1,8 @@
 """Stage service times for the simulator, as tables indexed by stage slot and batch size.
 
-Slots: 0 is the per-batch overhead, then K segments, K heads and K-1 compactions. Random
+Slots: 0 is the per-batch overhead, then K segments, K heads and K-1 compactions, and, where
+the profile measured them, K-1 exit checks and K-1 handoffs (after those, so a profile without
+them draws exactly the noise it always did). Random
 spread comes from a :class:`NoiseStream` per replica, one row per batch in dispatch order, so
 every engine that serves the same batches draws the same numbers.
 """
@@ -64,12 +66,17 @@ class ServiceTimes:
     ``exponential`` (σ = 1, z = log E: an exponential with mean ``base``).
     """
 
+    LOOP_KINDS = ("check", "handoff")
+
     def __init__(self, base_s: np.ndarray, sigma: np.ndarray, dist: str, n_exits: int):
         self.base = base_s.tolist()
         self.sigma = sigma.tolist()
         self.dist = dist
         self.n_exits = n_exits
         self.max_batch = base_s.shape[1] - 1
+        self._width = base_s.shape[0]
+        # The serving loop's own stages have tables only where the profile measured them.
+        self.skip = frozenset() if self._width == 5 * n_exits else frozenset(self.LOOP_KINDS)
 
     # Slot numbers.
     OVERHEAD = 0
@@ -83,15 +90,22 @@ class ServiceTimes:
     def compact(self, k: int) -> int:
         return 1 + 2 * self.n_exits + k
 
+    def check(self, k: int) -> int:
+        return 3 * self.n_exits + k
+
+    def handoff(self, k: int) -> int:
+        return 4 * self.n_exits + k
+
     def slot(self, kind: str, k: int) -> int:
         """The table row of stage ``kind`` at exit ``k`` (see :mod:`offramp.profiling.stages`)."""
         if kind == "overhead":
             return self.OVERHEAD
-        return {"segment": self.seg, "head": self.head, "compact": self.compact}[kind](k)
+        return {"segment": self.seg, "head": self.head, "compact": self.compact,
+                "check": self.check, "handoff": self.handoff}[kind](k)
 
     @property
     def width(self) -> int:
-        return 3 * self.n_exits
+        return self._width
 
     def plan_s(self, plan: BatchPlan) -> float:
         """Time (s) of a batch's whole schedule at the base (p50) stage times."""
@@ -104,8 +118,10 @@ class ServiceTimes:
     @classmethod
     def from_latency(cls, model: LatencyModel, n_exits: int, max_batch: int, sampled: bool,
                      need_compact: bool) -> ServiceTimes:
-        """Tables from a measured profile; compaction only where the exit mode uses it."""
-        width = 3 * n_exits
+        """Tables from a measured profile; compaction only where the exit mode uses it, the
+        serving loop's check and handoff only where the profile has them (else they are 0)."""
+        loop = any(model.profile.has(kind) for kind in cls.LOOP_KINDS)
+        width = (5 if loop else 3) * n_exits
         base = np.zeros((width, max_batch + 1))
         sigma = np.zeros_like(base)
         stages = [("overhead", 0, 0)]
@@ -113,6 +129,9 @@ class ServiceTimes:
         stages += [("head", k, 1 + n_exits + k) for k in range(n_exits)]
         if need_compact:
             stages += [("compact", k, 1 + 2 * n_exits + k) for k in range(n_exits - 1)]
+        if loop:
+            stages += [(kind, k, (3 + j) * n_exits + k) for j, kind in enumerate(cls.LOOP_KINDS)
+                       for k in range(n_exits - 1)]
         for kind, k, slot in stages:
             base[slot], sigma[slot] = model.table(kind, k, max_batch)
         return cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits)

@@ -29,8 +29,11 @@ def crafted_trace(correct_at: list[list[bool]], n_val: int = 0) -> ExitTrace:
 
 def affine_profile(n_exits: int, batches: range, seg=(1.0, 0.1), head=(0.5, 0.0),
                    compact=(0.2, 0.05), overhead=(0.1, 0.0), last_head=None,
-                   model_id: str = "crafted") -> LatencyProfile:
-    """Stage(b) = a + c*b ms for every batch size in ``batches``; exact, spread-free."""
+                   model_id: str = "crafted", check=None, handoff=None) -> LatencyProfile:
+    """Stage(b) = a + c*b ms for every batch size in ``batches``; exact, spread-free.
+
+    ``check`` and ``handoff`` (the serving loop's own stages) are left out unless given.
+    """
     rows = []
 
     def add(kind, k, b, ac):
@@ -45,6 +48,9 @@ def affine_profile(n_exits: int, batches: range, seg=(1.0, 0.1), head=(0.5, 0.0)
             add("head", k, b, last_head if (last_head and k == n_exits - 1) else head)
             if k < n_exits - 1:
                 add("compact", k, b, compact)
+                for kind, ac in (("check", check), ("handoff", handoff)):
+                    if ac is not None:
+                        add(kind, k, b, ac)
     meta = {"model_id": model_id, "n_exits": n_exits, "device": "none", "backend": "synthetic",
             "precision": "n/a", "input_shape": [], "software": {}, "date": "n/a",
             "produced_by": {"command": "tests"}, "synthetic": True}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from offramp.policies import PolicyConfig, make_policy
@@ -17,6 +17,8 @@ from offramp.traces.synthetic import synthetic_trace
 
 TRACE = synthetic_trace(1500, seed=3)
 PROFILE = synthetic_profile(batches=tuple(range(1, 65)))
+# The same with the serving loop's exit checks and handoffs measured.
+LOOP_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True)
 POLICIES = [
     PolicyConfig(name="none"), PolicyConfig(name="static:1"), PolicyConfig(name="oracle"),
     PolicyConfig(name="entropy", tolerance_pct=98), PolicyConfig(name="maxprob", tolerance_pct=99),
@@ -26,9 +28,10 @@ FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 
 
 def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
-          kind="poisson", cv=1.0, contention=()):
+          kind="poisson", cv=1.0, contention=(), loop=False):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
-    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, max_batch, sampled, True)
+    svc = ServiceTimes.from_latency(LatencyModel(LOOP_PROFILE if loop else PROFILE), 4, max_batch,
+                                    sampled, True)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
                           replicas=replicas, routing=routing,
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
@@ -52,20 +55,23 @@ def check_conserved(rec, n):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by the property: two requests at the same instant, zero wait, a shared queue.
+@example(policy_i=0, mode="none", replicas=2, routing="shared", max_batch=2, wait=0.0, load=1.0,
+         sampled=False, n=3, seed=684, kind="gamma", cv=3.0, contention=[], loop=False)
 @given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
        replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "random", "shared"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
        sampled=st.booleans(), n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1),
        kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3),
        contention=st.lists(st.tuples(st.floats(0, 0.05), st.floats(0.5, 3), st.integers(0, 2)),
-                           max_size=3))
+                           max_size=3), loop=st.booleans())
 def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wait, load, sampled,
-                               n, seed, kind, cv, contention):
+                               n, seed, kind, cv, contention, loop):
     # Rate from the load: a full batch's time through the whole model.
     batch_ms = 4 * (1.0 + 0.02 * max_batch) + 0.3
     rate = load * replicas * max_batch / batch_ms * 1000
     plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
-                 kind, cv, contention)
+                 kind, cv, contention, loop)
     fast, used_f = run_plan(plan(), "fast")
     ref, used_r = run_plan(plan(), "reference")
     assert (used_f, used_r) == ("fast", "reference")

@@ -121,3 +121,44 @@ def test_disabled_exit_head_is_skipped(engine):
     # + 0.5 head 2 = 7.1 (reqs 1, 2). Request 3 as before: 13.7.
     assert rec.finish * 1000 == pytest.approx([3.9, 7.1, 7.1, 13.7], abs=1e-9)
     assert rec.exit.tolist() == [0, 2, 2, 0]
+
+
+# The serving loop's own stages: check(b) = 0.03 + 0.01·b after every early exit decision,
+# handoff(b) = 0.02 + 0.005·b wherever a batch goes on whole (see profiling/stages.py).
+LOOP = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_shrink_pays_checks_and_compaction(engine):
+    rec = run("shrink", profile=LOOP, engine=engine)
+    # Batch 1 (reqs 0-2) at 2 ms: 2.1, + 1.3 seg0(3), + 0.5 head, + 0.06 check(3) -> 3.96
+    # (req 0); + 0.3 compact(2), + 1.2, + 0.5, + 0.05 check(2) -> 6.01 (req 2); + 0.25
+    # compact(1), + 1.1, + 0.5 -> 7.86 (req 1: the last exit takes no decision).
+    # Batch 2 (req 3) at 12: 12.1 + 1.1 + 0.5 + 0.04 check(1) -> 13.74; nobody goes on.
+    assert rec.finish * 1000 == pytest.approx([3.96, 7.86, 6.01, 13.74], abs=1e-9)
+    assert rec.batch_finish * 1000 == pytest.approx([7.86, 13.74], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_shrink_hands_on_when_nobody_exits(engine):
+    rec = run("shrink", policy=StaticExit(2), profile=LOOP, engine=engine)
+    # Nobody leaves at exits 0 and 1: no compaction, the batch is handed on whole.
+    # 2.1 + 1.3 + 0.5 + 0.06 + 0.035 handoff(3) + 1.3 + 0.5 + 0.06 + 0.035 + 1.3 + 0.5 = 7.69.
+    # Batch 2: 12.1 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1 + 0.5 = 17.03.
+    assert rec.finish * 1000 == pytest.approx([7.69, 7.69, 7.69, 17.03], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keep_pays_checks_and_handoffs(engine):
+    rec = run("keep", profile=LOOP, engine=engine)
+    # 2.1 + 1.3 + 0.5 + 0.06 -> 3.96 (req 0); + 0.035 handoff(3) + 1.3 + 0.5 + 0.06 -> 5.855
+    # (req 2); + 0.035 + 1.3 + 0.5 -> 7.69 (req 1). Batch 2 as in shrink: 13.74.
+    assert rec.finish * 1000 == pytest.approx([3.96, 7.69, 5.855, 13.74], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_none_pays_handoffs_and_no_checks(engine):
+    rec = run("none", profile=LOOP, engine=engine)
+    # 2.1 + 1.3 + 0.035 + 1.3 + 0.035 + 1.3 + 0.5 = 6.57 for the whole batch;
+    # batch 2: 12.1 + 1.1 + 0.025 + 1.1 + 0.025 + 1.1 + 0.5 = 15.95.
+    assert rec.finish * 1000 == pytest.approx([6.57, 6.57, 6.57, 15.95], abs=1e-9)

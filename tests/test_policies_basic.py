@@ -27,6 +27,17 @@ def test_exit_costs_from_profile():
     assert average_cost(np.array([0, 2, 2, 1]), [1.0, 2.0, 3.0]) == pytest.approx(2.25)
 
 
+def test_exit_costs_include_the_serving_loops_checks_and_handoffs():
+    prof = affine_profile(3, range(1, 9), seg=(1.0, 0.1), head=(0.5, 0.0), check=(0.1, 0.0),
+                          handoff=(0.05, 0.0))
+    # b = 1: answering at exit k runs segments, heads and checks up to k, and the handoffs of
+    # the boundaries passed: 1.1 + 0.5 + 0.1 = 1.7; then + 0.05 + 1.7 = 3.45; then the last
+    # exit (no check): + 0.05 + 1.1 + 0.5 = 5.1.
+    assert np.allclose(exit_costs(prof), [1.7, 3.45, 5.1])
+    # No early exit: segments and handoffs, the last head: 3.3 + 0.1 + 0.5.
+    assert full_model_cost(prof) == pytest.approx(3.9)
+
+
 def test_patience_exits_where_predictions_settle():
     # crafted_trace predicts class 0 where correct, class 1 where wrong.
     rows = [[True] * 4, [False, True, True, True], [True, False, False, True],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -210,3 +211,46 @@ def test_study_config_boundaries():
     with pytest.raises(InputError, match="exit_mode: none"):
         parse_config({"profile": {"kind": "deterministic"}, "server": {"exit_mode": "keep"}},
                      "s.yaml")
+
+
+LOOP_PROF = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
+
+
+@pytest.mark.parametrize("kind", ["check", "handoff"])
+def test_v2_loop_stage_rows_only_at_early_exits(kind, tmp_path):
+    from offramp.profiling.format import load_profile, save_profile
+
+    validate_profile(LOOP_PROF)
+    for bad_k in (2, 3):  # the last exit (no decision, no boundary after it) and past it
+        rows = copy.deepcopy(LOOP_PROF.rows)
+        next(r for r in rows if r["kind"] == kind)["k"] = bad_k
+        path = tmp_path / "p.json"
+        save_profile(LatencyProfile(rows=LOOP_PROF.rows, meta=PROF.meta), path)
+        doc = json.loads(path.read_text())
+        doc["rows"] = rows
+        path.write_text(json.dumps(doc))
+        with pytest.raises(InputError, match=rf"p.json: field 'rows\[\d+\]\.k': exit index {bad_k} "
+                           rf"out of range for kind {kind} with 3 exits: must be"):
+            load_profile(path)
+
+
+def test_v1_profile_loads_with_loop_stages_at_zero_and_one_notice(tmp_path, capsys):
+    from offramp.profiling.format import load_profile, save_profile
+    from offramp.profiling.latency import LatencyModel
+
+    path = save_profile(PROF, tmp_path / "old.json")
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 2
+    doc["version"] = 1
+    path.write_text(json.dumps(doc))
+    prof = load_profile(path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "version-1 profile" in err[0] and "taken as 0 ms" in err[0]
+    assert LatencyModel(prof).lookup("check", 0, 4) == (0.0, 0.0)
+    assert LatencyModel(prof).lookup("handoff", 1, 4) == (0.0, 0.0)
+    load_profile(path)
+    assert capsys.readouterr().err == ""  # said once per file
+    doc["version"] = 3
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"version 3 is not supported \(this offramp reads versions"):
+        load_profile(path)
