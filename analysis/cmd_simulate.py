@@ -45,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
         task = bar.add_task("sim", total=cfg.run.replications)
         out = run_study(cfg, base, progress=lambda i: bar.update(task, completed=i))
     dest = write_run(out, Path(args.output))
+    if args.save_arrivals:
+        from offramp.sim.workload import save_arrivals
+
+        first = out.result.records[0]
+        save_arrivals(args.save_arrivals, first.arrival, first.sample)
+        Console(stderr=True).print(f"wrote {args.save_arrivals} (replication 1's arrivals; "
+                                   "replay with workload: {kind: replay, path: ...})")
     doc = summary_doc(out)
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -69,4 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--save-arrivals", metavar="FILE",
+                   help="also write replication 1's arrivals and sample ids (CSV, or Parquet "
+                   "by suffix) for a `workload: {kind: replay}` study")
     p.set_defaults(func=run)

@@ -39,6 +39,17 @@ def resolve_path(value: str, base: Path | None, shipped) -> Path:
     return Path(found) if found is not None else path
 
 
+def resolve_workload(cfg: StudyConfig, base: Path | None = None) -> StudyConfig:
+    """The study with a replay file's path made relative to the config's folder, absolute."""
+    wl = cfg.workload
+    if wl.kind != "replay" or wl.path is None:
+        return cfg
+    path = Path(wl.path)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return cfg.model_copy(update={"workload": wl.model_copy(update={"path": str(path)})})
+
+
 def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:
     return load_trace(resolve_path(cfg.trace.path, base, _shipped_trace))
 

@@ -24,7 +24,13 @@ from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig
-from .resolve import build_service, fit_policy, load_study_profile, load_study_trace
+from .resolve import (
+    build_service,
+    fit_policy,
+    load_study_profile,
+    load_study_trace,
+    resolve_workload,
+)
 
 
 @dataclass
@@ -37,6 +43,7 @@ class StudyOutput:
 
 def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> StudyOutput:
     """Load inputs, fit the policy on val, simulate every replication."""
+    cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
     profile = load_study_profile(cfg, trace, base)
     service = build_service(cfg, trace, profile)

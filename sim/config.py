@@ -15,13 +15,24 @@ class _Strict(BaseModel):
 
 
 class WorkloadConfig(_Strict):
-    """Open loop (``poisson``, ``gamma`` with a CV) or closed loop (``closed``: N clients)."""
+    """Open loop (``poisson``, ``gamma`` with a CV, ``replay`` of recorded arrivals) or closed
+    loop (``closed``: N clients)."""
 
-    kind: Literal["poisson", "gamma", "closed"] = "poisson"
+    kind: Literal["poisson", "gamma", "replay", "closed"] = "poisson"
     rate_rps: float = Field(1000.0, gt=0, description="open loop: mean arrival rate")
     cv: float = Field(1.0, gt=0, description="gamma: coefficient of variation of inter-arrivals")
     clients: int = Field(32, ge=1, description="closed loop: number of clients")
     think_ms: float = Field(0.0, ge=0, description="closed loop: mean think time (exponential)")
+    path: str | None = Field(None, description="replay: CSV or Parquet with column arrival_s "
+                             "(seconds, sorted) and optionally sample_id (test-split ids)")
+    rate_scale: float = Field(1.0, gt=0, description="replay: arrivals come this many times "
+                              "faster (times divided by it)")
+
+    @model_validator(mode="after")
+    def _replay_has_a_file(self) -> WorkloadConfig:
+        if self.kind == "replay" and not self.path:
+            raise ValueError("kind 'replay' needs a path (a CSV or Parquet of arrival_s)")
+        return self
 
 
 class ContentionStep(_Strict):

@@ -21,7 +21,7 @@ from .metrics import combine, summarize_run
 from .plan import Plan, RunRecords
 from .reference import run_reference
 from .service import NoiseStream, ServiceTimes
-from .workload import open_loop_arrivals, route_static
+from .workload import open_loop_arrivals, replay_arrivals, route_static
 
 
 def make_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes,
@@ -39,8 +39,12 @@ def make_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes,
         plan.think_rng, plan.sample_rng = np.random.default_rng(s_think), rng_smp
         plan.max_requests, plan.duration_s = run.requests, run.duration_s
         return plan
-    plan.arrivals = open_loop_arrivals(workload, rng_arr, run.requests, run.duration_s)
-    plan.samples = rng_smp.choice(test_ids, plan.arrivals.size)
+    if workload.kind == "replay":
+        plan.arrivals, plan.samples = replay_arrivals(workload, test_ids, rng_smp, run.requests,
+                                                      run.duration_s)
+    else:
+        plan.arrivals = open_loop_arrivals(workload, rng_arr, run.requests, run.duration_s)
+        plan.samples = rng_smp.choice(test_ids, plan.arrivals.size)
     if server.routing in ("round_robin", "random") and server.replicas > 1:
         plan.routes = route_static(server.routing, plan.arrivals.size, server.replicas,
                                    plan.route_rng)
