@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offramp.profiling.format import LatencyProfile, load_profile, save_profile
+from offramp.profiling.format import KINDS, LatencyProfile, load_profile, save_profile
 from offramp.profiling.shipped import list_shipped, shipped_profile_path
 from offramp.traces.errors import InputError
 
@@ -264,7 +264,7 @@ def stage_summary(profile: LatencyProfile) -> list[dict[str, Any]]:
     """Per stage: measured batch range, runs, and p50 at the smallest, 32 and largest size."""
     out = []
     keys = sorted({(r["kind"], r["k"]) for r in profile.rows},
-                  key=lambda s: (("segment", "head", "compact", "overhead").index(s[0]), s[1]))
+                  key=lambda s: (KINDS.index(s[0]), s[1]))
     for kind, k in keys:
         rows = profile.stage(kind, k)
         by_b = {r["batch"]: r for r in rows}
@@ -352,8 +352,9 @@ def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Pat
 
     m = profile.meta
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    panels = {"segment": axes[0], "head": axes[0], "compact": axes[1], "overhead": axes[1]}
-    styles = {"segment": "-", "head": "--", "compact": "-", "overhead": ":"}
+    panels = {kind: axes[0] if kind in ("segment", "head") else axes[1] for kind in KINDS}
+    styles = {"segment": "-", "head": "--", "compact": "-", "check": "--", "handoff": "-.",
+              "overhead": ":"}
     colors = plt.get_cmap("tab10")
     for s in stage_summary(profile):
         rows = profile.stage(s["kind"], s["k"])
@@ -365,7 +366,8 @@ def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Pat
         label = "overhead" if s["kind"] == "overhead" else f"{s['kind']} {s['k']}"
         ax.plot(b, p50, styles[s["kind"]], color=color, label=label, lw=1.4)
         ax.fill_between(b, p50, p99, color=color, alpha=0.15, lw=0)
-    for ax, title in zip(axes, ("segments and heads", "compaction and loop overhead"),
+    for ax, title in zip(axes, ("segments and heads",
+                                "the serving loop's own stages: check, compact, handoff, overhead"),
                          strict=True):
         ax.set_xscale(scale)
         ax.set_yscale(scale)

@@ -139,21 +139,31 @@ def summarize(times_ms: Sequence[float]) -> dict[str, Any]:
             "std_ms": round(std, 6), "runs": int(a.size)}
 
 
-def stage_plan(n_exits: int, batches: Sequence[int]) -> list[tuple[str, int, int]]:
-    """Every (kind, k, batch) measured, in measurement order."""
+def stage_plan(n_exits: int, batches: Sequence[int], loop: bool = False
+               ) -> list[tuple[str, int, int]]:
+    """Every (kind, k, batch) measured, in measurement order.
+
+    ``loop``: the serving loop's own stages (overhead, check, handoff) are timed in the loop,
+    after the isolated stages, instead of an isolated overhead.
+    """
     plan = []
     for b in batches:
         for k in range(n_exits):
             plan += [("segment", k, b), ("head", k, b)]
             if k < n_exits - 1:
                 plan.append(("compact", k, b))
-        plan.append(("overhead", 0, b))
+        if not loop:
+            plan.append(("overhead", 0, b))
+    if loop:
+        for b in batches:
+            plan += [("overhead", 0, b)] + [(kind, k, b) for k in range(n_exits - 1)
+                                            for kind in ("check", "handoff")]
     return plan
 
 
 def measure_stages(backend: Backend, example: Callable[[int], Any], batches: Sequence[int],
-                   policy: RunPolicy, seed: int = 0,
-                   progress: Progress | None = None) -> list[dict[str, Any]]:
+                   policy: RunPolicy, seed: int = 0, progress: Progress | None = None,
+                   overhead: bool = True) -> list[dict[str, Any]]:
     """Profile rows for every stage of ``backend``'s model at each batch size.
 
     ``compact`` rows gather b rows, chosen at random, out of the activation of a batch of
@@ -182,9 +192,70 @@ def measure_stages(backend: Backend, example: Callable[[int], Any], batches: Seq
                 if k < n_exits - 1:
                     index = np.sort(rng.choice(source, size=b, replace=False)).tolist()
                     record("compact", k, b, backend.compact(k, src[k + 1], index))
-            record("overhead", 0, b, backend.overhead(backend.logits(acts[-1], n_exits - 1)))
+            if overhead:
+                record("overhead", 0, b, backend.overhead(backend.logits(acts[-1], n_exits - 1)))
             backend.release()
     return rows
+
+
+def singles(batch: Any, b: int) -> list[Any]:
+    """The b single-request inputs of an input batch (tensor or tuple of tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch[i:i + 1] for i in range(b)]
+    return [tuple(t[i:i + 1] for t in batch) for i in range(b)]
+
+
+LOOP_KINDS = ("overhead", "check", "handoff")
+
+
+def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Sequence[int],
+                 policy: RunPolicy, isolated: list[dict[str, Any]],
+                 progress: Progress | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of the serving loop's own stages, timed inside the real loop, and the residuals.
+
+    Each batch size runs whole batches through :class:`ServingLoop` (exit mode ``shrink`` with
+    every threshold at infinity: every exit decision is taken, nobody leaves, so every check and
+    handoff runs at that size). Returns ``overhead`` (assemble the batch from single requests
+    and place it), ``check`` and ``handoff`` rows, and per (kind, k): the median over batch sizes
+    of the in-loop time minus the isolated time of ``segment`` and ``head``.
+    """
+    from .serving_loop import ServingLoop
+
+    loop = ServingLoop(backend.model, backend.device, backend.dtype, "shrink",
+                       [float("inf")] * (backend.n_exits - 1))
+    by_key = {(r["kind"], r["k"], r["batch"]): r for r in isolated}
+    rows, resid = [], {}
+    for b in batches:
+        requests = singles(example(b), b)
+        warm = [loop.run(requests) for _ in range(max(policy.warmup, 2))]
+        estimate = sum(ms for _, ms in warm[-1].stages)
+        times: dict[tuple[str, int], list[float]] = {}
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(policy.runs_for(estimate)):
+                for st, ms in loop.run(requests).stages:
+                    times.setdefault((st.kind, st.k), []).append(ms)
+        finally:
+            if was_enabled:
+                gc.enable()
+        for (kind, k), ts in times.items():
+            if kind in LOOP_KINDS:
+                rows.append({"kind": kind, "k": k, "batch": b, **summarize(ts)})
+            elif (kind, k, b) in by_key:
+                resid.setdefault(f"{kind} {k}", []).append(
+                    float(np.median(ts)) - by_key[kind, k, b]["p50_ms"])
+        if progress is not None:
+            progress("overhead", 0, b)
+            for k in range(backend.n_exits - 1):
+                progress("check", k, b)
+                progress("handoff", k, b)
+    residual = {key: {"median_ms": round(float(np.median(v)), 6),
+                      "median_pct_of_isolated": round(100 * float(np.median(
+                          [d / by_key[key.split()[0], int(key.split()[1]), b]["p50_ms"]
+                           for d, b in zip(v, batches, strict=True)])), 2)}
+                for key, v in resid.items()}
+    return rows, residual
 
 
 def nvidia_driver() -> str:
@@ -244,7 +315,18 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
     batches = sorted(set(batches))
     backend = get_backend(backend_name)(model, device, precision, workdir=workdir)
     backend.setup(example(2), batches)
-    rows = measure_stages(backend, example, batches, policy, progress=progress)
+    in_loop = backend_name == "eager"
+    rows = measure_stages(backend, example, batches, policy, progress=progress,
+                          overhead=not in_loop)
+    loop_meta: dict[str, Any] = {"loop_stages": f"not measured: backend {backend_name} has no "
+                                 "serving loop here; overhead is the isolated exit check"}
+    if in_loop:
+        loop_rows, residual = measure_loop(backend, example, batches, policy, rows, progress)
+        order = {key: i for i, key in enumerate(stage_plan(backend.n_exits, batches, True))}
+        rows = sorted(rows + loop_rows, key=lambda r: order[r["kind"], r["k"], r["batch"]])
+        loop_meta = {"loop_stages": "overhead, check and handoff timed inside the serving loop "
+                     "(offramp.profiling.serving_loop, exit mode shrink, no sample exits)",
+                     "in_loop_residual_ms": residual}
     inputs = input_description(example(1))
     meta = {
         "model_id": getattr(model, "model_id", type(model).__name__),
@@ -266,8 +348,12 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
         "run_policy": asdict(policy),
         "batches": list(batches),
         "compact_source_batch": max(batches),
-        "overhead_stage": f"softmax max >= {EXIT_THRESHOLD} on the last head's logits, mask to "
-                          "host, survivor indices back to the device",
+        "overhead_stage": "assemble the batch from single requests and place it on the device"
+                          if backend_name == "eager" else f"softmax max >= {EXIT_THRESHOLD} on the "
+                          "last head's logits, mask to host, survivor indices back to the device",
+        "check_stage": "softmax max >= the exit's threshold, mask to host, survivor indices "
+                       "back to the device",
+        **loop_meta,
         "backend_details": backend.describe(),
         **(extra_meta or {}),
     }
