@@ -45,7 +45,7 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     # reach[k][i]: how many of the first i requests go on past exit k (exit index > k).
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)]
-    early = range(k_exits - 1) if mode != "none" else range(0)
+    reach_early = reach if mode != "none" else []
     base, sig = svc.base, svc.sigma
     slow = srv.slowdown()
     active = tuple(bool(a) for a in plan.policy.active_exits(k_exits))
@@ -55,17 +55,24 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     compiled: dict[tuple, tuple] = {}
 
     def compile_plan(size: int, going: tuple[int, ...]) -> tuple:
+        """(timed steps, stage sizes): each step is (table, sigmas, noise slot, batch size, the
+        exit whose leavers finish when it ends or -1)."""
         bp = batch_plan(mode, size, going, active)
-        steps, kept = [], [0]  # kept[s]: stages timed among the plan's first s
-        sizes = [0] * k_exits
-        for st in bp.stages:
+        done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
+        steps, sizes, pending = [], [0] * k_exits, []
+        for s_i, st in enumerate(bp.stages):
             if st.kind not in svc.skip:
                 slot = svc.slot(st.kind, st.k)
-                steps.append((base[slot], sig[slot], slot, st.batch))
-            kept.append(len(steps))
+                steps.append([base[slot], sig[slot], slot, st.batch, -1])
+            if s_i in done_at:
+                pending.append(done_at[s_i])
+            if pending and steps:
+                for k in pending:  # an exit ends with the last timed stage before it
+                    steps[-1][4] = k
+                pending = []
             if st.kind == "segment":
                 sizes[st.k] = st.batch
-        return steps, [kept[e] - 1 if e >= 0 else -1 for e in bp.ends], sizes
+        return [tuple(x) for x in steps], sizes
 
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
@@ -88,23 +95,24 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         z = noise[r].flat
         at, factors = slow[r]
         x = factors[_bisect(at, d) - 1]
-        key = (size, tuple(reach[k][j] - reach[k][i] for k in early))
+        key = (size, *[rk[j] - rk[i] for rk in reach_early])
         entry = compiled.get(key)
         if entry is None:
-            entry = compiled[key] = compile_plan(*key)
-        steps, ends_at, sizes = entry
+            entry = compiled[key] = compile_plan(size, key[1:])
+        steps, sizes = entry
         # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it.
         t = d
-        times = []
-        for tb, ts, zi, b in steps:
+        ends = [0.0] * k_exits
+        for tb, ts, zi, b, leave in steps:
             t += tb[b] * _exp(ts[b] * z[o + zi]) * x
-            times.append(t)
+            if leave >= 0:
+                ends[leave] = t
         o_size.append(size)
         o_rep.append(r)
         o_loc.append(m)
         o_disp.append(d)
         o_fin.append(t)
-        o_ends.extend([times[e] if e >= 0 else 0.0 for e in ends_at])
+        o_ends.extend(ends)
         o_sizes.extend(sizes)
         heapq.heappush(free, (t, r))
         i = j

@@ -109,7 +109,8 @@ class ServiceTimes:
 
     def plan_s(self, plan: BatchPlan) -> float:
         """Time (s) of a batch's whole schedule at the base (p50) stage times."""
-        return sum(self.base[self.slot(s.kind, s.k)][s.batch] for s in plan.stages)
+        return sum(self.base[self.slot(s.kind, s.k)][s.batch] for s in plan.stages
+                   if s.kind not in self.skip)
 
     def duration(self, slot: int, b: int, z: list[float]) -> float:
         """Duration (s) of one stage at batch size b, with this batch's noise row ``z``."""

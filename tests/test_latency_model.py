@@ -86,3 +86,18 @@ def test_sampled_stage_times_have_the_profiles_p50_and_p99():
     zero = NoiseStream(np.random.default_rng(5), fixed.width, fixed.dist)
     assert fixed.duration(fixed.seg(0), 8, zero.row(3)) == pytest.approx(7e-3)
     assert fixed.duration(fixed.head(0), 6, zero.row(0)) == pytest.approx(0.5e-3)
+
+
+def test_full_batch_time_with_and_without_the_loops_stages():
+    from helpers import affine_profile
+
+    from offramp.profiling.stages import no_exit
+
+    # overhead 0.1 + 3 segments at b=4 (1.4 each) + last head 0.5 = 4.8 ms.
+    plain = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False,
+                                      False)
+    assert plain.plan_s(no_exit(4, 3)) == pytest.approx(4.8e-3)
+    # With handoffs of 0.02 + 0.005·4 = 0.04 ms at each of the 2 boundaries: 4.88 ms.
+    loop = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
+    svc = ServiceTimes.from_latency(LatencyModel(loop), 3, 4, False, False)
+    assert svc.plan_s(no_exit(4, 3)) == pytest.approx(4.88e-3)

@@ -99,7 +99,10 @@ def test_shipped_profiles_validate_and_match_their_traces(name):
     assert profile.meta["synthetic"] is False
     sizes = {r["batch"] for r in profile.rows}
     assert set(range(1, 33)) <= sizes and max(sizes) >= 64
-    assert {r["kind"] for r in profile.rows} == {"segment", "head", "compact", "overhead"}
+    # Format version 2: the serving loop's own stages were measured in the loop.
+    assert {r["kind"] for r in profile.rows} == {"segment", "head", "compact", "overhead", "check",
+                                                 "handoff"}
+    assert "inside the serving loop" in profile.meta["loop_stages"]
     trace_path = TRACES / f"{profile.model_id}.npz"
     if not trace_path.exists():
         pytest.skip(f"no shipped trace {trace_path.name}")
