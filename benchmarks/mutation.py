@@ -1,6 +1,6 @@
 """Mutation testing of offramp's core modules with cosmic-ray (not part of CI).
 
-    bash benchmarks/mutation.sh [--rev HEAD] [--workers 2] [--label after] [--sample N]
+    bash benchmarks/mutation.sh [--rev HEAD] [--workers 2] [--label after] [--sample 0.3]
 
 What it does, in throw-away copies of the repository (the checkout itself is never mutated):
 1. clones ``--rev`` (default HEAD; ``--rev WORKTREE`` takes the working tree as it is) into one
@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -182,16 +183,21 @@ def sampled(module: str, operator: str, occurrence: int, fraction: float) -> boo
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def take_sample(db: Path, fraction: float) -> None:
-    """Mark the mutants outside the sample as skipped (cosmic-ray then leaves them alone)."""
+def take_sample(db: Path, fraction: float, only: set | None = None) -> None:
+    """Mark the mutants outside the sample (or outside ``only``: (module, operator,
+    occurrence) keys) as skipped (cosmic-ray then leaves them alone)."""
     from cosmic_ray.work_db import WorkDB
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     work = WorkDB(str(db), WorkDB.Mode.open)
     try:
+        def wanted(m) -> bool:
+            if only is not None:
+                return (m.module_path.as_posix(), m.operator_name, m.occurrence) in only
+            return sampled(m.module_path.as_posix(), m.operator_name, m.occurrence, fraction)
+
         out = [item.job_id for item in work.pending_work_items
-               if not all(sampled(m.module_path.as_posix(), m.operator_name, m.occurrence, fraction)
-                          for m in item.mutations)]
+               if not all(wanted(m) for m in item.mutations)]
         work.set_multiple_results(out, WorkResult(output="not sampled",
                                                   worker_outcome=WorkerOutcome.SKIPPED))
     finally:
@@ -243,6 +249,21 @@ def load_equivalent() -> dict[str, str]:
     return {e["id"]: e["why"] for e in tomllib.loads(path.read_text()).get("mutant", [])}
 
 
+ANNOTATION = re.compile(r"^\s*(def \w+\(|\w+\s*:\s*[^=]*\|)|->\s*[^:]*\|")
+
+
+def equivalent_reason(m: dict, listed: dict[str, str]) -> str | None:
+    """Why a surviving mutant is equivalent: listed by hand, or by rule; None if it is not."""
+    if m["outcome"] != "survived":
+        return None
+    if m["id"] in listed:
+        return listed[m["id"]]
+    if m["operator"] == "ReplaceBinaryOperator_BitOr_BitAnd" and ANNOTATION.search(m["source"]):
+        return ("type annotation (`X | None`): never evaluated, every module has "
+                "`from __future__ import annotations`")
+    return None
+
+
 def mutant_id(module: str, line: int, operator: str, text: str) -> str:
     """A key that survives unrelated edits elsewhere: module, operator and the line's text."""
     return f"{module}|{operator.removeprefix('core/')}|{text.strip()}"
@@ -270,8 +291,15 @@ def report(copy: Path, db: Path, label: str, rev: str, seconds: float) -> dict:
                         "outcome": outcome,
                         "not_covered": outcome == "survived" and output.startswith("not covered"),
                         "timeout": output.startswith("timeout"),
-                        "equivalent": equivalent.get(key) if outcome == "survived" else None,
                         "id": key})
+    return score(mutants, label, rev, seconds, equivalent)
+
+
+def score(mutants: list[dict], label: str, rev: str, seconds: float,
+          equivalent: dict[str, str]) -> dict:
+    """Per-group score; survivors known to be equivalent are left out."""
+    for m in mutants:
+        m["equivalent"] = equivalent_reason(m, equivalent)
     groups = {}
     for g in CORE:
         ms = [m for m in mutants if m["group"] == g and m["outcome"] in ("killed", "survived")]
@@ -310,9 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=180.0, help="per mutant (timeout = killed)")
     ap.add_argument("--groups", nargs="*", default=list(CORE), choices=list(CORE))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--sample", type=float, default=1.0,
-                    help="mutate only this fixed pseudo-random fraction of the mutants")
+    ap.add_argument("--rescore", type=Path, metavar="RESULTS.json",
+                    help="only re-apply the equivalent-mutant list to saved results and print")
+    ap.add_argument("--recheck", type=Path, metavar="RESULTS.json",
+                    help="mutate only the survivors (not known equivalent) of an earlier run")
+    ap.add_argument("--sample", type=float, default=0.3,
+                    help="mutate only this fixed pseudo-random fraction of the mutants (default "
+                    "0.3: about 25 minutes on 2 cores; 1 for every mutant, over an hour)")
     args = ap.parse_args(argv)
+    if args.rescore:
+        old = json.loads(args.rescore.read_text())
+        res = score(old["mutants"], old["label"], old["rev"], old["seconds"], load_equivalent())
+        res["sample"] = old.get("sample", 1.0)
+        tmp = args.rescore.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+        tmp.replace(args.rescore)
+        print_report(res)
+        return 0
     rev = args.rev
     if rev != "WORKTREE":
         rev = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True,
@@ -358,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         db = work / "session.sqlite"
         sh(["cosmic-ray", "init", str(cfg), str(db)], copies[0])
         sh(["cr-filter-operators", str(db), str(cfg)], copies[0])
-        if args.sample < 1:
+        if args.recheck:
+            old = json.loads(args.recheck.read_text())
+            keep = {(m["module"], "core/" + m["operator"], m["occurrence"]) for m in old["mutants"]
+                    if m["outcome"] == "survived" and not m.get("equivalent")}
+            take_sample(db, 1.0, keep)
+        elif args.sample < 1:
             take_sample(db, args.sample)
         workers = []
         for c, p in zip(copies, ports, strict=True):

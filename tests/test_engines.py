@@ -158,3 +158,17 @@ def test_contention_step_slows_every_stage(engine):
     assert alone.mean() > 0.9
     np.testing.assert_allclose((b.finish - b.dispatch)[alone], 1.5 * (a.finish - a.dispatch)[alone],
                                rtol=1e-9)
+
+
+def test_closed_loop_round_robin_alternates_replicas():
+    # Closed loop runs on the reference engine, which routes each new request itself.
+    policy = make_policy(POLICIES[0]).fit(TRACE)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
+    for replicas in (2, 3):
+        res = simulate(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=replicas,
+                                                        routing="round_robin"),
+                       WorkloadConfig(kind="closed", clients=6, think_ms=0.5),
+                       RunConfig(requests=300, replications=1))
+        assert res.engine == "reference"
+        rec = res.records[0]
+        assert rec.replica.tolist() == [i % replicas for i in range(300)]

@@ -162,3 +162,19 @@ def test_none_pays_handoffs_and_no_checks(engine):
     # 2.1 + 1.3 + 0.035 + 1.3 + 0.035 + 1.3 + 0.5 = 6.57 for the whole batch;
     # batch 2: 12.1 + 1.1 + 0.025 + 1.1 + 0.025 + 1.1 + 0.5 = 15.95.
     assert rec.finish * 1000 == pytest.approx([6.57, 6.57, 6.57, 15.95], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_replica_that_gets_no_request_does_not_stop_the_others(engine):
+    # Three replicas with their own queues; the routing sends nothing to replica 1.
+    from helpers import fixed_plan
+
+    server = ServerConfig(max_batch=4, max_wait_ms=2.0, exit_mode="none", replicas=3,
+                          routing="random")
+    svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False, False)
+    plan = fixed_plan(TRACE, Oracle().fit(TRACE), svc, server, [0.0, 0.5], [0, 1])
+    plan.routes = np.array([0, 2])
+    rec, _ = run_plan(plan, engine)
+    # Each alone, at its own 2 ms deadline: + 0.1 + 3 x 1.1 + 0.5 = 3.9 ms of service.
+    assert rec.replica.tolist() == [0, 2]
+    assert rec.finish * 1000 == pytest.approx([5.9, 6.4], abs=1e-9)

@@ -125,3 +125,18 @@ def test_combine_mean_and_student_t_interval():
     assert two["x"]["ci95"] == pytest.approx(12.706204736174698, rel=1e-9)
     one = combine([{"x": 5.0}])
     assert one["x"]["mean"] == 5.0 and math.isnan(one["x"]["ci95"])
+
+
+def test_window_edges_and_single_sample_stages():
+    # Two requests; the measured window starts at the first arrival (0), where a batch is
+    # dispatched at once (max_wait 0): it counts. Its stages ran at sizes 2, 1, 1.
+    rec = records(arrival=[0.0, 1e-3], dispatch=[0.0, 2e-3], finish=[2e-3, 5e-3], sample=[0, 1],
+                  exit_=[2, 1], batch_dispatch=[0.0, 2e-3], batch_finish=[2e-3, 5e-3],
+                  batch_sizes=[[1, 1, 1], [1, 1, 0]], batch=[0, 1])
+    out = summarize_run(rec, TRACE, 0.0, None, 1)
+    assert out["batch_time_mean_ms"] == pytest.approx((2 + 3) / 2)
+    assert out["batch_size_stage_2"] == pytest.approx(1.0)
+    assert out["batch_size_stage_1"] == pytest.approx(1.0)
+    # Busy 2 + 3 = 5 ms of a 5 ms window on one replica.
+    assert out["utilisation"] == pytest.approx(1.0)
+    assert out["wait_mean_ms"] == pytest.approx(0.5)

@@ -64,6 +64,7 @@ def test_rate_scale_divides_times_and_missing_ids_are_drawn(tmp_path):
 @pytest.mark.parametrize("frame, field, words", [
     ({"arrival_s": [0.0, 0.2, 0.1]}, "arrival_s", "not sorted: row 2 (0.1) comes before row 1"),
     ({"arrival_s": [-0.1, 0.2]}, "arrival_s", "row 0: -0.1 is not a time >= 0"),
+    ({"arrival_s": [-0.1, -0.2]}, "arrival_s", "row 0: -0.1 is not a time >= 0"),
     ({"arrival_s": [0.0, float("nan")]}, "arrival_s", "row 1"),
     ({"arrival_s": []}, "arrival_s", "no requests"),
     ({"time": [0.0]}, "arrival_s", "column missing"),
