@@ -238,3 +238,29 @@ def test_softmax_with_nan_or_negative_entries_is_rejected():
     bad[1, 0] = [1.0005, -0.0005]
     with pytest.raises(InputError, match="probability vectors"):
         validate_trace(dataclasses.replace(tr, softmax=bad))
+
+
+def test_tolerance_does_not_split_a_tie_below_the_top():
+    # Scores 0.9, 0.8, 0.8, 0.7 with the second 0.8 wrong; the full model is always right (T = 1).
+    # Cutting between the two 0.8s would take only right answers, but a threshold cannot.
+    conf = np.array([[0.9, 1], [0.8, 1], [0.8, 1], [0.7, 1]], dtype=float)
+    correct = np.array([[1, 1], [1, 1], [0, 1], [1, 1]], dtype=bool)
+    assert from_tolerance(conf, correct, 100).tolist() == [0.9]
+
+
+def test_pame_reports_its_saving():
+    tr = crafted_trace([[True, True, True]] * 32, n_val=32)
+    pol = PAME(100, affine_profile(3, range(1, 9)), max_batch=8, tail_tolerance_pct=25).fit(tr)
+    # 2.4 ms against 6.0 ms without exits: 60 % saved.
+    assert pol.report_["latency_saving_pct"] == pytest.approx(100 * (1 - 2.4 / 6.0))
+
+
+def test_softmax_must_match_maxprob():
+    meta = {"model_id": "m", "dataset": "synthetic", "exit_names": ["a", "b"],
+            "exit_positions": [1, 2], "produced_by": {"command": "tests"}, "synthetic": True}
+    sm = np.array([[[0.9, 0.1], [0.8, 0.2]], [[0.3, 0.7], [0.6, 0.4]]])
+    tr = make_trace(np.zeros(2, dtype=int), np.ones(2, dtype=np.uint8), sm, meta)
+    off = tr.maxprob.copy()
+    off[0, 0] = 0.85  # softmax says 0.9
+    with pytest.raises(InputError, match="does not match maxprob"):
+        validate_trace(dataclasses.replace(tr, maxprob=off))

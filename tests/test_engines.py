@@ -172,3 +172,12 @@ def test_closed_loop_round_robin_alternates_replicas():
         assert res.engine == "reference"
         rec = res.records[0]
         assert rec.replica.tolist() == [i % replicas for i in range(300)]
+
+
+def test_closed_loop_random_routing_stays_on_real_replicas():
+    policy = make_policy(POLICIES[0]).fit(TRACE)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
+    res = simulate(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=3, routing="random"),
+                   WorkloadConfig(kind="closed", clients=6, think_ms=0.5),
+                   RunConfig(requests=600, replications=1))
+    assert sorted(np.unique(res.records[0].replica).tolist()) == [0, 1, 2]
