@@ -4,7 +4,8 @@ It reads which lines the mutant changed (``git diff -U0`` against the copy's com
 the tests that execute those lines in the coverage map ``.mutation/map.json`` written by
 ``mutation.py``, and runs just those, fastest first, stopping at the first failure. A mutant on
 a line no test executes survives without running anything (reported as "not covered").
-Module-level lines (run at import, not inside any test) run every test that touches the file.
+Module-level lines (run at import, not inside any test: constants, defaults, class bodies) run
+every test, since any test may read them.
 
 Exit 0: the mutant survived; non-zero: killed.
 
@@ -56,7 +57,8 @@ def selected_tests(cov: dict, changed: dict[str, set[int]]) -> list[str]:
             if str(ln) in info["lines"]:
                 chosen.update(info["lines"][str(ln)])
             elif str(ln) in info["import_lines"]:
-                chosen.update(info["touching"])
+                # Run at import (constants, defaults, class bodies): any test may read it.
+                chosen.update(range(len(tests)))
     return [tests[i][0] for i in sorted(chosen, key=lambda i: (tests[i][1], i))]
 
 

@@ -264,3 +264,24 @@ def test_softmax_must_match_maxprob():
     off[0, 0] = 0.85  # softmax says 0.9
     with pytest.raises(InputError, match="does not match maxprob"):
         validate_trace(dataclasses.replace(tr, maxprob=off))
+
+
+def test_profiles_are_frozen_and_know_their_kinds(tmp_path):
+    prof = affine_profile(2, range(1, 3))
+    assert prof.has("segment") and prof.has("compact") and not prof.has("check")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prof.rows = []
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"format": "something-else", "version": 2, "meta": {}, "rows": []}))
+    from offramp.profiling.format import load_profile
+
+    with pytest.raises(InputError, match="field 'format'"):
+        load_profile(f)
+
+
+def test_contention_factor_may_speed_up_but_not_be_zero():
+    from offramp.sim.config import ContentionStep
+
+    assert ContentionStep(at_s=0.0, factor=0.5).factor == 0.5
+    with pytest.raises(ValidationError, match="factor"):
+        ContentionStep(at_s=0.0, factor=0.0)
