@@ -204,6 +204,18 @@ def take_sample(db: Path, fraction: float, only: set | None = None) -> None:
         work.close()
 
 
+def merge_recheck(old: dict, new: dict) -> dict:
+    """The earlier results with the rechecked survivors' new outcomes (same sources)."""
+    key = lambda m: (m["module"], m["operator"], m["occurrence"])  # noqa: E731
+    again = {key(m): m for m in new["mutants"]}
+    mutants = [again.get(key(m), m) for m in old["mutants"]]
+    res = score(mutants, new["label"], f"{old['rev']} rechecked at {new['rev']}",
+                old["seconds"] + new["seconds"], load_equivalent())
+    res.update(sample=old.get("sample", 1.0), recheck_seconds=new["seconds"],
+               rechecked=len(again))
+    return res
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -421,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("mutation: cosmic-ray exec failed")
         res = report(copies[0], db, args.label, rev, time.time() - t0)
         res["sample"] = args.sample
+        if args.recheck:
+            res = merge_recheck(json.loads(args.recheck.read_text()), res)
     finally:
         for proc in procs:
             proc.terminate()
