@@ -83,8 +83,11 @@ BUGS = [
      'if r["p99_ms"] <= r["p50_ms"]:', "test_validators"),
     ("profile-compact-last-exit", "profiling/format.py", '"compact": k_exits - 1,',
      '"compact": k_exits,', "test_validators"),
-    ("littles-law-finish-a-stage-early", "sim/fast.py", "[kept[e] - 1 if e >= 0 else -1",
-     "[kept[e] - 2 if e >= 0 else -1", "test_queueing::test_littles_law"),
+    ("littles-law-finish-a-stage-early", "sim/fast.py",
+     "            t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n            if leave >= 0:\n"
+     "                ends[leave] = t\n",
+     "            if leave >= 0:\n                ends[leave] = t\n"
+     "            t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n", "test_queueing::test_littles_law"),
     ("oracle-bound-budget-slack", "policies/oracle_lp.py", "cost <= budget_ms]",
      "cost <= budget_ms * 1.05]", "test_policies_bound"),
     ("registry-drops-cost-batch", "policies/registry.py", "costs = exit_costs(latency, cfg.cost_batch)",
@@ -96,7 +99,7 @@ BUGS = [
     ("keep-compacts", "profiling/stages.py", 'if mode == "shrink" and going_on < active:',
      "if going_on < active:", "test_hand_traced::test_keep_pays_checks_and_handoffs"),
     ("check-at-last-exit", "profiling/stages.py", "    if hi < n_exits - 1:\n",
-     "    if hi <= n_exits - 1:\n", "test_hand_traced::test_shrink_pays_checks_and_compaction"),
+     "    if hi <= n_exits - 1:\n", "test_stages"),
     ("examples-keep-shrinks-in-reference", "sim/reference.py",
      "steps = batch_steps(mode, size, plan.policy.active_exits(k_exits).tolist())",
      "steps = batch_steps(\"shrink\" if mode == \"keep\" else mode, size, "
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         c.mkdir()
         mutation.make_copy(c, args.rev)
     # The coverage map covers every module a bug touches.
-    mutation.CORE["extra"] = ["analysis/cmd_traces.py"]
+    mutation.CORE["extra"] = ["analysis/cmd_traces.py", "profiling/stages.py"]
     mutation.SKIP_TESTS.remove("test_cmd_traces.py")
     cov = mutation.coverage_map(copies[0])
     for c in copies:

@@ -285,3 +285,51 @@ def test_contention_factor_may_speed_up_but_not_be_zero():
     assert ContentionStep(at_s=0.0, factor=0.5).factor == 0.5
     with pytest.raises(ValidationError, match="factor"):
         ContentionStep(at_s=0.0, factor=0.0)
+
+
+def test_more_bounds_and_messages():
+    from offramp.policies.costs import as_latency_model
+    from offramp.policies.registry import build_policy, make_policy
+
+    for field, bad in (("accuracy_target", 0.0), ("latency_target_ms", 0.0),
+                       ("tail_tolerance_pct", -1.0)):
+        with pytest.raises(ValidationError, match=field):
+            PolicyConfig(name="none", **{field: bad})
+    # Two misplaced fields: the message names the first (sorted).
+    with pytest.raises(InputError, match="gati takes no patience"):
+        make_policy(PolicyConfig(name="gati", tolerance_pct=99, patience=2))
+    prof = affine_profile(4, range(1, 33), model_id="synthetic-net")
+    assert build_policy(PolicyConfig(name="pame", tolerance_pct=98), TRACE, prof).max_batch == 32
+    with pytest.raises(InputError, match=r"0\.\.3"):
+        StaticExit(7).fit(TRACE).exit_index(TRACE, [0])
+    bucketed = LatencyModel(prof, [4, 32])
+    assert as_latency_model(bucketed).engine_sizes == [4, 32]
+    assert as_latency_model(bucketed, [8, 32]).engine_sizes == [8, 32]
+    with pytest.raises(InputError) as two:
+        parse_config({"server": {"max_batch": 0, "replicas": 0}}, "s.yaml")
+    assert "field 'server.max_batch'" in str(two.value)
+
+
+@pytest.mark.parametrize("tau", [0, 100.5])
+def test_pame_tolerance_bounds(tau):
+    tr = crafted_trace([[True, True, True]] * 16, n_val=8)
+    with pytest.raises(InputError, match="tolerance_pct"):
+        PAME(tau, affine_profile(3, range(1, 9)), max_batch=8).fit(tr)
+
+
+def test_pame_reports_val_relative_accuracy():
+    tr = crafted_trace([[True, True, True]] * 32, n_val=32)
+    pol = PAME(100, affine_profile(3, range(1, 9)), max_batch=8, tail_tolerance_pct=25).fit(tr)
+    assert pol.report_["val_relative_accuracy_pct"] == pytest.approx(100.0)
+
+
+def test_saved_arrivals_have_exactly_the_two_columns(tmp_path):
+    import pandas as pd
+
+    from offramp.sim.workload import save_arrivals
+
+    for name in ("a.csv", "a.parquet"):
+        path = save_arrivals(tmp_path / name, np.array([0.0, 0.25]), np.array([3, 4]))
+        frame = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
+        assert frame.columns.tolist() == ["arrival_s", "sample_id"]
+        assert frame["arrival_s"].tolist() == [0.0, 0.25]
