@@ -333,3 +333,19 @@ def test_saved_arrivals_have_exactly_the_two_columns(tmp_path):
         frame = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
         assert frame.columns.tolist() == ["arrival_s", "sample_id"]
         assert frame["arrival_s"].tolist() == [0.0, 0.25]
+
+
+def test_tolerance_fits_an_exit_with_a_single_sample_left():
+    # Exit 0 takes the first sample; exit 1 then has one sample, right there: it takes it.
+    conf = np.array([[0.9, 0.5, 1.0], [0.1, 0.9, 1.0]])
+    correct = np.array([[1, 1, 1], [0, 1, 1]], dtype=bool)
+    assert from_tolerance(conf, correct, 100).tolist() == [0.9, 0.9]
+
+
+def test_patience_tolerance_is_a_percentage_of_the_full_model():
+    # 199 samples settle at once and are right; one flips 0,1,1,0 (wrong at patience 1, exit 2).
+    # Patience 1 keeps 199/200 = 99.5 % of the full model: enough for τ = 99.5, not for 100.
+    rows = [[True] * 4] * 199 + [[True, False, False, True]]
+    tr = crafted_trace(rows * 2, n_val=200)
+    assert Patience(tolerance_pct=100).fit(tr).patience_ == 2
+    assert Patience(tolerance_pct=99.5).fit(tr).patience_ == 1
