@@ -1,4 +1,5 @@
-"""Run every shipped example study in full and print a SHA-256 of each run's requests.parquet.
+"""Run every shipped example study in full (and one short study per other policy) and print a
+SHA-256 of each run's requests.parquet (and of a stateful policy's history).
 
     .venv/bin/python benchmarks/examples_digest.py [-o benchmarks/results/examples-LABEL.json]
 
@@ -19,16 +20,48 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Besides the shipped examples: one short study per policy not in them (same shipped data).
+POLICY_STUDIES = {
+    "none-keep": {"name": "none"},
+    "static": {"name": "static:1"},
+    "maxprob-budget": {"name": "maxprob", "budget_ms": 0.8},
+    "entropy-fractions": {"name": "entropy", "fractions": [0.5, 0.2, 0.2, 0.1]},
+    "oracle": {"name": "oracle"},
+    "oracle-budget": {"name": "oracle", "budget_ms": 0.8},
+    "patience": {"name": "patience", "patience": 2},
+    "eenet": {"name": "eenet", "budget_ms": 0.8, "n_fits": 1, "epochs": 20},
+    "gati": {"name": "gati", "accuracy_target": 0.9},
+    "pame": {"name": "pame", "tolerance_pct": 98},
+}
+
+
+def _policy_study(policy: dict) -> str:
+    import yaml
+
+    mode = "keep" if policy["name"] == "none" else "shrink"
+    return yaml.safe_dump({"workload": {"rate_rps": 1200}, "server": {"exit_mode": mode},
+                           "policy": policy, "slo": {"latency_ms": 20},
+                           "run": {"requests": 4000, "replications": 2}})
+
+
 def digests() -> dict[str, str]:
     from offramp.analysis.cli import main as cli
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted((REPO / "examples").glob("*.yaml")):
-            dest = Path(tmp) / path.stem
+        studies = sorted((REPO / "examples").glob("*.yaml"))
+        for name, policy in POLICY_STUDIES.items():
+            studies.append(Path(tmp) / f"policy-{name}.yaml")
+            studies[-1].write_text(_policy_study(policy))
+        for path in studies:
+            dest = Path(tmp) / "runs" / path.stem
             if cli(["simulate", str(path), "-o", str(dest), "--json"]) != 0:
                 sys.exit(f"examples_digest: {path.name} failed")
             out[path.name] = hashlib.sha256((dest / "requests.parquet").read_bytes()).hexdigest()
+            summary = json.loads((dest / "summary.json").read_text())
+            if summary.get("policy_history"):
+                out[path.name + ":policy_history"] = hashlib.sha256(
+                    json.dumps(summary["policy_history"]).encode()).hexdigest()
     return out
 
 
