@@ -13,7 +13,7 @@ from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig
-from .resolve import build_service, fit_policy, load_study_profile, load_study_trace
+from .resolve import build_scenario, build_service, load_study_profile, load_study_trace
 
 HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "agreement",
             "utilisation", "slo_attainment", "batch_size_stage_0"]
@@ -37,9 +37,7 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
         for section, fields in variant.items():
             data[section] = {**data[section], **fields}
         cfg = StudyConfig.model_validate(data)
-        profile = load_study_profile(cfg, trace, base)
-        res = simulate(trace, fit_policy(cfg, trace, profile, base), build_service(cfg, trace, profile),
-                       cfg.server, cfg.workload, cfg.run, cfg.slo.latency_ms)
+        res = simulate(build_scenario(cfg, trace, base), cfg.run)
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
                                "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode,
                                "rate_rps": cfg.workload.rate_rps, "engine": res.engine}

@@ -10,7 +10,9 @@ from offramp.policies.table import load_policy
 from offramp.profiling.format import LatencyProfile, check_profile_matches, load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.shipped import shipped_profile_path
+from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
+from offramp.sim.workload import workload_from
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace, load_trace
 
@@ -90,3 +92,14 @@ def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | Non
     policy_cfg = PolicyConfig.model_validate(cfg.policy.model_dump(exclude={"from_file"}))
     latency = LatencyModel(profile, cfg.server.engine_sizes) if profile is not None else None
     return build_policy(policy_cfg, trace, latency, cfg.server, "val")
+
+
+def build_scenario(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> Scenario:
+    """The frozen scenario a study serves: its profile's stage tables, the policy fitted on
+    val, the server and the workload (a replay path relative to ``base``)."""
+    cfg = resolve_workload(cfg, base)
+    profile = load_study_profile(cfg, trace, base)
+    service = build_service(cfg, trace, profile)
+    policy = fit_policy(cfg, trace, profile, base)
+    return Scenario(trace=trace, policy=policy, service=service, server=cfg.server,
+                    workload=workload_from(cfg.workload), slo_ms=cfg.slo.latency_ms)

@@ -24,13 +24,7 @@ from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig
-from .resolve import (
-    build_service,
-    fit_policy,
-    load_study_profile,
-    load_study_trace,
-    resolve_workload,
-)
+from .resolve import build_scenario, load_study_trace, resolve_workload
 
 
 @dataclass
@@ -45,12 +39,9 @@ def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> Stud
     """Load inputs, fit the policy on val, simulate every replication."""
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
-    profile = load_study_profile(cfg, trace, base)
-    service = build_service(cfg, trace, profile)
-    policy = fit_policy(cfg, trace, profile, base)
-    result = simulate(trace, policy, service, cfg.server, cfg.workload, cfg.run,
-                      cfg.slo.latency_ms, progress)
-    return StudyOutput(cfg, trace, result, policy.get_params())
+    scenario = build_scenario(cfg, trace, base)
+    result = simulate(scenario, cfg.run, progress)
+    return StudyOutput(cfg, trace, result, scenario.policy.get_params())
 
 
 def requests_frame(out: StudyOutput) -> pd.DataFrame:

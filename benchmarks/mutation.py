@@ -43,7 +43,7 @@ PACKAGES = ["traces", "profiling", "policies", "sim", "analysis"]
 # Group -> modules mutated. "summaries" are the run metrics; the validators are the input checks.
 CORE = {
     "sim": ["sim/fast.py", "sim/reference.py", "sim/service.py", "sim/workload.py",
-            "sim/runner.py", "sim/plan.py", "profiling/stages.py"],
+            "sim/runner.py", "sim/records.py", "sim/scenario.py", "profiling/stages.py"],
     "summaries": ["sim/metrics.py"],
     "policies": ["policies/base.py", "policies/baselines.py", "policies/confidence.py",
                  "policies/thresholds.py", "policies/costs.py", "policies/pame.py",

@@ -101,9 +101,9 @@ BUGS = [
     ("check-at-last-exit", "profiling/stages.py", "    if hi < n_exits - 1:\n",
      "    if hi <= n_exits - 1:\n", "test_stages"),
     ("examples-keep-shrinks-in-reference", "sim/reference.py",
-     "steps = batch_steps(mode, size, plan.policy.active_exits(k_exits).tolist())",
+     "steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())",
      "steps = batch_steps(\"shrink\" if mode == \"keep\" else mode, size, "
-     "plan.policy.active_exits(k_exits).tolist())", "test_examples"),
+     "sc.policy.active_exits(k_exits).tolist())", "test_examples"),
     ("replay-ignores-rate-scale", "sim/workload.py", "arr = rec.arrival_s / cfg.rate_scale",
      "arr = rec.arrival_s", "test_replay"),
     ("show-any-as-all", "analysis/cmd_traces.py", "trace.correct[idx].any(axis=1).mean()",

@@ -22,8 +22,10 @@ from offramp.policies import PolicyConfig, make_policy  # noqa: E402
 from offramp.profiling.latency import LatencyModel  # noqa: E402
 from offramp.profiling.stages import no_exit  # noqa: E402
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig  # noqa: E402
-from offramp.sim.runner import make_plan, run_plan  # noqa: E402
+from offramp.sim.runner import run_replication  # noqa: E402
+from offramp.sim.scenario import Scenario, draw_replication  # noqa: E402
 from offramp.sim.service import ServiceTimes  # noqa: E402
+from offramp.sim.workload import workload_from  # noqa: E402
 
 
 def inputs():
@@ -58,10 +60,10 @@ def main() -> None:
     server = ServerConfig(max_batch=32, max_wait_ms=1000 * full_batch_s / 4, exit_mode="shrink")
     out = {}
     for engine, n in (("fast", args.requests), ("reference", args.reference_requests)):
-        plan = make_plan(trace, policy, svc, server, WorkloadConfig(rate_rps=rate),
-                         RunConfig(requests=n), np.random.SeedSequence(0))
+        scenario = Scenario(trace, policy, svc, server, workload_from(WorkloadConfig(rate_rps=rate)))
+        rep = draw_replication(scenario, RunConfig(requests=n), np.random.SeedSequence(0))
         t0 = time.perf_counter()
-        rec, _ = run_plan(plan, engine)
+        rec, _ = run_replication(scenario, rep, engine)
         dt = time.perf_counter() - t0
         out[engine] = (n / dt, dt, n, rec.batch_sizes[:, 0].mean())
     print(f"inputs: {what}; {k_exits} exits, shrink, max_batch 32, rate {rate:.0f} req/s")

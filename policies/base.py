@@ -71,22 +71,46 @@ class ExitPolicy:
         return f"{type(self).__name__}({params})"
 
 
-class StatefulPolicy(ExitPolicy):
-    """A policy that watches the running system (e.g. Dynamic-OFA's runtime manager).
+class Controller:
+    """The run-time state of a stateful policy in one run (a fitted policy never changes).
 
-    The simulator's reference engine calls ``reset`` once per run, ``begin_batch`` when a
+    The simulator's reference engine (and the real serving loop) calls ``begin_batch`` when a
     replica dispatches a batch (the returned seconds stall the replica first, e.g. the cost of
-    a switch), ``decide`` at every exit, and ``observe`` for every completed request.
+    a switch), ``decide`` at every exit, and ``observe`` for every completed request;
+    ``history`` is what the run reports back. These defaults decide as the policy does and
+    change nothing.
     """
 
-    is_static = False
-
-    def reset(self, n_replicas: int) -> None:
-        """Forget run-time state before a new run."""
+    def __init__(self, policy: ExitPolicy):
+        self.policy = policy
+        self.history: list = []
 
     def begin_batch(self, now_s: float, replica: int) -> float:
         """Seconds the replica stalls before this batch (0 unless a switch is pending)."""
         return 0.0
 
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
+        """For samples of this batch that reached exit k: which exit here."""
+        return self.policy.decide(trace, k, samples)
+
     def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
         """One request finished ``latency_s`` after it arrived."""
+
+
+class StatefulPolicy(ExitPolicy):
+    """A policy that watches the running system (e.g. Dynamic-OFA's runtime manager).
+
+    Its fitted object is shared by every run; each run asks it for a fresh
+    :meth:`controller`, which holds everything that changes while the run goes on.
+    """
+
+    is_static = False
+
+    def controller(self, n_replicas: int) -> Controller:
+        """A fresh controller for one run on ``n_replicas`` replicas."""
+        self._check_fitted_any()
+        return Controller(self)
+
+    def _check_fitted_any(self) -> None:
+        if not hasattr(self, "n_exits_"):
+            raise RuntimeError(f"policy {self.name!r} is not fitted; call fit(trace) first")

@@ -17,7 +17,9 @@ per replica): one current level, one window of the latencies of requests finishe
   after the switch (``begin_batch``). The new level decides from the next batch dispatched
   anywhere on; batches already running finish with the level they started with.
 
-``history_`` lists (time in s, level) of every switch, starting with (0, initial level).
+The fitted :class:`DynamicOFA` holds only the levels and their val accuracies and never
+changes; each run gets its own :class:`ManagerRun` (``controller(n_replicas)``), whose
+``history`` lists (time in s, level) of every switch, starting with (0, initial level).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
-from .base import ExitPolicy, StatefulPolicy
+from .base import Controller, ExitPolicy, StatefulPolicy
 
 
 class DynamicOFA(StatefulPolicy):
@@ -77,69 +79,16 @@ class DynamicOFA(StatefulPolicy):
             self.level_accuracy_.append(float(trace.correct[ids, exits].mean()))
         self.start_level_ = start
         super().fit(trace, split)
-        self.reset(1)
         return self
 
-    def reset(self, n_replicas: int) -> None:
-        self.level_ = self.active_ = self.start_level_
-        self.loaded_ = [self.start_level_] * n_replicas
-        self.history_: list[tuple[float, int]] = [(0.0, self.start_level_)]
-        self._recent: deque[float] = deque(maxlen=self.window)
-        self._seen = 0
-        self._rose = False
-        self._locked_until = -np.inf
-
-    def begin_batch(self, now_s: float, replica: int) -> float:
-        self.active_ = self.level_
-        if self.loaded_[replica] != self.level_:
-            self.loaded_[replica] = self.level_
-            return self.switch_cost_ms / 1000.0
-        return 0.0
-
-    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
-        return self.levels[self.active_].decide(trace, k, samples)
-
     def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
-        return self.levels[self.active_].exit_mask(trace, samples)
+        """Outside a run the manager decides as its initial level."""
+        return self.levels[self.start_level_].exit_mask(trace, samples)
 
-    def window_mean_ms(self) -> float:
-        """Mean of the current window without outliers (NaN until the window is full)."""
-        if len(self._recent) < self.window:
-            return float("nan")
-        x = np.sort(np.array(self._recent))
-        trim = self.trim if self.trim is not None else (max(1, self.window // 10)
-                                                        if self.window >= 3 else 0)
-        if 0 < trim and 2 * trim < x.size:
-            x = x[trim:-trim]
-        return float(x.mean())
-
-    def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
-        self._seen += 1
-        if self._rose and self._seen > self.warmup + 2 * self.window:
-            self._rose = False
-        if self._seen <= self.warmup:
-            return
-        self._recent.append(latency_s * 1000.0)
-        mean = self.window_mean_ms()
-        if np.isnan(mean):
-            return
-        if mean > self.latency_target_ms:
-            if self.level_ > 0:
-                if self.lock and self._rose:
-                    self._locked_until = now_s + self.hold_s
-                self._switch(self.level_ - 1, now_s, rose=False)
-            return
-        if (self.level_ < len(self.levels) - 1 and self._seen >= self.up_after
-                and self.level_accuracy_[self.level_] < self.accuracy_target
-                and now_s >= self._locked_until):
-            self._switch(self.level_ + 1, now_s, rose=True)
-
-    def _switch(self, level: int, now_s: float, rose: bool) -> None:
-        self.level_ = level
-        self.history_.append((float(now_s), level))
-        self._recent.clear()
-        self._seen = 0
-        self._rose = rose
+    def controller(self, n_replicas: int) -> ManagerRun:
+        """The manager's state for one run: level, window, lock and switch history."""
+        self._check_fitted_any()
+        return ManagerRun(self, n_replicas)
 
     def get_params(self) -> dict[str, Any]:
         return {"name": self.name, "levels": [lvl.get_params() for lvl in self.levels],
@@ -147,3 +96,69 @@ class DynamicOFA(StatefulPolicy):
                 "accuracy_target": self.accuracy_target, "window": self.window,
                 "warmup": self.warmup, "up_after": self.up_after,
                 "switch_cost_ms": self.switch_cost_ms, "lock": self.lock, "hold_s": self.hold_s}
+
+
+class ManagerRun(Controller):
+    """One run of the manager: current level, the level each replica runs, the latency window,
+    the lock, and ``history`` (time in s, level) of every switch from (0, initial level)."""
+
+    def __init__(self, policy: DynamicOFA, n_replicas: int):
+        super().__init__(policy)
+        self.m = policy
+        self.level = self.active = policy.start_level_
+        self.loaded = [policy.start_level_] * n_replicas
+        self.history: list[tuple[float, int]] = [(0.0, policy.start_level_)]
+        self._recent: deque[float] = deque(maxlen=policy.window)
+        self._seen = 0
+        self._rose = False
+        self._locked_until = -np.inf
+
+    def begin_batch(self, now_s: float, replica: int) -> float:
+        self.active = self.level
+        if self.loaded[replica] != self.level:
+            self.loaded[replica] = self.level
+            return self.m.switch_cost_ms / 1000.0
+        return 0.0
+
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
+        return self.m.levels[self.active].decide(trace, k, samples)
+
+    def window_mean_ms(self) -> float:
+        """Mean of the current window without outliers (NaN until the window is full)."""
+        m = self.m
+        if len(self._recent) < m.window:
+            return float("nan")
+        x = np.sort(np.array(self._recent))
+        trim = m.trim if m.trim is not None else (max(1, m.window // 10) if m.window >= 3 else 0)
+        if 0 < trim and 2 * trim < x.size:
+            x = x[trim:-trim]
+        return float(x.mean())
+
+    def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
+        m = self.m
+        self._seen += 1
+        if self._rose and self._seen > m.warmup + 2 * m.window:
+            self._rose = False
+        if self._seen <= m.warmup:
+            return
+        self._recent.append(latency_s * 1000.0)
+        mean = self.window_mean_ms()
+        if np.isnan(mean):
+            return
+        if mean > m.latency_target_ms:
+            if self.level > 0:
+                if m.lock and self._rose:
+                    self._locked_until = now_s + m.hold_s
+                self._switch(self.level - 1, now_s, rose=False)
+            return
+        if (self.level < len(m.levels) - 1 and self._seen >= m.up_after
+                and m.level_accuracy_[self.level] < m.accuracy_target
+                and now_s >= self._locked_until):
+            self._switch(self.level + 1, now_s, rose=True)
+
+    def _switch(self, level: int, now_s: float, rose: bool) -> None:
+        self.level = level
+        self.history.append((float(now_s), level))
+        self._recent.clear()
+        self._seen = 0
+        self._rose = rose

@@ -15,22 +15,24 @@ import numpy as np
 
 from offramp.profiling.stages import batch_plan
 
-from .plan import Plan, RunRecords, number_batches
+from .records import RunRecords, number_batches
+from .scenario import Replication, Scenario
+from .workload import ClosedLoop
 
 
-def supports(plan: Plan) -> str | None:
-    """None if the fast engine can run this plan, else the reason it cannot."""
-    if not plan.policy.is_static:
-        return f"policy {plan.policy.name!r} is stateful"
-    if plan.workload.kind == "closed":
+def supports(scenario: Scenario) -> str | None:
+    """None if the fast engine can run this scenario, else the reason it cannot."""
+    if not scenario.policy.is_static:
+        return f"policy {scenario.policy.name!r} is stateful"
+    if isinstance(scenario.workload, ClosedLoop):
         return "closed-loop workloads depend on completions"
-    if plan.server.routing == "jsq":
+    if scenario.server.routing == "jsq":
         return "join-shortest-queue routing depends on server state"
     return None
 
 
-def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[int],
-                 out: dict[str, list]) -> None:
+def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
+                 servers: list[int], out: dict[str, list]) -> None:
     """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
 
     A free server takes the next batch at d = max(free, min(a[i+B-1], a[i] + max_wait)):
@@ -38,7 +40,7 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     Stage times are added in the same order as the reference engine adds them, so both give
     the same floating-point timestamps.
     """
-    svc, srv = plan.service, plan.server
+    svc, srv = scenario.service, scenario.server
     big_b, wait, mode = srv.max_batch, srv.max_wait_ms / 1000.0, srv.exit_mode
     k_exits = svc.n_exits
     n = len(arr)
@@ -48,8 +50,8 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
     reach_early = reach if mode != "none" else []
     base, sig = svc.base, svc.sigma
     slow = srv.slowdown()
-    active = tuple(bool(a) for a in plan.policy.active_exits(k_exits))
-    noise = plan.noise
+    active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
+    noise = rep.noise
     _exp, _bisect = exp, bisect_right
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
@@ -118,26 +120,27 @@ def _serve_queue(plan: Plan, arr: list[float], exits: np.ndarray, servers: list[
         i = j
 
 
-def run_fast(plan: Plan) -> RunRecords:
-    """Simulate an open-loop plan with a static policy."""
-    reason = supports(plan)
+def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
+    """Simulate one open-loop replication with a static policy."""
+    reason = supports(scenario)
     if reason:
         raise ValueError(f"fast engine cannot run this study: {reason}")
-    k_exits = plan.trace.n_exits
-    arrivals, samples = plan.arrivals, plan.samples
+    trace, policy, server = scenario.trace, scenario.policy, scenario.server
+    k_exits = trace.n_exits
+    arrivals, samples = rep.requests.times, rep.requests.samples
     n = arrivals.size
-    if plan.server.exit_mode == "none":
+    if server.exit_mode == "none":
         exits = np.full(n, k_exits - 1, dtype=np.int64)
     else:
-        exits = plan.policy.exit_index(plan.trace, samples).astype(np.int64)
-        if not plan.policy.active_exits(k_exits)[exits].all():
-            raise ValueError(f"policy {plan.policy.name!r} exits samples at a disabled exit head")
+        exits = policy.exit_index(trace, samples).astype(np.int64)
+        if not policy.active_exits(k_exits)[exits].all():
+            raise ValueError(f"policy {policy.name!r} exits samples at a disabled exit head")
     groups: list[tuple[np.ndarray, list[int]]] = []
-    if plan.server.routing == "shared" or plan.server.replicas == 1:
-        groups.append((np.arange(n), list(range(plan.server.replicas))))
+    if server.routing == "shared" or server.replicas == 1:
+        groups.append((np.arange(n), list(range(server.replicas))))
     else:
-        for r in range(plan.server.replicas):
-            groups.append((np.flatnonzero(plan.routes == r), [r]))
+        for r in range(server.replicas):
+            groups.append((np.flatnonzero(rep.routes == r), [r]))
     dispatch = np.empty(n)
     finish = np.empty(n)
     replica = np.empty(n, dtype=np.int64)
@@ -148,7 +151,7 @@ def run_fast(plan: Plan) -> RunRecords:
         if idx.size == 0:
             continue
         start = len(cols["size"])
-        _serve_queue(plan, arrivals[idx].tolist(), exits[idx], servers, cols)
+        _serve_queue(scenario, rep, arrivals[idx].tolist(), exits[idx], servers, cols)
         stop = len(cols["size"])
         # Batches take the queue in FIFO order, so they cover idx consecutively.
         which = np.repeat(np.arange(stop - start), cols["size"][start:stop])

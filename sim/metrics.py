@@ -10,7 +10,7 @@ from scipy import stats
 
 from offramp.traces.format import ExitTrace
 
-from .plan import RunRecords
+from .records import RunRecords
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
 

@@ -16,7 +16,9 @@ import simpy
 
 from offramp.profiling.stages import Stage, batch_steps
 
-from .plan import Plan, RunRecords, number_batches
+from .records import RunRecords, number_batches
+from .scenario import Replication, Scenario
+from .workload import ClosedClients
 
 
 class Request:
@@ -43,12 +45,12 @@ class Queue:
 
 
 class ReferenceServer:
-    """The SimPy model for one run of a :class:`Plan`."""
+    """The SimPy model for one replication of a :class:`Scenario`."""
 
-    def __init__(self, plan: Plan):
-        self.plan = plan
+    def __init__(self, scenario: Scenario, rep: Replication):
+        self.sc, self.rep = scenario, rep
         self.env = simpy.Environment()
-        srv = plan.server
+        srv = scenario.server
         self.shared = srv.routing == "shared"
         n_queues = 1 if self.shared else srv.replicas
         self.queues = [Queue(self.env) for _ in range(n_queues)]
@@ -57,9 +59,7 @@ class ReferenceServer:
         self.batches: list[tuple] = []
         self.batch_count = [0] * srv.replicas
         self.slow = srv.slowdown()
-        self.stateful = not plan.policy.is_static
-        if self.stateful:
-            plan.policy.reset(srv.replicas)
+        self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.rr = 0
         if self.shared:
             self.free = simpy.PriorityStore(self.env)
@@ -72,14 +72,14 @@ class ReferenceServer:
 
     # Arrivals and routing.
     def _route(self) -> int:
-        srv, plan = self.plan.server, self.plan
+        srv = self.sc.server
         if self.shared:
             return 0
         if srv.routing == "round_robin":
             r, self.rr = self.rr, (self.rr + 1) % srv.replicas
             return r
         if srv.routing == "random":
-            return int(plan.route_rng.integers(0, srv.replicas))
+            return int(self.rep.route_rng.integers(0, srv.replicas))
         return min(range(srv.replicas), key=lambda q: (self.outstanding[q], q))
 
     def _submit(self, sample: int, arrival: float, route: int | None = None) -> Request:
@@ -94,10 +94,10 @@ class ReferenceServer:
         return req
 
     def _open_loop(self):
-        plan = self.plan
-        routes = plan.routes.tolist() if plan.routes is not None else [None] * plan.arrivals.size
+        load, routes = self.rep.requests, self.rep.routes
+        routes = routes.tolist() if routes is not None else [None] * load.times.size
         prev = 0.0
-        for a, s, r in zip(plan.arrivals.tolist(), plan.samples.tolist(), routes, strict=True):
+        for a, s, r in zip(load.times.tolist(), load.samples.tolist(), routes, strict=True):
             # Requests arriving at the same instant are all queued before any batcher looks
             # (as the fast engine and a real batcher see them).
             if a > prev:
@@ -105,24 +105,23 @@ class ReferenceServer:
             prev = a
             self._submit(s, a, r)
 
-    def _client(self):
-        plan = self.plan
-        mean_think = plan.workload.think_ms / 1000.0
+    def _client(self, c: ClosedClients):
+        mean_think = c.think_ms / 1000.0
         while True:
             if mean_think > 0:
-                yield self.env.timeout(plan.think_rng.exponential(mean_think))
-            if plan.max_requests is not None and len(self.requests) >= plan.max_requests:
+                yield self.env.timeout(c.think_rng.exponential(mean_think))
+            if c.max_requests is not None and len(self.requests) >= c.max_requests:
                 return
-            if plan.duration_s is not None and self.env.now >= plan.duration_s:
+            if c.duration_s is not None and self.env.now >= c.duration_s:
                 return
-            sample = int(plan.sample_rng.choice(plan.test_ids))
+            sample = int(c.sample_rng.choice(c.test_ids))
             req = self._submit(sample, self.env.now)
             yield req.done
 
     # Batching.
     def _form_batch(self, queue: Queue):
         """Wait until a batch is due (max_batch waiting, or the oldest waited max_wait)."""
-        srv = self.plan.server
+        srv = self.sc.server
         wait = srv.max_wait_ms / 1000.0
         while not queue.items:
             yield queue.arrived
@@ -150,12 +149,12 @@ class ReferenceServer:
 
     # Execution.
     def _execute(self, batch: list[Request], r: int):
-        plan, env = self.plan, self.env
-        svc, mode = plan.service, plan.server.exit_mode
+        sc, env, ctrl = self.sc, self.env, self.ctrl
+        svc, mode = sc.service, sc.server.exit_mode
         k_exits = svc.n_exits
         m = self.batch_count[r]
         self.batch_count[r] += 1
-        z = plan.noise[r].row(m)
+        z = self.rep.noise[r].row(m)
         size = len(batch)
         start = env.now
         for req in batch:
@@ -163,13 +162,14 @@ class ReferenceServer:
         at, factors = self.slow[r]
         x = factors[bisect_right(at, start) - 1]
 
-        if self.stateful:
-            stall = plan.policy.begin_batch(start, r)
+        if ctrl is not None:
+            stall = ctrl.begin_batch(start, r)
             if stall > 0:
                 yield env.timeout(stall)
         sizes = [0] * k_exits
         active = batch
-        steps = batch_steps(mode, size, plan.policy.active_exits(k_exits).tolist())
+        steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
+        decider = ctrl if ctrl is not None else sc.policy
         item = next(steps)
         while item is not None:
             if isinstance(item, Stage):
@@ -183,7 +183,7 @@ class ReferenceServer:
             if mode == "none":
                 leave = [True] * len(active)
             else:
-                leave = plan.policy.decide(plan.trace, k, np.array([q.sample for q in active]))
+                leave = decider.decide(sc.trace, k, np.array([q.sample for q in active]))
             self._finish([q for q, go in zip(active, leave, strict=True) if go], k)
             active = [q for q, go in zip(active, leave, strict=True) if not go]
             try:
@@ -198,15 +198,15 @@ class ReferenceServer:
             req.finish, req.exit = now, k
             if not self.shared:
                 self.outstanding[req.replica] -= 1
-            if self.stateful:
-                self.plan.policy.observe(now, now - req.arrival, req.replica, k)
+            if self.ctrl is not None:
+                self.ctrl.observe(now, now - req.arrival, req.replica, k)
             req.done.succeed()
 
     def run(self) -> RunRecords:
-        plan = self.plan
-        if plan.workload.kind == "closed":
-            for _ in range(plan.workload.clients):
-                self.env.process(self._client())
+        load = self.rep.requests
+        if isinstance(load, ClosedClients):
+            for _ in range(load.clients):
+                self.env.process(self._client(load))
         else:
             self.env.process(self._open_loop())
         self.env.run()
@@ -226,10 +226,10 @@ class ReferenceServer:
             exit=np.array([q.exit for q in reqs], dtype=np.int64),
             replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
             batch_finish=np.array([x[3] for x in b])[order],
-            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, plan.trace.n_exits)[order],
+            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, self.sc.trace.n_exits)[order],
         )
 
 
-def run_reference(plan: Plan) -> RunRecords:
-    """Simulate any plan request by request."""
-    return ReferenceServer(plan).run()
+def run_reference(scenario: Scenario, rep: Replication) -> RunRecords:
+    """Simulate any replication request by request."""
+    return ReferenceServer(scenario, rep).run()

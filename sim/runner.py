@@ -1,8 +1,8 @@
-"""Run a serving study: build each replication's plan, pick an engine, collect results.
+"""Run a scenario: draw each replication, pick an engine, collect and summarise the results.
 
-Randomness: one ``SeedSequence(seed)`` spawns an independent child per replication, and each
-child spawns named streams (arrivals, samples, routing, think times, one noise stream per
-replica), so the same config and seed give identical results, in any process.
+Randomness: one ``SeedSequence(run.seed)`` spawns an independent child per replication
+(:func:`offramp.sim.scenario.draw_replication` splits it further), so the same scenario, run
+config and seed give identical results, in any process.
 """
 
 from __future__ import annotations
@@ -12,53 +12,26 @@ from typing import Any
 
 import numpy as np
 
-from offramp.policies.base import ExitPolicy
-from offramp.traces.format import ExitTrace
-
-from .config import RunConfig, ServerConfig, WorkloadConfig
+from .config import RunConfig
 from .fast import run_fast, supports
 from .metrics import combine, summarize_run
-from .plan import Plan, RunRecords
+from .records import RunRecords
 from .reference import run_reference
-from .service import NoiseStream, ServiceTimes
-from .workload import open_loop_arrivals, replay_arrivals, route_static
+from .scenario import Replication, Scenario, draw_replication
 
 
-def make_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes,
-              server: ServerConfig, workload: WorkloadConfig, run: RunConfig,
-              seed: np.random.SeedSequence) -> Plan:
-    """Draw one replication's workload from its own seed."""
-    s_arr, s_smp, s_route, s_think, s_noise = seed.spawn(5)
-    rng_arr, rng_smp = np.random.default_rng(s_arr), np.random.default_rng(s_smp)
-    noise = [NoiseStream(np.random.default_rng(s), service.width, service.dist)
-             for s in s_noise.spawn(server.replicas)]
-    test_ids = trace.indices("test")
-    plan = Plan(trace=trace, policy=policy, service=service, server=server, workload=workload,
-                noise=noise, route_rng=np.random.default_rng(s_route), test_ids=test_ids)
-    if workload.kind == "closed":
-        plan.think_rng, plan.sample_rng = np.random.default_rng(s_think), rng_smp
-        plan.max_requests, plan.duration_s = run.requests, run.duration_s
-        return plan
-    if workload.kind == "replay":
-        plan.arrivals, plan.samples = replay_arrivals(workload, test_ids, rng_smp, run.requests,
-                                                      run.duration_s)
-    else:
-        plan.arrivals = open_loop_arrivals(workload, rng_arr, run.requests, run.duration_s)
-        plan.samples = rng_smp.choice(test_ids, plan.arrivals.size)
-    if server.routing in ("round_robin", "random") and server.replicas > 1:
-        plan.routes = route_static(server.routing, plan.arrivals.size, server.replicas,
-                                   plan.route_rng)
-    return plan
+def run_replication(scenario: Scenario, rep: Replication, engine: str = "auto"
+                    ) -> tuple[RunRecords, str]:
+    """Run one replication; ``auto`` takes the fast engine where it applies.
 
-
-def run_plan(plan: Plan, engine: str = "auto") -> tuple[RunRecords, str]:
-    """Run one plan; ``auto`` takes the fast engine where it applies. Returns (records, engine)."""
-    reason = supports(plan)
+    Returns (records, the engine used).
+    """
+    reason = supports(scenario)
     if engine == "fast" and reason:
         raise ValueError(f"run.engine is 'fast' but {reason}; use 'auto' or 'reference'")
     if engine == "reference" or (engine == "auto" and reason):
-        return run_reference(plan), "reference"
-    return run_fast(plan), "fast"
+        return run_reference(scenario, rep), "reference"
+    return run_fast(scenario, rep), "fast"
 
 
 @dataclass
@@ -69,21 +42,21 @@ class StudyResult:
     runs: list[dict[str, Any]]
     summary: dict[str, dict[str, float]]
     engine: str
-    policy_history: list[Any]  # per replication, what a stateful policy did (else empty)
+    policy_history: list[Any]  # per replication, what a stateful policy's controller did
 
 
-def simulate(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
-             workload: WorkloadConfig, run: RunConfig, slo_ms: float | None = None,
-             progress=None) -> StudyResult:
+def simulate(scenario: Scenario, run: RunConfig, progress=None) -> StudyResult:
     """Run ``run.replications`` independent replications and summarise them with 95% CIs."""
     records, runs, history, engine = [], [], [], "fast"
+    srv = scenario.server
     for i, seed in enumerate(np.random.SeedSequence(run.seed).spawn(run.replications)):
-        plan = make_plan(trace, policy, service, server, workload, run, seed)
-        rec, engine = run_plan(plan, run.engine)
+        rep = draw_replication(scenario, run, seed)
+        rec, engine = run_replication(scenario, rep, run.engine)
         records.append(rec)
-        runs.append(summarize_run(rec, trace, run.warmup_fraction, slo_ms, server.replicas))
-        if hasattr(policy, "history_"):
-            history.append(list(policy.history_))
+        runs.append(summarize_run(rec, scenario.trace, run.warmup_fraction, scenario.slo_ms,
+                                  srv.replicas))
+        if rep.controller is not None:
+            history.append(list(rep.controller.history))
         if progress is not None:
             progress(i + 1)
     return StudyResult(records=records, runs=runs, summary=combine(runs), engine=engine,

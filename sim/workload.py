@@ -1,4 +1,9 @@
-"""Arrival processes and request routing for the open-loop workloads.
+"""Workloads: what draws a replication's requests, and the arrival processes behind them.
+
+A :class:`OpenLoop` draws arrival times and the test sample each request carries
+(:class:`OpenArrivals`); a :class:`ClosedLoop` is a client model (:class:`ClosedClients`:
+N clients that each send, wait for the answer, think, and send again). Both draw from the
+replication's own random streams, so the same seed gives the same requests anywhere.
 
 Inter-arrival gaps are drawn whole (no clipping) so the generators keep their rate and CV;
 arrival times are their running sum, in seconds. ``replay`` reads recorded arrivals (and
@@ -38,12 +43,11 @@ def open_loop_arrivals(cfg: WorkloadConfig, rng: np.random.Generator, n: int | N
     if n is not None:
         return np.cumsum(_gaps(cfg, rng, n))
     assert duration_s is not None
-    parts, total, t0 = [], 0, 0.0
+    parts, t0 = [], 0.0
     while True:
         chunk = t0 + np.cumsum(_gaps(cfg, rng, CHUNK))
         inside = chunk[chunk < duration_s]
         parts.append(inside)
-        total += inside.size
         if inside.size < CHUNK:
             return np.concatenate(parts)
         t0 = float(chunk[-1])
@@ -147,3 +151,66 @@ def save_arrivals(path: str | Path, arrival_s: np.ndarray, sample_id: np.ndarray
         else:
             frame.to_csv(tmp, index=False, float_format="%.17g")
     return path
+
+
+@dataclass(frozen=True, eq=False)
+class OpenArrivals:
+    """One replication's open-loop requests: arrival times (s, sorted) and sample ids."""
+
+    times: np.ndarray
+    samples: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class ClosedClients:
+    """One replication's closed-loop clients and the streams their think times and samples
+    come from; the run stops after ``max_requests`` requests or at ``duration_s``."""
+
+    clients: int
+    think_ms: float
+    think_rng: np.random.Generator
+    sample_rng: np.random.Generator
+    test_ids: np.ndarray
+    max_requests: int | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """Poisson, Gamma (with a CV) or replayed arrivals, independent of the server."""
+
+    config: WorkloadConfig
+
+    def draw(self, arrival_rng: np.random.Generator, sample_rng: np.random.Generator,
+             test_ids: np.ndarray, requests: int | None, duration_s: float | None
+             ) -> OpenArrivals:
+        """This replication's arrivals and the test sample each carries."""
+        if self.config.kind == "replay":
+            return OpenArrivals(*replay_arrivals(self.config, test_ids, sample_rng, requests,
+                                                 duration_s))
+        times = open_loop_arrivals(self.config, arrival_rng, requests, duration_s)
+        return OpenArrivals(times, sample_rng.choice(test_ids, times.size))
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """``clients`` clients, each thinking an exponential ``think_ms`` between requests."""
+
+    clients: int
+    think_ms: float
+
+    def draw(self, think_rng: np.random.Generator, sample_rng: np.random.Generator,
+             test_ids: np.ndarray, requests: int | None, duration_s: float | None
+             ) -> ClosedClients:
+        return ClosedClients(self.clients, self.think_ms, think_rng, sample_rng, test_ids,
+                             requests, duration_s)
+
+
+Workload = OpenLoop | ClosedLoop
+
+
+def workload_from(cfg: WorkloadConfig) -> Workload:
+    """The workload a study's ``workload`` section describes."""
+    if cfg.kind == "closed":
+        return ClosedLoop(cfg.clients, cfg.think_ms)
+    return OpenLoop(cfg)

@@ -7,8 +7,9 @@ import numpy as np
 from offramp.policies.base import ExitPolicy
 from offramp.profiling.format import LatencyProfile
 from offramp.sim.config import ServerConfig, WorkloadConfig
-from offramp.sim.plan import Plan
+from offramp.sim.scenario import Replication, Scenario
 from offramp.sim.service import NoiseStream, ServiceTimes
+from offramp.sim.workload import OpenArrivals, workload_from
 from offramp.traces.format import ExitTrace, make_trace
 
 
@@ -57,14 +58,25 @@ def affine_profile(n_exits: int, batches: range, seg=(1.0, 0.1), head=(0.5, 0.0)
     return LatencyProfile(rows=rows, meta=meta)
 
 
-def fixed_plan(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
-               arrivals_ms: list[float], samples: list[int]) -> Plan:
-    """An open-loop plan with given arrival times (ms) and samples."""
-    return Plan(trace=trace, policy=policy, service=service, server=server,
-                workload=WorkloadConfig(), arrivals=np.array(arrivals_ms) / 1000.0,
-                samples=np.array(samples), routes=None,
-                noise=[NoiseStream(np.random.default_rng(r), service.width, service.dist)
-                       for r in range(server.replicas)])
+def scenario(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
+             workload: WorkloadConfig | None = None, slo_ms: float | None = None) -> Scenario:
+    """A scenario from its parts (the workload as a study's section)."""
+    return Scenario(trace, policy, service, server, workload_from(workload or WorkloadConfig()),
+                    slo_ms)
+
+
+def fixed_run(trace: ExitTrace, policy: ExitPolicy, service: ServiceTimes, server: ServerConfig,
+              arrivals_ms: list[float], samples: list[int], routes=None
+              ) -> tuple[Scenario, Replication]:
+    """A scenario and one open-loop replication with given arrival times (ms) and samples."""
+    rep = Replication(
+        requests=OpenArrivals(np.array(arrivals_ms) / 1000.0, np.array(samples)),
+        noise=[NoiseStream(np.random.default_rng(r), service.width, service.dist)
+               for r in range(server.replicas)],
+        route_rng=np.random.default_rng(0),
+        routes=None if routes is None else np.asarray(routes),
+        controller=None if policy.is_static else policy.controller(server.replicas))
+    return scenario(trace, policy, service, server), rep
 
 
 def scored_trace(conf: list[list[float]], correct: list[list[bool]], n_val: int) -> ExitTrace:

@@ -96,8 +96,10 @@ def test_repr_and_the_stateful_defaults():
     class Quiet(StatefulPolicy):
         name = "quiet"
 
-    q = Quiet()
-    assert q.begin_batch(0.0, 0) == 0.0 and q.reset(2) is None
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Quiet().controller(2)
+    q = Quiet().fit(TRACE).controller(2)
+    assert q.begin_batch(0.0, 0) == 0.0 and q.history == []
     assert q.observe(0.0, 0.001, 0, 1) is None
 
 
@@ -128,8 +130,7 @@ def test_dynamic_ofa_settings_boundaries():
     (10, list(range(1, 10)) + [1000.0], 5.5),  # trims 1 each side of 10
 ])
 def test_dynamic_ofa_window_mean_trims_outliers(window, latencies_ms, mean):
-    pol = DynamicOFA([NoExit()], 1e9, 0.9, window=window, warmup=0).fit(TRACE)
-    pol.reset(1)
+    pol = DynamicOFA([NoExit()], 1e9, 0.9, window=window, warmup=0).fit(TRACE).controller(1)
     for i, ms in enumerate(latencies_ms):
         pol.observe(i * 0.01, ms / 1000.0, 0, 3)
     assert pol.window_mean_ms() == pytest.approx(mean)

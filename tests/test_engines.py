@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from helpers import scenario
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +14,8 @@ from offramp.policies import PolicyConfig, make_policy
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
-from offramp.sim.runner import make_plan, run_plan, simulate
+from offramp.sim.runner import run_replication, simulate
+from offramp.sim.scenario import draw_replication
 from offramp.sim.service import ServiceTimes
 from offramp.traces.synthetic import synthetic_trace
 
@@ -37,8 +41,8 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
                                       for a, f, r in contention])
     wl = WorkloadConfig(kind=kind, rate_rps=rate, cv=cv)
-    return lambda: make_plan(TRACE, policy, svc, server, wl, RunConfig(requests=n),
-                             np.random.SeedSequence(seed))
+    sc = scenario(TRACE, policy, svc, server, wl)
+    return lambda: (sc, draw_replication(sc, RunConfig(requests=n), np.random.SeedSequence(seed)))
 
 
 def check_conserved(rec, n):
@@ -72,8 +76,8 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
     rate = load * replicas * max_batch / batch_ms * 1000
     plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
                  kind, cv, contention, loop)
-    fast, used_f = run_plan(plan(), "fast")
-    ref, used_r = run_plan(plan(), "reference")
+    fast, used_f = run_replication(*plan(), "fast")
+    ref, used_r = run_replication(*plan(), "reference")
     assert (used_f, used_r) == ("fast", "reference")
     for f in FIELDS:
         assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
@@ -86,7 +90,7 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
 @pytest.mark.parametrize("routing", ["jsq", "round_robin"])
 def test_reference_only_paths_conserve(routing):
     plan = build(3, "shrink", 2, routing, 16, 1.0, 5000, True, 3000, 1)
-    rec, used = run_plan(plan(), "auto")
+    rec, used = run_replication(*plan(), "auto")
     assert used == ("reference" if routing == "jsq" else "fast")
     check_conserved(rec, 3000)
 
@@ -94,25 +98,26 @@ def test_reference_only_paths_conserve(routing):
 def test_closed_loop_conserves():
     policy = make_policy(POLICIES[3]).fit(TRACE)
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 8, True, True)
-    res = simulate(TRACE, policy, svc, ServerConfig(max_batch=8, replicas=2, routing="jsq"),
-                   WorkloadConfig(kind="closed", clients=12, think_ms=1.0),
+    res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=8, replicas=2, routing="jsq"),
+                            WorkloadConfig(kind="closed", clients=12, think_ms=1.0)),
                    RunConfig(requests=2000, replications=1))
     check_conserved(res.records[0], 2000)
 
 
 def test_fast_engine_refuses_what_it_cannot_run():
-    plan = build(0, "keep", 2, "round_robin", 8, 1.0, 1000, False, 10, 0)()
-    plan.server = ServerConfig(replicas=2, routing="jsq")
+    sc, rep = build(0, "keep", 2, "round_robin", 8, 1.0, 1000, False, 10, 0)()
+    sc = dataclasses.replace(sc, server=ServerConfig(replicas=2, routing="jsq"))
     with pytest.raises(ValueError, match="join-shortest-queue"):
-        run_plan(plan, "fast")
+        run_replication(sc, rep, "fast")
 
 
 def test_same_seed_same_results_different_seed_different():
     def go(seed):
         policy = make_policy(POLICIES[4]).fit(TRACE)
         svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 32, True, True)
-        return simulate(TRACE, policy, svc, ServerConfig(replicas=2, routing="random"),
-                        WorkloadConfig(rate_rps=8000), RunConfig(requests=5000, replications=2,
+        return simulate(scenario(TRACE, policy, svc, ServerConfig(replicas=2, routing="random"),
+                                 WorkloadConfig(rate_rps=8000)),
+                        RunConfig(requests=5000, replications=2,
                                                                  seed=seed))
     a, b, c = go(11), go(11), go(12)
     for ra, rb, rc in zip(a.records, b.records, c.records, strict=True):
@@ -136,7 +141,8 @@ def test_confidence_interval_covers_the_true_mean_in_95_percent_of_studies():
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 8, False, True)
     covered, widths = 0, []
     for seed in range(400):
-        res = simulate(TRACE, policy, svc, ServerConfig(max_batch=8), WorkloadConfig(rate_rps=500),
+        res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=8),
+                                WorkloadConfig(rate_rps=500)),
                        RunConfig(requests=60, replications=4, warmup_fraction=0.0, seed=seed))
         m = res.summary["accuracy"]
         assert m["mean"] == pytest.approx(np.mean([r["accuracy"] for r in res.runs]))
@@ -151,8 +157,8 @@ def test_contention_step_slows_every_stage(engine):
     base = build(2, "shrink", 1, "round_robin", 8, 1.0, 40, False, 400, 4)()
     slowed = build(2, "shrink", 1, "round_robin", 8, 1.0, 40, False, 400, 4,
                    contention=[(0.0, 1.5, 0)])()
-    a, _ = run_plan(base, engine)
-    b, _ = run_plan(slowed, engine)
+    a, _ = run_replication(*base, engine)
+    b, _ = run_replication(*slowed, engine)
     # At low load every batch starts on its own deadline, so service times scale by exactly 1.5.
     alone = a.dispatch == b.dispatch
     assert alone.mean() > 0.9
@@ -165,9 +171,9 @@ def test_closed_loop_round_robin_alternates_replicas():
     policy = make_policy(POLICIES[0]).fit(TRACE)
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
     for replicas in (2, 3):
-        res = simulate(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=replicas,
-                                                        routing="round_robin"),
-                       WorkloadConfig(kind="closed", clients=6, think_ms=0.5),
+        server = ServerConfig(max_batch=4, replicas=replicas, routing="round_robin")
+        res = simulate(scenario(TRACE, policy, svc, server,
+                                WorkloadConfig(kind="closed", clients=6, think_ms=0.5)),
                        RunConfig(requests=300, replications=1))
         assert res.engine == "reference"
         rec = res.records[0]
@@ -177,8 +183,8 @@ def test_closed_loop_round_robin_alternates_replicas():
 def test_closed_loop_random_routing_stays_on_real_replicas():
     policy = make_policy(POLICIES[0]).fit(TRACE)
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
-    res = simulate(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=3, routing="random"),
-                   WorkloadConfig(kind="closed", clients=6, think_ms=0.5),
+    res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=3, routing="random"),
+                            WorkloadConfig(kind="closed", clients=6, think_ms=0.5)),
                    RunConfig(requests=600, replications=1))
     replica = res.records[0].replica
     assert sorted(np.unique(replica).tolist()) == [0, 1, 2]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import affine_profile, crafted_trace, fixed_plan
+from helpers import affine_profile, crafted_trace, fixed_run
 
 from offramp.policies.baselines import Oracle, StaticExit
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig
-from offramp.sim.runner import run_plan
+from offramp.sim.runner import run_replication
 from offramp.sim.service import ServiceTimes
 
 TRACE = crafted_trace([[True, True, True], [False, False, True], [False, True, True],
@@ -28,8 +28,8 @@ def run(mode: str, policy=None, profile=None, engine="fast", max_wait=2.0):
     server = ServerConfig(max_batch=4, max_wait_ms=max_wait, exit_mode=mode)
     svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 4, False, mode == "shrink")
     policy = (policy or Oracle()).fit(TRACE)
-    plan = fixed_plan(TRACE, policy, svc, server, ARRIVALS, [0, 1, 2, 3])
-    rec, used = run_plan(plan, engine)
+    sc, rep = fixed_run(TRACE, policy, svc, server, ARRIVALS, [0, 1, 2, 3])
+    rec, used = run_replication(sc, rep, engine)
     assert used == engine
     return rec
 
@@ -90,8 +90,8 @@ def test_batch_closes_when_max_batch_is_reached(engine):
     profile = affine_profile(3, range(1, 5))
     server = ServerConfig(max_batch=2, max_wait_ms=5.0, exit_mode="none")
     svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 2, False, False)
-    plan = fixed_plan(TRACE, Oracle().fit(TRACE), svc, server, ARRIVALS, [0, 1, 2, 3])
-    rec, _ = run_plan(plan, engine)
+    sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, ARRIVALS, [0, 1, 2, 3])
+    rec, _ = run_replication(sc, rep, engine)
     # Batch 1 closes at 0.5 ms when its 2nd request arrives: 0.5 + 0.1 + 3 × 1.2 + 0.5 = 4.7.
     # Request 2 (1 ms) is alone when the server frees at 4.7, so it waits for its deadline at
     # 6 ms: 6 + 0.1 + 3.3 + 0.5 = 9.9. Request 3: deadline 15 -> 18.9.
@@ -167,14 +167,13 @@ def test_none_pays_handoffs_and_no_checks(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_replica_that_gets_no_request_does_not_stop_the_others(engine):
     # Three replicas with their own queues; the routing sends nothing to replica 1.
-    from helpers import fixed_plan
+    from helpers import fixed_run
 
     server = ServerConfig(max_batch=4, max_wait_ms=2.0, exit_mode="none", replicas=3,
                           routing="random")
     svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False, False)
-    plan = fixed_plan(TRACE, Oracle().fit(TRACE), svc, server, [0.0, 0.5], [0, 1])
-    plan.routes = np.array([0, 2])
-    rec, _ = run_plan(plan, engine)
+    sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [0.0, 0.5], [0, 1], routes=[0, 2])
+    rec, _ = run_replication(sc, rep, engine)
     # Each alone, at its own 2 ms deadline: + 0.1 + 3 x 1.1 + 0.5 = 3.9 ms of service.
     assert rec.replica.tolist() == [0, 2]
     assert rec.finish * 1000 == pytest.approx([5.9, 6.4], abs=1e-9)

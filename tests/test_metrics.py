@@ -9,7 +9,7 @@ import pytest
 from helpers import crafted_trace
 
 from offramp.sim.metrics import combine, measured_mask, summarize_run
-from offramp.sim.plan import RunRecords
+from offramp.sim.records import RunRecords
 
 # 3 exits; sample i is correct where ROWS[i] is True (crafted_trace: the last exit defines the
 # full model, so agreement = (pred_k == pred_last)).

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import crafted_trace
+from helpers import crafted_trace, scenario
 
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import exit_costs
-from offramp.policies.dynamic_ofa import DynamicOFA
+from offramp.policies.dynamic_ofa import DynamicOFA, ManagerRun
 from offramp.policies.eenet import exp_fractions
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -19,18 +19,17 @@ from offramp.sim.service import ServiceTimes
 from offramp.traces.synthetic import synthetic_trace
 
 
-def manager(**kw) -> DynamicOFA:
+def manager(**kw) -> ManagerRun:
     # Level accuracies on val: exit 0 right for 1/4, exit 1 for 1/2, the full model for all.
     rows = [[True, True, True], [False, True, True], [False, False, True], [False, False, True]]
     tr = crafted_trace(rows, n_val=4)
     args = dict(latency_target_ms=10.0, accuracy_target=1.0, window=4, warmup=2, up_after=10,
                 switch_cost_ms=7.0, hold_s=5.0)
     m = DynamicOFA([StaticExit(0), StaticExit(1), NoExit()], **{**args, **kw}).fit(tr)
-    m.reset(2)
-    return m
+    return m.controller(2)
 
 
-def feed(m: DynamicOFA, t0: float, latency_ms: float, n: int, dt: float = 0.01) -> float:
+def feed(m: ManagerRun, t0: float, latency_ms: float, n: int, dt: float = 0.01) -> float:
     for i in range(n):
         m.observe(t0 + i * dt, latency_ms / 1000.0, 0, 0)
     return t0 + n * dt
@@ -38,29 +37,29 @@ def feed(m: DynamicOFA, t0: float, latency_ms: float, n: int, dt: float = 0.01) 
 
 def test_manager_rules_step_by_step():
     m = manager()
-    assert m.level_accuracy_ == [0.25, 0.5, 1.0] and m.level_ == 2
+    assert m.m.level_accuracy_ == [0.25, 0.5, 1.0] and m.level == 2
     t = feed(m, 0.0, 50.0, 5)  # 2 warm-up + 3: the window is not full yet
-    assert m.level_ == 2
+    assert m.level == 2
     t = feed(m, t, 50.0, 1)  # full window over target: down one level at once
-    assert m.level_ == 1 and m.history_[-1] == pytest.approx((0.05, 1))
+    assert m.level == 1 and m.history[-1] == pytest.approx((0.05, 1))
     # The switch costs each replica one stall, before its next batch; then decisions change.
-    assert m.active_ == 2
+    assert m.active == 2
     assert m.begin_batch(t, 0) == pytest.approx(0.007) and m.begin_batch(t, 0) == 0.0
-    assert m.begin_batch(t, 1) == pytest.approx(0.007) and m.active_ == 1
+    assert m.begin_batch(t, 1) == pytest.approx(0.007) and m.active == 1
     # Within target, accuracy below target: up after up_after = 10 requests at this level.
     t = feed(m, t, 5.0, 9)
-    assert m.level_ == 1
+    assert m.level == 1
     t = feed(m, t, 5.0, 1)
-    assert m.level_ == 2
+    assert m.level == 2
     # The rise fails (a violation in its first window): down, and no rise for hold_s = 5 s.
     t = feed(m, t, 50.0, 6)
-    assert m.level_ == 1
-    t_fail = m.history_[-1][0]
+    assert m.level == 1
+    t_fail = m.history[-1][0]
     t = feed(m, t, 5.0, 50)
-    assert m.level_ == 1
+    assert m.level == 1
     feed(m, t_fail + 5.0, 5.0, 1)
-    assert m.level_ == 2
-    assert [lvl for _, lvl in m.history_] == [2, 1, 2, 1, 2]
+    assert m.level == 2
+    assert [lvl for _, lvl in m.history] == [2, 1, 2, 1, 2]
 
 
 def test_no_lock_rises_again_and_outliers_are_dropped():
@@ -69,14 +68,14 @@ def test_no_lock_rises_again_and_outliers_are_dropped():
     t = feed(m, t, 5.0, 10)
     t = feed(m, t, 50.0, 6)
     t = feed(m, t, 5.0, 10)
-    assert [lvl for _, lvl in m.history_] == [2, 1, 2, 1, 2]
+    assert [lvl for _, lvl in m.history] == [2, 1, 2, 1, 2]
     # Window 5: the largest and smallest latencies are dropped, so one spike is no violation.
     m = manager(window=5, warmup=0)
     feed(m, 0.0, 6.0, 4)
     feed(m, 1.0, 500.0, 1)
-    assert m.level_ == 2 and m.window_mean_ms() == pytest.approx(6.0)
+    assert m.level == 2 and m.window_mean_ms() == pytest.approx(6.0)
     feed(m, 2.0, 500.0, 1)
-    assert m.level_ == 1
+    assert m.level == 1
 
 
 def test_manager_holds_latency_target_under_contention():
@@ -90,22 +89,79 @@ def test_manager_holds_latency_target_under_contention():
     assert m.level_accuracy_ == sorted(m.level_accuracy_)
     server = ServerConfig(max_batch=8, max_wait_ms=1.0, contention=[{"at_s": 10, "factor": 1.5}])
     svc = ServiceTimes.from_latency(LatencyModel(prof), 4, 8, False, True)
-    res = simulate(tr, m, svc, server, WorkloadConfig(rate_rps=300),
+    res = simulate(scenario(tr, m, svc, server,
+                            WorkloadConfig(rate_rps=300)),
                    RunConfig(duration_s=20, replications=1, engine="reference"))
     assert res.engine == "reference"
     rec = res.records[0]
     lat_ms = 1000 * (rec.finish - rec.arrival)
     # Without the manager the top level misses the target once contended (checked here).
-    top = simulate(tr, NoExit().fit(tr), svc, server, WorkloadConfig(rate_rps=300),
+    top = simulate(scenario(tr, NoExit().fit(tr), svc, server,
+                            WorkloadConfig(rate_rps=300)),
                    RunConfig(duration_s=20, replications=1, engine="reference")).records[0]
     top_ms = 1000 * (top.finish - top.arrival)
     assert top_ms[top.arrival < 10].mean() < target < top_ms[top.arrival > 11].mean()
     # The manager moves down within half a second of the slowdown...
-    downs = [(t, lvl) for (t, lvl), (_, prev) in zip(m.history_[1:], m.history_, strict=False)
+    history = res.policy_history[0]
+    downs = [(t, lvl) for (t, lvl), (_, prev) in zip(history[1:], history, strict=False)
              if lvl < prev and t >= 10]
     assert downs and downs[0][0] < 10.5
     # ...and every second after that, the mean latency is back under target.
     for lo in range(11, 20):
         sel = (rec.finish >= lo) & (rec.finish < lo + 1)
         assert lat_ms[sel].mean() < target
-    assert m.level_ < len(levels) - 1 and np.mean(rec.exit < 3) > 0
+    assert history[-1][1] < len(levels) - 1 and np.mean(rec.exit < 3) > 0
+
+
+def _contended_study():
+    tr = synthetic_trace(1500, seed=2)
+    prof = synthetic_profile()
+    c = exit_costs(prof)
+    server = ServerConfig(max_batch=8, max_wait_ms=1.0, contention=[{"at_s": 3, "factor": 1.6}])
+    svc = ServiceTimes.from_latency(LatencyModel(prof), 4, 8, True, True)
+
+    def fit():
+        levels = [MaxProb(fractions=[1, 0, 0, 0]), MaxProb(fractions=exp_fractions(c, 2.2)),
+                  NoExit()]
+        return DynamicOFA(levels, latency_target_ms=7.0, accuracy_target=1.0, window=10,
+                          warmup=5, up_after=30).fit(tr)
+
+    return tr, svc, server, fit
+
+
+def test_one_fitted_manager_serves_many_runs_at_once():
+    import copy
+    import threading
+
+    tr, svc, server, fit = _contended_study()
+    run = RunConfig(duration_s=6, replications=2, seed=4, engine="reference")
+
+    def go(pol):
+        return simulate(scenario(tr, pol, svc, server, WorkloadConfig(rate_rps=900)), run)
+
+    apart = [go(fit()), go(fit())]
+    shared = fit()
+    before = copy.deepcopy(vars(shared))
+    together = [go(shared), go(shared)]
+    threaded: list = [None, None]
+
+    def worker(i):
+        threaded[i] = go(shared)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(apart[0].policy_history[0]) > 2  # the manager did switch levels
+    for res in together + threaded:
+        assert res.policy_history == apart[0].policy_history
+        assert res.runs == apart[0].runs
+        for a, b in zip(res.records, apart[0].records, strict=True):
+            assert np.array_equal(a.finish, b.finish) and np.array_equal(a.exit, b.exit)
+    # The fitted manager itself never changed.
+    after = vars(shared)
+    assert before.keys() == after.keys()
+    assert all(type(before[k]) is type(after[k]) for k in before)
+    assert before["level_accuracy_"] == after["level_accuracy_"]
+    assert before["start_level_"] == after["start_level_"]

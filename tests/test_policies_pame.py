@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import affine_profile, crafted_trace
+from helpers import affine_profile, crafted_trace, scenario
 
 from offramp.policies.pame import PAME
 from offramp.profiling.latency import LatencyModel
@@ -81,7 +81,8 @@ def test_pame_expected_batch_latency_matches_the_simulator():
     assert pol.exits_ == [0]
     server = ServerConfig(max_batch=16, max_wait_ms=0.0)
     svc = ServiceTimes.from_latency(LatencyModel(prof), 2, 16, False, True)
-    res = simulate(tr, pol, svc, server, WorkloadConfig(rate_rps=20000),
+    res = simulate(scenario(tr, pol, svc, server,
+                            WorkloadConfig(rate_rps=20000)),
                    RunConfig(requests=20000, replications=1, warmup_fraction=0.1))
     rec = res.records[0]
     full = rec.batch_sizes[:, 0] == 16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import scenario
 
 from offramp.policies.confidence import Entropy
 from offramp.policies.table import ExitTable, load_policy, save_policy
@@ -28,7 +29,8 @@ def test_saved_policy_simulates_identically(tmp_path):
         reach = ids[exits >= k]  # the decision at k matters only for samples that reach k
         assert np.array_equal(loaded.decide(trace, k, reach), policy.decide(trace, k, reach))
     svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), 4, 16, True, True)
-    runs = [simulate(trace, p, svc, ServerConfig(max_batch=16), WorkloadConfig(rate_rps=3000),
+    runs = [simulate(scenario(trace, p, svc, ServerConfig(max_batch=16),
+                              WorkloadConfig(rate_rps=3000)),
                      RunConfig(requests=3000, replications=1, engine="reference"))
             for p in (policy, loaded)]
     assert np.array_equal(runs[0].records[0].finish, runs[1].records[0].finish)

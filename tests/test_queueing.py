@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import scenario
 
 from offramp.policies.baselines import NoExit
 from offramp.profiling.latency import LatencyModel
@@ -29,7 +30,8 @@ def mean_wait_ms(kind: str, rate: float, mean_ms: float, replicas: int = 1, seed
     svc = ServiceTimes.analytic(kind, mean_ms, TRACE.n_exits, 1)
     server = ServerConfig(max_batch=1, max_wait_ms=0.0, exit_mode="none", replicas=replicas,
                           routing="shared")
-    res = simulate(TRACE, NoExit().fit(TRACE), svc, server, WorkloadConfig(rate_rps=rate),
+    res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
+                            WorkloadConfig(rate_rps=rate)),
                    RunConfig(requests=N, replications=reps, seed=seed, warmup_fraction=0.05))
     assert res.engine == "fast"
     return res.summary["wait_mean_ms"]["mean"]
@@ -71,7 +73,8 @@ def test_littles_law_with_the_queue_length_counted_from_batch_records():
     svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), 4, 32, True, True)
     server = ServerConfig(max_batch=32, max_wait_ms=2.0, exit_mode="none", replicas=2,
                           routing="random")
-    res = simulate(TRACE, NoExit().fit(TRACE), svc, server, WorkloadConfig(rate_rps=8000),
+    res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
+                            WorkloadConfig(rate_rps=8000)),
                    RunConfig(requests=N, replications=1, seed=3))
     rec = res.records[0]
     t0, t1 = rec.arrival[N // 10], rec.arrival[-1]
@@ -114,15 +117,17 @@ def test_closed_loop_matches_operational_laws():
     # N clients, no think time, batch 1, 1 ms deterministic: X = 1000/s, R = N ms exactly.
     svc = ServiceTimes.analytic("deterministic", 1.0, TRACE.n_exits, 4)
     server = ServerConfig(max_batch=1, max_wait_ms=0.0, exit_mode="none")
-    res = simulate(TRACE, NoExit().fit(TRACE), svc, server, WorkloadConfig(kind="closed", clients=4),
+    res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
+                            WorkloadConfig(kind="closed", clients=4)),
                    RunConfig(requests=20_000, replications=1))
     assert res.engine == "reference"
     assert res.summary["latency_p50_ms"]["mean"] == pytest.approx(4.0, abs=1e-6)
     assert res.summary["throughput_rps"]["mean"] == pytest.approx(1000.0, rel=1e-3)
     # Batch 4: the four clients ride together, R = 1 ms.
     server4 = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
-    res4 = simulate(TRACE, NoExit().fit(TRACE), svc, server4,
-                    WorkloadConfig(kind="closed", clients=4), RunConfig(requests=20_000,
+    res4 = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server4,
+                             WorkloadConfig(kind="closed", clients=4)),
+                    RunConfig(requests=20_000,
                                                                        replications=1))
     assert res4.summary["latency_max_ms"]["mean"] == pytest.approx(1.0, abs=1e-6)
 
@@ -131,8 +136,8 @@ def test_closed_loop_response_time_law_with_think_time():
     svc = ServiceTimes.analytic("exponential", 1.0, TRACE.n_exits, 8)
     server = ServerConfig(max_batch=8, max_wait_ms=0.5, exit_mode="none")
     n_clients, think = 16, 10.0
-    res = simulate(TRACE, NoExit().fit(TRACE), svc, server,
-                   WorkloadConfig(kind="closed", clients=n_clients, think_ms=think),
+    res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
+                            WorkloadConfig(kind="closed", clients=n_clients, think_ms=think)),
                    RunConfig(requests=100_000, replications=1, warmup_fraction=0.0))
     x = res.summary["throughput_rps"]["mean"] / 1000.0  # per ms
     r = res.summary["latency_mean_ms"]["mean"]
@@ -146,7 +151,8 @@ def test_jsq_beats_random_routing():
     for routing in ("random", "jsq"):
         server = ServerConfig(max_batch=1, max_wait_ms=0.0, exit_mode="none", replicas=2,
                               routing=routing)
-        res = simulate(TRACE, NoExit().fit(TRACE), svc, server, WorkloadConfig(rate_rps=1600),
+        res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
+                                WorkloadConfig(rate_rps=1600)),
                        RunConfig(requests=100_000, replications=1, seed=5))
         out[routing] = res.summary["latency_mean_ms"]["mean"]
         counts = np.bincount(res.records[0].replica)

@@ -1,38 +1,10 @@
-"""What one simulation run needs and what it produces, shared by both engines."""
+"""What one simulation run produces, as flat arrays, shared by both engines."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from offramp.policies.base import ExitPolicy
-from offramp.traces.format import ExitTrace
-
-from .config import ServerConfig, WorkloadConfig
-from .service import NoiseStream, ServiceTimes
-
-
-@dataclass
-class Plan:
-    """One replication's inputs. Open loop: ``arrivals``/``samples`` are drawn up front."""
-
-    trace: ExitTrace
-    policy: ExitPolicy
-    service: ServiceTimes
-    server: ServerConfig
-    workload: WorkloadConfig
-    noise: list[NoiseStream]  # one per replica
-    arrivals: np.ndarray | None = None  # (N,) s, open loop
-    samples: np.ndarray | None = None  # (N,) sample ids, open loop
-    routes: np.ndarray | None = None  # (N,) replica, for round robin / random
-    # Closed loop: generators for think times and samples, and when to stop.
-    think_rng: np.random.Generator | None = None
-    sample_rng: np.random.Generator | None = None
-    test_ids: np.ndarray | None = None
-    max_requests: int | None = None
-    duration_s: float | None = None
-    route_rng: np.random.Generator | None = None
 
 
 @dataclass
