@@ -48,14 +48,14 @@ def variants(cfg_rate: float):
     for pol in POLICIES:
         modes = ["none"] if pol["name"] == "none" else ["keep", "shrink"]
         for mode in modes:
-            yield {"policy": {"thresholds": None, "fractions": None, "tolerance_pct": None, **pol},
+            yield {"policy": pol,
                    "server": {"exit_mode": mode}, "workload": {"rate_rps": cfg_rate}}
 
 
 def sweep(capacity: float):
     for mode, pol in (("none", POLICIES[0]), ("shrink", POLICIES[2]), ("keep", POLICIES[2])):
         for load in SWEEP_LOADS:
-            yield {"policy": {"thresholds": None, "fractions": None, "tolerance_pct": None, **pol},
+            yield {"policy": pol,
                    "server": {"exit_mode": mode}, "workload": {"rate_rps": load * capacity}}
 
 

@@ -12,7 +12,7 @@ from offramp.profiling import stages
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
 
-from .config import StudyConfig
+from .config import StudyConfig, parse_config
 from .resolve import build_scenario, build_service, load_study_profile, load_study_trace
 
 HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "agreement",
@@ -33,10 +33,11 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
     trace = load_study_trace(base_cfg, base)
     rows = []
     for variant in variants:
-        data = base_cfg.model_dump()
+        data = base_cfg.model_dump(exclude_none=True)
         for section, fields in variant.items():
-            data[section] = {**data[section], **fields}
-        cfg = StudyConfig.model_validate(data)
+            # A policy is replaced whole (each has its own fields); other sections are merged.
+            data[section] = fields if section == "policy" else {**data[section], **fields}
+        cfg = parse_config(data, "variant")
         res = simulate(build_scenario(cfg, trace, base), cfg.run)
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
                                "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode,
@@ -53,10 +54,10 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
 
 def _fit_label(cfg: StudyConfig) -> str:
     p = cfg.policy
-    if p.tolerance_pct is not None:
+    if getattr(p, "tolerance_pct", None) is not None:
         return f"τ={p.tolerance_pct:g}%"
-    if p.fractions is not None:
+    if getattr(p, "fractions", None) is not None:
         return "fractions"
-    if p.thresholds is not None:
+    if getattr(p, "thresholds", None) is not None:
         return "thresholds"
     return ""

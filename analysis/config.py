@@ -6,9 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from offramp.policies.registry import PolicyConfig
+from offramp.policies.configs import FromFileConfig, NoneConfig, PolicyConfigBase, parse_policy
 from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadConfig
 from offramp.traces.errors import InputError
 
@@ -32,12 +40,6 @@ class ProfileSection(ServiceConfig):
         return self
 
 
-class PolicySection(PolicyConfig):
-    """A policy by name and fitting options, or ``from_file``: one saved by `offramp fit -o`."""
-
-    from_file: str | None = None
-
-
 class SloSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     latency_ms: float | None = Field(None, gt=0, description="per-request latency objective")
@@ -51,9 +53,16 @@ class StudyConfig(BaseModel):
     profile: ProfileSection = ProfileSection(path="fmnist-resnet-cpu")
     workload: WorkloadConfig = WorkloadConfig()
     server: ServerConfig = ServerConfig()
-    policy: PolicySection = PolicySection()
+    policy: SerializeAsAny[PolicyConfigBase] | FromFileConfig = Field(
+        NoneConfig(), description="a policy by name and its fitting options (one config class "
+        "per policy, policies/configs.py), or from_file: one saved by `offramp fit -o`")
     slo: SloSection = SloSection()
     run: RunConfig = RunConfig()
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_by_name(cls, v: object) -> object:
+        return parse_policy(v, allow_file=True)
 
     @model_validator(mode="after")
     def _analytic_needs_no_exits(self) -> StudyConfig:
@@ -79,6 +88,8 @@ def parse_config(data: Any, source: str = "config") -> StudyConfig:
     if not isinstance(data, dict):
         raise InputError(source, None, "must be a YAML mapping of sections",
                          "see examples/ for the layout")
+    if "policy" in data:
+        data = {**data, "policy": parse_policy(data["policy"], source, "policy.", allow_file=True)}
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:

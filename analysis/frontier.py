@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from offramp.policies.configs import PolicyConfigBase, parse_policy
 from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
 from offramp.policies.oracle_lp import oracle_frontier
-from offramp.policies.registry import PolicyConfig, build_policy
+from offramp.policies.registry import build_policy
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig
@@ -30,28 +31,32 @@ def budgets_for(costs: np.ndarray) -> list[float]:
     return [float(costs[0] + f * (costs[-1] - costs[0])) for f in BUDGET_FRACTIONS]
 
 
+def _cfg(**fields) -> PolicyConfigBase:
+    return parse_policy(fields)
+
+
 def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
-                     eenet_epochs: int) -> Iterator[tuple[str, str, PolicyConfig]]:
+                     eenet_epochs: int) -> Iterator[tuple[str, str, PolicyConfigBase]]:
     """(family, setting, config) of every point on the frontier."""
     k_exits = trace.n_exits
     for k in range(k_exits):
-        yield "static", f"k={k}", PolicyConfig(name=f"static:{k}")
-    yield "oracle", "unbudgeted", PolicyConfig(name="oracle")
+        yield "static", f"k={k}", _cfg(name=f"static:{k}")
+    yield "oracle", "unbudgeted", _cfg(name="oracle")
     for name in ("maxprob", "entropy"):
         for b in budgets:
-            yield f"{name} (exp fractions)", f"budget {b:.4g} ms", PolicyConfig(name=name, budget_ms=b)
+            yield f"{name} (exp fractions)", f"budget {b:.4g} ms", _cfg(name=name, budget_ms=b)
         for tau in TOLERANCES:
-            yield f"{name} (τ)", f"τ={tau:g}", PolicyConfig(name=name, tolerance_pct=tau)
+            yield f"{name} (τ)", f"τ={tau:g}", _cfg(name=name, tolerance_pct=tau)
     for t in range(1, k_exits):
-        yield "patience", f"t={t}", PolicyConfig(name="patience", patience=t)
+        yield "patience", f"t={t}", _cfg(name="patience", patience=t)
     for b in budgets:
-        yield "eenet", f"budget {b:.4g} ms", PolicyConfig(name="eenet", budget_ms=b, n_fits=eenet_fits,
+        yield "eenet", f"budget {b:.4g} ms", _cfg(name="eenet", budget_ms=b, n_fits=eenet_fits,
                                                           epochs=eenet_epochs)
     for tau in (97.0, 99.0, 100.0):
-        yield "pame", f"τ={tau:g}", PolicyConfig(name="pame", tolerance_pct=tau)
+        yield "pame", f"τ={tau:g}", _cfg(name="pame", tolerance_pct=tau)
     full = float(trace.accuracy("val")[-1])
     for drop in (0.02, 0.01, 0.005):
-        yield "gati", f"target {full - drop:.4f}", PolicyConfig(name="gati",
+        yield "gati", f"target {full - drop:.4f}", _cfg(name="gati",
                                                                 accuracy_target=round(full - drop, 4))
 
 
@@ -66,7 +71,7 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
     full_acc = float(trace.correct[test, -1].mean())
     rows = []
     for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits, eenet_epochs):
-        if cfg.budget_ms is not None or cfg.name in ("eenet", "gati"):
+        if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati"):
             cfg = cfg.model_copy(update={"cost_batch": cost_batch})
         policy = build_policy(cfg, trace, latency, server, "val")
         row = {"family": family, "setting": setting, "policy": cfg.name}
@@ -76,7 +81,7 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
             row[f"{split}_cost_ms"] = average_cost(exits, costs)
         row["test_relative_accuracy"] = row["test_accuracy"] / full_acc
         row["test_agreement"] = float(trace.agree[test, policy.exit_index(trace, test)].mean())
-        row["budget_ms"] = cfg.budget_ms
+        row["budget_ms"] = getattr(cfg, "budget_ms", None)
         rows.append(row)
         if progress is not None:
             progress()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offramp.policies import ExitPolicy, PolicyConfig
+from offramp.policies import ExitPolicy
+from offramp.policies.configs import FromFileConfig
 from offramp.policies.registry import build_policy
 from offramp.policies.table import load_policy
 from offramp.profiling.format import LatencyProfile, check_profile_matches, load_profile
@@ -84,14 +85,13 @@ def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | Non
     Policies that weigh latency (EENet, PAME, Gati, budgets) take it from the study's profile,
     PAME its batch size, exit mode and engine sizes from the study's server.
     """
-    if cfg.policy.from_file:
+    if isinstance(cfg.policy, FromFileConfig):
         path = Path(cfg.policy.from_file)
         if not path.is_absolute() and base is not None:
             path = base / path
         return load_policy(path).fit(trace, "val")
-    policy_cfg = PolicyConfig.model_validate(cfg.policy.model_dump(exclude={"from_file"}))
     latency = LatencyModel(profile, cfg.server.engine_sizes) if profile is not None else None
-    return build_policy(policy_cfg, trace, latency, cfg.server, "val")
+    return build_policy(cfg.policy, trace, latency, cfg.server, "val")
 
 
 def build_scenario(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> Scenario:

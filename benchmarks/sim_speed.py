@@ -18,7 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from offramp.policies import PolicyConfig, make_policy  # noqa: E402
+from offramp.policies import make_policy, policy_config  # noqa: E402
 from offramp.profiling.latency import LatencyModel  # noqa: E402
 from offramp.profiling.stages import no_exit  # noqa: E402
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     svc = ServiceTimes.from_latency(LatencyModel(profile), k_exits, 32, True, True)
     full_batch_s = svc.plan_s(no_exit(32, k_exits))
     rate = 0.9 * 32 / full_batch_s
-    policy = make_policy(PolicyConfig(name="entropy", tolerance_pct=99)).fit(trace)
+    policy = make_policy(policy_config(name="entropy", tolerance_pct=99)).fit(trace)
     server = ServerConfig(max_batch=32, max_wait_ms=1000 * full_batch_s / 4, exit_mode="shrink")
     out = {}
     for engine, n in (("fast", args.requests), ("reference", args.reference_requests)):

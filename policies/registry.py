@@ -1,23 +1,27 @@
-"""Policies by name, and the validated ``policy`` section of a study config.
+"""Policies by name: a map name → (config class, policy class, build).
 
-``make_policy(cfg)`` builds an unfitted policy for everything that needs only the trace
-(``none``, ``static:K``, ``maxprob``/``entropy`` from thresholds, fractions or a tolerance,
-``patience``, ``oracle``, and ``dynamic-ofa`` over such levels). ``build_policy(cfg, trace,
-latency, server)`` returns a *fitted* policy for every name, computing the per-exit costs
-(:mod:`policies.costs`, at batch ``cost_batch``) for those that need them: ``eenet``,
-``gati``, ``pame``, the ``exp`` baseline (``maxprob``/``entropy`` with ``budget_ms``) and the
-budgeted ``oracle`` (``oracle`` with ``budget_ms``).
+``build(cfg, ctx)`` makes the *unfitted* policy a config describes. ``ctx`` (a
+:class:`FitContext`: latency profile and server) gives per-exit costs to the policies that
+weigh them (EENet, Gati, PAME, the ``exp`` rule of maxprob/entropy with ``budget_ms``, the
+budgeted oracle); it is None in :func:`make_policy`, which builds what needs only the trace.
+:func:`build_policy` returns a policy fitted on a split, for every name.
+
+Adding a policy: a config class (:mod:`policies.configs` style), a policy class, a build
+function, and one :data:`REGISTRY` line (or :func:`register` from outside the package).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
+from . import configs as C
 from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit
 from .confidence import Entropy, MaxProb
@@ -29,169 +33,127 @@ from .oracle_lp import BudgetedOracle
 from .pame import PAME
 from .patience import Patience
 
-POLICIES: dict[str, type[ExitPolicy]] = {
-    cls.name: cls for cls in (NoExit, StaticExit, MaxProb, Entropy, Oracle, Patience, EENet,
-                              PAME, Gati, DynamicOFA)
-}
-
-_CONF = {"thresholds", "fractions", "tolerance_pct", "budget_ms", "cost_batch"}
-_DOFA = {"levels", "latency_target_ms", "accuracy_target", "window", "warmup", "up_after",
-         "switch_cost_ms", "lock", "hold_s"}
-ALLOWED: dict[str, set[str]] = {
-    "none": set(), "static": set(), "maxprob": _CONF, "entropy": _CONF,
-    "oracle": {"budget_ms", "cost_batch"}, "patience": {"patience", "tolerance_pct"},
-    "eenet": {"budget_ms", "cost_batch", "n_fits", "epochs", "seed"},
-    "pame": {"tolerance_pct", "tail_tolerance_pct"},
-    "gati": {"accuracy_target", "cost_batch", "lookup_ms", "selector_threshold"},
-    "dynamic-ofa": _DOFA,
-}
+parse_policy = C.parse_policy
 
 
-class PolicyConfig(BaseModel):
-    """``name`` (one of :data:`POLICIES`, static as ``static:K``) and how to fit it.
+@dataclass(frozen=True)
+class FitContext:
+    """What fitting may use beyond the trace: the latency profile and the server."""
 
-    Only the fields a policy uses may differ from their defaults (anything else is an error).
-    """
+    latency: LatencyModel | LatencyProfile | None
+    server: Any = None  # a sim.config.ServerConfig (PAME's batch size, exit mode, engines)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = "none"
-    thresholds: list[float] | None = Field(None, description="K-1 thresholds, policy units")
-    fractions: list[float] | None = Field(None, description="K target exit fractions (fit on val)")
-    tolerance_pct: float | None = Field(None, description="PAME's τ: keep τ % of full accuracy")
-    budget_ms: float | None = Field(None, gt=0, description="average cost per sample (eenet, "
-                                    "exp fractions for maxprob/entropy, budgeted oracle)")
-    cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
-    patience: int | None = Field(None, ge=1, description="patience: unchanged predictions to exit")
-    accuracy_target: float | None = Field(None, gt=0, le=1,
-                                          description="absolute accuracy (gati, dynamic-ofa)")
-    n_fits: int = Field(3, ge=1, description="eenet: fits to keep the best of")
-    epochs: int = Field(150, ge=1, description="eenet: training epochs per fit")
-    seed: int = Field(0, ge=0, description="eenet: seed of the first fit")
-    tail_tolerance_pct: float = Field(5.0, ge=0, description="pame: allowed rise of the "
-                                      "worst-case batch latency over no exits")
-    lookup_ms: float = Field(0.0, ge=0, description="gati: extra latency of a hit's lookup")
-    selector_threshold: float | None = Field(0.5, gt=0, lt=1, description="gati: hit iff P > this "
-                                             "(null: searched on val)")
-    levels: list[PolicyConfig] | None = Field(None, description="dynamic-ofa: operating points, "
-                                              "cheapest first")
-    latency_target_ms: float | None = Field(None, gt=0, description="dynamic-ofa: window target")
-    window: int = Field(20, ge=1, description="dynamic-ofa: requests in the latency window")
-    warmup: int = Field(20, ge=0, description="dynamic-ofa: requests skipped after a switch")
-    up_after: int = Field(70, ge=0, description="dynamic-ofa: requests at a level before a rise")
-    switch_cost_ms: float = Field(0.0, ge=0, description="dynamic-ofa: stall per switch")
-    lock: bool = Field(True, description="dynamic-ofa: hold rises after a failed one")
-    hold_s: float = Field(5.0, ge=0, description="dynamic-ofa: how long a lock holds")
+    def costs(self, cfg: C.PolicyConfigBase, cost_batch: int = 1) -> list[float]:
+        """Per-sample cost of exiting at each exit, at batch ``cost_batch``."""
+        if self.latency is None:
+            raise InputError("policy", cfg.base, f"{cfg.name} needs a measured latency profile",
+                             "set profile.kind: profile with a profile path")
+        return exit_costs(self.latency, cost_batch)
 
 
-PolicyConfig.model_rebuild()
-
-
-def _parse(cfg: PolicyConfig) -> tuple[str, str]:
-    base, _, arg = cfg.name.partition(":")
-    if base not in POLICIES:
-        raise InputError("policy", "name", f"unknown policy {cfg.name!r}",
-                         f"use one of {sorted(POLICIES)} (static as static:K)")
-    if base == "static" and not arg.isdigit():
-        raise InputError("policy", "name", f"{cfg.name!r} needs an exit index",
-                         "write static:K, e.g. static:1")
-    if base != "static" and arg:
-        raise InputError("policy", "name", f"{base} takes no ':' argument", f"write {base}")
-    given = {f for f, info in PolicyConfig.model_fields.items()
-             if f != "name" and getattr(cfg, f) != info.default}
-    extra = sorted(given - ALLOWED[base])
-    if extra:
-        what = "fitting options" if base in ("none", "static", "oracle") else extra[0]
-        raise InputError("policy", extra[0], f"{cfg.name} takes no {what}", "remove it")
-    return base, arg
-
-
-def _needs_costs(base: str, cfg: PolicyConfig) -> bool:
-    return base in ("eenet", "gati", "pame") or (
-        base in ("maxprob", "entropy", "oracle") and cfg.budget_ms is not None)
-
-
-def _confidence_args(base: str, cfg: PolicyConfig) -> dict:
-    args = {k: getattr(cfg, k) for k in ("thresholds", "fractions", "tolerance_pct")
-            if getattr(cfg, k) is not None}
-    if len(args) + (cfg.budget_ms is not None) != 1:
-        raise InputError("policy", base, "needs thresholds, fractions or tolerance_pct "
-                         "(or budget_ms), exactly one", "set one, e.g. tolerance_pct: 99")
-    return args
-
-
-def _required(cfg: PolicyConfig, base: str, *fields: str) -> None:
-    for f in fields:
-        if getattr(cfg, f) is None:
-            raise InputError("policy", f, f"{base} needs {f}", f"set policy.{f}")
-
-
-def make_policy(cfg: PolicyConfig) -> ExitPolicy:
-    """Build an unfitted policy from its config; unknown names give one clear error.
-
-    Policies that need per-exit costs or a latency profile are built by :func:`build_policy`.
-    """
-    base, arg = _parse(cfg)
-    if base in ("maxprob", "entropy"):
-        args = _confidence_args(base, cfg)
-    if _needs_costs(base, cfg):
-        raise InputError("policy", base, f"{cfg.name} needs per-exit costs from a latency "
+def _need(ctx: FitContext | None, cfg: C.PolicyConfigBase) -> FitContext:
+    if ctx is None:
+        raise InputError("policy", cfg.base, f"{cfg.name} needs per-exit costs from a latency "
                          "profile", "build it with policies.build_policy(cfg, trace, latency, "
                          "server)")
-    if base == "static":
-        return StaticExit(int(arg))
-    if base in ("maxprob", "entropy"):
-        return POLICIES[base](**args)
-    if base == "patience":
-        return Patience(cfg.patience, cfg.tolerance_pct)
-    if base == "dynamic-ofa":
-        return _dynamic_ofa(cfg, [make_policy(lvl) for lvl in cfg.levels or []])
-    return POLICIES[base]()
+    return ctx
 
 
-def _dynamic_ofa(cfg: PolicyConfig, levels: list[ExitPolicy]) -> DynamicOFA:
-    _required(cfg, "dynamic-ofa", "levels", "latency_target_ms", "accuracy_target")
+def _confidence(cls: type[MaxProb] | type[Entropy]) -> Callable:
+    def build(cfg: C.ConfidenceConfig, ctx: FitContext | None) -> ExitPolicy:
+        if cfg.budget_ms is not None:
+            costs = _need(ctx, cfg).costs(cfg, cfg.cost_batch)
+            return cls(fractions=exp_fractions(costs, cfg.budget_ms))
+        return cls(thresholds=cfg.thresholds, fractions=cfg.fractions,
+                   tolerance_pct=cfg.tolerance_pct)
+    return build
+
+
+def _oracle(cfg: C.OracleConfig, ctx: FitContext | None) -> ExitPolicy:
+    if cfg.budget_ms is None:
+        return Oracle()
+    return BudgetedOracle(cfg.budget_ms, _need(ctx, cfg).costs(cfg, cfg.cost_batch))
+
+
+def _eenet(cfg: C.EENetConfig, ctx: FitContext | None) -> ExitPolicy:
+    return EENet(cfg.budget_ms, _need(ctx, cfg).costs(cfg, cfg.cost_batch), n_fits=cfg.n_fits,
+                 epochs=cfg.epochs, seed=cfg.seed)
+
+
+def _pame(cfg: C.PAMEConfig, ctx: FitContext | None) -> ExitPolicy:
+    ctx = _need(ctx, cfg)
+    if ctx.latency is None:
+        ctx.costs(cfg)  # raises: PAME needs the profile
+    srv = ctx.server
+    return PAME(cfg.tolerance_pct, ctx.latency, getattr(srv, "max_batch", 32),
+                exit_mode=getattr(srv, "exit_mode", "shrink"),
+                engine_sizes=getattr(srv, "engine_sizes", None),
+                tail_tolerance_pct=cfg.tail_tolerance_pct)
+
+
+def _gati(cfg: C.GatiConfig, ctx: FitContext | None) -> ExitPolicy:
+    return Gati(cfg.accuracy_target, _need(ctx, cfg).costs(cfg, cfg.cost_batch),
+                lookup_ms=cfg.lookup_ms, threshold=cfg.selector_threshold)
+
+
+def _dynamic_ofa(cfg: C.DynamicOFAConfig, ctx: FitContext | None) -> ExitPolicy:
+    levels = [REGISTRY[lvl.base].build(lvl, ctx) for lvl in cfg.levels]
     return DynamicOFA(levels, cfg.latency_target_ms, cfg.accuracy_target, window=cfg.window,
                       warmup=cfg.warmup, up_after=cfg.up_after,
                       switch_cost_ms=cfg.switch_cost_ms, lock=cfg.lock, hold_s=cfg.hold_s)
 
 
-def build_policy(cfg: PolicyConfig, trace: ExitTrace,
+class Registered(NamedTuple):
+    config: type[C.PolicyConfigBase]
+    policy: type[ExitPolicy]
+    build: Callable[[Any, FitContext | None], ExitPolicy]
+
+
+REGISTRY: dict[str, Registered] = {
+    "none": Registered(C.NoneConfig, NoExit, lambda cfg, ctx: NoExit()),
+    "static": Registered(C.StaticConfig, StaticExit, lambda cfg, ctx: StaticExit(cfg.exit)),
+    "maxprob": Registered(C.MaxProbConfig, MaxProb, _confidence(MaxProb)),
+    "entropy": Registered(C.EntropyConfig, Entropy, _confidence(Entropy)),
+    "oracle": Registered(C.OracleConfig, Oracle, _oracle),
+    "patience": Registered(C.PatienceConfig, Patience,
+                           lambda cfg, ctx: Patience(cfg.patience, cfg.tolerance_pct)),
+    "eenet": Registered(C.EENetConfig, EENet, _eenet),
+    "pame": Registered(C.PAMEConfig, PAME, _pame),
+    "gati": Registered(C.GatiConfig, Gati, _gati),
+    "dynamic-ofa": Registered(C.DynamicOFAConfig, DynamicOFA, _dynamic_ofa),
+}
+POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.items()}
+
+
+def register(name: str, config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
+             build: Callable[[Any, FitContext | None], ExitPolicy]) -> None:
+    """Add a policy from outside the package (its config joins the ``policy`` union)."""
+    REGISTRY[name] = Registered(config, policy, build)
+    POLICIES[name] = policy
+    C.register_config(name, config)
+
+
+def _config(cfg: Any) -> C.PolicyConfigBase:
+    return cfg if isinstance(cfg, C.PolicyConfigBase) else C.parse_policy(cfg)
+
+
+def make_policy(cfg: C.PolicyConfigBase | dict) -> ExitPolicy:
+    """An unfitted policy from its config, for those that need only the trace.
+
+    Policies that need per-exit costs or a latency profile are built by :func:`build_policy`.
+    """
+    cfg = _config(cfg)
+    return REGISTRY[cfg.base].build(cfg, None)
+
+
+def build_policy(cfg: C.PolicyConfigBase | dict, trace: ExitTrace,
                  latency: LatencyModel | LatencyProfile | None = None, server=None,
                  split: str = "val") -> ExitPolicy:
     """A policy fitted on ``split`` of the trace, for any name.
 
-    ``latency`` (model or profile) gives the per-exit costs, at batch ``cfg.cost_batch``;
+    ``latency`` (model or profile) gives the per-exit costs, at the config's ``cost_batch``;
     ``server`` (a ``sim.config.ServerConfig``) gives PAME its ``max_batch``, ``exit_mode`` and
     ``engine_sizes``.
     """
-    base, _ = _parse(cfg)
-    if base == "dynamic-ofa":
-        levels = [build_policy(lvl, trace, latency, server, split) for lvl in cfg.levels or []]
-        return _dynamic_ofa(cfg, levels).fit(trace, split)
-    if not _needs_costs(base, cfg):
-        return make_policy(cfg).fit(trace, split)
-    if latency is None:
-        raise InputError("policy", base, f"{cfg.name} needs a measured latency profile",
-                         "set profile.kind: profile with a profile path")
-    if base == "pame":
-        _required(cfg, base, "tolerance_pct")
-        max_batch = getattr(server, "max_batch", 32)
-        mode = getattr(server, "exit_mode", "shrink")
-        sizes = getattr(server, "engine_sizes", None)
-        return PAME(cfg.tolerance_pct, latency, max_batch, exit_mode=mode, engine_sizes=sizes,
-                    tail_tolerance_pct=cfg.tail_tolerance_pct).fit(trace, split)
-    costs = exit_costs(latency, cfg.cost_batch)
-    if base == "eenet":
-        _required(cfg, base, "budget_ms")
-        policy = EENet(cfg.budget_ms, costs, n_fits=cfg.n_fits, epochs=cfg.epochs, seed=cfg.seed)
-    elif base == "gati":
-        _required(cfg, base, "accuracy_target")
-        policy = Gati(cfg.accuracy_target, costs, lookup_ms=cfg.lookup_ms,
-                      threshold=cfg.selector_threshold)
-    elif base == "oracle":
-        policy = BudgetedOracle(cfg.budget_ms, costs)
-    else:
-        _confidence_args(base, cfg)
-        policy = POLICIES[base](fractions=exp_fractions(costs, cfg.budget_ms))
-    return policy.fit(trace, split)
+    cfg = _config(cfg)
+    return REGISTRY[cfg.base].build(cfg, FitContext(latency, server)).fit(trace, split)

@@ -48,14 +48,14 @@ def test_bad_config_names_the_field(data, field, words):
 
 
 def test_unknown_policy_is_rejected():
-    from offramp.policies import PolicyConfig, make_policy
+    from offramp.policies import make_policy, policy_config
 
     with pytest.raises(InputError, match="unknown policy 'entropyy'"):
-        make_policy(PolicyConfig(name="entropyy"))
+        make_policy(policy_config(name="entropyy"))
     with pytest.raises(InputError, match="needs thresholds, fractions or tolerance_pct"):
-        make_policy(PolicyConfig(name="maxprob"))
+        make_policy(policy_config(name="maxprob"))
     with pytest.raises(InputError, match="static:K"):
-        make_policy(PolicyConfig(name="static"))
+        make_policy(policy_config(name="static"))
 
 
 def test_missing_and_corrupt_trace(tmp_path):

@@ -13,10 +13,11 @@ from helpers import affine_profile, crafted_trace, scored_trace
 from pydantic import ValidationError
 
 from offramp.analysis.config import parse_config
-from offramp.policies import PolicyConfig
+from offramp.policies import policy_config
 from offramp.policies.base import StatefulPolicy
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
+from offramp.policies.configs import CONFIGS
 from offramp.policies.costs import check_costs
 from offramp.policies.dynamic_ofa import DynamicOFA
 from offramp.policies.eenet import EENet
@@ -38,7 +39,20 @@ TRACE = synthetic_trace(400, seed=9)
 
 
 def default(field: str):
-    return PolicyConfig.model_fields[field].default
+    return next(c.model_fields[field].default for c in CONFIGS.values() if field in c.model_fields)
+
+
+# A valid config of the policy that owns each field, to break one bound of.
+_GATI = {"name": "gati", "accuracy_target": 0.9}
+_DOFA = {"name": "dynamic-ofa", "levels": [{"name": "none"}], "latency_target_ms": 5.0,
+         "accuracy_target": 0.9}
+OWNER = {"budget_ms": {"name": "eenet", "budget_ms": 1.0}, "lookup_ms": _GATI,
+         "selector_threshold": _GATI, "window": _DOFA, "accuracy_target": _GATI,
+         "latency_target_ms": _DOFA, "tail_tolerance_pct": {"name": "pame", "tolerance_pct": 99}}
+
+
+def with_bad(field: str, bad):
+    return policy_config(**{**OWNER[field], field: bad})
 
 
 def test_policy_class_defaults_agree_with_the_config_defaults():
@@ -60,9 +74,10 @@ def test_policy_class_defaults_agree_with_the_config_defaults():
 def test_policy_config_bounds():
     for field, bad in (("budget_ms", 0.0), ("lookup_ms", -0.1), ("selector_threshold", 1.0),
                        ("selector_threshold", 0.0), ("window", 0), ("accuracy_target", 1.01)):
-        with pytest.raises(ValidationError, match=field):
-            PolicyConfig(name="none", **{field: bad})
-    assert PolicyConfig(name="gati", lookup_ms=0.0, selector_threshold=0.999).lookup_ms == 0.0
+        with pytest.raises((ValidationError, InputError), match=field):
+            with_bad(field, bad)
+    assert with_bad("lookup_ms", 0.0).lookup_ms == 0.0
+    assert with_bad("selector_threshold", 0.999).selector_threshold == 0.999
     assert WorkloadConfig(rate_rps=0.5).rate_rps == 0.5
 
 
@@ -294,13 +309,13 @@ def test_more_bounds_and_messages():
 
     for field, bad in (("accuracy_target", 0.0), ("latency_target_ms", 0.0),
                        ("tail_tolerance_pct", -1.0)):
-        with pytest.raises(ValidationError, match=field):
-            PolicyConfig(name="none", **{field: bad})
+        with pytest.raises((ValidationError, InputError), match=field):
+            with_bad(field, bad)
     # Two misplaced fields: the message names the first (sorted).
     with pytest.raises(InputError, match="gati takes no patience"):
-        make_policy(PolicyConfig(name="gati", tolerance_pct=99, patience=2))
+        make_policy(policy_config(name="gati", tolerance_pct=99, patience=2))
     prof = affine_profile(4, range(1, 33), model_id="synthetic-net")
-    assert build_policy(PolicyConfig(name="pame", tolerance_pct=98), TRACE, prof).max_batch == 32
+    assert build_policy(policy_config(name="pame", tolerance_pct=98), TRACE, prof).max_batch == 32
     with pytest.raises(InputError, match=r"0\.\.3"):
         StaticExit(7).fit(TRACE).exit_index(TRACE, [0])
     bucketed = LatencyModel(prof, [4, 32])

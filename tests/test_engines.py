@@ -10,7 +10,7 @@ from helpers import scenario
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from offramp.policies import PolicyConfig, make_policy
+from offramp.policies import make_policy, policy_config
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
@@ -24,9 +24,9 @@ PROFILE = synthetic_profile(batches=tuple(range(1, 65)))
 # The same with the serving loop's exit checks and handoffs measured.
 LOOP_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True)
 POLICIES = [
-    PolicyConfig(name="none"), PolicyConfig(name="static:1"), PolicyConfig(name="oracle"),
-    PolicyConfig(name="entropy", tolerance_pct=98), PolicyConfig(name="maxprob", tolerance_pct=99),
-    PolicyConfig(name="maxprob", fractions=[0.4, 0.2, 0.2, 0.2]),
+    policy_config(name="none"), policy_config(name="static:1"), policy_config(name="oracle"),
+    policy_config(name="entropy", tolerance_pct=98), policy_config(name="maxprob", tolerance_pct=99),
+    policy_config(name="maxprob", fractions=[0.4, 0.2, 0.2, 0.2]),
 ]
 FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 

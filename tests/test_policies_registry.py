@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from offramp.policies import POLICIES, PolicyConfig, build_policy, make_policy
+from offramp.policies import POLICIES, build_policy, make_policy, parse_policy, policy_config
 from offramp.policies.baselines import NoExit, Oracle, StaticExit
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.policies.costs import evaluate, exit_costs
@@ -51,7 +51,7 @@ def same_exits(a, b) -> bool:
     ({"name": "patience", "tolerance_pct": 98}, lambda: Patience(tolerance_pct=98)),
 ])
 def test_make_policy_builds_the_named_policy_with_its_options(cfg, direct):
-    pol = make_policy(PolicyConfig(**cfg))
+    pol = make_policy(parse_policy(cfg))
     assert not hasattr(pol, "n_exits_")
     want = direct()
     assert type(pol) is type(want) and pol.get_params() == want.get_params()
@@ -62,7 +62,7 @@ def test_make_policy_builds_the_named_policy_with_its_options(cfg, direct):
 
 
 def test_make_policy_passes_every_dynamic_ofa_option():
-    cfg = PolicyConfig(name="dynamic-ofa", levels=[{"name": "static:0"}, {"name": "none"}],
+    cfg = policy_config(name="dynamic-ofa", levels=[{"name": "static:0"}, {"name": "none"}],
                        latency_target_ms=5, accuracy_target=0.9, window=7, warmup=3, up_after=11,
                        switch_cost_ms=0.5, lock=False, hold_s=2.0)
     pol = make_policy(cfg)
@@ -87,7 +87,7 @@ def test_make_policy_passes_every_dynamic_ofa_option():
     ({"name": "oracle", "budget_ms": 2.0}, lambda: BudgetedOracle(2.0, COSTS1)),
 ])
 def test_build_policy_fits_the_named_policy_with_its_costs(cfg, direct):
-    config = PolicyConfig(**cfg)
+    config = parse_policy(cfg)
     with pytest.raises(InputError, match="build_policy"):
         make_policy(config)
     pol = build_policy(config, TRACE, LatencyModel(PROFILE), ServerConfig(max_batch=16,
@@ -101,7 +101,7 @@ def test_build_policy_fits_the_named_policy_with_its_costs(cfg, direct):
 
 
 def test_build_policy_fits_dynamic_ofa_levels():
-    cfg = PolicyConfig(name="dynamic-ofa", levels=[
+    cfg = policy_config(name="dynamic-ofa", levels=[
         {"name": "maxprob", "budget_ms": 1.5},
         {"name": "eenet", "budget_ms": 2.5, "n_fits": 1, "epochs": 20}, {"name": "none"}],
         latency_target_ms=5, accuracy_target=0.9, switch_cost_ms=1.0)
@@ -114,31 +114,63 @@ def test_build_policy_fits_dynamic_ofa_levels():
 def test_budget_policies_meet_their_budget_on_val():
     costs = exit_costs(PROFILE)
     for name in ("maxprob", "entropy", "oracle"):
-        pol = build_policy(PolicyConfig(name=name, budget_ms=2.0), TRACE, PROFILE)
+        pol = build_policy(policy_config(name=name, budget_ms=2.0), TRACE, PROFILE)
         _, cost = evaluate(pol, TRACE, costs, "val")
         assert cost == pytest.approx(2.0, rel=0.05), name
 
 
 def test_config_errors_are_clear():
     with pytest.raises(InputError, match="gati takes no tolerance_pct"):
-        make_policy(PolicyConfig(name="gati", tolerance_pct=99))
+        make_policy(policy_config(name="gati", tolerance_pct=99))
     with pytest.raises(InputError, match="none takes no fitting options"):
-        make_policy(PolicyConfig(name="none", tolerance_pct=99))
+        make_policy(policy_config(name="none", tolerance_pct=99))
     with pytest.raises(InputError, match="eenet needs budget_ms"):
-        build_policy(PolicyConfig(name="eenet"), TRACE, PROFILE)
+        build_policy(policy_config(name="eenet"), TRACE, PROFILE)
     with pytest.raises(InputError, match="needs a measured latency profile"):
-        build_policy(PolicyConfig(name="pame", tolerance_pct=99), TRACE, None)
+        build_policy(policy_config(name="pame", tolerance_pct=99), TRACE, None)
     with pytest.raises(InputError, match="exactly one"):
-        make_policy(PolicyConfig(name="maxprob", tolerance_pct=99, fractions=[1, 0, 0, 0]))
+        make_policy(policy_config(name="maxprob", tolerance_pct=99, fractions=[1, 0, 0, 0]))
     with pytest.raises(InputError, match="dynamic-ofa needs latency_target_ms"):
-        make_policy(PolicyConfig(name="dynamic-ofa", levels=[{"name": "none"}],
+        make_policy(policy_config(name="dynamic-ofa", levels=[{"name": "none"}],
                                  accuracy_target=0.9))
     with pytest.raises(ValueError, match="extra"):
-        PolicyConfig(name="eenet", budget=3)
+        policy_config(name="eenet", budget=3)
 
 
 def test_config_round_trips_through_a_dump():
     # analysis/ re-validates a dumped config: defaults in the dump must not count as "set".
-    cfg = PolicyConfig(name="entropy", tolerance_pct=99)
-    again = PolicyConfig.model_validate(cfg.model_dump())
+    cfg = policy_config(name="entropy", tolerance_pct=99)
+    again = parse_policy(cfg.model_dump())
     assert np.isfinite(make_policy(again).fit(TRACE).thresholds_).any()
+
+
+def test_registry_is_name_to_config_policy_build():
+    from offramp.policies import REGISTRY
+    from offramp.policies.configs import CONFIGS, PolicyConfigBase
+
+    assert set(REGISTRY) == set(CONFIGS) == set(POLICIES)
+    for name, entry in REGISTRY.items():
+        assert entry.config is CONFIGS[name] and issubclass(entry.config, PolicyConfigBase)
+        assert entry.policy is POLICIES[name] and entry.policy.name == name
+        # Each tunable range names a field of that policy's own config, low < high.
+        for field, rng in entry.config.tunable.items():
+            assert field in entry.config.model_fields, (name, field)
+            assert rng.low < rng.high
+
+
+def test_each_config_holds_only_its_own_fields():
+    from offramp.policies.configs import EntropyConfig, GatiConfig, NoneConfig, StaticConfig
+
+    assert set(NoneConfig.model_fields) == {"name"}
+    assert "window" not in EntropyConfig.model_fields and "levels" not in GatiConfig.model_fields
+    assert type(policy_config(name="static:3")) is StaticConfig
+    assert policy_config(name="static:3").exit == 3
+    assert type(parse_policy({"name": "entropy", "tolerance_pct": 99})) is EntropyConfig
+    lv = parse_policy({"name": "dynamic-ofa", "levels": [{"name": "entropy", "tolerance_pct": 99},
+                                                         {"name": "none"}],
+                       "latency_target_ms": 5, "accuracy_target": 0.9}).levels
+    assert [type(x) for x in lv] == [EntropyConfig, NoneConfig]
+    with pytest.raises(InputError, match=r"field 'levels\.1\.tolerance_pct': none takes no"):
+        parse_policy({"name": "dynamic-ofa", "levels": [{"name": "none"},
+                                                        {"name": "none", "tolerance_pct": 9}],
+                      "latency_target_ms": 5, "accuracy_target": 0.9})
