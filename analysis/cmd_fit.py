@@ -34,11 +34,9 @@ def _inputs(args: argparse.Namespace, cfg):
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from offramp.policies.costs import average_cost, exit_costs
-    from offramp.policies.table import ExitTable, save_policy
-    from offramp.profiling.latency import LatencyModel
+    from offramp.policies.table import save_policy
 
-    from .resolve import fit_policy
+    from .fitting import fit_and_report
 
     policy = {"name": args.policy}
     for key, value in (("budget_ms", args.budget_ms), ("tolerance_pct", args.tolerance),
@@ -54,22 +52,7 @@ def run_fit(args: argparse.Namespace) -> int:
         policy[key] = yaml.safe_load(raw)
     cfg = _study(args, policy)
     trace, profile = _inputs(args, cfg)
-    fitted = fit_policy(cfg, trace, profile)
-    table = ExitTable.from_policy(fitted, trace)
-    costs = exit_costs(LatencyModel(profile, cfg.server.engine_sizes), args.cost_batch)
-    report = {"trace": trace.model_id, "profile": profile.source, "cost_batch": args.cost_batch,
-              "costs_ms": costs.tolist()}
-    for split in ("val", "test"):
-        ids = trace.indices(split)
-        exits = table.exits[ids]
-        acc = float(trace.correct[ids, exits].mean())
-        report[split] = {"accuracy": acc,
-                         "relative_accuracy": acc / float(trace.correct[ids, -1].mean()),
-                         "agreement": float(trace.agree[ids, exits].mean()),
-                         "average_cost_ms": average_cost(exits, costs),
-                         "exit_fractions": [float((exits == k).mean()) for k in range(trace.n_exits)]}
-    if hasattr(fitted, "report_"):
-        report["policy_report"] = json.loads(json.dumps(fitted.report_, default=float))
+    table, report = fit_and_report(cfg, trace, profile, args.cost_batch)
     path = save_policy(table, args.output, report)
     if args.json:
         print(json.dumps({"policy": table.get_params(), "report": report, "file": str(path)},
@@ -91,7 +74,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_frontier(args: argparse.Namespace) -> int:
-    from .frontier import compute_frontier, eenet_vs_heuristics, frontier_configs, plot_frontier
+    from .frontier import compute_frontier, frontier_configs, write_frontier
 
     cfg = _study(args)
     trace, profile = _inputs(args, cfg)
@@ -103,15 +86,8 @@ def run_frontier(args: argparse.Namespace) -> int:
         points, bound = compute_frontier(trace, profile, cfg.server, args.cost_batch,
                                          args.eenet_fits, args.eenet_epochs,
                                          progress=lambda: bar.advance(task))
-    duel = eenet_vs_heuristics(points)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{trace.model_id}-frontier"
-    points.to_csv(out_dir / f"{stem}.csv", index=False)
-    bound.to_csv(out_dir / f"{stem}-oracle.csv", index=False)
-    duel.to_csv(out_dir / f"{stem}-eenet.csv", index=False)
-    title = (f"{trace.model_id} on {profile.meta.get('device', '?')} ({profile.meta.get('backend')}, "
-             f"{profile.meta.get('precision')}): test accuracy vs cost")
-    plot_frontier(points, bound, title, out_dir / f"{stem}.png")
+    out_dir, stem = Path(args.output), f"{trace.model_id}-frontier"
+    duel, title = write_frontier(trace, profile, points, bound, out_dir)
     if args.json:
         print(json.dumps({"attrs": points.attrs, "points": json.loads(points.to_json(orient="records")),
                           "oracle_bound": json.loads(bound.to_json(orient="records")),

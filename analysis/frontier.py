@@ -8,6 +8,7 @@ size, from the latency profile (``policies.costs``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,3 +144,20 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     ax.set_ylim(max(lo - 0.02, 0), min(1.0, bound["oracle_bound"].max() + 0.01))
     fig.tight_layout()
     save_png(fig, path)
+
+
+def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFrame,
+                   bound: pd.DataFrame, out_dir: Path) -> tuple[pd.DataFrame, str]:
+    """Write the frontier's CSVs (points, oracle bound, EENet vs heuristics) and its plot under
+    ``out_dir`` as MODEL-frontier*; return (EENet vs heuristics, the plot's title)."""
+    duel = eenet_vs_heuristics(points)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{trace.model_id}-frontier"
+    points.to_csv(out_dir / f"{stem}.csv", index=False)
+    bound.to_csv(out_dir / f"{stem}-oracle.csv", index=False)
+    duel.to_csv(out_dir / f"{stem}-eenet.csv", index=False)
+    m = profile.meta
+    title = (f"{trace.model_id} on {m.get('device', '?')} ({m.get('backend')}, "
+             f"{m.get('precision')}): test accuracy vs cost")
+    plot_frontier(points, bound, title, out_dir / f"{stem}.png")
+    return duel, title

@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from offramp.profiling.format import KINDS, LatencyProfile  # noqa: E402
 from offramp.traces.atomic import atomic_path  # noqa: E402
+from offramp.traces.format import ExitTrace  # noqa: E402
 
 
 def save_png(fig, path: str | Path) -> Path:
@@ -47,5 +49,81 @@ def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path
     ax2.set_xlabel("exit")
     ax2.set_ylabel("fraction of requests")
     ax2.set_title("Where requests exit")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Path:
+    """Latency vs batch size: one line (p50) and band (p50..p99) per stage."""
+    from offramp.profiling.summary import stage_summary
+
+    m = profile.meta
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    panels = {kind: axes[0] if kind in ("segment", "head") else axes[1] for kind in KINDS}
+    styles = {"segment": "-", "head": "--", "compact": "-", "check": "--", "handoff": "-.",
+              "overhead": ":"}
+    colors = plt.get_cmap("tab10")
+    for s in stage_summary(profile):
+        rows = profile.stage(s["kind"], s["k"])
+        b = [r["batch"] for r in rows]
+        p50 = [r["p50_ms"] for r in rows]
+        p99 = [r["p99_ms"] for r in rows]
+        ax = panels[s["kind"]]
+        color = colors(s["k"] % 10) if s["kind"] != "overhead" else "black"
+        label = "overhead" if s["kind"] == "overhead" else f"{s['kind']} {s['k']}"
+        ax.plot(b, p50, styles[s["kind"]], color=color, label=label, lw=1.4)
+        ax.fill_between(b, p50, p99, color=color, alpha=0.15, lw=0)
+    for ax, title in zip(axes, ("segments and heads",
+                                "the serving loop's own stages: check, compact, handoff, overhead"),
+                         strict=True):
+        ax.set_xscale(scale)
+        ax.set_yscale(scale)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("latency, ms (line p50, band to p99)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{m['model_id']}: {m['backend']} {m['precision']} on {m['device']}"
+                 f"{' (synthetic)' if m['synthetic'] else ''}")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_confidence(trace: ExitTrace, path: str | Path, split: str = "test") -> Path:
+    """Histogram of the max softmax probability per exit, correct vs wrong samples (PNG)."""
+    idx = trace.indices(split)
+    k = trace.n_exits
+    fig, axes = plt.subplots(1, k, figsize=(3.0 * k, 2.8), sharey=True, squeeze=False)
+    bins = np.linspace(1.0 / trace.n_classes, 1.0, 26)
+    for j, ax in enumerate(axes[0]):
+        conf, ok = trace.maxprob[idx, j], trace.correct[idx, j]
+        ax.hist([conf[ok], conf[~ok]], bins=bins, stacked=True, label=["correct", "wrong"],
+                color=["tab:blue", "tab:red"])
+        ax.set_title(f"{trace.meta['exit_names'][j]} (acc {ok.mean():.3f})", fontsize=9)
+        ax.set_xlabel("max softmax")
+    axes[0][0].set_ylabel(f"{split} samples")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"{trace.model_id} on {trace.meta['dataset']}: confidence per exit", fontsize=10)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_sweep(frame, model: str, slo_ms: float, path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for (pol, fit, mode), grp in frame.groupby(["policy", "policy_fit", "exit_mode"], sort=False):
+        label = f"{pol} {fit} / {mode} (accuracy {grp['accuracy'].mean():.3f})".replace("  ", " ")
+        ax1.plot(grp["throughput_rps"], grp["latency_p99_ms"], marker="o", ms=4, label=label)
+        ax2.plot(grp["rate_rps"], grp["latency_p50_ms"], marker="o", ms=4, label=label)
+    for ax in (ax1, ax2):
+        ax.axhline(slo_ms, color="k", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    ax1.set_xlabel("achieved throughput (req/s)")
+    ax1.set_ylabel("p99 latency (ms)")
+    ax1.set_title(f"{model}: p99 latency vs throughput")
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("offered load (req/s)")
+    ax2.set_ylabel("p50 latency (ms)")
+    ax2.set_title("p50 latency vs offered load")
     fig.tight_layout()
     save_png(fig, path)

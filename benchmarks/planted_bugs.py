@@ -106,9 +106,9 @@ BUGS = [
      "sc.policy.active_exits(k_exits).tolist())", "test_examples"),
     ("replay-ignores-rate-scale", "sim/workload.py", "arr = rec.arrival_s / cfg.rate_scale",
      "arr = rec.arrival_s", "test_replay"),
-    ("show-any-as-all", "analysis/cmd_traces.py", "trace.correct[idx].any(axis=1).mean()",
+    ("show-any-as-all", "traces/summary.py", "trace.correct[idx].any(axis=1).mean()",
      "trace.correct[idx].all(axis=1).mean()", "test_cmd_traces::test_show_shipped_by_name"),
-    ("show-oracle-depth", "analysis/cmd_traces.py",
+    ("show-oracle-depth", "traces/summary.py",
      '"oracle_mean_exit_index": round(float(depth.mean()), 4)',
      '"oracle_mean_exit_index": round(float(depth.mean() - 0.5), 4)',
      "test_cmd_traces::test_show_shipped_by_name"),
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         c.mkdir()
         mutation.make_copy(c, args.rev)
     # The coverage map covers every module a bug touches.
-    mutation.CORE["extra"] = ["analysis/cmd_traces.py", "profiling/stages.py"]
+    mutation.CORE["extra"] = ["traces/summary.py", "profiling/stages.py"]
     mutation.SKIP_TESTS.remove("test_cmd_traces.py")
     cov = mutation.coverage_map(copies[0])
     for c in copies:

@@ -8,8 +8,8 @@ import pytest
 
 import offramp.profiling.shipped as shipped
 from offramp.analysis.cli import main
-from offramp.analysis.cmd_profile import compact_batches
 from offramp.profiling.format import load_profile, save_profile
+from offramp.profiling.job import compact_batches
 from offramp.profiling.measure import parse_batches
 from offramp.profiling.synthetic import synthetic_profile
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from offramp.analysis.cli import main
-from offramp.analysis.cmd_traces import oracle_exit, summarize
 from offramp.traces.format import make_trace, save_trace
 from offramp.traces.shipped import SHIPPED, load_shipped
+from offramp.traces.summary import oracle_exit, summarize
 
 
 def _crafted(correct_at: list[list[bool]]):

@@ -1,0 +1,92 @@
+"""The demo study: every shipped model with a shipped profile, policies × exit modes at one
+load, and a load sweep (the what-if capacity study a user starts from)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .compare import full_batch_capacity_rps, run_grid
+from .config import StudyConfig, parse_config
+
+POLICIES = [
+    {"name": "none"},
+    {"name": "maxprob", "tolerance_pct": 99},
+    {"name": "entropy", "tolerance_pct": 99},
+    {"name": "oracle"},
+]
+SWEEP_LOADS = [0.2, 0.4, 0.6, 0.8, 0.95, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0]
+
+
+def demo_pairs() -> list[tuple[str, str]]:
+    """(trace name, profile name) of every shipped model that has a shipped profile."""
+    from offramp.profiling.shipped import list_shipped as profiles
+    from offramp.traces.shipped import list_shipped as traces
+
+    names = [t["name"] if isinstance(t, dict) else t for t in traces()]
+    have = profiles()
+    pairs = []
+    for name in names:
+        matching = sorted(p for p in have if p.startswith(name + "-"))
+        if matching:
+            pairs.append((name, matching[0]))
+    return pairs
+
+
+def variants(cfg_rate: float):
+    for pol in POLICIES:
+        modes = ["none"] if pol["name"] == "none" else ["keep", "shrink"]
+        for mode in modes:
+            yield {"policy": pol,
+                   "server": {"exit_mode": mode}, "workload": {"rate_rps": cfg_rate}}
+
+
+def sweep(capacity: float):
+    for mode, pol in (("none", POLICIES[0]), ("shrink", POLICIES[2]), ("keep", POLICIES[2])):
+        for load in SWEEP_LOADS:
+            yield {"policy": pol,
+                   "server": {"exit_mode": mode}, "workload": {"rate_rps": load * capacity}}
+
+
+def demo_study(trace_name: str, profile_name: str, max_batch: int, requests: int,
+               replications: int, seed: int) -> tuple[StudyConfig, float, float]:
+    """The base study of one model: (config, no-exit capacity req/s, SLO ms).
+
+    Batches wait up to a quarter of a full batch's time; the SLO is 3x a full batch's time.
+    """
+    from .resolve import load_study_trace
+
+    base = parse_config({
+        "trace": {"path": trace_name}, "profile": {"path": profile_name},
+        "server": {"max_batch": max_batch, "max_wait_ms": 0.0},
+        "run": {"requests": requests, "replications": replications, "seed": seed},
+    }, "demo")
+    cap = full_batch_capacity_rps(base, load_study_trace(base))
+    full_ms = 1000 * max_batch / cap
+    slo = round(3 * full_ms, 2)
+    base = base.model_copy(update={
+        "server": base.server.model_copy(update={"max_wait_ms": round(full_ms / 4, 3)}),
+        "slo": base.slo.model_copy(update={"latency_ms": slo})})
+    return base, cap, slo
+
+
+def jobs_per_model() -> int:
+    """Simulated studies per model (for a progress bar)."""
+    return sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0))
+
+
+def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int, requests: int,
+                   replications: int, seed: int, progress: Callable[[], None] | None = None
+                   ) -> dict[str, Any]:
+    """Run one model's demo, write its CSVs and plot under ``out``, return the results."""
+    from .plots import plot_sweep
+
+    base, cap, slo = demo_study(trace_name, profile_name, max_batch, requests, replications, seed)
+    table = run_grid(base, variants(0.6 * cap), progress=progress)
+    curve = run_grid(base, sweep(cap), progress=progress)
+    table.to_csv(out / f"{trace_name}-policies.csv", index=False)
+    curve.to_csv(out / f"{trace_name}-load-sweep.csv", index=False)
+    plot_sweep(curve, trace_name, slo, out / f"{trace_name}-load-sweep.png")
+    return {"profile": profile_name, "capacity_no_exit_rps": cap, "slo_ms": slo,
+            "policies": table, "sweep": curve}

@@ -1,0 +1,39 @@
+"""Fit one policy on a study's val split and report it on val and test (``offramp fit``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from offramp.policies.costs import average_cost, exit_costs
+from offramp.policies.table import ExitTable
+from offramp.profiling.format import LatencyProfile
+from offramp.profiling.latency import LatencyModel
+from offramp.traces.format import ExitTrace
+
+from .config import StudyConfig
+from .resolve import fit_policy
+
+
+def fit_and_report(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile,
+                   cost_batch: int = 1) -> tuple[ExitTable, dict[str, Any]]:
+    """The fitted policy as its per-sample exit table, and its val/test report: accuracy,
+    relative accuracy, agreement, average cost (at ``cost_batch``) and exit fractions."""
+    fitted = fit_policy(cfg, trace, profile)
+    table = ExitTable.from_policy(fitted, trace)
+    costs = exit_costs(LatencyModel(profile, cfg.server.engine_sizes), cost_batch)
+    report: dict[str, Any] = {"trace": trace.model_id, "profile": profile.source,
+                              "cost_batch": cost_batch, "costs_ms": costs.tolist()}
+    for split in ("val", "test"):
+        ids = trace.indices(split)
+        exits = table.exits[ids]
+        acc = float(trace.correct[ids, exits].mean())
+        report[split] = {"accuracy": acc,
+                         "relative_accuracy": acc / float(trace.correct[ids, -1].mean()),
+                         "agreement": float(trace.agree[ids, exits].mean()),
+                         "average_cost_ms": average_cost(exits, costs),
+                         "exit_fractions": [float((exits == k).mean())
+                                            for k in range(trace.n_exits)]}
+    if hasattr(fitted, "report_"):
+        report["policy_report"] = json.loads(json.dumps(fitted.report_, default=float))
+    return table, report

@@ -1,0 +1,75 @@
+"""What a latency profile holds, stage by stage, and how two profiles differ."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from offramp.traces.errors import InputError
+
+from .format import KINDS, LatencyProfile
+
+
+def stage_summary(profile: LatencyProfile) -> list[dict[str, Any]]:
+    """Per stage: measured batch range, runs, and p50 at the smallest, 32 and largest size."""
+    out = []
+    keys = sorted({(r["kind"], r["k"]) for r in profile.rows},
+                  key=lambda s: (KINDS.index(s[0]), s[1]))
+    for kind, k in keys:
+        rows = profile.stage(kind, k)
+        by_b = {r["batch"]: r for r in rows}
+        runs = [r["runs"] for r in rows]
+        out.append({"kind": kind, "k": k, "batch_min": rows[0]["batch"],
+                    "batch_max": rows[-1]["batch"], "n_batches": len(rows),
+                    "runs_min": min(runs), "runs_max": max(runs),
+                    "p50_ms_min_batch": rows[0]["p50_ms"],
+                    "p50_ms_b32": by_b[32]["p50_ms"] if 32 in by_b else None,
+                    "p50_ms_max_batch": rows[-1]["p50_ms"]})
+    return out
+
+
+def profile_summary(name: str, profile: LatencyProfile) -> dict[str, Any]:
+    """One line of ``profile list``."""
+    m = profile.meta
+    sizes = sorted({r["batch"] for r in profile.rows})
+    return {"name": name, "model_id": m["model_id"], "n_exits": m["n_exits"],
+            "device": m["device"], "backend": m["backend"], "precision": m["precision"],
+            "batch_min": sizes[0], "batch_max": sizes[-1], "n_batches": len(sizes),
+            "kinds": sorted({r["kind"] for r in profile.rows}),
+            "synthetic": bool(m["synthetic"]), "date": m["date"]}
+
+
+def compare_profiles(a: LatencyProfile, b: LatencyProfile, noisy: float = 0.10) -> dict[str, Any]:
+    """Relative p50 difference |a - b| / mean(a, b) per (stage, batch) row, per stage and overall.
+
+    A stage is noisy when the 90th percentile of its rows' relative differences exceeds ``noisy``.
+    """
+    import numpy as np
+
+    rows_b = {(r["kind"], r["k"], r["batch"]): r for r in b.rows}
+    per_stage: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in a.rows:
+        other = rows_b.get((r["kind"], r["k"], r["batch"]))
+        if other is None:
+            continue
+        diff = abs(r["p50_ms"] - other["p50_ms"])
+        mean = (r["p50_ms"] + other["p50_ms"]) / 2
+        per_stage.setdefault((r["kind"], r["k"]), []).append((diff / mean if mean else 0.0, diff))
+    if not per_stage:
+        raise InputError(b.source, "rows", "no (stage, batch size) in common with "
+                         f"{a.source}", "compare profiles of the same model")
+    stages = []
+    for (kind, k), v in per_stage.items():
+        rel = np.array([x[0] for x in v])
+        p90 = float(np.percentile(rel, 90))
+        stages.append({"kind": kind, "k": k, "n": len(v),
+                       "median_rel_diff": round(float(np.median(rel)), 4),
+                       "p90_rel_diff": round(p90, 4), "max_rel_diff": round(float(rel.max()), 4),
+                       "max_abs_diff_ms": round(max(x[1] for x in v), 4), "noisy": p90 > noisy})
+    every = [x[0] for v in per_stage.values() for x in v]
+    return {"a": a.source, "b": b.source, "n_rows": len(every),
+            "max_rel_diff": round(max(every), 4),
+            "median_rel_diff": round(statistics.median(every), 4),
+            "noisy_threshold": noisy,
+            "noisy_stages": [f"{s['kind']} {s['k']}" for s in stages if s["noisy"]],
+            "stages": stages}
