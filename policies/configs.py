@@ -1,7 +1,8 @@
 """One frozen config class per policy: its own fields, units, bounds and tunable ranges.
 
 A ``policy`` section (or a Python dict) is parsed by :func:`parse_policy` into the class its
-``name`` selects (a pydantic union discriminated on the name; ``static:K`` selects
+``name`` selects: a pydantic union, discriminated on the name, of every config class in the
+registry (:data:`offramp.policies.registry.REGISTRY`; ``static:K`` selects
 :class:`StaticConfig`). A field another policy owns, a required field left out or a bound
 broken is one :class:`InputError` naming the policy and the field.
 
@@ -196,12 +197,11 @@ class FromFileConfig(BaseModel):
         return "from_file"
 
 
-CONFIGS: dict[str, type[PolicyConfigBase]] = {
-    "none": NoneConfig, "static": StaticConfig, "maxprob": MaxProbConfig,
-    "entropy": EntropyConfig, "oracle": OracleConfig, "patience": PatienceConfig,
-    "eenet": EENetConfig, "pame": PAMEConfig, "gati": GatiConfig,
-    "dynamic-ofa": DynamicOFAConfig,
-}
+def configs() -> dict[str, type[PolicyConfigBase]]:
+    """Every registered policy's config class, by name (from the registry)."""
+    from .registry import REGISTRY
+
+    return {name: entry.config for name, entry in REGISTRY.items()}
 
 
 def _tag(value: Any) -> str | None:
@@ -214,29 +214,23 @@ def _tag(value: Any) -> str | None:
     return str(name).partition(":")[0] if name is not None else None
 
 
-def register_config(name: str, config: type[PolicyConfigBase]) -> None:
-    """Add a policy's config class to the union (the registry calls this)."""
-    CONFIGS[name] = config
-    _rebuild()
+PolicyConfig = Any  # the union of every registered config; ``levels`` refers to it by name
+_BUILT: dict[str, Any] = {}
 
 
-PolicyConfig = Any  # replaced by the union below; ``levels`` refers to it by name
-PolicySection = Any
-_ADAPTER: TypeAdapter | None = None
-_SECTION: TypeAdapter | None = None
-
-
-def _rebuild() -> None:
-    global PolicyConfig, PolicySection, _ADAPTER, _SECTION
-    members = tuple(Annotated[cls, Tag(name)] for name, cls in CONFIGS.items())
-    PolicyConfig = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007
-    PolicySection = Annotated[Union[(Annotated[FromFileConfig, Tag("from_file")], *members)],  # noqa: UP007
-                              Discriminator(_tag)]
-    DynamicOFAConfig.model_rebuild(force=True, _types_namespace={"PolicyConfig": PolicyConfig})
-    _ADAPTER, _SECTION = TypeAdapter(PolicyConfig), TypeAdapter(PolicySection)
-
-
-_rebuild()
+def _adapters() -> tuple[TypeAdapter, TypeAdapter, dict[str, type[PolicyConfigBase]]]:
+    """(policy union, policy-or-from_file union, configs), rebuilt when the registry changes."""
+    global PolicyConfig
+    known = configs()
+    if _BUILT.get("names") != tuple(known):
+        members = tuple(Annotated[cls, Tag(name)] for name, cls in known.items())
+        PolicyConfig = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007
+        section = Annotated[Union[(Annotated[FromFileConfig, Tag("from_file")], *members)],  # noqa: UP007
+                            Discriminator(_tag)]
+        DynamicOFAConfig.model_rebuild(force=True, _types_namespace={"PolicyConfig": PolicyConfig})
+        _BUILT.update(names=tuple(known), policy=TypeAdapter(PolicyConfig),
+                      section=TypeAdapter(section))
+    return _BUILT["policy"], _BUILT["section"], known
 
 
 def parse_policy(data: Any, source: str = "policy", prefix: str = "",
@@ -256,10 +250,11 @@ def parse_policy(data: Any, source: str = "policy", prefix: str = "",
     if "from_file" in data and not allow_file:
         raise InputError(source, prefix + "from_file", "a saved policy is not allowed here",
                          "give a policy by name")
+    policy, section, known = _adapters()
     try:
-        return (_SECTION if allow_file else _ADAPTER).validate_python(data)
+        return (section if allow_file else policy).validate_python(data)
     except ValidationError as err:
-        raise _explain(err, data, source, prefix) from None
+        raise _explain(err, data, source, prefix, known) from None
 
 
 def policy_config(**fields: Any) -> PolicyConfigBase:
@@ -267,11 +262,8 @@ def policy_config(**fields: Any) -> PolicyConfigBase:
     return parse_policy(fields)
 
 
-def _names() -> str:
-    return f"use one of {sorted(CONFIGS)} (static as static:K)"
-
-
-def _explain(err: ValidationError, data: dict, source: str, prefix: str) -> InputError:
+def _explain(err: ValidationError, data: dict, source: str, prefix: str,
+             known: dict[str, type[PolicyConfigBase]]) -> InputError:
     """The first problem (misplaced fields sorted by name) as one InputError."""
     errors = err.errors()
     extra = sorted((e for e in errors if e["type"] == "extra_forbidden"),
@@ -282,7 +274,7 @@ def _explain(err: ValidationError, data: dict, source: str, prefix: str) -> Inpu
     parts, owner = [], str(data.get("name", "none"))
     for i, part in enumerate(loc):
         if isinstance(part, str) and (i == 0 or isinstance(loc[i - 1], int)) and (
-                part in CONFIGS or part == "from_file") and i + 1 < len(loc):
+                part in known or part == "from_file") and i + 1 < len(loc):
             owner = part
             continue
         parts.append(str(part))
@@ -292,18 +284,19 @@ def _explain(err: ValidationError, data: dict, source: str, prefix: str) -> Inpu
         bad = first.get("input", {})
         name = bad.get("name") if isinstance(bad, dict) else bad
         where = prefix + ".".join([*parts, "name"])
-        return InputError(source, where, f"unknown policy {name!r}", _names())
+        return InputError(source, where, f"unknown policy {name!r}",
+                          f"use one of {sorted(known)} (static as static:K)")
     if kind == "union_tag_not_found":
-        return InputError(source, field, "needs a name", _names())
+        return InputError(source, field, "needs a name", f"use one of {sorted(known)}")
     last = parts[-1] if parts else "name"
     if kind == "extra_forbidden":
         what = "fitting options" if owner in ("none", "static", "oracle") and last in _FIT else last
         if owner == "from_file":
             return InputError(source, field, f"from_file takes no {last} (a saved policy is "
                               "already fitted)", "remove it, or drop from_file")
-        if last in _FIT or owner not in CONFIGS:
+        if last in _FIT or owner not in known:
             return InputError(source, field, f"{owner} takes no {what}", "remove it")
-        own = sorted(f for f in CONFIGS[owner].model_fields if f != "name")
+        own = sorted(f for f in known[owner].model_fields if f != "name")
         return InputError(source, field, f"{owner} takes no {last} (an extra field; its fields: "
                           f"{', '.join(own) or 'none'})", "remove it or fix its spelling")
     if kind == "missing":

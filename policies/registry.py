@@ -29,6 +29,7 @@ from .costs import exit_costs
 from .dynamic_ofa import DynamicOFA
 from .eenet import EENet, exp_fractions
 from .gati import Gati
+from .margin import Margin, MarginConfig
 from .oracle_lp import BudgetedOracle
 from .pame import PAME
 from .patience import Patience
@@ -121,6 +122,7 @@ REGISTRY: dict[str, Registered] = {
     "pame": Registered(C.PAMEConfig, PAME, _pame),
     "gati": Registered(C.GatiConfig, Gati, _gati),
     "dynamic-ofa": Registered(C.DynamicOFAConfig, DynamicOFA, _dynamic_ofa),
+    "margin": Registered(MarginConfig, Margin, lambda cfg, ctx: Margin(cfg.min_margin)),
 }
 POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.items()}
 
@@ -128,9 +130,10 @@ POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.
 def register(name: str, config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
              build: Callable[[Any, FitContext | None], ExitPolicy]) -> None:
     """Add a policy from outside the package (its config joins the ``policy`` union)."""
+    if config.model_fields["name"].default != name:
+        raise ValueError(f"{config.__name__}.name must default to {name!r}")
     REGISTRY[name] = Registered(config, policy, build)
     POLICIES[name] = policy
-    C.register_config(name, config)
 
 
 def _config(cfg: Any) -> C.PolicyConfigBase:

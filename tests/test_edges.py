@@ -17,7 +17,7 @@ from offramp.policies import policy_config
 from offramp.policies.base import StatefulPolicy
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
-from offramp.policies.configs import CONFIGS
+from offramp.policies.configs import configs
 from offramp.policies.costs import check_costs
 from offramp.policies.dynamic_ofa import DynamicOFA
 from offramp.policies.eenet import EENet
@@ -39,7 +39,7 @@ TRACE = synthetic_trace(400, seed=9)
 
 
 def default(field: str):
-    return next(c.model_fields[field].default for c in CONFIGS.values() if field in c.model_fields)
+    return next(c.model_fields[field].default for c in configs().values() if field in c.model_fields)
 
 
 # A valid config of the policy that owns each field, to break one bound of.

@@ -146,11 +146,11 @@ def test_config_round_trips_through_a_dump():
 
 def test_registry_is_name_to_config_policy_build():
     from offramp.policies import REGISTRY
-    from offramp.policies.configs import CONFIGS, PolicyConfigBase
+    from offramp.policies.configs import PolicyConfigBase, configs
 
-    assert set(REGISTRY) == set(CONFIGS) == set(POLICIES)
+    assert set(REGISTRY) == set(configs()) == set(POLICIES)
     for name, entry in REGISTRY.items():
-        assert entry.config is CONFIGS[name] and issubclass(entry.config, PolicyConfigBase)
+        assert entry.config is configs()[name] and issubclass(entry.config, PolicyConfigBase)
         assert entry.policy is POLICIES[name] and entry.policy.name == name
         # Each tunable range names a field of that policy's own config, low < high.
         for field, rng in entry.config.tunable.items():
