@@ -20,18 +20,11 @@ class progress_bar:
         if self.quiet or self.bar is not None:
             return
         try:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from offramp.traces.progress import rich_progress
+
+            self.bar = rich_progress()
         except ImportError:
             return
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
         self.bar.start()
         self.task = self.bar.add_task(self.label, total=total)
 

@@ -98,18 +98,9 @@ def multi_exit_loss(logits: list[Tensor], y: Tensor, distill: bool = False,
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from .progress import rich_progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-                  transient=False) as bar:
+    with rich_progress(disable=not enabled) as bar:
         yield bar
 
 
