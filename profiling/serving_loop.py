@@ -11,6 +11,7 @@ with it. torch, numpy and the standard library only (runs on a bare CUDA box).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,36 +64,51 @@ class StageClock:
 
 @dataclass
 class BatchRun:
-    """One served batch: each sample's exit, and every stage with its time (ms)."""
+    """One served batch: each sample's exit and predicted class, every stage with its time (ms)."""
 
     exits: list[int]
     stages: list[tuple[Stage, float]]
+    preds: list[int]
+
+
+RULES = ("maxprob", "entropy", "table")
 
 
 class ServingLoop:
     """Serve batches of a model with ``segments`` and ``heads`` (``nn.ModuleList``s).
 
-    ``thresholds[k]``: a sample exits at early exit k when its max softmax is >= it (``inf``:
-    never); ``active[k]``: whether exit k is consulted. ``handoff(k, act)`` passes a whole
-    batch's activation to segment k+1 (identity in eager PyTorch; a copy into the next graph's
-    static input for CUDA graphs).
+    The exit decision at early exit k, on the head's real output: ``rule`` ``maxprob`` (exit
+    when the max softmax >= ``thresholds[k]``; ``inf``: never), ``entropy`` (exit when the
+    normalised entropy H / log C <= ``thresholds[k]``) or ``table`` (exit where ``table[sample
+    id]`` says: a saved policy's per-sample exits). ``active[k]``: whether exit k is consulted.
+    ``handoff(k, act)`` passes a whole batch's activation to segment k+1 (identity in eager
+    PyTorch; a copy into the next graph's static input for CUDA graphs).
     """
 
     def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, mode: str,
                  thresholds: Sequence[float], active: Sequence[bool] | None = None,
-                 handoff: Callable[[int, Any], Any] | None = None):
+                 handoff: Callable[[int, Any], Any] | None = None, rule: str = "maxprob",
+                 table: Sequence[int] | None = None):
+        if rule not in RULES:
+            raise ValueError(f"rule {rule!r} is not one of {RULES}")
+        if rule == "table" and table is None:
+            raise ValueError("rule 'table' needs the per-sample exit table")
         self.segments, self.heads = model.segments, model.heads
         self.k_exits = len(self.segments)
         self.device, self.dtype, self.mode = device, dtype, mode
         self.thresholds = [float(t) for t in thresholds]
+        self.rule, self.table = rule, (list(table) if table is not None else None)
         self.active = list(active) if active is not None else [True] * self.k_exits
         self.handoff = handoff or (lambda k, act: act)
 
     @torch.inference_mode()
-    def run(self, requests: Sequence[Any]) -> BatchRun:
-        """Serve one batch of single-request inputs; every stage is timed."""
+    def run(self, requests: Sequence[Any], samples: Sequence[int] | None = None) -> BatchRun:
+        """Serve one batch of single-request inputs (``samples``: their sample ids, for the
+        ``table`` rule); every stage is timed."""
         clock = StageClock(self.device)
         size = len(requests)
+        self._samples = list(samples) if samples is not None else [-1] * size
+        self._preds = [-1] * size
         exits = [-1] * size
         alive = list(range(size))  # request index of each row still going on
         done: list[Stage] = []
@@ -106,9 +122,10 @@ class ServingLoop:
             if isinstance(item, Exit):
                 k = item.k
                 if k == self.k_exits - 1:
-                    for r in alive:
+                    pred = logits.argmax(dim=-1).tolist()
+                    for i, r in enumerate(alive):
                         if exits[r] < 0:
-                            exits[r] = k
+                            exits[r], self._preds[r] = k, pred[i]
                     going = 0
                 else:
                     going = int(keep_rows.numel())
@@ -137,19 +154,29 @@ class ServingLoop:
             item = next(steps, None)
             if item is None:
                 break
-        return BatchRun(exits, list(zip(done, clock.elapsed_ms(), strict=True)))
+        return BatchRun(exits, list(zip(done, clock.elapsed_ms(), strict=True)), self._preds)
+
+    def _leaving(self, k: int, logits: Tensor, alive: list[int]) -> Tensor:
+        """(rows,) bool on the host: which rows of the batch the rule lets exit at k."""
+        if self.rule == "table":
+            return torch.tensor([self.table[self._samples[r]] == k for r in alive], dtype=torch.bool)
+        p = torch.softmax(logits.float(), dim=-1)
+        if self.rule == "maxprob":
+            return (p.amax(dim=-1) >= self.thresholds[k]).cpu()
+        ent = -(p.double() * torch.log(p.double().clamp_min(1e-12))).sum(dim=-1) / math.log(p.shape[-1])
+        return (ent.clamp(0.0, 1.0).float() <= self.thresholds[k]).cpu()
 
     def _decide(self, k: int, logits: Tensor, alive: list[int], exits: list[int]) -> Tensor:
         """Exit decision at early exit k: rows (of the current batch) of those going on."""
-        conf = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
-        leave = (conf >= self.thresholds[k]).cpu()
+        leave = self._leaving(k, logits, alive)
+        pred = logits.argmax(dim=-1).cpu()
         if self.mode == "keep":
             # The batch keeps every row; rows that left earlier are neither counted nor re-exited.
             gone = torch.tensor([exits[r] >= 0 for r in alive], dtype=torch.bool)
             leave &= ~gone
             for i in torch.nonzero(leave).squeeze(1).tolist():
-                exits[alive[i]] = k
+                exits[alive[i]], self._preds[alive[i]] = k, int(pred[i])
             return torch.nonzero(~(leave | gone)).squeeze(1).to(self.device)
         for i in torch.nonzero(leave).squeeze(1).tolist():
-            exits[alive[i]] = k
+            exits[alive[i]], self._preds[alive[i]] = k, int(pred[i])
         return torch.nonzero(~leave).squeeze(1).to(self.device)

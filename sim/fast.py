@@ -32,11 +32,12 @@ def supports(scenario: Scenario) -> str | None:
 
 
 def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
-                 servers: list[int], out: dict[str, list]) -> None:
+                 servers: list[int], out: dict[str, list], end: float) -> None:
     """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
 
     A free server takes the next batch at d = max(free, min(a[i+B-1], a[i] + max_wait)):
-    when B requests are waiting or the oldest has waited max_wait, whichever is first.
+    when B requests are waiting or the oldest has waited max_wait, whichever is first; once the
+    stream has ended (``end``, the last arrival of the whole run) the rest go at once.
     Stage times are added in the same order as the reference engine adds them, so both give
     the same floating-point timestamps.
     """
@@ -86,8 +87,11 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     while i < n:
         f, r = heapq.heappop(free)
         close = arr[i] + wait
-        if i + big_b - 1 < n and arr[i + big_b - 1] < close:
-            close = arr[i + big_b - 1]
+        if i + big_b - 1 < n:
+            if arr[i + big_b - 1] < close:
+                close = arr[i + big_b - 1]
+        elif end < close:
+            close = end
         d = f if f > close else close
         j = _bisect(arr, d, i, i + big_b if i + big_b < n else n)
         size = j - i
@@ -151,7 +155,8 @@ def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
         if idx.size == 0:
             continue
         start = len(cols["size"])
-        _serve_queue(scenario, rep, arrivals[idx].tolist(), exits[idx], servers, cols)
+        _serve_queue(scenario, rep, arrivals[idx].tolist(), exits[idx], servers, cols,
+                     float(arrivals[-1]))
         stop = len(cols["size"])
         # Batches take the queue in FIFO order, so they cover idx consecutively.
         which = np.repeat(np.arange(stop - start), cols["size"][start:stop])

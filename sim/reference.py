@@ -40,6 +40,10 @@ class Queue:
 
     def put(self, req: Request) -> None:
         self.items.append(req)
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake whoever waits for an arrival (also when the stream ends)."""
         event, self.arrived = self.arrived, self.env.event()
         event.succeed()
 
@@ -60,6 +64,7 @@ class ReferenceServer:
         self.batch_count = [0] * srv.replicas
         self.slow = srv.slowdown()
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
+        self.ended = False  # the open-loop stream has no more requests: the rest go at once
         self.rr = 0
         if self.shared:
             self.free = simpy.PriorityStore(self.env)
@@ -96,14 +101,18 @@ class ReferenceServer:
     def _open_loop(self):
         load, routes = self.rep.requests, self.rep.routes
         routes = routes.tolist() if routes is not None else [None] * load.times.size
-        prev = 0.0
-        for a, s, r in zip(load.times.tolist(), load.samples.tolist(), routes, strict=True):
+        prev, last = 0.0, load.times.size - 1
+        for i, (a, s, r) in enumerate(zip(load.times.tolist(), load.samples.tolist(), routes,
+                                          strict=True)):
             # Requests arriving at the same instant are all queued before any batcher looks
             # (as the fast engine and a real batcher see them).
             if a > prev:
                 yield self.env.timeout(a - prev)
             prev = a
+            self.ended = i == last
             self._submit(s, a, r)
+        for q in self.queues:
+            q.poke()
 
     def _client(self, c: ClosedClients):
         mean_think = c.think_ms / 1000.0
@@ -126,7 +135,7 @@ class ReferenceServer:
         while not queue.items:
             yield queue.arrived
         deadline = queue.items[0].arrival + wait
-        while len(queue.items) < srv.max_batch and self.env.now < deadline:
+        while len(queue.items) < srv.max_batch and self.env.now < deadline and not self.ended:
             yield queue.arrived | self.env.timeout(deadline - self.env.now)
         batch = queue.items[: srv.max_batch]
         del queue.items[: srv.max_batch]

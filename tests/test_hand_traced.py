@@ -40,9 +40,10 @@ def test_shrink_pays_compaction(engine):
     # Batch 1 = requests 0-2, dispatched at the 2 ms deadline. 2 + 0.1 overhead, + 1.3 seg0(3),
     # + 0.5 head -> 3.9 (req 0 leaves); + 0.3 compact(2), + 1.2 seg1(2), + 0.5 -> 5.9 (req 2);
     # + 0.25 compact(1), + 1.1 seg2(1), + 0.5 -> 7.75 (req 1).
-    # Batch 2 = request 3 alone, at 10 + 2 = 12 ms: 12.1 + 1.1 + 0.5 = 13.7.
-    assert rec.dispatch * 1000 == pytest.approx([2.0, 2.0, 2.0, 12.0], abs=1e-9)
-    assert rec.finish * 1000 == pytest.approx([3.9, 7.75, 5.9, 13.7], abs=1e-9)
+    # Batch 2 = request 3 alone, the last of the stream, so at once at 10 ms: 10.1 + 1.1 + 0.5
+    # = 11.7.
+    assert rec.dispatch * 1000 == pytest.approx([2.0, 2.0, 2.0, 10.0], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.75, 5.9, 11.7], abs=1e-9)
     assert rec.exit.tolist() == [0, 2, 1, 0]
     assert rec.batch.tolist() == [0, 0, 0, 1]
     assert rec.batch_sizes.tolist() == [[3, 2, 1], [1, 0, 0]]
@@ -52,15 +53,15 @@ def test_shrink_pays_compaction(engine):
 def test_keep_runs_full_batch_until_all_exit(engine):
     rec = run("keep", engine=engine)
     # 2.1, + 1.3 + 0.5 -> 3.9 (req 0); + 1.3 + 0.5 -> 5.7 (req 2); + 1.3 + 0.5 -> 7.5 (req 1).
-    assert rec.finish * 1000 == pytest.approx([3.9, 7.5, 5.7, 13.7], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.5, 5.7, 11.7], abs=1e-9)
     assert rec.batch_sizes.tolist() == [[3, 3, 3], [1, 0, 0]]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_none_runs_backbone_and_last_head(engine):
     rec = run("none", engine=engine)
-    # 2.1 + 3 × 1.3 + 0.5 = 6.5; request 3: 12.1 + 3 × 1.1 + 0.5 = 15.9. Everyone at exit 2.
-    assert rec.finish * 1000 == pytest.approx([6.5, 6.5, 6.5, 15.9], abs=1e-9)
+    # 2.1 + 3 × 1.3 + 0.5 = 6.5; request 3: 10.1 + 3 × 1.1 + 0.5 = 13.9. Everyone at exit 2.
+    assert rec.finish * 1000 == pytest.approx([6.5, 6.5, 6.5, 13.9], abs=1e-9)
     assert rec.exit.tolist() == [2, 2, 2, 2]
 
 
@@ -94,9 +95,9 @@ def test_batch_closes_when_max_batch_is_reached(engine):
     rec, _ = run_replication(sc, rep, engine)
     # Batch 1 closes at 0.5 ms when its 2nd request arrives: 0.5 + 0.1 + 3 × 1.2 + 0.5 = 4.7.
     # Request 2 (1 ms) is alone when the server frees at 4.7, so it waits for its deadline at
-    # 6 ms: 6 + 0.1 + 3.3 + 0.5 = 9.9. Request 3: deadline 15 -> 18.9.
-    assert rec.dispatch * 1000 == pytest.approx([0.5, 0.5, 6.0, 15.0], abs=1e-9)
-    assert rec.finish * 1000 == pytest.approx([4.7, 4.7, 9.9, 18.9], abs=1e-9)
+    # 6 ms: 6 + 0.1 + 3.3 + 0.5 = 9.9. Request 3 ends the stream: at once, 10 -> 13.9.
+    assert rec.dispatch * 1000 == pytest.approx([0.5, 0.5, 6.0, 10.0], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([4.7, 4.7, 9.9, 13.9], abs=1e-9)
 
 
 def test_bucketed_engine_rounds_batch_up():
@@ -118,8 +119,8 @@ def test_disabled_exit_head_is_skipped(engine):
                       active=[True, False, True])
     rec = run("shrink", policy=table, engine=engine)
     # 2.1 + 1.3 + 0.5 = 3.9 (req 0); + 0.3 compact(2) + 1.2 seg1(2) [no head 1] + 1.2 seg2(2)
-    # + 0.5 head 2 = 7.1 (reqs 1, 2). Request 3 as before: 13.7.
-    assert rec.finish * 1000 == pytest.approx([3.9, 7.1, 7.1, 13.7], abs=1e-9)
+    # + 0.5 head 2 = 7.1 (reqs 1, 2). Request 3 as before: 11.7.
+    assert rec.finish * 1000 == pytest.approx([3.9, 7.1, 7.1, 11.7], abs=1e-9)
     assert rec.exit.tolist() == [0, 2, 2, 0]
 
 
@@ -134,9 +135,10 @@ def test_shrink_pays_checks_and_compaction(engine):
     # Batch 1 (reqs 0-2) at 2 ms: 2.1, + 1.3 seg0(3), + 0.5 head, + 0.06 check(3) -> 3.96
     # (req 0); + 0.3 compact(2), + 1.2, + 0.5, + 0.05 check(2) -> 6.01 (req 2); + 0.25
     # compact(1), + 1.1, + 0.5 -> 7.86 (req 1: the last exit takes no decision).
-    # Batch 2 (req 3) at 12: 12.1 + 1.1 + 0.5 + 0.04 check(1) -> 13.74; nobody goes on.
-    assert rec.finish * 1000 == pytest.approx([3.96, 7.86, 6.01, 13.74], abs=1e-9)
-    assert rec.batch_finish * 1000 == pytest.approx([7.86, 13.74], abs=1e-9)
+    # Batch 2 (req 3, the stream's last) at once at 10: 10.1 + 1.1 + 0.5 + 0.04 check(1) ->
+    # 11.74; nobody goes on.
+    assert rec.finish * 1000 == pytest.approx([3.96, 7.86, 6.01, 11.74], abs=1e-9)
+    assert rec.batch_finish * 1000 == pytest.approx([7.86, 11.74], abs=1e-9)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -144,24 +146,25 @@ def test_shrink_hands_on_when_nobody_exits(engine):
     rec = run("shrink", policy=StaticExit(2), profile=LOOP, engine=engine)
     # Nobody leaves at exits 0 and 1: no compaction, the batch is handed on whole.
     # 2.1 + 1.3 + 0.5 + 0.06 + 0.035 handoff(3) + 1.3 + 0.5 + 0.06 + 0.035 + 1.3 + 0.5 = 7.69.
-    # Batch 2: 12.1 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1 + 0.5 = 17.03.
-    assert rec.finish * 1000 == pytest.approx([7.69, 7.69, 7.69, 17.03], abs=1e-9)
+    # Batch 2 (at once, 10 ms): 10.1 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1 + 0.5 + 0.04 + 0.025 + 1.1
+    # + 0.5 = 15.03.
+    assert rec.finish * 1000 == pytest.approx([7.69, 7.69, 7.69, 15.03], abs=1e-9)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_keep_pays_checks_and_handoffs(engine):
     rec = run("keep", profile=LOOP, engine=engine)
     # 2.1 + 1.3 + 0.5 + 0.06 -> 3.96 (req 0); + 0.035 handoff(3) + 1.3 + 0.5 + 0.06 -> 5.855
-    # (req 2); + 0.035 + 1.3 + 0.5 -> 7.69 (req 1). Batch 2 as in shrink: 13.74.
-    assert rec.finish * 1000 == pytest.approx([3.96, 7.69, 5.855, 13.74], abs=1e-9)
+    # (req 2); + 0.035 + 1.3 + 0.5 -> 7.69 (req 1). Batch 2 as in shrink: 11.74.
+    assert rec.finish * 1000 == pytest.approx([3.96, 7.69, 5.855, 11.74], abs=1e-9)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_none_pays_handoffs_and_no_checks(engine):
     rec = run("none", profile=LOOP, engine=engine)
     # 2.1 + 1.3 + 0.035 + 1.3 + 0.035 + 1.3 + 0.5 = 6.57 for the whole batch;
-    # batch 2: 12.1 + 1.1 + 0.025 + 1.1 + 0.025 + 1.1 + 0.5 = 15.95.
-    assert rec.finish * 1000 == pytest.approx([6.57, 6.57, 6.57, 15.95], abs=1e-9)
+    # batch 2 (at once, 10 ms): 10.1 + 1.1 + 0.025 + 1.1 + 0.025 + 1.1 + 0.5 = 13.95.
+    assert rec.finish * 1000 == pytest.approx([6.57, 6.57, 6.57, 13.95], abs=1e-9)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -174,6 +177,6 @@ def test_a_replica_that_gets_no_request_does_not_stop_the_others(engine):
     svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False, False)
     sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [0.0, 0.5], [0, 1], routes=[0, 2])
     rec, _ = run_replication(sc, rep, engine)
-    # Each alone, at its own 2 ms deadline: + 0.1 + 3 x 1.1 + 0.5 = 3.9 ms of service.
+    # Each alone; the stream ends at 0.5 ms, so both go then: 0.5 + 0.1 + 3 x 1.1 + 0.5.
     assert rec.replica.tolist() == [0, 2]
-    assert rec.finish * 1000 == pytest.approx([5.9, 6.4], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([4.4, 4.4], abs=1e-9)
