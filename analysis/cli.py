@@ -16,6 +16,7 @@ COMMANDS = {
     "profile": "offramp.analysis.cmd_profile",
     "simulate": "offramp.analysis.cmd_simulate",
     "traces": "offramp.analysis.cmd_traces",
+    "validate": "offramp.analysis.cmd_validate",
 }
 
 

@@ -127,3 +127,44 @@ def plot_sweep(frame, model: str, slo_ms: float, path: Path) -> None:
     ax2.set_title("p50 latency vs offered load")
     fig.tight_layout()
     save_png(fig, path)
+
+
+def plot_validation(real: pd.DataFrame, sim: pd.DataFrame, stages: pd.DataFrame,
+                    path: Path) -> Path:
+    """Left: per (mode, load), the real runs' latency CDFs as a band (min..max over repeats)
+    with the simulated CDF over it. Right: each stage's real time (median per stage and batch
+    size) against the profile's p50."""
+    keys = list(dict.fromkeys(real["key"]))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    q = np.linspace(0.0, 0.999, 400)
+    colors = plt.get_cmap("tab10")
+    for i, key in enumerate(keys):
+        r = real[(real["key"] == key) & ~real["warmup"]]
+        curves = np.array([np.quantile(g["latency_ms"], q) for _, g in r.groupby("repeat")])
+        ax1.fill_betweenx(q, curves.min(axis=0), curves.max(axis=0), color=colors(i % 10),
+                          alpha=0.3, lw=0, label=f"{key} real ({len(curves)} runs)")
+        s = sim[(sim["key"] == key) & ~sim["warmup"]]
+        ax1.plot(np.quantile(s["latency_ms"], q), q, color=colors(i % 10), lw=1.2,
+                 label=f"{key} simulated")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("latency, ms")
+    ax1.set_ylabel("fraction of requests")
+    ax1.set_title("latency CDF: real band vs simulation")
+    ax1.legend(fontsize=6, ncol=2)
+    ax1.grid(alpha=0.3, which="both")
+    med = stages.groupby(["kind", "k", "batch"], as_index=False).agg(
+        real_ms=("real_ms", "median"), profile_p50_ms=("profile_p50_ms", "first"))
+    for j, (kind, g) in enumerate(med.groupby("kind")):
+        ax2.scatter(g["profile_p50_ms"], g["real_ms"], s=10, color=colors(j % 10), label=kind)
+    lim = [max(1e-3, float(np.nanmin(med[["real_ms", "profile_p50_ms"]].to_numpy()))),
+           float(np.nanmax(med[["real_ms", "profile_p50_ms"]].to_numpy()))]
+    ax2.plot(lim, lim, "k--", lw=1, label="real = predicted")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("profile p50, ms (predicted)")
+    ax2.set_ylabel("real, ms (median over the runs)")
+    ax2.set_title("per-stage service time, real vs predicted")
+    ax2.legend(fontsize=7)
+    ax2.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_png(fig, path)

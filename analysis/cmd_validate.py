@@ -1,0 +1,116 @@
+"""``offramp validate STUDY.yaml --device cpu|cuda -o OUT/``: run the study's config for real,
+repeat it, simulate the same arrivals and samples, and judge the simulation against the real
+runs' spread. The work is in :mod:`.validate` (plan), :mod:`offramp.profiling.validate_real`
+(the real side) and :mod:`.validation` (the comparison); docs/validation.md explains it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from offramp.traces.errors import InputError
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(what, None, f"{text!r} is not a comma-separated list of numbers",
+                         "e.g. 0.3,0.6,0.9") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise InputError(what, None, "needs positive numbers", "e.g. 0.3,0.6,0.9")
+    return vals
+
+
+def run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .resolve import fit_policy, load_study_profile, load_study_trace
+    from .validate import prepare
+    from .validation import compare
+
+    out = Path(args.output)
+    cfg = load_config(args.config)
+    base = Path(args.config).parent
+    if args.real_from is None:
+        import torch
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device", None, "CUDA is not available on this machine",
+                             "run on an NVIDIA GPU box, or use --device cpu")
+        if args.rates:
+            loads = [{"rate_rps": r} for r in _floats(args.rates, "--rates")]
+        else:
+            loads = [{"utilisation": u} for u in _floats(args.utilisation, "--utilisation")]
+            if any(u >= 1 for u in (x["utilisation"] for x in loads)):
+                raise InputError("--utilisation", None, "busy fractions must be below 1",
+                                 "e.g. 0.3,0.6,0.9")
+        modes = [m.strip() for m in args.modes.split(",")]
+        bad = [m for m in modes if m not in ("none", "keep", "shrink")]
+        if bad:
+            raise InputError("--modes", None, f"unknown exit mode {bad[0]!r}", "none, keep, shrink")
+        for name in ("repeats", "requests"):
+            if getattr(args, name) < 1:
+                raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
+        prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
+                args.precision, Path(args.profile) if args.profile else None,
+                calib_requests=args.calib_requests, profile_runs=args.profile_runs)
+        from offramp.profiling.validate_real import run_plan
+
+        run_plan(out, log=(lambda *_: None) if args.quiet else print)
+        if args.real_only:
+            print(f"wrote the real runs to {out}/real/ (compare later: offramp validate "
+                  f"{args.config} --real-from {out})")
+            return 0
+    else:
+        out = Path(args.real_from)
+    trace = load_study_trace(cfg, base)
+    policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
+    result = compare(out, trace, policy, args.sim_replications)
+    print_table(result["table"], result["doc"])
+    print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
+    return 0
+
+
+def print_table(table, doc) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    machine = doc.get("machine") or {}
+    t = Table(title=f"real (median of {int(table['repeats'].max())} runs, spread) vs simulated"
+              f" · {machine.get('device')} core {machine.get('core')} · torch "
+              f"{machine.get('torch')}")
+    for col in ("mode", "load", "stat", "real median", "spread", "sim", "error", "verdict"):
+        t.add_column(col, justify="left" if col in ("mode", "stat", "verdict") else "right")
+    for _, r in table.iterrows():
+        load = r["load"]
+        label = f"{load['utilisation']:.0%} busy" if "utilisation" in load else \
+            f"{load['rate_rps']:g} req/s"
+        t.add_row(r["mode"], label, r["stat"], f"{r['median']:.4g}", f"±{r['spread']:.1%}",
+                  f"{r['sim']:.4g}", f"{r['error']:+.1%}",
+                  "within spread" if r["within"] else "OUTSIDE")
+    Console(width=140).print(t)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="run the config for real, repeat it, and judge the "
+                       "simulation against the real spread", description=__doc__)
+    p.add_argument("config", help="study YAML (trace, profile, policy, server, run.seed)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--utilisation", default="0.3,0.6,0.9",
+                   help="loads as the real loop's busy fraction (found by a short calibration)")
+    p.add_argument("--rates", help="or: absolute arrival rates, req/s, e.g. 200,500")
+    p.add_argument("--modes", default="none,keep,shrink", help="exit modes to run")
+    p.add_argument("--repeats", type=int, default=5, help="real runs per mode and load")
+    p.add_argument("--requests", type=int, default=20_000, help="requests per real run")
+    p.add_argument("--calib-requests", type=int, default=1500,
+                   help="requests per calibration probe")
+    p.add_argument("--profile", help="use this profile instead of measuring one in the loop")
+    p.add_argument("--profile-runs", type=int, default=30, help="timed runs per stage and size "
+                   "for the in-loop profile")
+    p.add_argument("--sim-replications", type=int, default=5)
+    p.add_argument("--real-only", action="store_true", help="run the real side only")
+    p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("-o", "--output", default="validation", help="output folder")
+    p.set_defaults(func=run)

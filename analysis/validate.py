@@ -1,0 +1,128 @@
+"""``offramp validate``: the chosen config run for real, repeated, and the simulation judged
+against the real runs' own spread.
+
+:func:`prepare` turns a study into a plan folder (``plan.json``, the test inputs, a saved exit
+table where needed); :mod:`offramp.profiling.validate_real` runs the real side into
+``real/`` (here, or on a GPU box); :func:`compare` simulates the same arrivals and samples with
+the in-loop profile and scores real and simulated runs with the same code
+(:func:`offramp.sim.metrics.summarize_run`). docs/validation.md explains the method.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offramp.policies.base import ExitPolicy
+from offramp.policies.confidence import Entropy, MaxProb
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .config import StudyConfig
+from .resolve import fit_policy, load_study_profile, load_study_trace, resolve_workload
+
+STATS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
+         "throughput_rps", "utilisation"]
+PROFILE_BATCHES = [1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64]
+
+
+def exit_rule(policy: ExitPolicy, trace: ExitTrace) -> tuple[dict[str, Any], np.ndarray | None]:
+    """How the real loop takes this policy's decisions: thresholds on the real head outputs
+    (max-prob, entropy), or the policy's per-sample exit table; (rule, table or None)."""
+    k = trace.n_exits
+    active = [bool(a) for a in policy.active_exits(k)]
+    if policy.name == "none":
+        return {"kind": "none", "thresholds": [float("inf")] * (k - 1), "active": active}, None
+    if isinstance(policy, MaxProb | Entropy):
+        return {"kind": policy.name, "thresholds": [float(t) for t in policy.thresholds_],
+                "active": active}, None
+    if not policy.is_static:
+        raise InputError("policy", "name", f"{policy.name!r} is stateful; validate serves "
+                         "static policies", "validate one of its levels")
+    table = policy.exit_index(trace, np.arange(trace.n_samples)).astype(np.int64)
+    return {"kind": "table", "thresholds": [float("inf")] * (k - 1), "active": active}, table
+
+
+def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndarray, list]:
+    """(test sample ids, input parts indexed like the ids) of the trace's real test split."""
+    from offramp.traces.train import load_data
+
+    data = load_data(trace.model_id, data_path)
+    ids = trace.indices("test")
+    n_val = int(trace.meta.get("split_sizes", {}).get("val", trace.indices("val").size))
+    rows = ids - n_val
+    labels = np.asarray(data.test.y)[rows]
+    if not np.array_equal(labels, trace.labels[ids]):
+        raise InputError(trace.source, "labels", "the dataset's test labels do not match the "
+                         "trace's", "validate with the dataset the trace was recorded on")
+    if trace.model_id == "fmnist-resnet":
+        from offramp.traces.models import images_to_tensor
+
+        return ids, [images_to_tensor(data.test.x[rows]).numpy().astype(np.float32)]
+    if trace.model_id == "rt-minilm6":
+        from offramp.traces.models import build_model
+
+        tok = build_model("rt-minilm6", pretrained=False).tokenizer
+        enc = tok([data.test.x[r] for r in rows], truncation=True, padding="max_length",
+                  max_length=64, return_tensors="np")
+        return ids, [enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)]
+    raise InputError(trace.source, "model_id", f"no real inputs for {trace.model_id!r}",
+                     "validate fmnist-resnet or rt-minilm6")
+
+
+def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
+            loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
+            profile_given: Path | None = None, calib_requests: int = 1500,
+            profile_runs: int = 30) -> Path:
+    """Write the plan folder for the real side; return it."""
+    from offramp.profiling.format import save_profile
+    from offramp.profiling.latency import LatencyModel
+    from offramp.profiling.stages import no_exit
+    from offramp.sim.service import ServiceTimes
+
+    cfg = resolve_workload(cfg, base)
+    trace = load_study_trace(cfg, base)
+    study_profile = load_study_profile(cfg, trace, base)
+    policy = fit_policy(cfg, trace, study_profile, base)
+    rule, table = exit_rule(policy, trace)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real").mkdir(exist_ok=True)
+    if table is not None:
+        np.save(out / "exit_table.npy", table)
+    ids, parts = test_inputs(trace)
+    with open(out / "inputs.npz", "wb") as f:
+        np.savez_compressed(f, ids=ids, n_parts=len(parts),
+                            **{f"x{i}": p for i, p in enumerate(parts)})
+    guess = study_profile
+    if profile_given is not None:
+        from offramp.profiling.shipped import resolve_profile
+
+        guess = resolve_profile(str(profile_given))
+        save_profile(guess, out / "real" / "profile.json")
+    mb = cfg.server.max_batch
+    svc = ServiceTimes.from_latency(LatencyModel(guess), trace.n_exits, mb, False, False)
+    full_ms = 1000.0 * svc.plan_s(no_exit(mb, trace.n_exits))
+    plan = {"model": trace.model_id, "trace": trace.source, "device": device,
+            "precision": precision, "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms,
+            "rule": rule, "policy": policy.get_params(), "modes": modes, "loads": loads,
+            "repeats": repeats, "requests": requests, "calib_requests": calib_requests,
+            "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
+            "rate0_rps": 1000.0 * mb / full_ms,
+            "measure_profile": profile_given is None,
+            "profile_batches": [b for b in PROFILE_BATCHES if b <= max(mb, 2)],
+            "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]])}
+    (out / "plan.json").write_text(json.dumps(plan, indent=1, default=_json) + "\n")
+    return out
+
+
+def _json(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x))

@@ -1,0 +1,154 @@
+"""Judge the simulation against the real runs of a validation folder (``offramp validate``).
+
+Real and simulated runs are scored by the same function (``sim.metrics.summarize_run``). Per
+(mode, load) and statistic: the real runs' median, their spread (the largest distance of a
+run from the median, relative to it), a bootstrap 95% CI of the median over repeats, the
+simulated value, its error against the real median, and a verdict: within when
+|error| <= max(spread, target); targets are 3% for p50 and the mean, 5% for p90/p99, 3% for
+throughput and busy fraction, and none (the spread alone) at >= 90% busy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from offramp.profiling.format import load_profile
+from offramp.profiling.latency import LatencyModel
+from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
+from offramp.sim.metrics import combine, summarize_run
+from offramp.sim.records import RunRecords
+from offramp.sim.runner import simulate
+from offramp.sim.scenario import Scenario
+from offramp.sim.service import ServiceTimes
+from offramp.sim.workload import workload_from
+from offramp.traces.errors import InputError
+from offramp.traces.format import ExitTrace
+
+from .validate import STATS
+
+TARGETS = {"latency_p50_ms": 0.03, "latency_mean_ms": 0.03, "latency_p90_ms": 0.05,
+           "latency_p99_ms": 0.05, "throughput_rps": 0.03, "utilisation": 0.03}
+
+
+def real_records(run: dict[str, np.ndarray]) -> RunRecords:
+    """A real run as the simulator's records (one replica)."""
+    nb = run["batch_dispatch"].size
+    return RunRecords(arrival=run["arrival"], sample=run["sample"], dispatch=run["dispatch"],
+                      finish=run["finish"], exit=run["exit"],
+                      replica=np.zeros(run["arrival"].size, dtype=np.int64), batch=run["batch"],
+                      batch_replica=np.zeros(nb, dtype=np.int64),
+                      batch_dispatch=run["batch_dispatch"], batch_finish=run["batch_finish"],
+                      batch_sizes=run["batch_sizes"])
+
+
+def _spread(values: np.ndarray, seed: int = 0) -> dict[str, float]:
+    med = float(np.median(values))
+    rng = np.random.default_rng(seed)
+    boot = np.median(rng.choice(values, (2000, values.size)), axis=1)
+    return {"median": med, "min": float(values.min()), "max": float(values.max()),
+            "spread": float(np.abs(values - med).max() / med) if med else 0.0,
+            "ci_lo": float(np.percentile(boot, 2.5)), "ci_hi": float(np.percentile(boot, 97.5))}
+
+
+def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5
+            ) -> dict[str, Any]:
+    """Simulate every (mode, load) of the folder's real runs and judge it; write
+    ``real.parquet``, ``sim.parquet``, ``validation.json`` and ``validation.png``."""
+    real_dir = plan_dir / "real"
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    manifest_path = real_dir / "manifest.json"
+    if not manifest_path.exists() or not (real_dir / "profile.json").exists():
+        raise InputError(real_dir, None, "no real runs here (manifest.json and profile.json)",
+                         "run the real side first (offramp validate without --real-from)")
+    manifest = json.loads(manifest_path.read_text())
+    profile = load_profile(real_dir / "profile.json")
+    k, mb, warm = trace.n_exits, plan["max_batch"], plan["warmup_fraction"]
+    rows, real_frames, sim_frames, stage_frames, keys = [], [], [], [], {}
+    model = LatencyModel(profile)
+    for run in manifest["runs"]:
+        keys.setdefault(run["key"], []).append(run)
+    for key, runs in keys.items():
+        st = manifest["streams"][key]
+        mode = st["mode"]
+        real = []
+        for r in runs:
+            with np.load(real_dir / r["file"]) as z:
+                data = {n: z[n] for n in z.files}
+            rec = real_records(data)
+            real.append(summarize_run(rec, trace, warm, None, 1))
+            want = (policy.exit_index(trace, data["sample"]) if mode != "none"
+                    else np.full(data["sample"].size, k - 1))
+            real[-1]["exit_match"] = float((data["exit"] == want).mean())
+            real_frames.append(_frame(rec, trace, warm).assign(key=key, mode=mode,
+                                                               repeat=r["repeat"]))
+            stage_frames.append(_stages(data, model).assign(key=key))
+        server = ServerConfig(max_batch=mb, max_wait_ms=plan["max_wait_ms"], exit_mode=mode)
+        svc = ServiceTimes.from_latency(model, k, mb, True, mode == "shrink")
+        wl = workload_from(WorkloadConfig(kind="replay", path=str(real_dir / st["arrivals"])))
+        n = int(data["arrival"].size)
+        res = simulate(Scenario(trace, policy, svc, server, wl),
+                       RunConfig(requests=max(n, 1), replications=sim_replications,
+                                 warmup_fraction=warm, seed=plan["seed"]))
+        sim = combine(res.runs)
+        for i, rec in enumerate(res.records):
+            sim_frames.append(_frame(rec, trace, warm).assign(key=key, mode=mode, replication=i))
+        high = float(np.median([r["busy_fraction"] for r in runs])) >= 0.88
+        for stat in STATS + [f"batch_size_stage_{j}" for j in range(k)]:
+            s = _spread(np.array([r[stat] for r in real]))
+            sim_v = sim[stat]["mean"]
+            err = (sim_v - s["median"]) / s["median"] if s["median"] else 0.0
+            target = 0.0 if high else TARGETS.get(stat, 0.05)
+            rows.append({"key": key, "mode": mode, "load": st["load"], "rate_rps": st["rate_rps"],
+                         "stat": stat, **s, "sim": sim_v, "error": err, "target": target,
+                         "within": bool(abs(err) <= max(s["spread"], target)),
+                         "tail_samples": int(0.01 * real[0]["requests"]),
+                         "repeats": len(real)})
+        rows.append({"key": key, "mode": mode, "load": st["load"], "rate_rps": st["rate_rps"],
+                     "stat": "exit_match", **_spread(np.array([r["exit_match"] for r in real])),
+                     "sim": 1.0, "error": 0.0, "target": 0.005, "within": True,
+                     "tail_samples": 0, "repeats": len(real)})
+    table = pd.DataFrame(rows)
+    pd.concat(real_frames, ignore_index=True).to_parquet(plan_dir / "real.parquet", index=False)
+    pd.concat(sim_frames, ignore_index=True).to_parquet(plan_dir / "sim.parquet", index=False)
+    doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
+           "runs": manifest["runs"], "profile": profile.source,
+           "table": json.loads(table.to_json(orient="records"))}
+    (plan_dir / "validation.json").write_text(json.dumps(doc, indent=1) + "\n")
+    from .plots import plot_validation
+
+    stages = pd.concat(stage_frames, ignore_index=True)
+    plot_validation(pd.concat(real_frames, ignore_index=True),
+                    pd.concat(sim_frames, ignore_index=True), stages, plan_dir / "validation.png")
+    return {"table": table, "doc": doc}
+
+
+def _frame(rec: RunRecords, trace: ExitTrace, warm: float) -> pd.DataFrame:
+    from offramp.sim.metrics import measured_mask
+
+    return pd.DataFrame({"sample_id": rec.sample, "arrival_s": rec.arrival,
+                         "dispatch_s": rec.dispatch, "finish_s": rec.finish,
+                         "latency_ms": (rec.finish - rec.arrival) * 1000.0,
+                         "exit_index": rec.exit, "batch_id": rec.batch,
+                         "correct": trace.correct[rec.sample, rec.exit],
+                         "warmup": ~measured_mask(rec, warm)})
+
+
+def _stages(data: dict[str, np.ndarray], model: LatencyModel) -> pd.DataFrame:
+    """Every timed stage of a real run beside the profile's p50 for it (ms)."""
+    from offramp.profiling.real_runs import KIND_CODES
+
+    kinds = [KIND_CODES[c] for c in data["stage_kind"].tolist()]
+    pred = []
+    for kind, kk, b in zip(kinds, data["stage_k"].tolist(), data["stage_size"].tolist(),
+                           strict=True):
+        try:
+            pred.append(model.lookup(kind, kk, b)[0])
+        except (InputError, KeyError, ValueError):
+            pred.append(np.nan)
+    return pd.DataFrame({"kind": kinds, "k": data["stage_k"], "batch": data["stage_size"],
+                         "real_ms": data["stage_ms"], "profile_p50_ms": pred})

@@ -1,0 +1,176 @@
+"""Run the real side of a validation plan: profile in the loop, calibrate, serve, repeat.
+
+    python -m offramp.profiling.validate_real PLAN_DIR        (writes PLAN_DIR/real/)
+
+``offramp validate`` writes the plan folder (``plan.json``: model, device, batcher, exit rule,
+modes, loads, repeats; ``inputs.npz``: the test inputs by sample id) and runs this in-process;
+on a GPU box without the simulator's dependencies the same folder is run with the line above
+and the comparison is done later (``offramp validate --real-from``). Per (mode, load) the
+arrivals are drawn once, so every repeat serves the same requests; repeats interleave loads
+and modes so that drift hits all of them alike. Measurement side: torch, numpy and the
+standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from offramp.traces.atomic import atomic_path
+
+from .format import save_profile
+from .job import ProfileJob, load_model
+from .real_runs import busy_fraction, calibrate_rate, pin_to_one_core, poisson_stream, serve_stream
+from .serving_loop import ServingLoop
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def load_inputs(plan_dir: Path) -> tuple[dict[int, int], list[np.ndarray]]:
+    """(sample id -> row, input parts) from ``inputs.npz``."""
+    with np.load(plan_dir / "inputs.npz") as z:
+        ids = z["ids"]
+        parts = [z[f"x{i}"] for i in range(int(z["n_parts"]))]
+    return {int(s): r for r, s in enumerate(ids.tolist())}, parts
+
+
+def _input_fn(rows: dict[int, int], parts: list[np.ndarray]):
+    tensors = [torch.from_numpy(p) for p in parts]
+
+    def get(sample: int) -> Any:
+        r = rows[sample]
+        one = [t[r:r + 1] for t in tensors]
+        return one[0] if len(one) == 1 else tuple(one)
+    return get
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def run_plan(plan_dir: str | Path, log=print) -> Path:
+    """Run the plan in ``plan_dir``; write ``real/`` (one .npz per run, arrivals, profile,
+    manifest.json) and return its path. A run already written is kept (a re-run resumes)."""
+    plan_dir = Path(plan_dir)
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    out = plan_dir / "real"
+    out.mkdir(exist_ok=True)
+    device, dtype = plan["device"], DTYPES[plan["precision"]]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("validate: --device cuda but CUDA is not available on this machine")
+    core = None
+    if device == "cpu":
+        core = pin_to_one_core(plan.get("core"))
+        torch.set_num_threads(1)
+    job = ProfileJob(model=plan["model"], output=out / "profile.json", device=device,
+                     precision=plan["precision"],
+                     checkpoint=Path(plan["checkpoint"]) if plan.get("checkpoint") else None,
+                     seq_len=plan.get("seq_len", 64))
+    model, example, _ = load_model(job)
+    model = model.to(device=device, dtype=dtype)
+    rows, parts = load_inputs(plan_dir)
+    inputs = _input_fn(rows, parts)
+    rule = plan["rule"]
+    table = None
+    if rule["kind"] == "table":
+        table = np.load(plan_dir / "exit_table.npy").tolist()
+    mb, wait = plan["max_batch"], plan["max_wait_ms"]
+
+    def loop_for(mode: str) -> ServingLoop:
+        return ServingLoop(model, device, dtype, mode, rule["thresholds"], rule["active"],
+                           rule=rule["kind"] if rule["kind"] != "none" else "maxprob", table=table)
+
+    if plan.get("measure_profile", True) and not (out / "profile.json").exists():
+        from .measure import RunPolicy, profile_model
+
+        log(f"measuring the in-loop profile on {device} (batches {plan['profile_batches']})")
+        prof = profile_model(model, "eager", device, plan["precision"], example,
+                             plan["profile_batches"], RunPolicy(runs=plan["profile_runs"],
+                                                                warmup=5),
+                             plan.get("command", "offramp validate"))
+        save_profile(prof, out / "profile.json")
+    test_ids = sorted(rows)
+    # Warm the loop once per mode before any timing.
+    for mode in plan["modes"]:
+        t, s = poisson_stream(1e6, min(mb, len(test_ids)), test_ids, 0)
+        serve_stream(loop_for(mode), inputs, t, s, mb, wait)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+        "streams": {}, "runs": []}
+    streams = manifest["streams"]
+    for mode in plan["modes"]:
+        for li, load in enumerate(plan["loads"]):
+            key = f"{mode}-L{li}"
+            if key in streams:
+                continue
+            loop = loop_for(mode)
+            if "rate_rps" in load:
+                rate, probes = float(load["rate_rps"]), []
+            else:
+                def probe(rate: float, loop=loop) -> float:
+                    t, s = poisson_stream(rate, plan["calib_requests"], test_ids, 12345)
+                    return busy_fraction(serve_stream(loop, inputs, t, s, mb, wait))
+                cap = plan["rate0_rps"]
+                rate, probes = calibrate_rate(probe, load["utilisation"], load["utilisation"] * cap)
+            times, samples = poisson_stream(rate, plan["requests"], test_ids,
+                                            plan["seed"] + 1000 * li)
+            path = out / f"arrivals-{key}.csv"
+            with atomic_path(path, suffix=".csv") as tmp:
+                np.savetxt(tmp, np.column_stack([times, samples]), delimiter=",",
+                           fmt=["%.17g", "%d"], header="arrival_s,sample_id", comments="")
+            streams[key] = {"mode": mode, "load": load, "rate_rps": rate, "probes": probes,
+                            "arrivals": path.name}
+            log(f"{key}: {load} -> {rate:.1f} req/s (probes {probes})")
+            _write_json(manifest_path, manifest)
+    for r in range(plan["repeats"]):
+        for li in range(len(plan["loads"])):
+            for mode in plan["modes"]:
+                key = f"{mode}-L{li}"
+                name = f"{key}-r{r}.npz"
+                if any(run["file"] == name for run in manifest["runs"]):
+                    continue
+                st = streams[key]
+                data = np.loadtxt(out / st["arrivals"], delimiter=",", skiprows=1, ndmin=2)
+                t0 = time.time()
+                res = serve_stream(loop_for(mode), inputs, data[:, 0], data[:, 1].astype(np.int64),
+                                   mb, wait)
+                _save_npz(out / name, res)
+                u = busy_fraction(res, plan["warmup_fraction"])
+                manifest["runs"].append({"file": name, "key": key, "mode": mode, "load": li,
+                                         "repeat": r, "busy_fraction": u,
+                                         "wall_s": round(time.time() - t0, 2),
+                                         "loadavg": _loadavg()})
+                log(f"{name}: busy {u:.3f}, {time.time() - t0:.1f} s")
+                _write_json(manifest_path, manifest)
+    manifest["machine"] = {"device": device, "core": core, "python": platform.python_version(),
+                           "torch": torch.__version__, "platform": platform.platform(),
+                           "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+                           "cuda": torch.version.cuda if device == "cuda" else None}
+    _write_json(manifest_path, manifest)
+    return out
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        import os
+
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    run_plan(sys.argv[1])
