@@ -57,7 +57,8 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
     per request ``arrival``, ``sample``, ``dispatch``, ``finish`` (dispatch + the timed stages
     up to the one that ends its exit), ``exit``, ``pred``, ``batch``; per batch
     ``batch_dispatch``, ``batch_finish`` (the loop free again), ``batch_sizes`` (n, K: batch
-    size at each segment, 0 if not run); per stage ``stage_batch``, ``stage_kind`` (index into
+    size at each segment, 0 if not run), ``batch_reason`` (why it went: 0 full, 1 the oldest
+    waited ``max_wait_ms``, 2 the stream had ended); per stage ``stage_batch``, ``stage_kind`` (index into
     :data:`KIND_CODES`), ``stage_k``, ``stage_size``, ``stage_ms``.
     """
     arr = np.asarray(arrival_s, dtype=float)
@@ -67,7 +68,7 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
     arr_list = arr.tolist()
     out = {name: np.full(n, np.nan) for name in ("dispatch", "finish")}
     exits, preds, batch_of = (np.full(n, -1, dtype=np.int64) for _ in range(3))
-    b_disp, b_fin, b_sizes = [], [], []
+    b_disp, b_fin, b_sizes, b_reason = [], [], [], []
     st_b, st_kind, st_k, st_size, st_ms = [], [], [], [], []
     origin = time.perf_counter() + lead_in_s
 
@@ -84,6 +85,7 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
             now = clock()
             j = bisect_right(arr_list, now, i, top)
             if j - i >= max_batch or now >= deadline or j == n:
+                reason = 0 if j - i >= max_batch else (2 if j == n else 1)
                 break
             _sleep_until(min(deadline, arr_list[j]), clock)
         d = clock()
@@ -101,6 +103,7 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
             out["dispatch"][i + r] = d
             exits[i + r], preds[i + r], batch_of[i + r] = e, pr, b
         b_disp.append(d)
+        b_reason.append(reason)
         b_fin.append(t_end)  # the loop is free again (includes what no stage timed)
         sizes = [0] * k_exits
         for (st, m) in run.stages:
@@ -117,6 +120,7 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
             "exit": exits, "pred": preds, "batch": batch_of,
             "batch_dispatch": np.array(b_disp), "batch_finish": np.array(b_fin),
             "batch_sizes": np.array(b_sizes, dtype=np.int64).reshape(-1, k_exits),
+            "batch_reason": np.array(b_reason, dtype=np.int64),
             "stage_batch": np.array(st_b, dtype=np.int64),
             "stage_kind": np.array(st_kind, dtype=np.int64),
             "stage_k": np.array(st_k, dtype=np.int64),

@@ -1,0 +1,94 @@
+"""offramp validate on this CPU: a short real run of the shipped model, checked for soundness
+(every request served once, in order, within the batcher's rule, exits as the policy says);
+no timing asserts. The calibration's search on a known busy-fraction curve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from offramp.analysis.cli import main
+from offramp.profiling.real_runs import calibrate_rate
+from offramp.traces.shipped import resolve_trace
+
+try:
+    from offramp.traces.datasets import fashion_mnist_dir
+
+    fashion_mnist_dir()
+    HAVE_DATA = True
+except Exception:  # noqa: BLE001 - the dataset package is missing
+    HAVE_DATA = False
+
+
+def test_calibration_finds_the_rate_of_a_known_curve():
+    # Busy fraction u(r) = 1 - exp(-r / 800): concave, as batching makes it.
+    curve = lambda r: 1 - np.exp(-r / 800)  # noqa: E731
+    for target in (0.3, 0.6, 0.9):
+        rate, probes = calibrate_rate(curve, target, rate0=200.0, steps=6, tol=0.01)
+        assert abs(curve(rate) - target) <= 0.01 * target + 1e-9, (target, probes)
+        assert len(probes) <= 7
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="Debian dataset-fashion-mnist is not installed")
+def test_a_short_real_validation_is_sound(tmp_path, capsys):
+    from offramp.policies import build_policy
+    from offramp.traces.format import load_trace
+
+    study = tmp_path / "v.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": "fmnist-resnet"}, "profile": {"path": "fmnist-resnet-cpu"},
+        "server": {"max_batch": 8, "max_wait_ms": 2.0},
+        "policy": {"name": "entropy", "tolerance_pct": 99}, "run": {"seed": 3}}))
+    out = tmp_path / "val"
+    assert main(["validate", str(study), "--rates", "400", "--modes", "none,keep,shrink",
+                 "--repeats", "2", "--requests", "800", "--profile", "fmnist-resnet-cpu",
+                 "--sim-replications", "2", "--quiet", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "latency_p99_ms" in printed and "exit_match" in printed
+    trace = load_trace(resolve_trace("fmnist-resnet"))
+    policy = build_policy({"name": "entropy", "tolerance_pct": 99}, trace)
+    manifest = json.loads((out / "real" / "manifest.json").read_text())
+    assert len(manifest["runs"]) == 6 and {r["repeat"] for r in manifest["runs"]} == {0, 1}
+    for run in manifest["runs"]:
+        z = np.load(out / "real" / run["file"])
+        n = z["arrival"].size
+        assert n == 800
+        # Every request served exactly once, in a batch that respects the batcher's rule.
+        assert np.isfinite(z["finish"]).all() and (z["batch"] >= 0).all()
+        assert np.array_equal(np.bincount(z["batch"]), z["batch_sizes"][:, 0])
+        assert (z["arrival"] <= z["dispatch"]).all() and (z["dispatch"] <= z["finish"]).all()
+        assert (z["batch_sizes"] <= 8).all()
+        assert np.array_equal(z["dispatch"], z["batch_dispatch"][z["batch"]])
+        reason, size = z["batch_reason"], z["batch_sizes"][:, 0]
+        assert (size[reason == 0] == 8).all()
+        oldest = np.array([z["arrival"][z["batch"] == b].min() for b in range(size.size)])
+        assert (z["batch_dispatch"][reason == 1] >= oldest[reason == 1] + 0.002).all()
+        # The last batch goes once the stream has ended (or full), not after a deadline.
+        assert reason[-1] in (0, 2) and (reason[:-1] != 2).all()
+        # Exits are the policy's (the trace's exits for these samples).
+        want = policy.exit_index(trace, z["sample"]) if run["mode"] != "none" else \
+            np.full(n, trace.n_exits - 1)
+        assert (z["exit"] == want).mean() >= 0.995
+        assert (z["pred"] == trace.pred[z["sample"], z["exit"]]).mean() >= 0.995
+    doc = json.loads((out / "validation.json").read_text())
+    stats = {(r["key"], r["stat"]) for r in doc["table"]}
+    assert {("shrink-L0", "latency_p99_ms"), ("keep-L0", "exit_match")} <= stats
+    assert (out / "validation.png").stat().st_size > 0
+    # The comparison alone, later, from the same folder.
+    assert main(["validate", str(study), "--real-from", str(out)]) == 0
+
+
+def test_cuda_absent_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    study = tmp_path / "v.yaml"
+    study.write_text("policy: {name: none}\n")
+    assert main(["validate", str(study), "--device", "cuda", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUDA is not available" in err[0]
+    assert not (tmp_path / "o").exists()
