@@ -58,8 +58,21 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def run_plan(plan_dir: str | Path, log=print) -> Path:
     """Run the plan in ``plan_dir``; write ``real/`` (one .npz per run, arrivals, profile,
-    manifest.json) and return its path. A run already written is kept (a re-run resumes)."""
-    plan_dir = Path(plan_dir)
+    manifest.json) and return its path. A run already written is kept (a re-run resumes).
+    The process's CPU affinity and torch threads are restored afterwards."""
+    import os
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    try:
+        return _run_plan(Path(plan_dir), log)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+
+
+def _run_plan(plan_dir: Path, log) -> Path:
     plan = json.loads((plan_dir / "plan.json").read_text())
     out = plan_dir / "real"
     out.mkdir(exist_ok=True)
