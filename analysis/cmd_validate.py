@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.real_from)
     trace = load_study_trace(cfg, base)
     policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
-    result = compare(out, trace, policy, args.sim_replications)
+    result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0
@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile-runs", type=int, default=30, help="timed runs per stage and size "
                    "for the in-loop profile")
     p.add_argument("--sim-replications", type=int, default=5)
+    p.add_argument("--isolated-stages", action="store_true", help="simulate segments and heads "
+                   "at their isolated times (default: with the in-loop residuals the profiler "
+                   "measured)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
     p.add_argument("--quiet", action="store_true")

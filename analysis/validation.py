@@ -55,10 +55,13 @@ def _spread(values: np.ndarray, seed: int = 0) -> dict[str, float]:
             "ci_lo": float(np.percentile(boot, 2.5)), "ci_hi": float(np.percentile(boot, 97.5))}
 
 
-def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5
-            ) -> dict[str, Any]:
+def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
+            in_loop: bool = True) -> dict[str, Any]:
     """Simulate every (mode, load) of the folder's real runs and judge it; write
-    ``real.parquet``, ``sim.parquet``, ``validation.json`` and ``validation.png``."""
+    ``real.parquet``, ``sim.parquet``, ``validation.json`` and ``validation.png``.
+
+    ``in_loop``: segments and heads cost what the profiler measured them to cost inside the
+    serving loop (isolated time + the profile's in-loop residual), not their isolated time."""
     real_dir = plan_dir / "real"
     plan = json.loads((plan_dir / "plan.json").read_text())
     manifest_path = real_dir / "manifest.json"
@@ -69,7 +72,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5
     profile = load_profile(real_dir / "profile.json")
     k, mb, warm = trace.n_exits, plan["max_batch"], plan["warmup_fraction"]
     rows, real_frames, sim_frames, stage_frames, keys = [], [], [], [], {}
-    model = LatencyModel(profile)
+    model = LatencyModel(profile, in_loop=in_loop)
     for run in manifest["runs"]:
         keys.setdefault(run["key"], []).append(run)
     for key, runs in keys.items():
@@ -116,7 +119,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5
     pd.concat(real_frames, ignore_index=True).to_parquet(plan_dir / "real.parquet", index=False)
     pd.concat(sim_frames, ignore_index=True).to_parquet(plan_dir / "sim.parquet", index=False)
     doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
-           "runs": manifest["runs"], "profile": profile.source,
+           "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
            "table": json.loads(table.to_json(orient="records"))}
     (plan_dir / "validation.json").write_text(json.dumps(doc, indent=1) + "\n")
     from .plots import plot_validation

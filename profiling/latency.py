@@ -25,11 +25,18 @@ class LatencyModel:
 
     ``engine_sizes``: batch sizes for which an engine exists; a batch of b runs on the smallest
     engine size >= b (PAME's bucketed TensorRT engines). ``None`` means every size is available.
+    ``in_loop``: add to each segment and head what it costs more inside the serving loop than
+    alone (the profile's ``in_loop_residual_ms``, measured by the eager profiler; nothing where
+    the profile has none).
     """
 
-    def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None):
+    def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
+                 in_loop: bool = False):
         self.profile = profile
         self.engine_sizes = sorted(set(engine_sizes)) if engine_sizes else None
+        residual = (profile.meta.get("in_loop_residual_ms") or {}) if in_loop else {}
+        self.extra_ms = {tuple(key.split(" ")): max(0.0, float(v["median_ms"]))
+                         for key, v in residual.items()}
 
     def _engine_size(self, b: int) -> int:
         if self.engine_sizes is None:
@@ -60,8 +67,9 @@ class LatencyModel:
                              f"{size}", "measure that batch size or lower server.max_batch")
         p50 = np.array([r["p50_ms"] for r in rows], dtype=float)
         p99 = np.array([r["p99_ms"] for r in rows], dtype=float)
-        median = float(np.interp(size, sizes, p50))
-        tail = float(np.interp(size, sizes, p99))
+        extra = self.extra_ms.get((kind, str(k)), 0.0)
+        median = float(np.interp(size, sizes, p50)) + extra
+        tail = float(np.interp(size, sizes, p99)) + extra
         sigma = math.log(tail / median) / Z99 if median > 0 and tail > median else 0.0
         return median, sigma
 

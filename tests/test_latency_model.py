@@ -101,3 +101,19 @@ def test_full_batch_time_with_and_without_the_loops_stages():
     loop = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
     svc = ServiceTimes.from_latency(LatencyModel(loop), 3, 4, False, False)
     assert svc.plan_s(no_exit(4, 3)) == pytest.approx(4.88e-3)
+
+
+def test_in_loop_adds_the_measured_residual_to_segments_and_heads_only():
+    from helpers import affine_profile
+
+    prof = affine_profile(2, range(1, 5))
+    prof.meta["in_loop_residual_ms"] = {"segment 0": {"median_ms": 0.25},
+                                        "head 1": {"median_ms": 0.1},
+                                        "segment 1": {"median_ms": -0.5}}
+    alone, loop = LatencyModel(prof), LatencyModel(prof, in_loop=True)
+    assert loop.lookup("segment", 0, 3)[0] == pytest.approx(alone.lookup("segment", 0, 3)[0] + 0.25)
+    assert loop.lookup("head", 1, 2)[0] == pytest.approx(alone.lookup("head", 1, 2)[0] + 0.1)
+    # A negative residual (faster in the loop: noise) is not subtracted; others are unchanged.
+    assert loop.lookup("segment", 1, 2) == alone.lookup("segment", 1, 2)
+    assert loop.lookup("compact", 0, 2) == alone.lookup("compact", 0, 2)
+    assert loop.lookup("segment", 0, 0) == (0.0, 0.0)
