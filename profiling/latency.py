@@ -25,9 +25,10 @@ class LatencyModel:
 
     ``engine_sizes``: batch sizes for which an engine exists; a batch of b runs on the smallest
     engine size >= b (PAME's bucketed TensorRT engines). ``None`` means every size is available.
-    ``in_loop``: add to each segment and head what it costs more inside the serving loop than
-    alone (the profile's ``in_loop_residual_ms``, measured by the eager profiler; nothing where
-    the profile has none).
+    ``in_loop``: each segment and head costs what it cost inside the serving loop: its in-loop
+    p50 at that size (``in_loop_residual_ms[...]["served_p50_ms"]``, interpolated) where the
+    profile has it, else its isolated time plus the median in-loop residual; the tail keeps the
+    isolated p99/p50 ratio. Nothing changes where the profile has neither.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
@@ -37,6 +38,8 @@ class LatencyModel:
         residual = (profile.meta.get("in_loop_residual_ms") or {}) if in_loop else {}
         self.extra_ms = {tuple(key.split(" ")): max(0.0, float(v["median_ms"]))
                          for key, v in residual.items()}
+        self.served = {tuple(key.split(" ")): np.array(v["served_p50_ms"], dtype=float)
+                       for key, v in residual.items() if v.get("served_p50_ms")}
 
     def _engine_size(self, b: int) -> int:
         if self.engine_sizes is None:
@@ -67,9 +70,15 @@ class LatencyModel:
                              f"{size}", "measure that batch size or lower server.max_batch")
         p50 = np.array([r["p50_ms"] for r in rows], dtype=float)
         p99 = np.array([r["p99_ms"] for r in rows], dtype=float)
-        extra = self.extra_ms.get((kind, str(k)), 0.0)
-        median = float(np.interp(size, sizes, p50)) + extra
-        tail = float(np.interp(size, sizes, p99)) + extra
+        median = float(np.interp(size, sizes, p50))
+        tail = float(np.interp(size, sizes, p99))
+        served = self.served.get((kind, str(k)))
+        if served is not None and served[0, 0] <= size <= served[-1, 0]:
+            loop_ms = float(np.interp(size, served[:, 0], served[:, 1]))
+            median, tail = loop_ms, tail * loop_ms / median if median > 0 else loop_ms
+        else:
+            extra = self.extra_ms.get((kind, str(k)), 0.0)
+            median, tail = median + extra, tail + extra
         sigma = math.log(tail / median) / Z99 if median > 0 and tail > median else 0.0
         return median, sigma
 

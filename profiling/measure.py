@@ -216,8 +216,10 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     Each batch size runs whole batches through :class:`ServingLoop` (exit mode ``shrink`` with
     every threshold at infinity: every exit decision is taken, nobody leaves, so every check and
     handoff runs at that size). Returns ``overhead`` (assemble the batch from single requests
-    and place it), ``check`` and ``handoff`` rows, and per (kind, k): the median over batch sizes
-    of the in-loop time minus the isolated time of ``segment`` and ``head``.
+    and place it), ``check`` and ``handoff`` rows, and per (kind, k) of ``segment`` and
+    ``head``: the median over batch sizes of the in-loop time minus the isolated time, and the
+    in-loop p50 at every size (``served_p50_ms``: [[batch, ms], ...]). The batches of all sizes
+    run in one shuffled order, as a serving loop meets them.
     """
     from .serving_loop import ServingLoop
 
@@ -225,26 +227,36 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                        [float("inf")] * (backend.n_exits - 1))
     by_key = {(r["kind"], r["k"], r["batch"]): r for r in isolated}
     rows, resid = [], {}
+    # Served as a loop serves: batches of every size in a shuffled order (fixed seed), so each
+    # stage is timed after batches of other sizes, not after copies of itself.
+    requests = {b: singles(example(b), b) for b in batches}
+    plan: list[int] = []
     for b in batches:
-        requests = singles(example(b), b)
-        warm = [loop.run(requests) for _ in range(max(policy.warmup, 2))]
-        estimate = sum(ms for _, ms in warm[-1].stages)
-        times: dict[tuple[str, int], list[float]] = {}
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for _ in range(policy.runs_for(estimate)):
-                for st, ms in loop.run(requests).stages:
-                    times.setdefault((st.kind, st.k), []).append(ms)
-        finally:
-            if was_enabled:
-                gc.enable()
-        for (kind, k), ts in times.items():
+        warm = [loop.run(requests[b]) for _ in range(max(policy.warmup, 2))]
+        plan += [b] * policy.runs_for(sum(ms for _, ms in warm[-1].stages))
+    order = np.random.default_rng(0).permutation(len(plan))
+    times: dict[tuple[str, int, int], list[float]] = {}
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in order.tolist():
+            b = plan[i]
+            for st, ms in loop.run(requests[b]).stages:
+                times.setdefault((st.kind, st.k, b), []).append(ms)
+    finally:
+        if was_enabled:
+            gc.enable()
+    served: dict[str, list[list[float]]] = {}
+    for b in batches:
+        for (kind, k, bb), ts in times.items():
+            if bb != b:
+                continue
             if kind in LOOP_KINDS:
                 rows.append({"kind": kind, "k": k, "batch": b, **summarize(ts)})
             elif (kind, k, b) in by_key:
                 resid.setdefault(f"{kind} {k}", []).append(
                     float(np.median(ts)) - by_key[kind, k, b]["p50_ms"])
+                served.setdefault(f"{kind} {k}", []).append([b, round(float(np.median(ts)), 6)])
         if progress is not None:
             progress("overhead", 0, b)
             for k in range(backend.n_exits - 1):
@@ -255,6 +267,8 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                           [d / by_key[key.split()[0], int(key.split()[1]), b]["p50_ms"]
                            for d, b in zip(v, batches, strict=True)])), 2)}
                 for key, v in resid.items()}
+    for key, pts in served.items():
+        residual[key]["served_p50_ms"] = pts
     return rows, residual
 
 

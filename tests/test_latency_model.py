@@ -117,3 +117,16 @@ def test_in_loop_adds_the_measured_residual_to_segments_and_heads_only():
     assert loop.lookup("segment", 1, 2) == alone.lookup("segment", 1, 2)
     assert loop.lookup("compact", 0, 2) == alone.lookup("compact", 0, 2)
     assert loop.lookup("segment", 0, 0) == (0.0, 0.0)
+
+
+def test_in_loop_prefers_the_served_p50_table():
+    from helpers import affine_profile
+
+    prof = affine_profile(2, range(1, 5))
+    prof.meta["in_loop_residual_ms"] = {"segment 0": {"median_ms": 0.25,
+                                                      "served_p50_ms": [[1, 2.0], [3, 3.0]]}}
+    loop, alone = LatencyModel(prof, in_loop=True), LatencyModel(prof)
+    assert loop.lookup("segment", 0, 2)[0] == pytest.approx(2.5)  # interpolated in the table
+    assert loop.lookup("segment", 0, 3)[0] == pytest.approx(3.0)
+    # Outside the table's sizes: isolated + the median residual.
+    assert loop.lookup("segment", 0, 4)[0] == pytest.approx(alone.lookup("segment", 0, 4)[0] + 0.25)
