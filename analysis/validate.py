@@ -114,9 +114,16 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
             "rate0_rps": 1000.0 * mb / full_ms,
             "measure_profile": profile_given is None,
-            "profile_batches": [b for b in PROFILE_BATCHES if b <= max(mb, 2)],
+            "profile_batches": sorted({b for b in PROFILE_BATCHES if b < mb} | {1, mb}),
             "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]])}
-    (out / "plan.json").write_text(json.dumps(plan, indent=1, default=_json) + "\n")
+    text = json.dumps(plan, indent=1, default=_json) + "\n"
+    old = out / "plan.json"
+    if (out / "real" / "manifest.json").exists() and old.exists():
+        before = {k: v for k, v in json.loads(old.read_text()).items() if k != "command"}
+        if before != {k: v for k, v in json.loads(text).items() if k != "command"}:
+            raise InputError(out, "plan.json", "this folder holds real runs of a different plan",
+                             "choose a new -o folder (or delete this one) to run this plan")
+    old.write_text(text)
     return out
 
 

@@ -89,8 +89,9 @@ class Controller:
         """Seconds the replica stalls before this batch (0 unless a switch is pending)."""
         return 0.0
 
-    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
-        """For samples of this batch that reached exit k: which exit here."""
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray, replica: int = 0
+               ) -> np.ndarray:
+        """For samples of ``replica``'s running batch that reached exit k: which exit here."""
         return self.policy.decide(trace, k, samples)
 
     def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:

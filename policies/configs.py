@@ -12,6 +12,7 @@ broken is one :class:`InputError` naming the policy and the field.
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -175,7 +176,7 @@ class DynamicOFAConfig(PolicyConfigBase):
         "window": Tunable(low=5, high=100, log=True, integer=True),
         "up_after": Tunable(low=0, high=500, integer=True)}
     name: Literal["dynamic-ofa"] = "dynamic-ofa"
-    levels: list[PolicyConfig] = Field(description="operating points, cheapest first")
+    levels: list[PolicyConfig] = Field(min_length=1, description="operating points, cheapest first")
     latency_target_ms: float = Field(gt=0, description="window latency target")
     accuracy_target: float = Field(gt=0, le=1, description="absolute accuracy; rise while below")
     window: int = Field(20, ge=1, description="requests in the latency window")
@@ -216,21 +217,29 @@ def _tag(value: Any) -> str | None:
 
 PolicyConfig = Any  # the union of every registered config; ``levels`` refers to it by name
 _BUILT: dict[str, Any] = {}
+_LOCK = threading.Lock()
 
 
 def _adapters() -> tuple[TypeAdapter, TypeAdapter, dict[str, type[PolicyConfigBase]]]:
     """(policy union, policy-or-from_file union, configs), rebuilt when the registry changes."""
-    global PolicyConfig
     known = configs()
-    if _BUILT.get("names") != tuple(known):
-        members = tuple(Annotated[cls, Tag(name)] for name, cls in known.items())
-        PolicyConfig = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007
-        section = Annotated[Union[(Annotated[FromFileConfig, Tag("from_file")], *members)],  # noqa: UP007
-                            Discriminator(_tag)]
-        DynamicOFAConfig.model_rebuild(force=True, _types_namespace={"PolicyConfig": PolicyConfig})
-        _BUILT.update(names=tuple(known), policy=TypeAdapter(PolicyConfig),
-                      section=TypeAdapter(section))
+    with _LOCK:
+        if _BUILT.get("names") != tuple(known.items()):
+            _build(known)
     return _BUILT["policy"], _BUILT["section"], known
+
+
+def _build(known: dict[str, type[PolicyConfigBase]]) -> None:
+    global PolicyConfig
+    members = tuple(Annotated[cls, Tag(name)] for name, cls in known.items())
+    PolicyConfig = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007
+    section = Annotated[Union[(Annotated[FromFileConfig, Tag("from_file")], *members)],  # noqa: UP007
+                        Discriminator(_tag)]
+    # pydantic keeps a field type it has resolved once: set the new union explicitly.
+    DynamicOFAConfig.__pydantic_fields__["levels"].annotation = list[PolicyConfig]
+    DynamicOFAConfig.model_rebuild(force=True, _types_namespace={"PolicyConfig": PolicyConfig})
+    _BUILT.update(names=tuple(known.items()), policy=TypeAdapter(PolicyConfig),
+                  section=TypeAdapter(section))
 
 
 def parse_policy(data: Any, source: str = "policy", prefix: str = "",
@@ -274,7 +283,7 @@ def _explain(err: ValidationError, data: dict, source: str, prefix: str,
     parts, owner = [], str(data.get("name", "none"))
     for i, part in enumerate(loc):
         if isinstance(part, str) and (i == 0 or isinstance(loc[i - 1], int)) and (
-                part in known or part == "from_file") and i + 1 < len(loc):
+                part in known or part == "from_file"):
             owner = part
             continue
         parts.append(str(part))
@@ -300,7 +309,8 @@ def _explain(err: ValidationError, data: dict, source: str, prefix: str,
         return InputError(source, field, f"{owner} takes no {last} (an extra field; its fields: "
                           f"{', '.join(own) or 'none'})", "remove it or fix its spelling")
     if kind == "missing":
-        return InputError(source, field, f"{owner} needs {last}", f"set {prefix or 'policy.'}{last}")
+        return InputError(source, field, f"{owner} needs {last}",
+                          f"set {prefix or 'policy.'}{'.'.join(parts)}")
     if kind == "literal_error" and last == "name":
         return InputError(source, field, f"{owner} takes no ':' argument", f"write {owner}")
     more = f" ({len(errors) - 1} more)" if len(errors) > 1 else ""

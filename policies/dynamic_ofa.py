@@ -105,7 +105,8 @@ class ManagerRun(Controller):
     def __init__(self, policy: DynamicOFA, n_replicas: int):
         super().__init__(policy)
         self.m = policy
-        self.level = self.active = policy.start_level_
+        self.level = policy.start_level_
+        self.active = [policy.start_level_] * n_replicas  # the level each running batch uses
         self.loaded = [policy.start_level_] * n_replicas
         self.history: list[tuple[float, int]] = [(0.0, policy.start_level_)]
         self._recent: deque[float] = deque(maxlen=policy.window)
@@ -114,14 +115,15 @@ class ManagerRun(Controller):
         self._locked_until = -np.inf
 
     def begin_batch(self, now_s: float, replica: int) -> float:
-        self.active = self.level
+        self.active[replica] = self.level
         if self.loaded[replica] != self.level:
             self.loaded[replica] = self.level
             return self.m.switch_cost_ms / 1000.0
         return 0.0
 
-    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray) -> np.ndarray:
-        return self.m.levels[self.active].decide(trace, k, samples)
+    def decide(self, trace: ExitTrace, k: int, samples: np.ndarray, replica: int = 0
+               ) -> np.ndarray:
+        return self.m.levels[self.active[replica]].decide(trace, k, samples)
 
     def window_mean_ms(self) -> float:
         """Mean of the current window without outliers (NaN until the window is full)."""

@@ -69,6 +69,7 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
     out = {name: np.full(n, np.nan) for name in ("dispatch", "finish")}
     exits, preds, batch_of = (np.full(n, -1, dtype=np.int64) for _ in range(3))
     b_disp, b_fin, b_sizes, b_reason = [], [], [], []
+    served: list[tuple] = []
     st_b, st_kind, st_k, st_size, st_ms = [], [], [], [], []
     origin = time.perf_counter() + lead_in_s
 
@@ -90,16 +91,17 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
             _sleep_until(min(deadline, arr_list[j]), clock)
         d = clock()
         run = loop.run(payload[i:j], smp[i:j].tolist())
-        t_end = clock()
+        served.append((i, j, d, clock(), reason, run))
+        i = j
+    # The bookkeeping happens after the stream, so the loop spends no time on it while serving.
+    for b, (i, j, d, t_end, reason, run) in enumerate(served):
         ms = [m for _, m in run.stages]
         going = tuple(sum(1 for e in run.exits if e > kk) for kk in range(k_exits - 1))
         plan = batch_plan(loop.mode, j - i, going, tuple(bool(a) for a in loop.active))
         # A request exited at k finishes when the stage that ends exit k does.
         ends = np.cumsum(ms) / 1000.0
-        b = len(b_disp)
         for r, (e, pr) in enumerate(zip(run.exits, run.preds, strict=True)):
-            stage_i = plan.ends[e] - 1
-            out["finish"][i + r] = d + float(ends[stage_i])
+            out["finish"][i + r] = d + float(ends[plan.ends[e] - 1])
             out["dispatch"][i + r] = d
             exits[i + r], preds[i + r], batch_of[i + r] = e, pr, b
         b_disp.append(d)
@@ -115,7 +117,6 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
             st_size.append(st.batch)
             st_ms.append(m)
         b_sizes.append(sizes)
-        i = j
     return {"arrival": arr, "sample": smp, "dispatch": out["dispatch"], "finish": out["finish"],
             "exit": exits, "pred": preds, "batch": batch_of,
             "batch_dispatch": np.array(b_disp), "batch_finish": np.array(b_fin),
@@ -154,7 +155,7 @@ def calibrate_rate(serve: Callable[[float], float], target: float, rate0: float,
     """
     probes = [(rate0, serve(rate0))]
     rate = rate0 * target / max(probes[0][1], 1e-6)  # first step: busy fraction ∝ rate
-    for _ in range(steps):
+    for _ in range(steps if abs(probes[0][1] - target) > tol * target else 0):
         probes.append((rate, serve(rate)))
         if abs(probes[-1][1] - target) <= tol * target:
             break

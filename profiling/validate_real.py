@@ -130,7 +130,8 @@ def _run_plan(plan_dir: Path, log) -> Path:
             else:
                 def probe(rate: float, loop=loop) -> float:
                     t, s = poisson_stream(rate, plan["calib_requests"], test_ids, 12345)
-                    return busy_fraction(serve_stream(loop, inputs, t, s, mb, wait))
+                    return busy_fraction(serve_stream(loop, inputs, t, s, mb, wait),
+                                         plan["warmup_fraction"])
                 cap = plan["rate0_rps"]
                 rate, probes = calibrate_rate(probe, load["utilisation"], load["utilisation"] * cap)
             times, samples = poisson_stream(rate, plan["requests"], test_ids,

@@ -178,7 +178,11 @@ class ReferenceServer:
         sizes = [0] * k_exits
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
-        decider = ctrl if ctrl is not None else sc.policy
+        if ctrl is not None:
+            def decider(trace, k, samples):
+                return ctrl.decide(trace, k, samples, r)
+        else:
+            decider = sc.policy.decide
         item = next(steps)
         while item is not None:
             if isinstance(item, Stage):
@@ -192,7 +196,7 @@ class ReferenceServer:
             if mode == "none":
                 leave = [True] * len(active)
             else:
-                leave = decider.decide(sc.trace, k, np.array([q.sample for q in active]))
+                leave = decider(sc.trace, k, np.array([q.sample for q in active]))
             self._finish([q for q, go in zip(active, leave, strict=True) if go], k)
             active = [q for q, go in zip(active, leave, strict=True) if not go]
             try:

@@ -43,9 +43,11 @@ def test_manager_rules_step_by_step():
     t = feed(m, t, 50.0, 1)  # full window over target: down one level at once
     assert m.level == 1 and m.history[-1] == pytest.approx((0.05, 1))
     # The switch costs each replica one stall, before its next batch; then decisions change.
-    assert m.active == 2
+    assert m.active == [2, 2]
     assert m.begin_batch(t, 0) == pytest.approx(0.007) and m.begin_batch(t, 0) == 0.0
-    assert m.begin_batch(t, 1) == pytest.approx(0.007) and m.active == 1
+    # Replica 1's running batch keeps deciding at its old level until it begins a new one.
+    assert m.active == [1, 2]
+    assert m.begin_batch(t, 1) == pytest.approx(0.007) and m.active == [1, 1]
     # Within target, accuracy below target: up after up_after = 10 requests at this level.
     t = feed(m, t, 5.0, 9)
     assert m.level == 1

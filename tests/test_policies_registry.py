@@ -174,3 +174,28 @@ def test_each_config_holds_only_its_own_fields():
         parse_policy({"name": "dynamic-ofa", "levels": [{"name": "none"},
                                                         {"name": "none", "tolerance_pct": 9}],
                       "latency_target_ms": 5, "accuracy_target": 0.9})
+
+
+def test_a_registered_policy_works_by_name_and_as_a_dynamic_ofa_level():
+    from typing import Literal
+
+    from offramp.policies import REGISTRY, register
+    from offramp.policies.baselines import StaticExit
+    from offramp.policies.configs import PolicyConfigBase
+
+    class LastConfig(PolicyConfigBase):
+        name: Literal["last-test"] = "last-test"
+
+    parse_policy({"name": "none"})  # the union was built before the registration
+    register("last-test", LastConfig, StaticExit, lambda cfg, ctx: StaticExit(3))
+    try:
+        assert type(parse_policy({"name": "last-test"})) is LastConfig
+        dofa = parse_policy({"name": "dynamic-ofa", "levels": [{"name": "last-test"}],
+                             "latency_target_ms": 5, "accuracy_target": 0.9})
+        assert type(dofa.levels[0]) is LastConfig
+        with pytest.raises(InputError, match="unknown policy 'nope'"):
+            parse_policy({"name": "dynamic-ofa", "levels": [{"name": "nope"}],
+                          "latency_target_ms": 5, "accuracy_target": 0.9})
+    finally:
+        REGISTRY.pop("last-test")
+        POLICIES.pop("last-test")
