@@ -40,6 +40,22 @@ class LatencyModel:
                          for key, v in residual.items()}
         self.served = {tuple(key.split(" ")): np.array(v["served_p50_ms"], dtype=float)
                        for key, v in residual.items() if v.get("served_p50_ms")}
+        wake = profile.meta.get("wake_ms") if in_loop else None
+        self.wake = None
+        if wake:
+            self.wake = (np.array(wake["batch"], dtype=float),
+                         np.r_[0.0, np.array(wake["idle_ms"], dtype=float)],
+                         np.array([[0.0, *row] for row in wake["extra_ms"]], dtype=float))
+
+    def wake_ms(self, b: int, idle_ms: float) -> float:
+        """Extra time (ms) of a batch of b that starts after the loop idled ``idle_ms``: the
+        profile's ``wake_ms`` table (measured in the loop after sleeps), interpolated in idle
+        time and batch size, flat beyond its ends; 0 without ``in_loop`` or a table."""
+        if self.wake is None or b <= 0:
+            return 0.0
+        batches, idles, extra = self.wake
+        per_b = [float(np.interp(idle_ms, idles, row)) for row in extra]
+        return max(0.0, float(np.interp(b, batches, per_b)))
 
     def _engine_size(self, b: int) -> int:
         if self.engine_sizes is None:

@@ -236,13 +236,17 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
         plan += [b] * policy.runs_for(sum(ms for _, ms in warm[-1].stages))
     order = np.random.default_rng(0).permutation(len(plan))
     times: dict[tuple[str, int, int], list[float]] = {}
+    totals: dict[int, list[float]] = {}
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for i in order.tolist():
             b = plan[i]
-            for st, ms in loop.run(requests[b]).stages:
+            stages = loop.run(requests[b]).stages
+            totals.setdefault(b, []).append(sum(ms for _, ms in stages))
+            for st, ms in stages:
                 times.setdefault((st.kind, st.k, b), []).append(ms)
+        wake = measure_wake(loop, requests, totals)
     finally:
         if was_enabled:
             gc.enable()
@@ -269,7 +273,32 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                 for key, v in resid.items()}
     for key, pts in served.items():
         residual[key]["served_p50_ms"] = pts
+    residual["wake_ms"] = wake
     return rows, residual
+
+
+WAKE_IDLE_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+def measure_wake(loop: Any, requests: dict[int, list], totals: dict[int, list[float]],
+                 reps: int = 12) -> dict[str, Any]:
+    """What a batch costs more after the loop slept: per size (the smallest, a middle one and
+    the largest measured) and idle time, the median batch time after a sleep of that long
+    minus the median batch time served back to back (ms, >= 0)."""
+    sizes = sorted(totals)
+    pick = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
+    extra = []
+    for b in pick:
+        base = float(np.median(totals[b]))
+        row = []
+        for idle in WAKE_IDLE_MS:
+            ts = []
+            for _ in range(reps):
+                time.sleep(idle / 1000.0)
+                ts.append(sum(ms for _, ms in loop.run(requests[b]).stages))
+            row.append(round(max(0.0, float(np.median(ts)) - base), 6))
+        extra.append(row)
+    return {"batch": pick, "idle_ms": list(WAKE_IDLE_MS), "extra_ms": extra}
 
 
 def nvidia_driver() -> str:
@@ -336,11 +365,12 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
                                  "serving loop here; overhead is the isolated exit check"}
     if in_loop:
         loop_rows, residual = measure_loop(backend, example, batches, policy, rows, progress)
+        wake = residual.pop("wake_ms")
         order = {key: i for i, key in enumerate(stage_plan(backend.n_exits, batches, True))}
         rows = sorted(rows + loop_rows, key=lambda r: order[r["kind"], r["k"], r["batch"]])
         loop_meta = {"loop_stages": "overhead, check and handoff timed inside the serving loop "
                      "(offramp.profiling.serving_loop, exit mode shrink, no sample exits)",
-                     "in_loop_residual_ms": residual}
+                     "in_loop_residual_ms": residual, "wake_ms": wake}
     inputs = input_description(example(1))
     meta = {
         "model_id": getattr(model, "model_id", type(model).__name__),

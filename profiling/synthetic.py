@@ -11,7 +11,8 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
                       loop_stages: bool = False) -> LatencyProfile:
     """An affine-in-batch-size profile: stage(b) = fixed + per_sample * b; tests only.
 
-    ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows.
+    ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows and a wake-up
+    table.
     """
     rows = []
 
@@ -33,4 +34,7 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
             "backend": "synthetic", "precision": "n/a", "input_shape": [],
             "software": {}, "date": "n/a", "produced_by": {"command": "synthetic_profile()"},
             "synthetic": True}
+    if loop_stages:  # a wake-up cost after idle spells (used with LatencyModel(in_loop=True))
+        meta["wake_ms"] = {"batch": [1, max(batches)], "idle_ms": [1.0, 5.0, 20.0],
+                           "extra_ms": [[0.1, 0.3, 0.5], [0.2, 0.8, 1.0]]}
     return LatencyProfile(rows=rows, meta=meta)

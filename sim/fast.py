@@ -49,7 +49,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)]
     reach_early = reach if mode != "none" else []
-    base, sig = svc.base, svc.sigma
+    base, sig, wake = svc.base, svc.sigma, svc.wake
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
     noise = rep.noise
@@ -106,8 +106,11 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         if entry is None:
             entry = compiled[key] = compile_plan(size, key[1:])
         steps, sizes = entry
-        # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it.
+        # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it; first,
+        # the loop's wake-up cost after an idle spell, where the profile measured one.
         t = d
+        if wake is not None:
+            t += svc.wake_s(size, d - f)
         ends = [0.0] * k_exits
         for tb, ts, zi, b, leave in steps:
             t += tb[b] * _exp(ts[b] * z[o + zi]) * x

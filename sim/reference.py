@@ -62,6 +62,7 @@ class ReferenceServer:
         self.requests: list[Request] = []
         self.batches: list[tuple] = []
         self.batch_count = [0] * srv.replicas
+        self.free_at = [0.0] * srv.replicas  # when each replica finished its last batch
         self.slow = srv.slowdown()
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.ended = False  # the open-loop stream has no more requests: the rest go at once
@@ -175,6 +176,10 @@ class ReferenceServer:
             stall = ctrl.begin_batch(start, r)
             if stall > 0:
                 yield env.timeout(stall)
+        if svc.wake is not None:
+            wake = svc.wake_s(size, start - self.free_at[r])
+            if wake > 0:
+                yield env.timeout(wake)
         sizes = [0] * k_exits
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
@@ -204,6 +209,7 @@ class ReferenceServer:
             except StopIteration:
                 item = None
         self.batches.append((r, m, start, env.now, sizes))
+        self.free_at[r] = env.now
 
     def _finish(self, reqs: list[Request], k: int) -> None:
         now = self.env.now

@@ -10,6 +10,7 @@ every engine that serves the same batches draws the same numbers.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 
@@ -77,6 +78,22 @@ class ServiceTimes:
         self._width = base_s.shape[0]
         # The serving loop's own stages have tables only where the profile measured them.
         self.skip = frozenset() if self._width == 5 * n_exits else frozenset(self.LOOP_KINDS)
+        # wake[b][i]: extra seconds of a batch of b after an idle of IDLE_GRID_S[i] (None: none).
+        self.wake: list[list[float]] | None = None
+
+    IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
+                                               100))
+
+    def wake_s(self, b: int, idle_s: float) -> float:
+        """Extra seconds of a batch of b dispatched after the replica idled ``idle_s``
+        (linear between the grid points, flat beyond the last)."""
+        row = self.wake[b]
+        grid = self.IDLE_GRID_S
+        if idle_s >= grid[-1]:
+            return row[-1]
+        i = bisect_right(grid, idle_s) - 1
+        f = (idle_s - grid[i]) / (grid[i + 1] - grid[i])
+        return row[i] + f * (row[i + 1] - row[i])
 
     # Slot numbers.
     OVERHEAD = 0
@@ -135,7 +152,11 @@ class ServiceTimes:
                        for k in range(n_exits - 1)]
         for kind, k, slot in stages:
             base[slot], sigma[slot] = model.table(kind, k, max_batch)
-        return cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits)
+        svc = cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits)
+        if getattr(model, "wake", None) is not None:
+            svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
+                        for b in range(max_batch + 1)]
+        return svc
 
     @classmethod
     def analytic(cls, kind: str, mean_ms: float, n_exits: int, max_batch: int) -> ServiceTimes:

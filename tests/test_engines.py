@@ -34,8 +34,9 @@ FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
           kind="poisson", cv=1.0, contention=(), loop=False):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
-    svc = ServiceTimes.from_latency(LatencyModel(LOOP_PROFILE if loop else PROFILE), 4, max_batch,
-                                    sampled, True)
+    # The loop profile's in-loop costs include a wake-up after idle spells.
+    model = LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE)
+    svc = ServiceTimes.from_latency(model, 4, max_batch, sampled, True)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
                           replicas=replicas, routing=routing,
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}

@@ -180,3 +180,22 @@ def test_a_replica_that_gets_no_request_does_not_stop_the_others(engine):
     # Each alone; the stream ends at 0.5 ms, so both go then: 0.5 + 0.1 + 3 x 1.1 + 0.5.
     assert rec.replica.tolist() == [0, 2]
     assert rec.finish * 1000 == pytest.approx([4.4, 4.4], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_batch_after_an_idle_spell_pays_the_wake_up(engine):
+    # Wake table: +0.4 ms after >= 4 ms idle (linear from 0 at 0 ms), the same at every size.
+    profile = affine_profile(3, range(1, 5))
+    profile.meta["wake_ms"] = {"batch": [1, 4], "idle_ms": [4.0], "extra_ms": [[0.4], [0.4]]}
+    svc = ServiceTimes.from_latency(LatencyModel(profile, in_loop=True), 3, 4, False, False)
+    server = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
+    sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [10.0, 12.0, 30.0], [0, 1, 2])
+    rec, _ = run_replication(sc, rep, engine)
+    # Request 0 at 10 ms after 10 ms idle: + 0.4 wake + 0.1 + 3 x 1.1 + 0.5 = 14.3. Request 1
+    # arrives at 12 while busy: no idle, at 14.3 -> 18.2. Request 2 at 30 after 11.8 ms idle.
+    assert rec.finish * 1000 == pytest.approx([14.3, 18.2, 34.3], abs=1e-9)
+    # Without in_loop the table is ignored.
+    plain = ServiceTimes.from_latency(LatencyModel(profile), 3, 4, False, False)
+    assert plain.wake is None
+    # Half-way up the ramp: 2 ms idle -> 0.2 ms.
+    assert svc.wake_s(2, 0.002) == pytest.approx(0.0002)
