@@ -36,7 +36,7 @@ def main(folder: str, isolated: bool) -> None:
                                   z["stage_size"], strict=True):
             pred[b] += model.lookup(KIND_CODES[kc], int(k), int(size))[0]
         idle_ms = 1000 * np.r_[1.0, z["batch_dispatch"][1:] - z["batch_finish"][:-1]]
-        which = np.digitize(idle_ms, BINS_MS) - 1
+        which = np.minimum(np.digitize(idle_ms, BINS_MS) - 1, len(BINS_MS) - 2)
         for i in np.unique(which):
             sel = which == i
             acc.setdefault(int(i), []).append(np.c_[got[sel] - pred[sel], got[sel] / pred[sel],
