@@ -163,3 +163,19 @@ def _stages(data: dict[str, np.ndarray], model: LatencyModel) -> pd.DataFrame:
             pred.append(np.nan)
     return pd.DataFrame({"kind": kinds, "k": data["stage_k"], "batch": data["stage_size"],
                          "real_ms": data["stage_ms"], "profile_p50_ms": pred})
+
+
+def batch_times(data: dict[str, np.ndarray], model: LatencyModel
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per batch of a real run: (timed ms, the model's p50 ms for the same stages, idle ms
+    before it; the first batch counts as after a long idle)."""
+    from offramp.profiling.real_runs import KIND_CODES
+
+    nb = data["batch_dispatch"].size
+    got, pred = np.zeros(nb), np.zeros(nb)
+    np.add.at(got, data["stage_batch"], data["stage_ms"])
+    for b, kc, k, size in zip(data["stage_batch"], data["stage_kind"], data["stage_k"],
+                              data["stage_size"], strict=True):
+        pred[b] += model.lookup(KIND_CODES[kc], int(k), int(size))[0]
+    idle_ms = 1000 * np.r_[1.0, data["batch_dispatch"][1:] - data["batch_finish"][:-1]]
+    return got, pred, idle_ms

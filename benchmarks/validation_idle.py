@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from offramp.analysis.validation import batch_times
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.real_runs import KIND_CODES
 
 BINS_MS = [0, 0.1, 0.5, 1, 2, 5, 10, 1000]
 
@@ -29,13 +29,7 @@ def main(folder: str, isolated: bool) -> None:
     acc: dict[int, list] = {}
     for run in manifest["runs"]:
         z = np.load(real / run["file"])
-        nb = z["batch_dispatch"].size
-        pred, got = np.zeros(nb), np.zeros(nb)
-        np.add.at(got, z["stage_batch"], z["stage_ms"])
-        for b, kc, k, size in zip(z["stage_batch"], z["stage_kind"], z["stage_k"],
-                                  z["stage_size"], strict=True):
-            pred[b] += model.lookup(KIND_CODES[kc], int(k), int(size))[0]
-        idle_ms = 1000 * np.r_[1.0, z["batch_dispatch"][1:] - z["batch_finish"][:-1]]
+        got, pred, idle_ms = batch_times(z, model)
         which = np.minimum(np.digitize(idle_ms, BINS_MS) - 1, len(BINS_MS) - 2)
         for i in np.unique(which):
             sel = which == i

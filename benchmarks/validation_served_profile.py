@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from offramp.analysis.validation import batch_times
 from offramp.profiling.format import LatencyProfile, load_profile, save_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.real_runs import KIND_CODES
@@ -56,13 +57,7 @@ def main(src: str, dst: str) -> None:
     extra_by_bin: dict[int, list[float]] = {}
     edges = [0.0, *IDLE_MS]
     for z in batches:
-        nb = z["batch_dispatch"].size
-        pred, got = np.zeros(nb), np.zeros(nb)
-        np.add.at(got, z["stage_batch"], z["stage_ms"])
-        for b, kc, k, size in zip(z["stage_batch"], z["stage_kind"], z["stage_k"],
-                                  z["stage_size"], strict=True):
-            pred[b] += model.lookup(KIND_CODES[kc], int(k), int(size))[0]
-        idle = 1000 * np.r_[1.0, z["batch_dispatch"][1:] - z["batch_finish"][:-1]]
+        got, pred, idle = batch_times(z, model)
         which = np.minimum(np.digitize(idle, edges) - 1, len(IDLE_MS) - 1)
         for i in range(len(IDLE_MS)):
             extra_by_bin.setdefault(i, []).extend((got - pred)[which == i].tolist())
