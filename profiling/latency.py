@@ -27,8 +27,12 @@ class LatencyModel:
     engine size >= b (PAME's bucketed TensorRT engines). ``None`` means every size is available.
     ``in_loop``: each segment and head costs what it cost inside the serving loop: its in-loop
     p50 at that size (``in_loop_residual_ms[...]["served_p50_ms"]``, interpolated) where the
-    profile has it, else its isolated time plus the median in-loop residual; the tail keeps the
-    isolated p99/p50 ratio. Nothing changes where the profile has neither.
+    profile has it, else its isolated time plus the median in-loop residual; its tail is the
+    in-loop p99 (``served_p99_ms``) where the profile has it, else the isolated p99/p50
+    ratio. ``in_loop`` also takes the profile's ``stage_noise_corr`` as ``noise_corr``: how
+    strongly one batch's stages run slow or fast together, and how much of that carries over
+    to the next batch ((0, 0) otherwise: every stage's noise independent). Nothing changes
+    where the profile has none of these.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
@@ -40,6 +44,10 @@ class LatencyModel:
                          for key, v in residual.items()}
         self.served = {tuple(key.split(" ")): np.array(v["served_p50_ms"], dtype=float)
                        for key, v in residual.items() if v.get("served_p50_ms")}
+        self.served_tail = {tuple(key.split(" ")): np.array(v["served_p99_ms"], dtype=float)
+                            for key, v in residual.items() if v.get("served_p99_ms")}
+        corr = (profile.meta.get("stage_noise_corr") or {}) if in_loop else {}
+        self.noise_corr = (float(corr.get("within", 0.0)), float(corr.get("across", 0.0)))
         wake = profile.meta.get("wake_ms") if in_loop else None
         self.wake = None
         if wake:
@@ -91,7 +99,12 @@ class LatencyModel:
         served = self.served.get((kind, str(k)))
         if served is not None and served[0, 0] <= size <= served[-1, 0]:
             loop_ms = float(np.interp(size, served[:, 0], served[:, 1]))
-            median, tail = loop_ms, tail * loop_ms / median if median > 0 else loop_ms
+            loop_tail = self.served_tail.get((kind, str(k)))
+            if loop_tail is not None:
+                tail = max(loop_ms, float(np.interp(size, loop_tail[:, 0], loop_tail[:, 1])))
+            else:
+                tail = tail * loop_ms / median if median > 0 else loop_ms
+            median = loop_ms
         else:
             extra = self.extra_ms.get((kind, str(k)), 0.0)
             median, tail = median + extra, tail + extra

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import math
 import os
 import platform
 import subprocess
@@ -218,8 +219,9 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     handoff runs at that size). Returns ``overhead`` (assemble the batch from single requests
     and place it), ``check`` and ``handoff`` rows, and per (kind, k) of ``segment`` and
     ``head``: the median over batch sizes of the in-loop time minus the isolated time, and the
-    in-loop p50 at every size (``served_p50_ms``: [[batch, ms], ...]). The batches of all sizes
-    run in one shuffled order, as a serving loop meets them.
+    in-loop p50 and p99 at every size (``served_p50_ms``, ``served_p99_ms``: [[batch, ms], ...]);
+    and ``stage_noise_corr`` (:func:`stage_noise_corr`). The batches of all sizes run in one
+    shuffled order, as a serving loop meets them.
     """
     from .serving_loop import ServingLoop
 
@@ -237,6 +239,7 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     order = np.random.default_rng(0).permutation(len(plan))
     times: dict[tuple[str, int, int], list[float]] = {}
     totals: dict[int, list[float]] = {}
+    per_batch: list[tuple[int, list[tuple[str, int, float]]]] = []
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -244,6 +247,7 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
             b = plan[i]
             stages = loop.run(requests[b]).stages
             totals.setdefault(b, []).append(sum(ms for _, ms in stages))
+            per_batch.append((b, [(st.kind, st.k, ms) for st, ms in stages]))
             for st, ms in stages:
                 times.setdefault((st.kind, st.k, b), []).append(ms)
         wake = measure_wake(loop, requests, totals)
@@ -260,7 +264,8 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
             elif (kind, k, b) in by_key:
                 resid.setdefault(f"{kind} {k}", []).append(
                     float(np.median(ts)) - by_key[kind, k, b]["p50_ms"])
-                served.setdefault(f"{kind} {k}", []).append([b, round(float(np.median(ts)), 6)])
+                served.setdefault(f"{kind} {k}", []).append(
+                    [b, round(float(np.median(ts)), 6), round(float(np.percentile(ts, 99)), 6)])
         if progress is not None:
             progress("overhead", 0, b)
             for k in range(backend.n_exits - 1):
@@ -272,32 +277,70 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                            for d, b in zip(v, batches, strict=True)])), 2)}
                 for key, v in resid.items()}
     for key, pts in served.items():
-        residual[key]["served_p50_ms"] = pts
+        residual[key]["served_p50_ms"] = [p[:2] for p in pts]
+        residual[key]["served_p99_ms"] = [[p[0], p[2]] for p in pts]
     residual["wake_ms"] = wake
+    residual["stage_noise_corr"] = stage_noise_corr(per_batch, times)
     return rows, residual
+
+
+def stage_noise_corr(per_batch: Sequence[tuple[int, list[tuple[str, int, float]]]],
+                     times: dict[tuple[str, int, int], list[float]]) -> dict[str, float]:
+    """How a loop's stage times hang together, from the batches it served in order: each
+    segment's and head's log(time / its median at that size); ``within``: the mean pairwise
+    correlation of those across one batch's stages; ``across``: φ of the batches' mean
+    residual, whose autocorrelation at lag L is fitted as c·φ^L (L = 1..10): how long a slow
+    spell lasts. Both in [0, 1); 0 without enough batches."""
+    medians = {key: float(np.median(ts)) for key, ts in times.items()}
+    keys = sorted({(kind, k) for _, stages in per_batch for kind, k, _ in stages
+                   if kind in ("segment", "head")})
+    rows = []
+    for b, stages in per_batch:
+        got = {(kind, k): ms for kind, k, ms in stages if kind in ("segment", "head")}
+        if len(got) == len(keys) and all(got[key] > 0 and medians[(*key, b)] > 0 for key in keys):
+            rows.append([math.log(got[key] / medians[(*key, b)]) for key in keys])
+    if len(rows) < 50 or len(keys) < 2:
+        return {"within": 0.0, "across": 0.0}
+    res = np.array(rows)
+    c = np.corrcoef(res.T)
+    off = c[~np.eye(len(keys), dtype=bool)]
+    off = off[np.isfinite(off)]
+    within = float(np.clip(off.mean(), 0.0, 0.99)) if off.size else 0.0
+    mean = res.mean(axis=1) - res.mean()
+    lags = np.arange(1, 11)
+    ac = np.array([np.corrcoef(mean[:-lag], mean[lag:])[0, 1] for lag in lags])
+    ok = np.isfinite(ac) & (ac > 0.02)
+    across = 0.0
+    if within > 0 and ok.sum() >= 2:
+        slope = np.polyfit(lags[ok], np.log(ac[ok]), 1)[0]
+        across = float(np.clip(math.exp(slope), 0.0, 0.99))
+    return {"within": round(within, 4), "across": round(across, 4)}
 
 
 WAKE_IDLE_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 
 def measure_wake(loop: Any, requests: dict[int, list], totals: dict[int, list[float]],
-                 reps: int = 12) -> dict[str, Any]:
+                 reps: int = 40) -> dict[str, Any]:
     """What a batch costs more after the loop slept: per size (the smallest, a middle one and
     the largest measured) and idle time, the median batch time after a sleep of that long
-    minus the median batch time served back to back (ms, >= 0)."""
+    minus the median batch time served back to back (ms). The (size, idle) cells run ``reps``
+    times each in one shuffled order; per size the extra is made non-decreasing in the idle
+    time (a longer sleep never wakes a warmer core) and >= 0."""
     sizes = sorted(totals)
     pick = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
+    cells = [(b, idle) for b in pick for idle in WAKE_IDLE_MS] * reps
+    got: dict[tuple[int, float], list[float]] = {}
+    for i in np.random.default_rng(1).permutation(len(cells)).tolist():
+        b, idle = cells[i]
+        time.sleep(idle / 1000.0)
+        got.setdefault((b, idle), []).append(sum(ms for _, ms in loop.run(requests[b]).stages))
     extra = []
     for b in pick:
         base = float(np.median(totals[b]))
-        row = []
-        for idle in WAKE_IDLE_MS:
-            ts = []
-            for _ in range(reps):
-                time.sleep(idle / 1000.0)
-                ts.append(sum(ms for _, ms in loop.run(requests[b]).stages))
-            row.append(round(max(0.0, float(np.median(ts)) - base), 6))
-        extra.append(row)
+        row = np.maximum.accumulate([max(0.0, float(np.median(got[b, idle])) - base)
+                                     for idle in WAKE_IDLE_MS])
+        extra.append([round(float(x), 6) for x in row])
     return {"batch": pick, "idle_ms": list(WAKE_IDLE_MS), "extra_ms": extra}
 
 
@@ -366,11 +409,13 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
     if in_loop:
         loop_rows, residual = measure_loop(backend, example, batches, policy, rows, progress)
         wake = residual.pop("wake_ms")
+        corr = residual.pop("stage_noise_corr")
         order = {key: i for i, key in enumerate(stage_plan(backend.n_exits, batches, True))}
         rows = sorted(rows + loop_rows, key=lambda r: order[r["kind"], r["k"], r["batch"]])
         loop_meta = {"loop_stages": "overhead, check and handoff timed inside the serving loop "
                      "(offramp.profiling.serving_loop, exit mode shrink, no sample exits)",
-                     "in_loop_residual_ms": residual, "wake_ms": wake}
+                     "in_loop_residual_ms": residual, "wake_ms": wake,
+                     "stage_noise_corr": corr}
     inputs = input_description(example(1))
     meta = {
         "model_id": getattr(model, "model_id", type(model).__name__),

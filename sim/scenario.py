@@ -58,7 +58,7 @@ def draw_replication(scenario: Scenario, run: RunConfig,
     """Draw one replication of ``scenario`` from its own seed."""
     s_arr, s_smp, s_route, s_think, s_noise = seed.spawn(5)
     svc, srv = scenario.service, scenario.server
-    noise = [NoiseStream(np.random.default_rng(s), svc.width, svc.dist)
+    noise = [NoiseStream(np.random.default_rng(s), svc.width, svc.dist, svc.corr)
              for s in s_noise.spawn(srv.replicas)]
     route_rng = np.random.default_rng(s_route)
     test_ids = scenario.trace.indices("test")

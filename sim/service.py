@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.stages import BatchPlan
@@ -20,15 +22,37 @@ from offramp.profiling.stages import BatchPlan
 ROWS_PER_CHUNK = 1024
 
 
+@dataclass(frozen=True)
+class NoiseCorrelation:
+    """How a replica's stage noise hangs together (both 0: every stage of every batch draws
+    its own z). ``within``: the correlation of the z's of one batch's stages; ``across``: how
+    much of the shared part carries over to the next batch the replica serves (an AR(1)
+    coefficient: a slow spell of the machine lasts several batches)."""
+
+    within: float = 0.0
+    across: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.within > 0
+
+
 class NoiseStream:
     """Rows of log-noise z, one per batch, drawn in fixed-size chunks.
 
     ``lognormal``: z ~ N(0, 1); ``exponential``: z = log E, E ~ Exp(1); ``fixed``: z = 0 and
-    nothing is drawn. A stage then lasts base · exp(σ · z) in every case.
+    nothing is drawn. A stage then lasts base · exp(σ · z) in every case. With a
+    :class:`NoiseCorrelation` (lognormal only) z = √ρ·s_m + √(1−ρ)·e: s_m is shared by row m's
+    stages and follows s_m = φ·s_{m−1} + √(1−φ²)·u_m (ρ = ``within``, φ = ``across``), e is
+    each stage's own; every z stays N(0, 1), so each stage keeps its p50 and p99. Without one
+    it draws exactly what it always drew.
     """
 
-    def __init__(self, rng: np.random.Generator, width: int, dist: str):
+    def __init__(self, rng: np.random.Generator, width: int, dist: str,
+                 corr: NoiseCorrelation | None = None):
         self.rng, self.width, self.dist = rng, width, dist
+        self.corr = corr if corr is not None and corr.active and dist == "lognormal" else None
+        self.shared: float | None = None  # s of the last row drawn (correlated streams)
         # Row m is flat[m * width : (m + 1) * width]; a fixed stream is one zero row, reused.
         self.flat: list[float] = [0.0] * width if dist == "fixed" else []
         self.zero = [0.0] * width
@@ -47,10 +71,24 @@ class NoiseStream:
         if self.dist == "fixed":
             return
         while len(self.flat) <= m * self.width:
+            if self.corr is not None:
+                self.flat.extend(self._correlated().tolist())
+                continue
             shape = (ROWS_PER_CHUNK * self.width,)
             draw = (self.rng.standard_normal(shape) if self.dist == "lognormal"
                     else np.log(self.rng.standard_exponential(shape)))
             self.flat.extend(draw.tolist())
+
+    def _correlated(self) -> np.ndarray:
+        """One chunk of correlated rows, flattened (see the class docstring)."""
+        rho, phi = self.corr.within, self.corr.across
+        draw = self.rng.standard_normal((ROWS_PER_CHUNK, self.width + 1))
+        u = draw[:, 0]
+        first = u[0] if self.shared is None else phi * self.shared + math.sqrt(1 - phi * phi) * u[0]
+        s, _ = lfilter([math.sqrt(1 - phi * phi)], [1.0, -phi], u[1:], zi=[phi * first])
+        shared = np.r_[first, s]
+        self.shared = float(shared[-1])
+        return (math.sqrt(rho) * shared[:, None] + math.sqrt(1 - rho) * draw[:, 1:]).ravel()
 
     def row(self, m: int) -> list[float]:
         if self.dist == "fixed":
@@ -69,8 +107,10 @@ class ServiceTimes:
 
     LOOP_KINDS = ("check", "handoff")
 
-    def __init__(self, base_s: np.ndarray, sigma: np.ndarray, dist: str, n_exits: int):
+    def __init__(self, base_s: np.ndarray, sigma: np.ndarray, dist: str, n_exits: int,
+                 corr: NoiseCorrelation | None = None):
         self.base = base_s.tolist()
+        self.corr = corr or NoiseCorrelation()  # how stage noise hangs together (NoiseStream)
         self.sigma = sigma.tolist()
         self.dist = dist
         self.n_exits = n_exits
@@ -152,7 +192,8 @@ class ServiceTimes:
                        for k in range(n_exits - 1)]
         for kind, k, slot in stages:
             base[slot], sigma[slot] = model.table(kind, k, max_batch)
-        svc = cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits)
+        svc = cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits,
+                  NoiseCorrelation(*getattr(model, "noise_corr", (0.0, 0.0))))
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]
