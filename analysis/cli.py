@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 # (module, attribute) of each subcommand group's ``register(subparsers)``; imported lazily so
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .demo import demo_pairs, jobs_per_model, run_demo_model
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .cmd_simulate import apply_overrides
 from .config import parse_config

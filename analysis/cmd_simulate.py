@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .config import load_config, parse_config
 

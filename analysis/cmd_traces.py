@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.format import load_trace
 from offramp.traces.summary import summarize
 

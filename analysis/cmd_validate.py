@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 
 def _floats(text: str, what: str) -> list[float]:

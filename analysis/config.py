@@ -16,9 +16,9 @@ from pydantic import (
     model_validator,
 )
 
+from offramp.common.errors import InputError
 from offramp.policies.configs import FromFileConfig, NoneConfig, PolicyConfigBase, parse_policy
 from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadConfig
-from offramp.traces.errors import InputError
 
 
 class TraceSection(BaseModel):

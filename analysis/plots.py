@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from offramp.common.atomic import atomic_path  # noqa: E402
 from offramp.profiling.format import KINDS, LatencyProfile  # noqa: E402
-from offramp.traces.atomic import atomic_path  # noqa: E402
 from offramp.traces.format import ExitTrace  # noqa: E402
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from offramp.common.errors import InputError
 from offramp.policies import ExitPolicy
 from offramp.policies.configs import FromFileConfig
 from offramp.policies.registry import build_policy
@@ -14,7 +15,6 @@ from offramp.profiling.shipped import shipped_profile_path
 from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
 from offramp.sim.workload import workload_from
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace, load_trace
 
 from .config import StudyConfig

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from offramp.common.errors import InputError
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig

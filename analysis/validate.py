@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from offramp.common.errors import InputError
 from offramp.policies.base import ExitPolicy
 from offramp.policies.confidence import Entropy, MaxProb
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig

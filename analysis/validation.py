@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offramp.common.errors import InputError
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
@@ -28,7 +29,6 @@ from offramp.sim.runner import simulate
 from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
 from offramp.sim.workload import workload_from
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .validate import STATS, _json

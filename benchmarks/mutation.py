@@ -38,7 +38,7 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ["traces", "profiling", "policies", "sim", "analysis"]
+PACKAGES = ["common", "traces", "profiling", "policies", "sim", "analysis"]
 
 # Group -> modules mutated. "summaries" are the run metrics; the validators are the input checks.
 CORE = {

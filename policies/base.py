@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .base import ExitPolicy

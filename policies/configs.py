@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 
 class Tunable(BaseModel):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .base import ExitPolicy

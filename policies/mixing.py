@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 
 @dataclass(frozen=True)

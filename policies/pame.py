@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from offramp.common.errors import InputError
 from offramp.profiling import stages
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .base import ExitPolicy

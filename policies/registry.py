@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from offramp.common.errors import InputError
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
-from offramp.traces.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from . import configs as C

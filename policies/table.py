@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from offramp.traces.atomic import atomic_path
-from offramp.traces.errors import InputError
+from offramp.common.atomic import atomic_path
+from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
 from .base import ExitPolicy

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 
 def from_fractions(conf: np.ndarray, fractions: Sequence[float]) -> np.ndarray:

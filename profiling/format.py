@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offramp.traces.atomic import atomic_path
-from offramp.traces.errors import InputError
+from offramp.common.atomic import atomic_path
+from offramp.common.errors import InputError
 
 FORMAT = "offramp-profile"
 VERSION = 2

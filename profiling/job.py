@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .format import LatencyProfile
 

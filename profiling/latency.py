@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .format import OPTIONAL_KINDS, LatencyProfile
 from .stages import Stage

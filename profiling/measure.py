@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from offramp.traces.errors import InputError
-from offramp.traces.machine import cpu_name
+from offramp.common.errors import InputError
+from offramp.common.machine import cpu_name
 
 from .backends import get_backend
 from .backends.base import EXIT_THRESHOLD, Backend, Call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .format import LatencyProfile, load_profile
 

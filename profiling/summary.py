@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .format import KINDS, LatencyProfile
 

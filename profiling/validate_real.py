@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from offramp.traces.atomic import atomic_path
+from offramp.common.atomic import atomic_path
 
 from .format import save_profile
 from .job import ProfileJob, load_model

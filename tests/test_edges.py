@@ -13,6 +13,7 @@ from helpers import affine_profile, crafted_trace, scored_trace
 from pydantic import ValidationError
 
 from offramp.analysis.config import parse_config
+from offramp.common.errors import InputError
 from offramp.policies import policy_config
 from offramp.policies.base import StatefulPolicy
 from offramp.policies.baselines import NoExit, StaticExit
@@ -31,7 +32,6 @@ from offramp.policies.thresholds import from_tolerance
 from offramp.profiling.format import LatencyProfile, validate_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig, WorkloadConfig
-from offramp.traces.errors import InputError
 from offramp.traces.format import make_trace, validate_trace
 from offramp.traces.synthetic import synthetic_trace
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from offramp.common.errors import InputError
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import Z99, LatencyModel
 from offramp.sim.service import NoiseStream, ServiceTimes
-from offramp.traces.errors import InputError
 
 
 def profile(points: dict[int, tuple[float, float]], overhead: bool = False) -> LatencyProfile:

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from offramp.common.errors import InputError
 from offramp.profiling.backends import backend_names, get_backend
 from offramp.profiling.format import validate_profile
 from offramp.profiling.measure import (
@@ -20,7 +21,6 @@ from offramp.profiling.measure import (
     summarize,
     time_call,
 )
-from offramp.traces.errors import InputError
 from offramp.traces.models import FmnistResNet
 
 FEW = RunPolicy(runs=3, warmup=1, warmup_s=0.01)

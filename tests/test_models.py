@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.models import FmnistResNet, MiniLMExits, build_model, minilm_available
 
 requires_minilm = pytest.mark.skipif(not minilm_available(),

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from offramp.common.errors import InputError
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import evaluate, exit_costs
 from offramp.policies.eenet import EENet, exp_fractions
 from offramp.profiling.synthetic import synthetic_profile
-from offramp.traces.errors import InputError
 from offramp.traces.format import make_trace
 from offramp.traces.synthetic import synthetic_trace
 

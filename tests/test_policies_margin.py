@@ -7,9 +7,9 @@ import pytest
 from helpers import scored_trace
 
 from offramp.analysis.config import parse_config
+from offramp.common.errors import InputError
 from offramp.policies import build_policy, make_policy, policy_config
 from offramp.policies.margin import Margin, MarginConfig
-from offramp.traces.errors import InputError
 from offramp.traces.format import make_trace
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, scenario
 
+from offramp.common.errors import InputError
 from offramp.policies.pame import PAME
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.runner import simulate
 from offramp.sim.service import ServiceTimes
-from offramp.traces.errors import InputError
 from offramp.traces.synthetic import synthetic_trace
 
 ALL_RIGHT = [[True, True, True]] * 32

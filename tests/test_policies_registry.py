@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from offramp.common.errors import InputError
 from offramp.policies import POLICIES, build_policy, make_policy, parse_policy, policy_config
 from offramp.policies.baselines import NoExit, Oracle, StaticExit
 from offramp.policies.confidence import Entropy, MaxProb
@@ -19,7 +20,6 @@ from offramp.policies.patience import Patience
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import ServerConfig
-from offramp.traces.errors import InputError
 from offramp.traces.synthetic import synthetic_trace
 
 TRACE = synthetic_trace(1200, seed=5)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import scenario
 
+from offramp.common.errors import InputError
 from offramp.policies.confidence import Entropy
 from offramp.policies.table import ExitTable, load_policy, save_policy
 from offramp.profiling.latency import LatencyModel
@@ -13,7 +14,6 @@ from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.runner import simulate
 from offramp.sim.service import ServiceTimes
-from offramp.traces.errors import InputError
 from offramp.traces.synthetic import synthetic_trace
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from offramp.common.errors import InputError
 from offramp.profiling.format import (
     LatencyProfile,
     check_profile_matches,
@@ -18,7 +19,6 @@ from offramp.profiling.format import (
 from offramp.profiling.measure import RunPolicy, profile_model
 from offramp.profiling.shipped import list_shipped, shipped_profile_path
 from offramp.profiling.synthetic import synthetic_profile
-from offramp.traces.errors import InputError
 from offramp.traces.synthetic import synthetic_trace
 
 TRACES = Path(__file__).resolve().parent.parent / "traces" / "data"

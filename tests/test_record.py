@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from offramp.common.errors import InputError
 from offramp.traces import datasets
 from offramp.traces.datasets import Dataset
-from offramp.traces.errors import InputError
 from offramp.traces.format import load_trace, save_trace
 from offramp.traces.models import minilm_available
 from offramp.traces.record import record, record_trace

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from offramp.analysis.cli import main
+from offramp.common.errors import InputError
 from offramp.sim.config import WorkloadConfig
 from offramp.sim.workload import load_arrivals, replay_arrivals
-from offramp.traces.errors import InputError
 
 DATA = Path(__file__).parent / "data"
 

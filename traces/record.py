@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from offramp.common.errors import InputError
+
 from .datasets import Dataset, Split
-from .errors import InputError
 from .format import SPLITS, ExitTrace, make_trace, save_trace
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, images_to_tensor
 from .train import command_line, length_buckets, load_checkpoint, load_data, produced_by, set_threads

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from offramp.common.errors import InputError
+
 from .format import ExitTrace, load_trace
 
 DATA_DIR = Path(__file__).parent / "data"

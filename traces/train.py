@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .atomic import atomic_path
+from offramp.common.atomic import atomic_path
+from offramp.common.errors import InputError
+from offramp.common.machine import cpu_name
+
 from .datasets import Dataset, Split, load_fashion_mnist, load_rotten_tomatoes
-from .errors import InputError
-from .machine import cpu_name
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, build_model, images_to_tensor
 
 CKPT_FORMAT = "offramp-checkpoint"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .base import Backend
 

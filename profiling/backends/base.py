@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 Call = Callable[[], Any]
 EXIT_THRESHOLD = 0.5  # max-softmax threshold of the overhead stage's exit check

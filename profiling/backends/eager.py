@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from offramp.traces.errors import InputError
+from offramp.common.errors import InputError
 
 from .base import Call
 from .torch_common import TorchBackend
