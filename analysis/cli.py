@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from offramp.common.errors import InputError
+
+from .options import Parser
 
 # (module, attribute) of each subcommand group's ``register(subparsers)``; imported lazily so
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
@@ -21,9 +24,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="offramp",
         description="Simulate and fit exit policies for serving multi-exit DNNs with batching.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:
@@ -50,17 +55,39 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, missing: str) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand; print bad-input errors as one line, exit code 2."""
+    """Entry point: run a subcommand. Bad input prints one line and exits 2; an unexpected
+    error (a bug) prints one line and exits 1; ``--debug`` (or ``OFFRAMP_DEBUG=1``) shows
+    the traceback of either instead."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed in one line
+        return int(exc.code or 0)
+    debug = args.debug or os.environ.get("OFFRAMP_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except InputError as exc:
-        print(f"offramp: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("offramp: interrupted", file=sys.stderr)
         return 130
+    except InputError as exc:
+        if debug:
+            raise
+        print(f"offramp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine said no: a full disk, a vanished file, permissions
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"offramp: error: {where}{exc.strerror or exc} (fix: check that path and the "
+              "free space; `offramp --debug ...` shows where it happened)", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"offramp: internal error: {type(exc).__name__}: {exc} (this is a bug in "
+              "offramp, not in your input; rerun with `offramp --debug ...` for the traceback "
+              "and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from offramp.common.errors import InputError
+from offramp.common.outputs import output_dir
 
-from .demo import demo_pairs, jobs_per_model, run_demo_model
+from .demo import DEMO_OUTPUTS, demo_pairs, jobs_per_model, run_demo_model
+from .options import integer
 
 
 def _table(frame, title: str) -> Table:
@@ -40,15 +42,15 @@ def run(args: argparse.Namespace) -> int:
                          "no shipped trace with a shipped profile was found",
                          "reinstall offramp from a full checkout")
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if Console().is_terminal else 160)
     results = {}
-    with Progress(TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), disable=args.json) as bar:
+    with output_dir(out, DEMO_OUTPUTS, "demo folder") as tmp, Progress(
+            TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), disable=args.json) as bar:
         task = bar.add_task("demo", total=len(pairs) * jobs_per_model())
         for trace_name, profile_name in pairs:
             results[trace_name] = run_demo_model(
-                trace_name, profile_name, out, args.max_batch, args.requests, args.replications,
+                trace_name, profile_name, tmp, args.max_batch, args.requests, args.replications,
                 args.seed, progress=lambda: bar.advance(task))
     if args.json:
         print(json.dumps({name: {"profile": r["profile"], "capacity_no_exit_rps": r["capacity_no_exit_rps"],
@@ -75,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compare exit policies on the shipped models (no GPU needed)",
                        description=__doc__)
     p.add_argument("-o", "--output", default="offramp-demo", help="folder for tables and plots")
-    p.add_argument("--requests", type=int, default=20_000, help="requests per replication")
-    p.add_argument("--replications", type=int, default=3)
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--requests", type=integer(1), default=20_000, help="requests per replication")
+    p.add_argument("--replications", type=integer(1), default=3)
+    p.add_argument("--max-batch", type=integer(1), default=32)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--json", action="store_true", help="print all results as JSON")
     p.set_defaults(func=run)

@@ -12,9 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from offramp.common.errors import InputError
+from offramp.common.outputs import check_output_dir, check_output_file
 
 from .cmd_simulate import apply_overrides
 from .config import parse_config
+from .options import integer, number
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
@@ -50,6 +52,7 @@ def run_fit(args: argparse.Namespace) -> int:
         if not sep:
             raise InputError("--param", item, "must look like field=value", "e.g. --param n_fits=5")
         policy[key] = yaml.safe_load(raw)
+    check_output_file(args.output, "policy file")
     cfg = _study(args, policy)
     trace, profile = _inputs(args, cfg)
     table, report = fit_and_report(cfg, trace, profile, args.cost_batch)
@@ -74,8 +77,9 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_frontier(args: argparse.Namespace) -> int:
-    from .frontier import compute_frontier, frontier_configs, write_frontier
+    from .frontier import FRONTIER_OUTPUTS, compute_frontier, frontier_configs, write_frontier
 
+    check_output_dir(args.output, FRONTIER_OUTPUTS)
     cfg = _study(args)
     trace, profile = _inputs(args, cfg)
     out_dir = Path(args.output)
@@ -120,9 +124,9 @@ def run_frontier(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", required=True, help="shipped trace name or .npz path")
     p.add_argument("--profile", required=True, help="shipped profile name or .json path")
-    p.add_argument("--max-batch", type=int, default=32, help="server batch size (PAME)")
+    p.add_argument("--max-batch", type=integer(1), default=32, help="server batch size (PAME)")
     p.add_argument("--exit-mode", default="shrink", choices=["keep", "shrink"], help="(PAME)")
-    p.add_argument("--cost-batch", type=int, default=1,
+    p.add_argument("--cost-batch", type=integer(1), default=1,
                    help="batch size at which per-sample exit costs are taken")
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -134,9 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--policy", required=True, help="none, static:K, maxprob, entropy, patience, "
                    "oracle, eenet, pame, gati")
-    p.add_argument("--budget-ms", type=float, help="average cost budget per sample (eenet, exp)")
-    p.add_argument("--tolerance", type=float, help="τ: keep τ %% of the full model's accuracy")
-    p.add_argument("--accuracy-target", type=float, help="absolute accuracy target (gati)")
+    p.add_argument("--budget-ms", type=number(0), help="average cost budget per sample (eenet, exp)")
+    p.add_argument("--tolerance", type=number(0, 100), help="τ: keep τ %% of the full model's accuracy")
+    p.add_argument("--accuracy-target", type=number(0, 1), help="absolute accuracy target (gati)")
     p.add_argument("--param", action="append", default=[], metavar="FIELD=VALUE",
                    help="another policy field, e.g. n_fits=5 (repeatable)")
     p.add_argument("-o", "--output", required=True, help="policy JSON to write")
@@ -145,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit every policy family at several settings on val, score on "
                        "test, and plot accuracy against average cost with the oracle LP bound.")
     _common(q)
-    q.add_argument("--eenet-fits", type=int, default=3)
-    q.add_argument("--eenet-epochs", type=int, default=150)
+    q.add_argument("--eenet-fits", type=integer(1), default=3)
+    q.add_argument("--eenet-epochs", type=integer(1), default=150)
     q.add_argument("-o", "--output", default="frontier", help="folder for the table and plot")
     q.set_defaults(func=run_frontier)

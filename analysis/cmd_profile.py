@@ -13,10 +13,13 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from offramp.common.outputs import check_output_file
 from offramp.profiling.format import load_profile, save_profile
 from offramp.profiling.job import BACKENDS, DEFAULT_SEQ_LEN, MODELS, ProfileJob
 from offramp.profiling.shipped import list_shipped, resolve_profile, shipped_profile_path
 from offramp.profiling.summary import compare_profiles, profile_summary, stage_summary
+
+from .options import integer, number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="default: cuda for cudagraph/tensorrt, else cpu")
     run.add_argument("--batches", help="batch sizes, e.g. 1-32,40-64:8 "
                      "(default: 1-64, 72-128:8, 160-256:32)")
-    run.add_argument("--runs", type=int, default=100, help="timed runs per stage and size")
-    run.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
-    run.add_argument("--slow-runs", type=int, help="timed runs for stages slower than --slow-ms "
+    run.add_argument("--runs", type=integer(1), default=100, help="timed runs per stage and size")
+    run.add_argument("--warmup", type=integer(0), default=10, help="untimed runs before timing")
+    run.add_argument("--slow-runs", type=integer(1), help="timed runs for stages slower than --slow-ms "
                      "(default: --runs)")
-    run.add_argument("--slow-ms", type=float, default=50.0)
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on the CPU)")
-    run.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN,
+    run.add_argument("--slow-ms", type=number(0), default=50.0)
+    run.add_argument("--threads", type=integer(1), help="torch CPU threads (default: 1 on the CPU)")
+    run.add_argument("--seq-len", type=integer(1), default=DEFAULT_SEQ_LEN,
                      help="tokens per sample for rt-minilm6")
     run.add_argument("--checkpoint", type=Path, help="trained weights (default: the shipped "
                      "checkpoint in traces/data when present)")
@@ -64,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser("compare", help="per-stage p50 difference of two profiles")
     cmp.add_argument("a")
     cmp.add_argument("b")
-    cmp.add_argument("--noisy", type=float, default=0.10,
+    cmp.add_argument("--noisy", type=number(0), default=0.10,
                      help="a stage is noisy when the 90th percentile of its relative p50 "
                      "differences exceeds this")
     cmp.add_argument("--json", action="store_true")
@@ -77,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .progress import progress_bar
 
     job = ProfileJob(**{f.name: getattr(args, f.name) for f in fields(ProfileJob)})
+    check_output_file(job.output, "profile file")
     label = f"{job.model} {job.backend} {job.precision} {job.resolved().device}"
     with progress_bar(label, quiet=args.quiet) as bar:
         profile = run_job(job, progress=bar.advance, on_model=bar.start)
@@ -109,6 +113,8 @@ def _fmt(v: float | None) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_output_file(args.plot, "plot file")
     profile = resolve_profile(args.profile)
     stages = stage_summary(profile)
     if args.plot:

@@ -31,8 +31,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .study import run_study, summary_doc, write_run
+    from offramp.common.outputs import check_output_dir, check_output_file
 
+    from .study import RUN_OUTPUTS, run_study, summary_doc, write_run
+
+    check_output_dir(args.output, RUN_OUTPUTS, "run folder")
+    if args.save_arrivals:
+        check_output_file(args.save_arrivals, "arrivals file")
     cfg = load_config(args.config)
     if args.set:
         cfg = parse_config(apply_overrides(cfg.model_dump(mode="json", exclude_none=True),

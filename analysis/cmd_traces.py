@@ -7,8 +7,11 @@ import json
 from typing import Any
 
 from offramp.common.errors import InputError
+from offramp.common.outputs import check_output_file
 from offramp.traces.format import load_trace
 from offramp.traces.summary import summarize
+
+from .options import integer
 
 MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
 
@@ -44,6 +47,8 @@ def _print_summary(s: dict[str, Any]) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from offramp.traces.shipped import resolve_trace
 
+    if args.plot:
+        check_output_file(args.plot, "plot file")
     trace = load_trace(resolve_trace(args.trace))
     summary = summarize(trace)
     if args.plot:
@@ -84,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.tune_layers is not None:
         raise InputError(None, "--tune-layers", "only applies to rt-minilm6", "drop --tune-layers")
     out = args.output or f"{args.model}.pt"
+    check_output_file(out, "checkpoint file")
     _, info = train(args.model, out, epochs=args.epochs, seed=args.seed, data_path=args.data,
                     threads=args.threads, progress=not args.quiet, **kwargs)
     last = info["train"]["history"][-1]["val_accuracy"]
@@ -94,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from offramp.traces.record import record
 
+    check_output_file(args.output, "trace file")
     trace = record(args.checkpoint, args.output, model_id=args.model, data_path=args.data,
                    batch_size=args.batch_size, threads=args.threads)
     acc = [round(float(a), 4) for a in trace.accuracy("test")]
@@ -109,13 +116,13 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("train", help="train a multi-exit model on CPU and write a checkpoint")
     p.add_argument("--model", required=True, choices=MODEL_IDS)
-    p.add_argument("--epochs", type=int, default=None, help="default: 15 (CNN), 4 (MiniLM)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=integer(1), default=None, help="default: 15 (CNN), 4 (MiniLM)")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("-o", "--output", default=None, help="checkpoint path (default: MODEL.pt)")
-    p.add_argument("--tune-layers", type=int, default=None,
+    p.add_argument("--tune-layers", type=integer(0), default=None,
                    help="rt-minilm6: fine-tune this many top layers, freeze the rest (default 2)")
     p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=integer(1), default=None, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -124,8 +131,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
     p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=integer(1), default=256)
+    p.add_argument("--threads", type=integer(1), default=None)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("show", help="per-exit accuracy, agreement and oracle depth of a trace")

@@ -9,6 +9,9 @@ import argparse
 from pathlib import Path
 
 from offramp.common.errors import InputError
+from offramp.common.outputs import check_output_dir
+
+from .options import integer
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -22,6 +25,10 @@ def _floats(text: str, what: str) -> list[float]:
     return vals
 
 
+VALIDATE_OUTPUTS = ("plan.json", "inputs.npz", "exit_table.npy", "real", "real.parquet", "sim.parquet",
+                    "validation.json", "validation.png")
+
+
 def run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .resolve import fit_policy, load_study_profile, load_study_trace
@@ -29,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from .validation import compare
 
     out = Path(args.output)
+    if args.real_from is None:
+        check_output_dir(out, VALIDATE_OUTPUTS, "validation folder")
     cfg = load_config(args.config)
     base = Path(args.config).parent
     if args.real_from is None:
@@ -101,14 +110,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="loads as the real loop's busy fraction (found by a short calibration)")
     p.add_argument("--rates", help="or: absolute arrival rates, req/s, e.g. 200,500")
     p.add_argument("--modes", default="none,keep,shrink", help="exit modes to run")
-    p.add_argument("--repeats", type=int, default=5, help="real runs per mode and load")
-    p.add_argument("--requests", type=int, default=20_000, help="requests per real run")
-    p.add_argument("--calib-requests", type=int, default=1500,
+    p.add_argument("--repeats", type=integer(1), default=5, help="real runs per mode and load")
+    p.add_argument("--requests", type=integer(1), default=20_000, help="requests per real run")
+    p.add_argument("--calib-requests", type=integer(1), default=1500,
                    help="requests per calibration probe")
     p.add_argument("--profile", help="use this profile instead of measuring one in the loop")
-    p.add_argument("--profile-runs", type=int, default=30, help="timed runs per stage and size "
+    p.add_argument("--profile-runs", type=integer(1), default=30, help="timed runs per stage and size "
                    "for the in-loop profile")
-    p.add_argument("--sim-replications", type=int, default=5)
+    p.add_argument("--sim-replications", type=integer(1), default=5)
     p.add_argument("--isolated-stages", action="store_true", help="simulate segments and heads "
                    "at their isolated times (default: with the in-loop residuals the profiler "
                    "measured)")

@@ -24,7 +24,7 @@ from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadC
 class TraceSection(BaseModel):
     """``path``: a trace file (relative to the config file) or a shipped trace's name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     path: str = "fmnist-resnet"
 
 
@@ -41,14 +41,14 @@ class ProfileSection(ServiceConfig):
 
 
 class SloSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     latency_ms: float | None = Field(None, gt=0, description="per-request latency objective")
 
 
 class StudyConfig(BaseModel):
     """A whole study: what to serve, how, under which load, for how long."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     trace: TraceSection = TraceSection()
     profile: ProfileSection = ProfileSection(path="fmnist-resnet-cpu")
     workload: WorkloadConfig = WorkloadConfig()
@@ -99,14 +99,58 @@ def parse_config(data: Any, source: str = "config") -> StudyConfig:
                          "see `offramp simulate --help` and examples/ for valid fields") from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, again: int):
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, D102
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(str(key), seen[key] + 1, key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file offramp takes as input: UTF-8, no duplicate keys; one
+    :class:`InputError` naming the file for anything wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, "no such file", "check the path")
+    if path.is_dir():
+        raise InputError(path, None, "is a folder, not a YAML file", "pass the .yaml file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, f"is not UTF-8 text (byte {exc.start})",
+                         "save the file as UTF-8") from None
+    except OSError as exc:
+        raise InputError(path, None, f"cannot be read ({exc.strerror or exc})",
+                         "check the path and its permissions") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as dup:
+        raise InputError(path, dup.key, f"is given twice (lines {dup.first} and {dup.again}); "
+                         "YAML would keep the last one silently", "keep one of them") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise InputError(path, None, f"not valid YAML ({where}{problem or exc})".replace(
+            "\n", " "), "fix the YAML syntax") from None
+
+
 def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a study YAML file."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, "no such config file", "check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(path, None, f"not valid YAML ({exc})".replace("\n", " "),
-                         "fix the YAML syntax") from None
-    return parse_config(data, str(path))
+    return parse_config(load_yaml(path), str(path))

@@ -71,6 +71,9 @@ def demo_study(trace_name: str, profile_name: str, max_batch: int, requests: int
     return base, cap, slo
 
 
+DEMO_OUTPUTS = ("*-policies.csv", "*-load-sweep.csv", "*-load-sweep.png")
+
+
 def jobs_per_model() -> int:
     """Simulated studies per model (for a progress bar)."""
     return sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0))

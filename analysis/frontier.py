@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from offramp.common.outputs import output_dir
 from offramp.policies.configs import PolicyConfigBase, parse_policy
 from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
@@ -146,18 +147,23 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     save_png(fig, path)
 
 
+FRONTIER_OUTPUTS = ("*-frontier.csv", "*-frontier-oracle.csv", "*-frontier-eenet.csv",
+                    "*-frontier.png")
+
+
 def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFrame,
                    bound: pd.DataFrame, out_dir: Path) -> tuple[pd.DataFrame, str]:
     """Write the frontier's CSVs (points, oracle bound, EENet vs heuristics) and its plot under
     ``out_dir`` as MODEL-frontier*; return (EENet vs heuristics, the plot's title)."""
     duel = eenet_vs_heuristics(points)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{trace.model_id}-frontier"
-    points.to_csv(out_dir / f"{stem}.csv", index=False)
-    bound.to_csv(out_dir / f"{stem}-oracle.csv", index=False)
-    duel.to_csv(out_dir / f"{stem}-eenet.csv", index=False)
     m = profile.meta
     title = (f"{trace.model_id} on {m.get('device', '?')} ({m.get('backend')}, "
              f"{m.get('precision')}): test accuracy vs cost")
-    plot_frontier(points, bound, title, out_dir / f"{stem}.png")
+    # Other models' frontiers in the same folder stay; this model's files are replaced whole.
+    with output_dir(out_dir, FRONTIER_OUTPUTS, keep=True) as tmp:
+        points.to_csv(tmp / f"{stem}.csv", index=False)
+        bound.to_csv(tmp / f"{stem}-oracle.csv", index=False)
+        duel.to_csv(tmp / f"{stem}-eenet.csv", index=False)
+        plot_frontier(points, bound, title, tmp / f"{stem}.png")
     return duel, title

@@ -15,7 +15,7 @@ from offramp.profiling.shipped import shipped_profile_path
 from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
 from offramp.sim.workload import workload_from
-from offramp.traces.format import ExitTrace, load_trace
+from offramp.traces.format import ExitTrace, load_trace, require_splits
 
 from .config import StudyConfig
 
@@ -54,7 +54,10 @@ def resolve_workload(cfg: StudyConfig, base: Path | None = None) -> StudyConfig:
 
 
 def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:
-    return load_trace(resolve_path(cfg.trace.path, base, _shipped_trace))
+    """The study's trace, validated, with both splits (policies fit on val, judged on test)."""
+    trace = load_trace(resolve_path(cfg.trace.path, base, _shipped_trace))
+    require_splits(trace)
+    return trace
 
 
 def load_study_profile(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None

@@ -8,8 +8,6 @@ failed run leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from offramp.common.errors import InputError
+from offramp.common.outputs import output_dir
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.format import ExitTrace
@@ -93,17 +91,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+RUN_OUTPUTS = ("config.resolved.yaml", "requests.parquet", "summary.json", "latency.png")
+
+
 def write_run(out: StudyOutput, dest: Path) -> Path:
     """Write the run folder atomically (temp folder, then rename)."""
     from .plots import plot_run
 
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()) and not (dest / "summary.json").exists():
-        raise InputError(dest, None, "output folder exists and is not an offramp run folder",
-                         "choose a new -o folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with output_dir(dest, RUN_OUTPUTS, "run folder") as tmp:
         resolved = out.config.model_dump(mode="json")
         resolved["policy"]["fitted"] = out.policy_params
         (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -112,10 +108,4 @@ def write_run(out: StudyOutput, dest: Path) -> Path:
         (tmp / "summary.json").write_text(json.dumps(summary_doc(out), indent=1,
                                                      allow_nan=False) + "\n")
         plot_run(frame, out.trace.n_exits, out.config.slo.latency_ms, tmp / "latency.png")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.policies.base import ExitPolicy
 from offramp.policies.confidence import Entropy, MaxProb
@@ -93,9 +94,10 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     out.mkdir(parents=True, exist_ok=True)
     (out / "real").mkdir(exist_ok=True)
     if table is not None:
-        np.save(out / "exit_table.npy", table)
+        with atomic_path(out / "exit_table.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, table)
     ids, parts = test_inputs(trace)
-    with open(out / "inputs.npz", "wb") as f:
+    with atomic_path(out / "inputs.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, ids=ids, n_parts=len(parts),
                             **{f"x{i}": p for i, p in enumerate(parts)})
     guess = study_profile
@@ -123,7 +125,8 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
         if before != {k: v for k, v in json.loads(text).items() if k != "command"}:
             raise InputError(out, "plan.json", "this folder holds real runs of a different plan",
                              "choose a new -o folder (or delete this one) to run this plan")
-    old.write_text(text)
+    with atomic_path(old) as tmp:
+        tmp.write_text(text)
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
@@ -124,12 +125,14 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
                      "target": 0.005, "within": bool(1.0 - match["min"] <= 0.005),
                      "tail_samples": 0, "repeats": len(real)})
     table = pd.DataFrame(rows)
-    pd.concat(real_frames, ignore_index=True).to_parquet(plan_dir / "real.parquet", index=False)
-    pd.concat(sim_frames, ignore_index=True).to_parquet(plan_dir / "sim.parquet", index=False)
+    for name, frames in (("real.parquet", real_frames), ("sim.parquet", sim_frames)):
+        with atomic_path(plan_dir / name) as tmp:
+            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
            "table": json.loads(table.to_json(orient="records"))}
-    (plan_dir / "validation.json").write_text(json.dumps(doc, indent=1) + "\n")
+    with atomic_path(plan_dir / "validation.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
     from .plots import plot_validation
 
     stages = pd.concat(stage_frames, ignore_index=True)

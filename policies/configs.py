@@ -45,7 +45,7 @@ class Tunable(BaseModel):
 class PolicyConfigBase(BaseModel):
     """Fields every policy config has: ``name`` (the registry key)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     tunable: ClassVar[dict[str, Tunable]] = {}
     name: str
 

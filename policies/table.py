@@ -45,6 +45,7 @@ class ExitTable(ExitPolicy):
         self.source_name = source_name
         self.params = params or {}
         self.active = active
+        self.source_file: str | None = None  # the file it was loaded from, for errors
 
     @classmethod
     def from_policy(cls, policy: ExitPolicy, trace: ExitTrace) -> ExitTable:
@@ -59,7 +60,16 @@ class ExitTable(ExitPolicy):
         if trace_fingerprint(trace) != self.fingerprint or trace.n_samples != self.exits.size:
             raise InputError(trace.source, None, f"the saved policy ({self.source_name}) was fitted "
                              "on a different trace", "refit it on this trace with `offramp fit`")
+        if self.exits.size and int(self.exits.max()) >= trace.n_exits:
+            bad = int(self.exits.max())
+            raise InputError(self.source_file, "exits", f"names exit {bad}, but the trace has "
+                             f"{trace.n_exits} exits (0..{trace.n_exits - 1})",
+                             "refit the policy on this trace with `offramp fit`")
         if self.active is not None:
+            if len(self.active) != trace.n_exits:
+                raise InputError(self.source_file, "active_exits", f"lists {len(self.active)} "
+                                 f"exits, the trace has {trace.n_exits}",
+                                 "refit the policy on this trace with `offramp fit`")
             self.active_exits_ = np.asarray(self.active, dtype=bool)
         return super().fit(trace, split)
 
@@ -103,8 +113,14 @@ def load_policy(path: str | Path) -> ExitTable:
     if exits.ndim != 1 or not np.issubdtype(exits.dtype, np.integer) or (exits < 0).any():
         raise InputError(path, "exits", "must be a list of non-negative exit indices",
                          "refit with `offramp fit`")
-    return ExitTable(exits, doc["trace_fingerprint"], doc["policy"], doc.get("params"),
-                     doc.get("active_exits"))
+    active = doc.get("active_exits")
+    if active is not None and (not isinstance(active, list)
+                               or not all(isinstance(a, bool) for a in active)):
+        raise InputError(path, "active_exits", "must be a list of true/false, one per exit",
+                         "refit with `offramp fit`")
+    table = ExitTable(exits, doc["trace_fingerprint"], doc["policy"], doc.get("params"), active)
+    table.source_file = str(path)
+    return table
 
 
 def _jsonable(value: Any) -> Any:

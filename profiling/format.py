@@ -67,6 +67,9 @@ class LatencyProfile:
         return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
 
+MAX_MS = 3.6e6  # an hour: no stage of a served model takes longer
+
+
 def save_profile(profile: LatencyProfile, path: str | Path) -> Path:
     """Validate, then write the profile atomically as JSON."""
     validate_profile(profile)
@@ -85,11 +88,17 @@ def load_profile(path: str | Path) -> LatencyProfile:
     if not path.exists():
         raise InputError(src, None, "no such profile file",
                          "check the path, or run `offramp profile list` for the shipped profiles")
+    if path.is_dir():
+        raise InputError(src, None, "is a folder, not a profile file",
+                         "pass the profile's .json file (or a shipped name)")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(src, None, f"not valid JSON ({exc})",
                          "re-measure it with `offramp profile run`") from None
+    except OSError as exc:
+        raise InputError(src, None, f"cannot be read ({exc.strerror or exc})",
+                         "check the path and its permissions") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(src, "format", f"not an {FORMAT} file", "pass an offramp profile (.json)")
     if doc.get("version") not in READS:
@@ -117,7 +126,7 @@ def validate_profile(p: LatencyProfile) -> None:
         if key not in p.meta:
             raise InputError(src, f"meta.{key}", "missing", fix)
     k_exits = p.meta["n_exits"]
-    if not isinstance(k_exits, int) or k_exits < 1:
+    if not _integer(k_exits) or k_exits < 1:
         raise InputError(src, "meta.n_exits", f"must be a positive integer, got {k_exits!r}", fix)
     if not isinstance(p.rows, list) or not p.rows:
         raise InputError(src, "rows", "profile has no rows", fix)
@@ -133,22 +142,28 @@ def validate_profile(p: LatencyProfile) -> None:
             raise InputError(src, f"{where}.kind", f"{r['kind']!r} is not one of {KINDS}", fix)
         k_max = {"segment": k_exits, "head": k_exits, "compact": k_exits - 1,
                  "check": k_exits - 1, "handoff": k_exits - 1, "overhead": 1}
-        if not isinstance(r["k"], int) or not 0 <= r["k"] < k_max[r["kind"]]:
+        if not _integer(r["k"]) or not 0 <= r["k"] < k_max[r["kind"]]:
             what = {"check": "an early exit (decisions are taken at exits 0..K-2)",
                     "handoff": "a segment boundary (0..K-2)", "compact": "an early exit (0..K-2)",
                     "overhead": "0 (overhead is per batch)"}.get(r["kind"], "an exit (0..K-1)")
             raise InputError(src, f"{where}.k", f"exit index {r['k']!r} out of range for "
                              f"kind {r['kind']} with {k_exits} exits: must be {what}", fix)
-        if not isinstance(r["batch"], int) or r["batch"] < 1:
+        if not _integer(r["batch"]) or r["batch"] < 1:
             raise InputError(src, f"{where}.batch", f"must be a positive integer, got {r['batch']!r}",
                              fix)
         for c in ("p50_ms", "mean_ms", "p99_ms", "std_ms"):
             v = r[c]
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not _number(v) or not math.isfinite(v) or v < 0:
                 raise InputError(src, f"{where}.{c}", f"must be a finite number >= 0, got {v!r}", fix)
+            if v > MAX_MS:
+                raise InputError(src, f"{where}.{c}", f"{v!r} ms is not a stage time: must be at "
+                                 f"most {MAX_MS:g} ms (an hour)", fix)
+        if r["kind"] in ("segment", "head") and r["p50_ms"] <= 0:
+            raise InputError(src, f"{where}.p50_ms", f"a {r['kind']} must take some time: must "
+                             f"be > 0 ms, got {r['p50_ms']!r}", fix)
         if r["p99_ms"] < r["p50_ms"]:
             raise InputError(src, f"{where}.p99_ms", f"p99 {r['p99_ms']} < p50 {r['p50_ms']}", fix)
-        if not isinstance(r["runs"], int) or r["runs"] < 1:
+        if not _integer(r["runs"]) or r["runs"] < 1:
             raise InputError(src, f"{where}.runs", f"must be a positive integer, got {r['runs']!r}",
                              fix)
         key = (r["kind"], r["k"], r["batch"])
@@ -160,6 +175,60 @@ def validate_profile(p: LatencyProfile) -> None:
             if not any(s[0] == kind and s[1] == k for s in seen):
                 raise InputError(src, "rows", f"no rows for {kind} {k}",
                                  "measure every segment and head")
+    _validate_loop_meta(p, fix)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
+    """The optional in-loop metadata the latency model reads: the wake-up table, the served
+    per-size times and the stage-noise correlation."""
+    src, meta = p.source, p.meta
+
+    def bad(field: str, problem: str) -> InputError:
+        return InputError(src, f"meta.{field}", problem, fix)
+
+    wake = meta.get("wake_ms")
+    if wake is not None:
+        if not isinstance(wake, dict) or not all(k in wake for k in ("batch", "idle_ms", "extra_ms")):
+            raise bad("wake_ms", "must hold batch, idle_ms and extra_ms")
+        b, idle, extra = wake["batch"], wake["idle_ms"], wake["extra_ms"]
+        ok = (isinstance(b, list) and b and all(_integer(x) and x >= 1 for x in b)
+              and isinstance(idle, list) and idle and all(_number(x) and x >= 0 for x in idle)
+              and isinstance(extra, list) and len(extra) == len(b)
+              and all(isinstance(row, list) and len(row) == len(idle)
+                      and all(_number(x) and math.isfinite(x) and 0 <= x <= MAX_MS for x in row)
+                      for row in extra))
+        if not ok:
+            raise bad("wake_ms", "extra_ms must be one row of finite ms >= 0 per batch size, "
+                      "one value per idle time")
+    corr = meta.get("stage_noise_corr")
+    if corr is not None:
+        if not isinstance(corr, dict) or not all(
+                _number(corr.get(k)) and 0 <= corr[k] < 1 for k in ("within", "across")):
+            raise bad("stage_noise_corr", "must hold within and across, each in [0, 1)")
+    residual = meta.get("in_loop_residual_ms")
+    if residual is not None:
+        if not isinstance(residual, dict):
+            raise bad("in_loop_residual_ms", "must be a mapping")
+        for key, v in residual.items():
+            if not isinstance(v, dict) or not _number(v.get("median_ms", 0.0)):
+                raise bad(f"in_loop_residual_ms.{key}", "must hold median_ms (a number)")
+            for name in ("served_p50_ms", "served_p99_ms"):
+                pts = v.get(name)
+                if pts is None:
+                    continue
+                if not isinstance(pts, list) or not all(
+                        isinstance(q, list) and len(q) == 2 and _integer(q[0]) and _number(q[1])
+                        and math.isfinite(q[1]) and 0 < q[1] <= MAX_MS for q in pts):
+                    raise bad(f"in_loop_residual_ms.{key}.{name}",
+                              "must be [[batch, ms > 0], ...]")
 
 
 def check_profile_matches(profile: LatencyProfile, model_id: str, n_exits: int,

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from offramp.common.errors import InputError
+
 from .config import RunConfig
 from .fast import run_fast, supports
-from .metrics import combine, summarize_run
+from .metrics import combine, measured_mask, summarize_run
 from .records import RunRecords
 from .reference import run_reference
 from .scenario import Replication, Scenario, draw_replication
@@ -28,7 +30,8 @@ def run_replication(scenario: Scenario, rep: Replication, engine: str = "auto"
     """
     reason = supports(scenario)
     if engine == "fast" and reason:
-        raise ValueError(f"run.engine is 'fast' but {reason}; use 'auto' or 'reference'")
+        raise InputError("run", "engine", f"'fast' does not serve this study: {reason}",
+                         "use engine: auto or reference")
     if engine == "reference" or (engine == "auto" and reason):
         return run_reference(scenario, rep), "reference"
     return run_fast(scenario, rep), "fast"
@@ -53,6 +56,12 @@ def simulate(scenario: Scenario, run: RunConfig, progress=None) -> StudyResult:
         rep = draw_replication(scenario, run, seed)
         rec, engine = run_replication(scenario, rep, run.engine)
         records.append(rec)
+        if not measured_mask(rec, run.warmup_fraction).any():
+            field = "duration_s" if run.duration_s is not None else "warmup_fraction"
+            raise InputError("run", field, f"replication {i + 1} has no request left to measure "
+                             f"after warm-up ({rec.arrival.size} arrived)",
+                             "run longer (run.duration_s or run.requests) or lower "
+                             "run.warmup_fraction")
         runs.append(summarize_run(rec, scenario.trace, run.warmup_fraction, scenario.slo_ms,
                                   srv.replicas))
         if rep.controller is not None:

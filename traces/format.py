@@ -137,6 +137,9 @@ def load_trace(path: str | Path) -> ExitTrace:
         header = json.loads(str(data["meta"]))
     except json.JSONDecodeError as exc:
         raise InputError(src, "meta", f"metadata is not JSON ({exc})", "re-record the trace") from None
+    if not isinstance(header, dict):
+        raise InputError(src, "meta", f"must be a mapping of metadata, got a "
+                         f"{type(header).__name__}", "re-record the trace") from None
     if header.pop("format", None) != FORMAT:
         raise InputError(src, "meta.format", f"not an {FORMAT} file", "pass an offramp trace (.npz)")
     version = header.pop("version", None)
@@ -152,6 +155,21 @@ def load_trace(path: str | Path) -> ExitTrace:
     return trace
 
 
+def require_splits(t: ExitTrace) -> None:
+    """A trace a study uses needs both splits (policies fit on val and are judged on test) and
+    a full model that is right somewhere in each (accuracy is kept relative to it)."""
+    for split_name in SPLITS:
+        ids = t.split == SPLITS.index(split_name)
+        if not ids.any():
+            raise InputError(t.source, "split", f"has no {split_name} samples (policies fit on "
+                             "val and are judged on test; both need samples)",
+                             "record the trace with both splits (offramp traces record)")
+        if not t.correct[ids, -1].any():
+            raise InputError(t.source, "correct", f"the full model (last exit) is right on no "
+                             f"{split_name} sample, so accuracy relative to it is undefined",
+                             "record the trace on more samples")
+
+
 def validate_trace(t: ExitTrace) -> None:
     """Check shapes, dtypes, ranges and metadata; raise :class:`InputError` on the first problem."""
     src = t.source
@@ -160,12 +178,24 @@ def validate_trace(t: ExitTrace) -> None:
     def bad(fieldname: str, problem: str) -> InputError:
         return InputError(src, fieldname, problem, fix)
 
+    if not isinstance(t.meta, dict):
+        raise bad("meta", f"must be a mapping of metadata, got a {type(t.meta).__name__}")
     for key in REQUIRED_META + ("num_classes",):
         if key not in t.meta:
             raise bad(f"meta.{key}", "missing")
     c = t.meta["num_classes"]
-    if not isinstance(c, int) or c < 2:
+    if not isinstance(c, int) or isinstance(c, bool) or c < 2:
         raise bad("meta.num_classes", f"must be an integer >= 2, got {c!r}")
+    acc_meta = t.meta["full_model_accuracy"]
+    if (not isinstance(acc_meta, (int, float)) or isinstance(acc_meta, bool)
+            or not (np.isnan(acc_meta) or 0 <= acc_meta <= 1)):
+        raise bad("meta.full_model_accuracy", f"must be a number in [0, 1], got {acc_meta!r}")
+    for key in ("model_id", "dataset"):
+        if not isinstance(t.meta[key], str) or not t.meta[key]:
+            raise bad(f"meta.{key}", f"must be a non-empty string, got {t.meta[key]!r}")
+    for name in ("labels", "split", "pred", "maxprob", "entropy", "correct"):
+        if not isinstance(getattr(t, name), np.ndarray):
+            raise bad(name, "must be an array")
     if t.labels.ndim != 1:
         raise bad("labels", f"must be 1-D, got shape {t.labels.shape}")
     n = t.labels.shape[0]
@@ -184,6 +214,9 @@ def validate_trace(t: ExitTrace) -> None:
     for name in ("labels", "pred", "split"):
         if not np.issubdtype(getattr(t, name).dtype, np.integer):
             raise bad(name, f"must be integer, got {getattr(t, name).dtype}")
+    for name in ("maxprob", "entropy"):
+        if not np.issubdtype(getattr(t, name).dtype, np.floating):
+            raise bad(name, f"must be float, got {getattr(t, name).dtype}")
     if t.correct.dtype != np.bool_:
         raise bad("correct", f"must be bool, got {t.correct.dtype}")
     if t.split.min() < 0 or t.split.max() >= len(SPLITS):
@@ -199,10 +232,11 @@ def validate_trace(t: ExitTrace) -> None:
     if not np.array_equal(t.correct, t.pred == t.labels[:, None]):
         raise bad("correct", "does not equal (pred == label)")
     names, positions = t.meta["exit_names"], t.meta["exit_positions"]
-    if not isinstance(names, list) or len(names) != k:
+    if not isinstance(names, list) or len(names) != k or not all(isinstance(x, str) for x in names):
         raise bad("meta.exit_names", f"must list {k} names, one per exit")
-    if not isinstance(positions, list) or len(positions) != k:
-        raise bad("meta.exit_positions", f"must list {k} positions, one per exit")
+    if (not isinstance(positions, list) or len(positions) != k
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in positions)):
+        raise bad("meta.exit_positions", f"must list {k} positions (numbers), one per exit")
     if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
         raise bad("meta.exit_positions", f"must increase, got {positions}")
     test = t.split == SPLITS.index("test")
@@ -220,3 +254,17 @@ def validate_trace(t: ExitTrace) -> None:
             raise bad("softmax", "rows must be probability vectors (non-negative, sum to 1)")
         if np.abs(s.max(axis=2) - t.maxprob).max() > 1e-2:
             raise bad("softmax", "max of the softmax does not match maxprob")
+        # pred must be an argmax of the softmax (ties within float16 rounding allowed).
+        at_pred = np.take_along_axis(s, t.pred[:, :, None].astype(np.int64), axis=2)[:, :, 0]
+        off = (s.max(axis=2) - at_pred) > 2e-3
+        if off.any():
+            i, j = np.argwhere(off)[0]
+            raise bad("pred", f"is not the argmax of the softmax ({int(off.sum())} entries, "
+                      f"first: sample {i}, exit {j})")
+        p = np.clip(s.astype(np.float64), 1e-12, 1.0)
+        ent = -(s * np.log(p)).sum(axis=2) / np.log(c)
+        gap = np.abs(ent - t.entropy)
+        if gap.max() > 2e-2:
+            i, j = np.unravel_index(int(gap.argmax()), gap.shape)
+            raise bad("entropy", f"disagrees with the softmax's normalised entropy (sample {i}, "
+                      f"exit {j}: {float(t.entropy[i, j]):.3f} vs {float(ent[i, j]):.3f})")

@@ -1,0 +1,56 @@
+"""Typed command-line options: a bad value is one line naming the option (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every usage error printed as one line (option, problem, where to look)
+    instead of the usage block; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"offramp: error: {self.prog}: {message} (fix: see `{self.prog} --help`)",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def number(low: float = 0.0, high: float = math.inf, low_open: bool = True
+           ) -> Callable[[str], float]:
+    """An argparse type: a finite number in (low, high] (or [low, high] with ``low_open`` False)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        if not math.isfinite(value) or not above or value > high:
+            lo = "(" if low_open else "["
+            hi = "inf)" if math.isinf(high) else f"{high:g}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {lo}{low:g}, {hi}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse

@@ -1,0 +1,247 @@
+"""Every bad input of issue #11 through the real CLI: exit code 2, one line naming the file and
+the field, no traceback, nothing partial left behind. Synthetic trace and profile (tests only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from offramp.analysis.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+class World:
+    """A folder with a valid synthetic trace, profile and study, and ways to spoil them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.trace = root / "trace.npz"
+        self.profile = root / "profile.json"
+        shutil.copy(DATA / "synthetic-trace.npz", self.trace)
+        shutil.copy(DATA / "synthetic-profile.json", self.profile)
+        self.study = self.write_study()
+
+    def write_study(self, name: str = "study.yaml", **sections) -> Path:
+        cfg = {"trace": {"path": "trace.npz"}, "profile": {"path": "profile.json"},
+               "run": {"requests": 400, "replications": 1}}
+        for key, value in sections.items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+        path = self.root / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        with np.load(self.trace) as z:
+            return {k: z[k] for k in z.files}
+
+    def spoil_trace(self, **changes) -> Path:
+        arrays = {**self.arrays(), **changes}
+        path = self.root / "bad.npz"
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+        return path
+
+    def meta(self, **changes) -> np.ndarray:
+        return np.array(json.dumps({**json.loads(str(self.arrays()["meta"])), **changes}))
+
+    def spoil_profile(self, change: Callable[[dict], None]) -> Path:
+        doc = json.loads(self.profile.read_text())
+        change(doc)
+        path = self.root / "bad.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    def a_file(self) -> Path:
+        path = self.root / "a-file"
+        path.write_text("not a folder\n")
+        return path
+
+
+def _simulate(w: World, study: Path, out: str = "out") -> list[str]:
+    return ["simulate", str(study), "-o", str(w.root / out)]
+
+
+def _with_trace(w: World, path: Path) -> list[str]:
+    return _simulate(w, w.write_study("s.yaml", trace={"path": path.name}))
+
+
+def _with_profile(w: World, path: Path) -> list[str]:
+    return _simulate(w, w.write_study("s.yaml", profile={"path": str(path)}))
+
+
+def _yaml(w: World, text: str | bytes) -> list[str]:
+    path = w.root / "s.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return _simulate(w, path)
+
+
+def _fit(w: World, out: Path, *extra: str) -> list[str]:
+    return ["fit", "--trace", str(w.trace), "--profile", str(w.profile), "--policy", "entropy",
+            "--tolerance", "99", "-o", str(out), *extra]
+
+
+def _frontier(w: World, out: Path, *extra: str, trace: Path | None = None) -> list[str]:
+    return ["frontier", "--trace", str(trace or w.trace), "--profile", str(w.profile),
+            "--eenet-fits", "1", "--eenet-epochs", "2", "-o", str(out), *extra]
+
+
+def _split(w: World, value: int) -> Path:
+    a = w.arrays()
+    acc = float(a["correct"][:, -1].mean()) if value == 1 else float("nan")
+    return w.spoil_trace(split=np.full_like(a["split"], value), meta=w.meta(full_model_accuracy=acc))
+
+
+def _tiny_trace(w: World, n: int) -> Path:
+    a = w.arrays()
+    keep = {k: v[:n] for k, v in a.items() if k != "meta"}
+    keep["split"] = np.arange(n, dtype=a["split"].dtype) % 2  # 0 = val, 1 = test
+    acc = float(keep["correct"][keep["split"] == 1, -1].mean()) if n > 1 else 0.0
+    return w.spoil_trace(**keep, meta=w.meta(full_model_accuracy=acc))
+
+
+def _argmax_off(w: World) -> Path:
+    a = w.arrays()
+    pred = a["pred"].copy()
+    pred[:, 0] = (pred[:, 0] + 1) % int(a["softmax"].shape[2])
+    return w.spoil_trace(pred=pred, correct=pred == a["labels"][:, None])
+
+
+def _from_file_exit_9(w: World) -> list[str]:
+    policy = w.root / "policy.json"
+    assert main(_fit(w, policy)) == 0
+    doc = json.loads(policy.read_text())
+    doc["exits"][0] = 9
+    policy.write_text(json.dumps(doc))
+    return _simulate(w, w.write_study("s.yaml", policy={"from_file": str(policy)}))
+
+
+# (case id, argv builder, words the one line must hold (the field, what is wrong))
+CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
+    # Traces of the wrong type or shape.
+    ("trace-meta-list", lambda w: _with_trace(w, w.spoil_trace(meta=np.array('["a"]'))),
+     ["bad.npz", "field 'meta'", "mapping"]),
+    ("trace-accuracy-string", lambda w: _with_trace(
+        w, w.spoil_trace(meta=w.meta(full_model_accuracy="0.9"))),
+     ["bad.npz", "meta.full_model_accuracy", "number"]),
+    ("trace-maxprob-strings", lambda w: _with_trace(
+        w, w.spoil_trace(maxprob=w.arrays()["maxprob"].astype(str))),
+     ["bad.npz", "field 'maxprob'", "float"]),
+    ("trace-empty-test", lambda w: _with_trace(w, _split(w, 0)),
+     ["bad.npz", "field 'split'", "no test samples"]),
+    ("trace-empty-val", lambda w: _with_trace(w, _split(w, 1)),
+     ["bad.npz", "field 'split'", "no val samples"]),
+    ("trace-pred-not-argmax", lambda w: _with_trace(w, _argmax_off(w)),
+     ["bad.npz", "field 'pred'", "argmax"]),
+    ("trace-entropy-off", lambda w: _with_trace(
+        w, w.spoil_trace(entropy=(1 - w.arrays()["entropy"]).astype(np.float32))),
+     ["bad.npz", "field 'entropy'", "softmax"]),
+    # Profiles.
+    ("profile-is-dir", lambda w: _with_profile(w, w.root), ["is a folder, not a profile file"]),
+    ("profile-all-zero", lambda w: _with_profile(w, w.spoil_profile(
+        lambda d: [r.update(p50_ms=0.0, mean_ms=0.0, p99_ms=0.0, std_ms=0.0)
+                   for r in d["rows"]])), ["bad.json", "p50_ms", "> 0"]),
+    ("profile-huge", lambda w: _with_profile(w, w.spoil_profile(
+        lambda d: [r.update(p50_ms=1e300, mean_ms=1e300, p99_ms=1e300) for r in d["rows"]])),
+     ["bad.json", "p50_ms", "at most"]),
+    # Study YAML.
+    ("yaml-not-utf8", lambda w: _yaml(w, b"run:\n  requests: \xff\xfe\n"),
+     ["s.yaml", "UTF-8"]),
+    ("yaml-duplicate-key", lambda w: _yaml(
+        w, "trace: {path: trace.npz}\nprofile: {path: profile.json}\n"
+           "run: {requests: 400}\nrun: {requests: 800}\n"), ["s.yaml", "run", "twice"]),
+    ("yaml-requests-true", lambda w: _simulate(w, w.write_study("s.yaml", run={"requests": True})),
+     ["s.yaml", "run.requests", "integer"]),
+    ("yaml-rate-inf", lambda w: _yaml(
+        w, "trace: {path: trace.npz}\nprofile: {path: profile.json}\nworkload: {rate_rps: .inf}\n"),
+     ["s.yaml", "workload.rate_rps", "finite"]),
+    ("yaml-wait-inf", lambda w: _yaml(
+        w, "trace: {path: trace.npz}\nprofile: {path: profile.json}\nserver: {max_wait_ms: .inf}\n"),
+     ["s.yaml", "server.max_wait_ms", "finite"]),
+    ("run-leaves-nothing-to-measure", lambda w: _simulate(
+        w, w.write_study("s.yaml", run={"requests": None, "duration_s": 1e-4,
+                                        "warmup_fraction": 0.5})),
+     ["field 'duration_s'", "no request left to measure"]),
+    ("from-file-exit-9", _from_file_exit_9, ["policy.json", "field 'exits'", "exit 9"]),
+    ("from-file-with-fit-options", lambda w: _simulate(w, w.write_study(
+        "s.yaml", policy={"from_file": "p.json", "tolerance_pct": 99})),
+     ["s.yaml", "policy", "from_file"]),
+    # Output paths.
+    ("simulate-o-file", lambda w: ["simulate", str(w.study), "-o", str(w.a_file())],
+     ["a-file", "is a file"]),
+    ("simulate-o-under-file", lambda w: ["simulate", str(w.study), "-o", str(w.a_file() / "x")],
+     ["a-file", "under"]),
+    ("simulate-o-unwritable", lambda w: ["simulate", str(w.study), "-o", "/proc/offramp-out"],
+     ["/proc/offramp-out", "not writable"]),
+    ("simulate-o-foreign", lambda w: ["simulate", str(w.study), "-o", str(w.root)],
+     ["did not write", "trace.npz"]),
+    ("fit-o-file-under-file", lambda w: _fit(w, w.a_file() / "p.json"), ["a-file", "under"]),
+    ("fit-o-dir", lambda w: _fit(w, w.root), ["existing folder"]),
+    ("fit-o-unwritable", lambda w: _fit(w, Path("/proc/offramp.json")), ["not writable"]),
+    ("frontier-o-file", lambda w: _frontier(w, w.a_file()), ["a-file", "is a file"]),
+    ("frontier-o-unwritable", lambda w: _frontier(w, Path("/proc/offramp-f")), ["not writable"]),
+    ("demo-o-file", lambda w: ["demo", "-o", str(w.a_file()), "--requests", "100"],
+     ["a-file", "is a file"]),
+    ("demo-o-under-file", lambda w: ["demo", "-o", str(w.a_file() / "d"), "--requests", "100"],
+     ["a-file", "under"]),
+    ("profile-show-plot-dir", lambda w: ["profile", "show", str(w.profile), "--plot", str(w.root)],
+     ["existing folder"]),
+    ("profile-show-plot-under-file", lambda w: ["profile", "show", str(w.profile), "--plot",
+                                                str(w.a_file() / "p.png")], ["under"]),
+    ("validate-o-file", lambda w: ["validate", str(w.study), "-o", str(w.a_file())],
+     ["a-file", "is a file"]),
+    # CLI numbers.
+    ("frontier-eenet-fits-0", lambda w: _frontier(w, w.root / "f", "--eenet-fits", "0"),
+     ["--eenet-fits", "at least 1"]),
+    ("frontier-eenet-epochs-negative", lambda w: _frontier(w, w.root / "f", "--eenet-epochs", "-1"),
+     ["--eenet-epochs", "at least 1"]),
+    ("demo-requests-0", lambda w: ["demo", "-o", str(w.root / "d"), "--requests", "0"],
+     ["--requests", "at least 1"]),
+    ("fit-max-batch-0", lambda w: _fit(w, w.root / "p.json", "--max-batch", "0"),
+     ["--max-batch", "at least 1"]),
+    ("frontier-one-sample", lambda w: _frontier(w, w.root / "f", trace=_tiny_trace(w, 1)),
+     ["bad.npz", "field 'split'"]),
+    ("frontier-two-samples", lambda w: _frontier(w, w.root / "f", trace=_tiny_trace(w, 2)),
+     ["bad.npz", "field 'correct'", "right on no"]),
+]
+
+
+@pytest.mark.parametrize("case,build,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words):
+    w = World(tmp_path)
+    argv = build(w)
+    capsys.readouterr()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith("offramp: error: ") and "Traceback" not in line
+    assert "(fix: " in line
+    for word in words:
+        assert word in line, line
+    # Nothing partial: no new output folder or file, no temporary sibling.
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_bug_is_one_line_and_debug_shows_it(monkeypatch, tmp_path, capsys):
+    import offramp.analysis.cmd_profile as cmd
+
+    def boom(*args):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(cmd, "profile_summary", boom)
+    parser_argv = ["profile", "list"]
+    assert main(parser_argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: ZeroDivisionError: planted" in err[0]
+    assert "--debug" in err[0]
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", *parser_argv])
