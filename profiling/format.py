@@ -218,7 +218,7 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
         if not isinstance(residual, dict):
             raise bad("in_loop_residual_ms", "must be a mapping")
         for key, v in residual.items():
-            if not isinstance(v, dict) or not _number(v.get("median_ms", 0.0)):
+            if not isinstance(v, dict) or not _number(v.get("median_ms")):
                 raise bad(f"in_loop_residual_ms.{key}", "must hold median_ms (a number)")
             for name in ("served_p50_ms", "served_p99_ms"):
                 pts = v.get(name)
