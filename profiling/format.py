@@ -208,6 +208,15 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
         if not ok:
             raise bad("wake_ms", "extra_ms must be one row of finite ms >= 0 per batch size, "
                       "one value per idle time")
+    tail = meta.get("batch_tail_ms")
+    if tail is not None:
+        ok = (isinstance(tail, dict) and isinstance(tail.get("batch"), list)
+              and isinstance(tail.get("ms"), list) and tail["batch"]
+              and len(tail["batch"]) == len(tail["ms"])
+              and all(_integer(b) and b >= 1 for b in tail["batch"])
+              and all(_number(x) and math.isfinite(x) and 0 <= x <= MAX_MS for x in tail["ms"]))
+        if not ok:
+            raise bad("batch_tail_ms", "must hold batch (sizes) and ms (one finite ms >= 0 each)")
     corr = meta.get("stage_noise_corr")
     if corr is not None:
         if not isinstance(corr, dict) or not all(

@@ -31,8 +31,8 @@ class LatencyModel:
     in-loop p99 (``served_p99_ms``) where the profile has it, else the isolated p99/p50
     ratio. ``in_loop`` also takes the profile's ``stage_noise_corr`` as ``noise_corr``: how
     strongly one batch's stages run slow or fast together, and how much of that carries over
-    to the next batch ((0, 0) otherwise: every stage's noise independent). Nothing changes
-    where the profile has none of these.
+    to the next batch ((0, 0) otherwise: every stage's noise independent), and its
+    ``batch_tail_ms`` (:meth:`tail_ms`). Nothing changes where the profile has none of these.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
@@ -48,6 +48,9 @@ class LatencyModel:
                             for key, v in residual.items() if v.get("served_p99_ms")}
         corr = (profile.meta.get("stage_noise_corr") or {}) if in_loop else {}
         self.noise_corr = (float(corr.get("within", 0.0)), float(corr.get("across", 0.0)))
+        tail = profile.meta.get("batch_tail_ms") if in_loop else None
+        self.tail = (np.array(tail["batch"], dtype=float), np.array(tail["ms"], dtype=float)
+                     ) if tail else None
         wake = profile.meta.get("wake_ms") if in_loop else None
         self.wake = None
         if wake:
@@ -64,6 +67,13 @@ class LatencyModel:
         batches, idles, extra = self.wake
         per_b = [float(np.interp(idle_ms, idles, row)) for row in extra]
         return max(0.0, float(np.interp(b, batches, per_b)))
+
+    def tail_ms(self, b: int) -> float:
+        """The loop's time around a batch of b that no stage holds (ms; the profile's
+        ``batch_tail_ms``, interpolated, flat beyond its ends); 0 without ``in_loop`` or it."""
+        if self.tail is None or b <= 0:
+            return 0.0
+        return max(0.0, float(np.interp(b, *self.tail)))
 
     def _engine_size(self, b: int) -> int:
         if self.engine_sizes is None:

@@ -209,9 +209,13 @@ def singles(batch: Any, b: int) -> list[Any]:
 LOOP_KINDS = ("overhead", "check", "handoff")
 
 
+NEVER_EXIT = {"maxprob": float("inf"), "entropy": -1.0}
+
+
 def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Sequence[int],
                  policy: RunPolicy, isolated: list[dict[str, Any]],
-                 progress: Progress | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 progress: Progress | None = None, rule: str = "maxprob"
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of the serving loop's own stages, timed inside the real loop, and the residuals.
 
     Each batch size runs whole batches through :class:`ServingLoop` (exit mode ``shrink`` with
@@ -222,11 +226,29 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     in-loop p50 and p99 at every size (``served_p50_ms``, ``served_p99_ms``: [[batch, ms], ...]);
     and ``stage_noise_corr`` (:func:`stage_noise_corr`). The batches of all sizes run in one
     shuffled order, as a serving loop meets them.
+
+    ``rule``: the exit rule the loop will serve with (``maxprob``, ``entropy`` or ``table``),
+    so each ``check`` costs what that rule's decision costs (with thresholds nobody meets).
+    Also measured in the loop: ``compact`` (a second pass in which one sample leaves at each
+    exit, so the survivors are gathered; its served p50 and p99 per survivor count) and
+    ``batch_tail_ms``: per size, the loop's time around a batch that no stage holds (from the
+    call to the end of its bookkeeping), which keeps the replica busy after the last stage.
     """
     from .serving_loop import ServingLoop
 
-    loop = ServingLoop(backend.model, backend.device, backend.dtype, "shrink",
-                       [float("inf")] * (backend.n_exits - 1))
+    n_exits = backend.n_exits
+    top = max(batches)
+    if rule == "table":
+        loop = ServingLoop(backend.model, backend.device, backend.dtype, "shrink",
+                           [0.0] * (n_exits - 1), rule="table", table=[n_exits - 1] * top)
+    else:
+        loop = ServingLoop(backend.model, backend.device, backend.dtype, "shrink",
+                           [NEVER_EXIT[rule]] * (n_exits - 1), rule=rule)
+    # Sample s < K-1 leaves at exit s: at each early exit one row leaves and the rest go on.
+    leaver = ServingLoop(backend.model, backend.device, backend.dtype, "shrink",
+                         [0.0] * (n_exits - 1), rule="table",
+                         table=[min(s, n_exits - 1) for s in range(top)])
+    ids = {b: list(range(b)) for b in batches}
     by_key = {(r["kind"], r["k"], r["batch"]): r for r in isolated}
     rows, resid = [], {}
     # Served as a loop serves: batches of every size in a shuffled order (fixed seed), so each
@@ -234,22 +256,33 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     requests = {b: singles(example(b), b) for b in batches}
     plan: list[int] = []
     for b in batches:
-        warm = [loop.run(requests[b]) for _ in range(max(policy.warmup, 2))]
+        warm = [loop.run(requests[b], ids[b]) for _ in range(max(policy.warmup, 2))]
+        for _ in range(2):
+            leaver.run(requests[b], ids[b])
         plan += [b] * policy.runs_for(sum(ms for _, ms in warm[-1].stages))
     order = np.random.default_rng(0).permutation(len(plan))
     times: dict[tuple[str, int, int], list[float]] = {}
     totals: dict[int, list[float]] = {}
+    tails: dict[int, list[float]] = {}
+    compact: dict[tuple[int, int], list[float]] = {}
     per_batch: list[tuple[int, list[tuple[str, int, float]]]] = []
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for i in order.tolist():
+        for n, i in enumerate(order.tolist()):
             b = plan[i]
-            stages = loop.run(requests[b]).stages
+            t0 = time.perf_counter()
+            stages = loop.run(requests[b], ids[b]).stages
+            wall_ms = (time.perf_counter() - t0) * 1000.0
             totals.setdefault(b, []).append(sum(ms for _, ms in stages))
+            tails.setdefault(b, []).append(wall_ms - totals[b][-1])
             per_batch.append((b, [(st.kind, st.k, ms) for st, ms in stages]))
             for st, ms in stages:
                 times.setdefault((st.kind, st.k, b), []).append(ms)
+            if n % 2 == 0 and b > 1:  # every other batch, one of the compacting kind
+                for st, ms in leaver.run(requests[b], ids[b]).stages:
+                    if st.kind == "compact":
+                        compact.setdefault((st.k, st.batch), []).append(ms)
         wake = measure_wake(loop, requests, totals)
     finally:
         if was_enabled:
@@ -279,7 +312,21 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     for key, pts in served.items():
         residual[key]["served_p50_ms"] = [p[:2] for p in pts]
         residual[key]["served_p99_ms"] = [[p[0], p[2]] for p in pts]
+    iso_compact = {(r["k"], r["batch"]): r["p50_ms"] for r in isolated if r["kind"] == "compact"}
+    for k in range(n_exits - 1):
+        pts = sorted((size, ts) for (kk, size), ts in compact.items() if kk == k and len(ts) >= 5)
+        if not pts:
+            continue
+        diffs = [float(np.median(ts)) - iso_compact[k, size] for size, ts in pts
+                 if (k, size) in iso_compact]
+        residual[f"compact {k}"] = {
+            "median_ms": round(float(np.median(diffs)), 6) if diffs else 0.0,
+            "served_p50_ms": [[size, round(float(np.median(ts)), 6)] for size, ts in pts],
+            "served_p99_ms": [[size, round(float(np.percentile(ts, 99)), 6)] for size, ts in pts]}
     residual["wake_ms"] = wake
+    residual["batch_tail_ms"] = {"batch": list(batches),
+                                 "ms": [round(max(0.0, float(np.median(tails[b]))), 6)
+                                        for b in batches]}
     residual["stage_noise_corr"] = stage_noise_corr(per_batch, times)
     return rows, residual
 
@@ -334,7 +381,8 @@ def measure_wake(loop: Any, requests: dict[int, list], totals: dict[int, list[fl
     for i in np.random.default_rng(1).permutation(len(cells)).tolist():
         b, idle = cells[i]
         time.sleep(idle / 1000.0)
-        got.setdefault((b, idle), []).append(sum(ms for _, ms in loop.run(requests[b]).stages))
+        got.setdefault((b, idle), []).append(
+            sum(ms for _, ms in loop.run(requests[b], list(range(b))).stages))
     extra = []
     for b in pick:
         base = float(np.median(totals[b]))
@@ -392,9 +440,12 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
                   example: Callable[[int], Any], batches: Sequence[int], policy: RunPolicy,
                   command: str, extra_meta: dict[str, Any] | None = None,
                   workdir: str | Path | None = None,
-                  progress: Progress | None = None) -> LatencyProfile:
+                  progress: Progress | None = None, loop_rule: str = "maxprob"
+                  ) -> LatencyProfile:
     """Measure ``model`` with one backend and return a validated :class:`LatencyProfile`.
 
+    ``loop_rule``: the exit rule whose decision the in-loop ``check`` stage times (see
+    :func:`measure_loop`).
     ``example(b)`` gives an input batch of size b; ``command`` is recorded as how the profile
     was produced; ``extra_meta`` (e.g. weights, thread count) is merged into the metadata.
     """
@@ -407,15 +458,17 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
     loop_meta: dict[str, Any] = {"loop_stages": f"not measured: backend {backend_name} has no "
                                  "serving loop here; overhead is the isolated exit check"}
     if in_loop:
-        loop_rows, residual = measure_loop(backend, example, batches, policy, rows, progress)
+        loop_rows, residual = measure_loop(backend, example, batches, policy, rows, progress,
+                                           rule=loop_rule)
         wake = residual.pop("wake_ms")
         corr = residual.pop("stage_noise_corr")
+        tail = residual.pop("batch_tail_ms")
         order = {key: i for i, key in enumerate(stage_plan(backend.n_exits, batches, True))}
         rows = sorted(rows + loop_rows, key=lambda r: order[r["kind"], r["k"], r["batch"]])
         loop_meta = {"loop_stages": "overhead, check and handoff timed inside the serving loop "
                      "(offramp.profiling.serving_loop, exit mode shrink, no sample exits)",
                      "in_loop_residual_ms": residual, "wake_ms": wake,
-                     "stage_noise_corr": corr}
+                     "stage_noise_corr": corr, "batch_tail_ms": tail, "loop_rule": loop_rule}
     inputs = input_description(example(1))
     meta = {
         "model_id": getattr(model, "model_id", type(model).__name__),

@@ -108,8 +108,9 @@ def _serve(loop: ServingLoop, payload: list, arr: np.ndarray, smp: np.ndarray, m
                 reason = 0 if j - i >= max_batch else (2 if j == n else 1)
                 break
             _sleep_until(min(deadline, arr_list[j]), clock)
+        batch, ids = payload[i:j], smp[i:j].tolist()
         d = clock()
-        run = loop.run(payload[i:j], smp[i:j].tolist())
+        run = loop.run(batch, ids)
         served.append((i, j, d, clock(), reason, run))
         i = j
     # The bookkeeping happens after the stream, so the loop spends no time on it while serving.

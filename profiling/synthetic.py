@@ -11,8 +11,8 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
                       loop_stages: bool = False) -> LatencyProfile:
     """An affine-in-batch-size profile: stage(b) = fixed + per_sample * b; tests only.
 
-    ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows and a wake-up
-    table.
+    ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows, a wake-up
+    table, a per-batch tail and a stage-noise correlation.
     """
     rows = []
 
@@ -37,4 +37,7 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
     if loop_stages:  # a wake-up cost after idle spells (used with LatencyModel(in_loop=True))
         meta["wake_ms"] = {"batch": [1, max(batches)], "idle_ms": [1.0, 5.0, 20.0],
                            "extra_ms": [[0.1, 0.3, 0.5], [0.2, 0.8, 1.0]]}
+        # ... a per-batch tail after the last stage, and stage noise that hangs together.
+        meta["batch_tail_ms"] = {"batch": [1, max(batches)], "ms": [0.05, 0.15]}
+        meta["stage_noise_corr"] = {"within": 0.5, "across": 0.8}
     return LatencyProfile(rows=rows, meta=meta)

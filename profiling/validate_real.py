@@ -108,7 +108,8 @@ def _run_plan(plan_dir: Path, log) -> Path:
         prof = profile_model(model, "eager", device, plan["precision"], example,
                              plan["profile_batches"], RunPolicy(runs=plan["profile_runs"],
                                                                 warmup=5),
-                             plan.get("command", "offramp validate"))
+                             plan.get("command", "offramp validate"),
+                             loop_rule=rule["kind"] if rule["kind"] != "none" else "maxprob")
         save_profile(prof, out / "profile.json")
     test_ids = sorted(rows)
     # Warm the loop once per mode before any timing.

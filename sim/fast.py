@@ -49,7 +49,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)]
     reach_early = reach if mode != "none" else []
-    base, sig, wake = svc.base, svc.sigma, svc.wake
+    base, sig, wake, tail = svc.base, svc.sigma, svc.wake, svc.tail
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
     noise = rep.noise
@@ -116,6 +116,8 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
             t += tb[b] * _exp(ts[b] * z[o + zi]) * x
             if leave >= 0:
                 ends[leave] = t
+        if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
+            t += tail[size]
         o_size.append(size)
         o_rep.append(r)
         o_loc.append(m)

@@ -208,6 +208,8 @@ class ReferenceServer:
                 item = steps.send(len(active))
             except StopIteration:
                 item = None
+        if svc.tail is not None and svc.tail[size] > 0:  # busy after the last stage
+            yield env.timeout(svc.tail[size])
         self.batches.append((r, m, start, env.now, sizes))
         self.free_at[r] = env.now
 

@@ -120,6 +120,8 @@ class ServiceTimes:
         self.skip = frozenset() if self._width == 5 * n_exits else frozenset(self.LOOP_KINDS)
         # wake[b][i]: extra seconds of a batch of b after an idle of IDLE_GRID_S[i] (None: none).
         self.wake: list[list[float]] | None = None
+        # tail[b]: seconds the replica stays busy after a batch of b's last stage (None: none).
+        self.tail: list[float] | None = None
 
     IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
                                                100))
@@ -194,6 +196,8 @@ class ServiceTimes:
             base[slot], sigma[slot] = model.table(kind, k, max_batch)
         svc = cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits,
                   NoiseCorrelation(*getattr(model, "noise_corr", (0.0, 0.0))))
+        if getattr(model, "tail", None) is not None:
+            svc.tail = [model.tail_ms(b) / 1000.0 for b in range(max_batch + 1)]
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]
