@@ -371,21 +371,25 @@ def measure_wake(loop: Any, requests: dict[int, list], totals: dict[int, list[fl
                  reps: int = 40) -> dict[str, Any]:
     """What a batch costs more after the loop slept: per size (the smallest, a middle one and
     the largest measured) and idle time, the median batch time after a sleep of that long
-    minus the median batch time served back to back (ms). The (size, idle) cells run ``reps``
-    times each in one shuffled order; per size the extra is made non-decreasing in the idle
-    time (a longer sleep never wakes a warmer core) and >= 0."""
+    minus the median batch time of the same size served right after another batch (ms). The
+    cells, the back-to-back ones among them, run ``reps`` times each in one shuffled order,
+    so a drift of the machine during the measurement moves both alike; per size the extra is
+    made non-decreasing in the idle time (a longer sleep never wakes a warmer core) and >= 0."""
     sizes = sorted(totals)
     pick = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
-    cells = [(b, idle) for b in pick for idle in WAKE_IDLE_MS] * reps
+    cells = [(b, idle) for b in pick for idle in (0.0, *WAKE_IDLE_MS)] * reps
     got: dict[tuple[int, float], list[float]] = {}
     for i in np.random.default_rng(1).permutation(len(cells)).tolist():
         b, idle = cells[i]
-        time.sleep(idle / 1000.0)
+        if idle > 0:
+            time.sleep(idle / 1000.0)
+        else:  # back to back: right after a batch of the same size, as the base
+            loop.run(requests[b], list(range(b)))
         got.setdefault((b, idle), []).append(
             sum(ms for _, ms in loop.run(requests[b], list(range(b))).stages))
     extra = []
     for b in pick:
-        base = float(np.median(totals[b]))
+        base = float(np.median(got[b, 0.0]))
         row = np.maximum.accumulate([max(0.0, float(np.median(got[b, idle])) - base)
                                      for idle in WAKE_IDLE_MS])
         extra.append([round(float(x), 6) for x in row])
