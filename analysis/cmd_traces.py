@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 from offramp.common.errors import InputError
+from offramp.common.machine import command_line
 from offramp.common.outputs import check_output_file
 from offramp.traces.format import load_trace
 from offramp.traces.summary import summarize
 
-from .options import integer
+from .options import integer, number
 
 MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
 
@@ -109,6 +110,33 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(text: str | None, what: str, cast=str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [cast(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(what, None, f"must be a comma-separated list, got {text!r}",
+                         "e.g. 1,2,3,4") from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from offramp.traces.format import save_trace
+    from offramp.traces.imports import import_trace, read_outputs, trace_summary_line
+
+    check_output_file(args.output, "trace file")
+    outputs, labels, split = read_outputs(args.outputs, args.labels, args.split)
+    trace = import_trace(
+        outputs, labels, kind=args.kind, split=split, val_fraction=args.val_fraction,
+        seed=args.seed, model_id=args.model_id, dataset=args.dataset,
+        exit_positions=_list(args.exit_positions, "--exit-positions", float),
+        exit_names=_list(args.exit_names, "--exit-names"), source=str(args.outputs),
+        provenance={"command": command_line()})
+    save_trace(trace, args.output)
+    print(f"wrote {args.output}: {trace_summary_line(trace)}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add the ``traces`` command group."""
     group = subparsers.add_parser("traces", help="train models, record and inspect exit traces")
@@ -134,6 +162,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=integer(1), default=256)
     p.add_argument("--threads", type=integer(1), default=None)
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("import", help="a trace from your own model's per-exit outputs",
+                       description="Build a validated trace from per-exit logits or "
+                       "probabilities (N, K, C) of your own multi-exit model: .npz (outputs, "
+                       "labels, optional split), .npy (with --labels), or Parquet (one row per "
+                       "sample: outputs, label, optional split). docs/traces.md has the format.")
+    p.add_argument("outputs", help=".npz / .npy / .parquet of per-exit outputs (N, K, C)")
+    p.add_argument("--kind", choices=("logits", "probs"), default="logits")
+    p.add_argument("--labels", default=None, help=".npy of labels (N,) (for .npy outputs)")
+    p.add_argument("--split", default=None, help=".npy of 0 (val) / 1 (test) per sample")
+    p.add_argument("--val-fraction", type=number(0, 1), default=None,
+                   help="or: draw this fraction of the samples as val (the rest test)")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of that draw")
+    p.add_argument("--model-id", required=True, help="your model's name (profiles must match it)")
+    p.add_argument("--dataset", required=True, help="the data set the outputs come from")
+    p.add_argument("--exit-positions", default=None, help="where each exit sits, e.g. 2,4,6,8 "
+                   "(layers or blocks; default 1..K)")
+    p.add_argument("--exit-names", default=None, help="comma-separated names (default exit0..)")
+    p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("show", help="per-exit accuracy, agreement and oracle depth of a trace")
     p.add_argument("trace", metavar="FILE|NAME", help="a trace file or a shipped trace name")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import Path
 
 
@@ -15,3 +16,10 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def command_line() -> str:
+    """The command line this process runs, as a user would type it."""
+    argv = sys.argv[:]
+    argv[0] = "offramp" if Path(argv[0]).name in ("offramp", "__main__.py", "cli.py") else argv[0]
+    return " ".join(argv)

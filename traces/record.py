@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from offramp.common.errors import InputError
+from offramp.common.machine import command_line
 
 from .datasets import Dataset, Split
 from .format import SPLITS, ExitTrace, make_trace, save_trace
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, images_to_tensor
-from .train import command_line, length_buckets, load_checkpoint, load_data, produced_by, set_threads
+from .train import length_buckets, load_checkpoint, load_data, produced_by, set_threads
 
 
 @torch.no_grad()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from torch import Tensor
 
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
-from offramp.common.machine import cpu_name
+from offramp.common.machine import command_line, cpu_name
 
 from .datasets import Dataset, Split, load_fashion_mnist, load_rotten_tomatoes
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, build_model, images_to_tensor
@@ -70,13 +69,6 @@ def produced_by(command: str, seed: int, **extra: Any) -> dict[str, Any]:
                     "torch_threads": torch.get_num_threads(), "device": "cpu"},
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **extra,
     }
-
-
-def command_line() -> str:
-    """The command line this process runs, as a user would type it."""
-    argv = sys.argv[:]
-    argv[0] = "offramp" if Path(argv[0]).name in ("offramp", "__main__.py", "cli.py") else argv[0]
-    return " ".join(argv)
 
 
 def distill_starts(epochs: int) -> int:

@@ -1,0 +1,99 @@
+"""`offramp traces import`: a trace from a user's own per-exit outputs.
+
+The outputs are real: the per-exit softmax the shipped fmnist-resnet trace recorded on
+Fashion-MNIST, handed back as a user would hand in their own model's outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from offramp.analysis.cli import main
+from offramp.traces.format import load_trace
+from offramp.traces.shipped import resolve_trace
+
+SHIPPED = load_trace(resolve_trace("fmnist-resnet"))
+PROBS = SHIPPED.softmax.astype(np.float64)
+PROBS = PROBS / PROBS.sum(axis=2, keepdims=True)
+
+
+def _cli_import(tmp_path, src, *extra):
+    out = tmp_path / "mine.npz"
+    rc = main(["traces", "import", str(src), "--model-id", "my-resnet", "--dataset",
+               "fashion-mnist", "--exit-positions", "1,2,3,4", "-o", str(out), *extra])
+    return rc, out
+
+
+@pytest.mark.parametrize("kind", ["probs", "logits"])
+def test_import_reproduces_the_recorded_trace(tmp_path, capsys, kind):
+    outputs = PROBS if kind == "probs" else np.log(np.clip(PROBS, 1e-12, 1)) + 3.0
+    src = tmp_path / "outputs.npz"
+    np.savez(src, outputs=outputs, labels=SHIPPED.labels, split=SHIPPED.split)
+    rc, out = _cli_import(tmp_path, src, "--kind", kind)
+    assert rc == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    mine = load_trace(out)
+    assert mine.model_id == "my-resnet" and mine.meta["dataset"] == "fashion-mnist"
+    assert mine.meta["produced_by"]["kind"] == kind and not mine.meta["synthetic"]
+    assert np.array_equal(mine.split, SHIPPED.split)
+    # Ties in the float16 softmax may resolve differently; everything else is the same.
+    same = (mine.pred == SHIPPED.pred).mean()
+    assert same > 0.999
+    assert np.abs(mine.maxprob - SHIPPED.maxprob).max() < 2e-3
+    assert np.abs(mine.entropy - SHIPPED.entropy).max() < 2e-2
+    assert mine.accuracy("test") == pytest.approx(SHIPPED.accuracy("test"), abs=1e-3)
+
+
+def test_import_from_npy_and_parquet_with_a_drawn_split(tmp_path, capsys):
+    npy, labels = tmp_path / "out.npy", tmp_path / "labels.npy"
+    np.save(npy, PROBS[:500])
+    np.save(labels, SHIPPED.labels[:500])
+    rc, out = _cli_import(tmp_path, npy, "--kind", "probs", "--labels", str(labels),
+                          "--val-fraction", "0.4", "--seed", "3")
+    assert rc == 0, capsys.readouterr().err
+    a = load_trace(out)
+    assert a.indices("val").size == 200 and a.indices("test").size == 300
+    # The same seed draws the same split; Parquet rows give the same trace.
+    frame = pd.DataFrame({"outputs": [list(map(list, x)) for x in PROBS[:500]],
+                          "label": SHIPPED.labels[:500]})
+    pq = tmp_path / "out.parquet"
+    frame.to_parquet(pq)
+    out2 = tmp_path / "mine2.npz"
+    assert main(["traces", "import", str(pq), "--kind", "probs", "--model-id", "my-resnet",
+                 "--dataset", "fashion-mnist", "--val-fraction", "0.4", "--seed", "3",
+                 "-o", str(out2)]) == 0
+    b = load_trace(out2)
+    assert np.array_equal(a.split, b.split) and np.array_equal(a.pred, b.pred)
+
+
+def _bad(outputs=None, labels=None, split=None):
+    outputs = PROBS[:50] if outputs is None else outputs
+    labels = SHIPPED.labels[:50] if labels is None else labels
+    split = SHIPPED.split[:50] if split is None else split
+    return {"outputs": outputs, "labels": labels, "split": split}
+
+
+NAN = PROBS[:50].copy()
+NAN[3, 1, 2] = np.nan
+CASES = [
+    ("nan", _bad(outputs=NAN), ["field 'outputs'", "NaN"]),
+    ("not-summing", _bad(outputs=PROBS[:50] * 1.5), ["field 'outputs'", "sum to 1"]),
+    ("2-d", _bad(outputs=PROBS[:50, 0]), ["field 'outputs'", "shape"]),
+    ("labels-out-of-range", _bad(labels=SHIPPED.labels[:50] + 10), ["field 'labels'", "[0, 10)"]),
+    ("labels-short", _bad(labels=SHIPPED.labels[:40]), ["field 'labels'", "(50,)"]),
+    ("empty-test", _bad(split=np.zeros(50, dtype=np.uint8)), ["field 'split'", "no test"]),
+    ("split-values", _bad(split=np.full(50, 7)), ["field 'split'", "0 (val) and 1 (test)"]),
+]
+
+
+@pytest.mark.parametrize("case,arrays,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_outputs_are_one_line(tmp_path, capsys, case, arrays, words):
+    src = tmp_path / "bad.npz"
+    np.savez(src, **arrays)
+    rc, out = _cli_import(tmp_path, src, "--kind", "probs")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "bad.npz" in err[0] and all(w in err[0] for w in words), err[0]
+    assert not out.exists()
