@@ -53,6 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json)")
     run.set_defaults(func=cmd_run)
 
+    imp = sub.add_parser("import", help="a profile from measurements taken elsewhere (CSV, "
+                         "trtexec --exportTimes)", description="Build a validated profile from "
+                         "a tidy CSV (kind,k,batch and latency_ms samples, or p50_ms and "
+                         "p99_ms) or from TensorRT trtexec --exportTimes JSON files, one per "
+                         "(engine, batch size): listed in a manifest CSV (kind,k,batch,file) or "
+                         "found in a folder by --pattern. docs/profiling.md has the formats.")
+    src = imp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, help="tidy CSV of samples or quantiles (ms)")
+    src.add_argument("--trtexec", type=Path, help="a manifest CSV, or a folder with --pattern")
+    imp.add_argument("--pattern", help="file names in the --trtexec folder, e.g. "
+                     "'{kind}{k}_b{batch}.json' ({kind} optional: segment)")
+    imp.add_argument("--h2d", action="store_true", help="trtexec: segment 0's host-to-device "
+                     "copy becomes the per-batch overhead stage")
+    imp.add_argument("--model-id", required=True, help="the model (must match its trace)")
+    imp.add_argument("--n-exits", type=integer(1), required=True)
+    imp.add_argument("--device", required=True, help="e.g. 'NVIDIA H200'")
+    imp.add_argument("--precision", default="unknown", help="fp32, fp16, int8, ...")
+    imp.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json)")
+    imp.set_defaults(func=cmd_import)
+
     show = sub.add_parser("show", help="summarise a profile; plot latency vs batch size")
     show.add_argument("profile", help="profile file or shipped name (see `offramp profile list`)")
     show.add_argument("--plot", type=Path, help="write a PNG of latency vs batch size per stage")
@@ -88,6 +108,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     sizes = job.batch_sizes()
     print(f"wrote {job.output}: {len(profile.rows)} rows, batches {sizes[0]}..{sizes[-1]}, "
           f"{profile.meta['wall_s']} s")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from offramp.profiling.imports import profile_from_csv, profile_from_trtexec, trtexec_files
+
+    check_output_file(args.output, "profile file")
+    if args.csv is not None:
+        profile = profile_from_csv(args.csv, args.model_id, args.n_exits, args.device,
+                                   precision=args.precision)
+    elif args.trtexec.is_dir():
+        files = trtexec_files(folder=args.trtexec, pattern=args.pattern)
+        profile = profile_from_trtexec(files, args.model_id, args.n_exits, args.device,
+                                       args.precision, args.h2d, str(args.trtexec))
+    else:
+        files = trtexec_files(manifest=args.trtexec)
+        profile = profile_from_trtexec(files, args.model_id, args.n_exits, args.device,
+                                       args.precision, args.h2d, str(args.trtexec))
+    save_profile(profile, args.output)
+    kinds = sorted({r["kind"] for r in profile.rows})
+    print(f"wrote {args.output}: {len(profile.rows)} rows ({', '.join(kinds)}), batches "
+          f"{profile.meta['batches']}")
     return 0
 
 
