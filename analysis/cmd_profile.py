@@ -29,7 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
     run = sub.add_parser("run", help="measure every stage of a model per batch size")
-    run.add_argument("--model", required=True, choices=MODELS)
+    run.add_argument("--model", choices=MODELS, help="a shipped model")
+    run.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="or: your own "
+                     "multi-exit model (protocol: offramp.traces.own), built by this function")
+    run.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                     help="an argument of the model factory (repeatable)")
+    run.add_argument("--model-id", help="with --model-factory: the model's id (else "
+                     "model.model_id); it must match the model's trace")
     run.add_argument("--backend", default="eager", choices=BACKENDS)
     run.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     run.add_argument("--device", choices=("cpu", "cuda"),
@@ -101,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = ProfileJob(**{f.name: getattr(args, f.name) for f in fields(ProfileJob)})
     check_output_file(job.output, "profile file")
-    label = f"{job.model} {job.backend} {job.precision} {job.resolved().device}"
+    label = f"{job.model or job.model_factory} {job.backend} {job.precision} {job.resolved().device}"
     with progress_bar(label, quiet=args.quiet) as bar:
         profile = run_job(job, progress=bar.advance, on_model=bar.start)
     save_profile(profile, job.output)

