@@ -46,6 +46,17 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
     assert exits[0] > 0.3 and abs(sum(exits) - 1) < 1e-9
 
 
+def test_own_model_on_onnx_runtime(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(EXAMPLE)
+    out = tmp_path / "ort.json"
+    assert main(["profile", "run", "--model-factory", "digits_exits:make_model", "--model-arg",
+                 "epochs=1", "--backend", "onnxruntime", "--batches", "1-4", "--runs", "10",
+                 "--warmup", "2", "--quiet", "-o", str(out)]) == 0
+    prof = load_profile(out)
+    assert prof.meta["backend"] == "onnxruntime" and prof.model_id == "digits-mlp"
+
+
 def test_bad_factory_is_one_error(tmp_path, monkeypatch):
     from offramp.common.factory import call_factory
 

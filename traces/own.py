@@ -45,7 +45,9 @@ def check_model(model: Any, source: str = "model") -> None:
                          "input batch of b", "add it (see offramp.traces.own)")
 
 
-def _forward_exits(model: Any, x: Any) -> list[torch.Tensor]:
+def forward_exits(model: Any, x: Any) -> list[torch.Tensor]:
+    """Every exit's logits on input ``x``: segment k then head k, for k = 0..K-1 (the
+    protocol's composition; what the profiler's exported pieces are checked against)."""
     out = []
     for seg, head in zip(model.segments, model.heads, strict=True):
         x = seg(x)
@@ -75,7 +77,7 @@ def record_from_loaders(model: Any, loaders: Mapping[str, Iterable[Any]], *,
                 raise InputError(source, f"{name}[{i}]", "must be an (inputs, labels) pair",
                                  "yield (x, y) batches")
             x, y = batch
-            logits = torch.stack([h.double() for h in _forward_exits(model, x)], dim=1)
+            logits = torch.stack([h.double() for h in forward_exits(model, x)], dim=1)
             outs.append(torch.softmax(logits, dim=2).cpu().numpy())
             y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
             labels.append(y.reshape(-1))
