@@ -14,6 +14,7 @@ from .options import Parser
 # (module, attribute) of each subcommand group's ``register(subparsers)``; imported lazily so
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
 COMMANDS = {
+    "capacity": "offramp.analysis.cmd_capacity",
     "demo": "offramp.analysis.cmd_demo",
     "fit": "offramp.analysis.cmd_fit",
     "profile": "offramp.analysis.cmd_profile",

@@ -1,0 +1,96 @@
+"""``offramp capacity STUDY.yaml --slo-p99-ms X``: the highest load that meets the SLO.
+
+The search is :mod:`.capacity`; ``--compare`` runs it for several variants of the study
+(``section.field=value`` overrides, comma-separated) and prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from offramp.common.errors import InputError
+
+from .cmd_simulate import apply_overrides
+from .config import load_config, parse_config
+from .options import integer, number
+
+
+def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    if not args.compare:
+        return [("study", [])]
+    out = []
+    for item in args.compare:
+        sets = [s.strip() for s in item.split(",") if s.strip()]
+        if not sets:
+            raise InputError("--compare", item, "is empty", "e.g. --compare server.exit_mode=keep")
+        out.append((item, sets))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .capacity import find_capacity
+
+    if (args.slo_p99_ms is None) == (args.slo_mean_ms is None):
+        raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
+                         "--slo-mean-ms", "e.g. --slo-p99-ms 20")
+    base = Path(args.config).parent
+    cfg0 = load_config(args.config)
+    console = Console(stderr=True)
+    results = []
+    for label, sets in _variants(args):
+        data = cfg0.model_dump(mode="json", exclude_none=True)
+        if any(x.startswith("policy.name=") for x in [*args.set, *sets]):
+            data["policy"] = {}  # another policy: its own fields only, from the overrides
+        data = apply_overrides(data, [*args.set, *sets])
+        cfg = parse_config(data, f"{args.config} with {label}" if sets else args.config)
+
+        def show(p, label=label):
+            if not args.json:
+                console.print(f"  {label}: {p.rate_rps:9.1f} req/s -> "
+                              f"{p.value:.4f} ± {p.ci95:.4f} "
+                              f"({'holds' if p.holds else 'fails'}, {p.replications} reps)")
+
+        slo = args.slo_p99_ms if args.slo_p99_ms is not None else args.slo_mean_ms
+        stat = "attainment" if args.slo_p99_ms is not None else "mean"
+        res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
+                            args.max_replications, progress=show)
+        results.append((label, res))
+    if args.json:
+        print(json.dumps({label: r.as_dict() for label, r in results}, indent=1))
+        return 0
+    what = (f"p{100 * args.attainment:g} <= {args.slo_p99_ms} ms" if args.slo_p99_ms
+            is not None else f"mean latency <= {args.slo_mean_ms} ms")
+    table = Table(title=f"capacity of {args.config} at {what}")
+    for col in ("variant", "capacity req/s", "± req/s", "probes", "uncertain probes"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for label, r in results:
+        table.add_row(label, f"{r.capacity_rps:.1f}", f"{r.plus_minus_rps:.1f}",
+                      str(len(r.probes)), str(sum(not p.certain for p in r.probes)))
+    Console(width=None if Console().is_terminal else 140).print(table)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("capacity", help="the highest arrival rate that meets a latency SLO",
+                       description=__doc__)
+    p.add_argument("config", help="study YAML (its workload rate is where the search starts)")
+    p.add_argument("--slo-p99-ms", type=number(0), help="latency bound for the --attainment "
+                   "quantile (default p99)")
+    p.add_argument("--attainment", type=number(0, 1), default=0.99,
+                   help="share of requests within the bound (0.99: p99)")
+    p.add_argument("--slo-mean-ms", type=number(0), help="or: a bound on the mean latency")
+    p.add_argument("--tol", type=number(0, 1), default=0.01,
+                   help="stop when the bracket is within this fraction of the capacity")
+    p.add_argument("--compare", action="append", default=[], metavar="FIELD=VALUE,...",
+                   help="a variant of the study (repeatable), e.g. server.exit_mode=keep")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field for every variant")
+    p.add_argument("--max-replications", type=integer(1), default=None,
+                   help="most replications of an uncertain probe (default 4x the study's)")
+    p.add_argument("--json", action="store_true", help="print every probe as JSON")
+    p.set_defaults(func=run)
