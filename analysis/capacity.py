@@ -105,9 +105,18 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
     scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
     reps0 = cfg.run.replications
     max_reps = max_replications or max(reps0, 4 * reps0)
-    field_name = "rate_scale" if wl.kind == "replay" else "rate_rps"
+    # Poisson and Gamma scale their rate; the others their times (rate_scale), in units of
+    # their mean rate at rate_scale 1 (the file's for a replay, the analytic one otherwise).
+    field_name = "rate_rps" if wl.kind in ("poisson", "gamma") else "rate_scale"
     start = float(getattr(cfg.workload, field_name))
-    unit = 1.0 if wl.kind != "replay" else _replay_rate(cfg)
+    if wl.kind == "replay":
+        unit = _replay_rate(cfg)
+    elif wl.kind in ("mmpp", "diurnal"):
+        from offramp.sim.processes import mean_rate
+
+        unit = mean_rate(cfg.workload.model_copy(update={"rate_scale": 1.0}))
+    else:
+        unit = 1.0
     probes: list[Probe] = []
     cache: dict[float, Probe] = {}
 

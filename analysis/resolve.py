@@ -43,14 +43,16 @@ def resolve_path(value: str, base: Path | None, shipped) -> Path:
 
 
 def resolve_workload(cfg: StudyConfig, base: Path | None = None) -> StudyConfig:
-    """The study with a replay file's path made relative to the config's folder, absolute."""
+    """The study with a replay file's or a diurnal curve's path, relative to the config's
+    folder, made absolute."""
     wl = cfg.workload
-    if wl.kind != "replay" or wl.path is None:
+    name = {"replay": "path", "diurnal": "curve_path"}.get(wl.kind)
+    if name is None or getattr(wl, name) is None:
         return cfg
-    path = Path(wl.path)
+    path = Path(getattr(wl, name))
     if not path.is_absolute() and base is not None:
         path = base / path
-    return cfg.model_copy(update={"workload": wl.model_copy(update={"path": str(path)})})
+    return cfg.model_copy(update={"workload": wl.model_copy(update={name: str(path)})})
 
 
 def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:

@@ -15,23 +15,45 @@ class _Strict(BaseModel):
 
 
 class WorkloadConfig(_Strict):
-    """Open loop (``poisson``, ``gamma`` with a CV, ``replay`` of recorded arrivals) or closed
-    loop (``closed``: N clients)."""
+    """Open loop (``poisson``, ``gamma`` with a CV, ``replay`` of recorded arrivals, ``mmpp``
+    bursts, a ``diurnal`` rate curve: :mod:`offramp.sim.processes`) or closed loop
+    (``closed``: N clients)."""
 
-    kind: Literal["poisson", "gamma", "replay", "closed"] = "poisson"
+    kind: Literal["poisson", "gamma", "replay", "mmpp", "diurnal", "closed"] = "poisson"
     rate_rps: float = Field(1000.0, gt=0, description="open loop: mean arrival rate")
     cv: float = Field(1.0, gt=0, description="gamma: coefficient of variation of inter-arrivals")
     clients: int = Field(32, ge=1, description="closed loop: number of clients")
     think_ms: float = Field(0.0, ge=0, description="closed loop: mean think time (exponential)")
     path: str | None = Field(None, description="replay: CSV or Parquet with column arrival_s "
                              "(seconds, sorted) and optionally sample_id (test-split ids)")
-    rate_scale: float = Field(1.0, gt=0, description="replay: arrivals come this many times "
-                              "faster (times divided by it)")
+    rate_scale: float = Field(1.0, gt=0, description="replay, mmpp, diurnal: arrivals come "
+                              "this many times faster (times divided by it)")
+    rates_rps: list[float] | None = Field(None, description="mmpp: arrival rate in each state")
+    sojourn_s: list[float] | None = Field(None, description="mmpp: mean time in each state "
+                                          "(exponential; states visited in turn)")
+    amplitude: float = Field(0.5, ge=0, lt=1, description="diurnal: rate_rps * (1 + amplitude "
+                             "* sin(2 pi t / period_s))")
+    period_s: float = Field(60.0, gt=0, description="diurnal: period of the sine")
+    curve_path: str | None = Field(None, description="diurnal: or a CSV with column rate_rps, "
+                                   "one row per minute")
+    compress: float = Field(60.0, gt=0, description="diurnal curve: a minute lasts 60 / "
+                            "compress seconds")
 
     @model_validator(mode="after")
     def _replay_has_a_file(self) -> WorkloadConfig:
         if self.kind == "replay" and not self.path:
             raise ValueError("kind 'replay' needs a path (a CSV or Parquet of arrival_s)")
+        if self.kind == "mmpp":
+            r, s = self.rates_rps, self.sojourn_s
+            if not r or not s or len(r) != len(s) or len(r) < 2:
+                raise ValueError("kind 'mmpp' needs rates_rps and sojourn_s, one per state "
+                                 "(at least 2)")
+            if min(r) < 0 or max(r) <= 0 or min(s) <= 0:
+                raise ValueError("mmpp rates_rps must be >= 0 (one > 0) and sojourn_s > 0")
+        elif self.rates_rps is not None or self.sojourn_s is not None:
+            raise ValueError("rates_rps and sojourn_s are for kind 'mmpp'")
+        if self.curve_path is not None and self.kind != "diurnal":
+            raise ValueError("curve_path is for kind 'diurnal'")
         return self
 
 

@@ -40,6 +40,11 @@ def _gaps(cfg: WorkloadConfig, rng: np.random.Generator, n: int) -> np.ndarray:
 def open_loop_arrivals(cfg: WorkloadConfig, rng: np.random.Generator, n: int | None = None,
                        duration_s: float | None = None) -> np.ndarray:
     """Arrival times (s) of ``n`` requests, or of every request before ``duration_s``."""
+    if cfg.kind in ("mmpp", "diurnal"):
+        from .processes import diurnal_arrivals, mmpp_arrivals
+
+        return (mmpp_arrivals if cfg.kind == "mmpp" else diurnal_arrivals)(cfg, rng, n,
+                                                                           duration_s)
     if n is not None:
         return np.cumsum(_gaps(cfg, rng, n))
     assert duration_s is not None
