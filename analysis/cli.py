@@ -19,6 +19,7 @@ COMMANDS = {
     "fit": "offramp.analysis.cmd_fit",
     "profile": "offramp.analysis.cmd_profile",
     "simulate": "offramp.analysis.cmd_simulate",
+    "sweep": "offramp.analysis.cmd_sweep",
     "traces": "offramp.analysis.cmd_traces",
     "validate": "offramp.analysis.cmd_validate",
 }
