@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "offramp.analysis.cmd_demo",
     "fit": "offramp.analysis.cmd_fit",
     "profile": "offramp.analysis.cmd_profile",
+    "report": "offramp.analysis.cmd_report",
     "simulate": "offramp.analysis.cmd_simulate",
     "sweep": "offramp.analysis.cmd_sweep",
     "traces": "offramp.analysis.cmd_traces",
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand. Bad input prints one line and exits 2; an unexpected
     error (a bug) prints one line and exits 1; ``--debug`` (or ``OFFRAMP_DEBUG=1``) shows
     the traceback of either instead."""
+    from offramp.common.machine import set_command
+
+    set_command(["offramp", *(sys.argv[1:] if argv is None else argv)])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

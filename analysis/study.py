@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from offramp.common.machine import command_line
 from offramp.common.outputs import output_dir
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
@@ -91,7 +92,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-RUN_OUTPUTS = ("config.resolved.yaml", "requests.parquet", "summary.json", "latency.png")
+RUN_OUTPUTS = ("config.resolved.yaml", "requests.parquet", "summary.json", "latency.png",
+               "report.html")
 
 
 def write_run(out: StudyOutput, dest: Path) -> Path:
@@ -105,7 +107,7 @@ def write_run(out: StudyOutput, dest: Path) -> Path:
         (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         frame = requests_frame(out)
         frame.to_parquet(tmp / "requests.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary_doc(out), indent=1,
-                                                     allow_nan=False) + "\n")
+        doc = {**summary_doc(out), "command": command_line()}
+        (tmp / "summary.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
         plot_run(frame, out.trace.n_exits, out.config.slo.latency_ms, tmp / "latency.png")
     return dest

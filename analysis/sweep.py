@@ -30,7 +30,7 @@ from offramp.common.errors import InputError
 
 from .config import load_yaml, parse_config
 
-SWEEP_OUTPUTS = ("points", "sweep.parquet", "sweep.json")
+SWEEP_OUTPUTS = ("points", "sweep.parquet", "sweep.json", "report.html")
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
@@ -149,6 +149,8 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "sweep.json") as tmp:
         tmp.write_text(json.dumps({"study": str(study), "grid": str(grid),
+                                   "study_file": str(Path(study).resolve()),
+                                   "grid_file": str(Path(grid).resolve()),
                                    "points": len(points)}, indent=1) + "\n")
     return frame
 

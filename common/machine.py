@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,8 +19,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+_COMMAND: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the command line being run (the CLI calls this, so provenance names the
+    offramp command even when it runs inside another Python program)."""
+    global _COMMAND
+    _COMMAND = list(argv)
+
+
 def command_line() -> str:
     """The command line this process runs, as a user would type it."""
+    if _COMMAND is not None:
+        return shlex.join(_COMMAND)
     argv = sys.argv[:]
     argv[0] = "offramp" if Path(argv[0]).name in ("offramp", "__main__.py", "cli.py") else argv[0]
     return " ".join(argv)

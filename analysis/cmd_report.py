@@ -1,0 +1,29 @@
+"""``offramp report RUN_OR_SWEEP_DIR``: one self-contained HTML page (:mod:`.html_report`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from offramp.common.atomic import atomic_path
+from offramp.common.outputs import check_output_file
+
+
+def run(args: argparse.Namespace) -> int:
+    from .html_report import report
+
+    out = Path(args.output) if args.output else Path(args.folder) / "report.html"
+    check_output_file(out, "report file")
+    page = report(args.folder)
+    with atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    print(f"wrote {out} ({len(page) // 1024} KiB, self-contained)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page for a run or sweep folder",
+                       description=__doc__)
+    p.add_argument("folder", help="what offramp simulate -o or offramp sweep -o wrote")
+    p.add_argument("-o", "--output", help="HTML file (default: FOLDER/report.html)")
+    p.set_defaults(func=run)

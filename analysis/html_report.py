@@ -1,0 +1,164 @@
+"""One self-contained HTML page for a run folder or a sweep folder.
+
+The page holds the results as tables, the study's config, the plots (PNG data URIs), the
+software versions and the commands that reproduce it; it loads nothing from anywhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from offramp.common.errors import InputError
+
+from .report import ROWS
+
+PACKAGES = ("offramp", "numpy", "scipy", "pandas", "simpy", "pydantic", "matplotlib", "torch",
+            "dask", "distributed")
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:70rem;color:#1d232a;line-height:1.4}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
+border-bottom:1px solid #d7dce1;padding-bottom:.2rem}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #d7dce1;padding:.25rem .6rem;text-align:right}
+th{background:#f2f4f6}td:first-child,th:first-child{text-align:left}
+pre{background:#f6f8fa;padding:.8rem;overflow-x:auto;font-size:.85rem}
+img{max-width:100%;border:1px solid #eee}.muted{color:#5c6670;font-size:.9rem}
+"""
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _png(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _fig_png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _page(title: str, sections: list[tuple[str, str]], subtitle: str) -> str:
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>"
+            f"{html.escape(title)}</h1><p class='muted'>{html.escape(subtitle)}</p>{body}"
+            "</body></html>\n")
+
+
+def run_report(folder: Path) -> str:
+    """The page of a run folder (``offramp simulate -o``)."""
+    doc = json.loads((folder / "summary.json").read_text())
+    metrics = doc["metrics"]
+    rows = [[label, _fmt(metrics[key]["mean"], 5), _fmt(metrics[key]["ci95"], 3), unit]
+            for key, label, unit, _ in ROWS if key in metrics]
+    k = sum(1 for key in metrics if key.startswith("exit_fraction_"))
+    rows += [[f"exits at {i}", _fmt(metrics[f"exit_fraction_{i}"]["mean"], 4),
+              _fmt(metrics[f"exit_fraction_{i}"]["ci95"], 3), ""] for i in range(k)]
+    config = (folder / "config.resolved.yaml").read_text()
+    sections = [("Results (mean over replications, 95% CI)",
+                 _table(rows, ["metric", "mean", "± 95% CI", "unit"])),
+                ("Latency and exits", _png(folder / "latency.png")),
+                ("Fitted policy", f"<pre>{html.escape(json.dumps(doc['policy'], indent=1))}</pre>"),
+                ("Study config (resolved)", f"<pre>{html.escape(config)}</pre>"),
+                ("Reproduce", "<pre>" + html.escape(doc.get("command") or
+                                                    f"offramp simulate STUDY.yaml -o {folder}")
+                 + "</pre><p class='muted'>the resolved config above is the study; the same "
+                 "config and seed give identical results</p>"),
+                ("Software", _table([[k, v] for k, v in _versions().items()],
+                                    ["package", "version"]))]
+    subtitle = (f"{doc['model_id']} · {doc['replications']} replications · "
+                f"{doc['engine']} engine · {folder}")
+    return _page(f"offramp run: {folder.name}", sections, subtitle)
+
+
+def sweep_report(folder: Path) -> str:
+    """The page of a sweep folder (``offramp sweep -o``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info = json.loads((folder / "sweep.json").read_text())
+    frame = pd.read_parquet(folder / "sweep.parquet")
+    sections_ = ("trace", "profile", "workload", "server", "policy", "slo", "run")
+    fields = [c for c in frame.columns if c.split(".")[0] in sections_ and "." in c]
+    show = [m for m in ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy",
+                        "slo_attainment") if m in frame.columns]
+    rows = [[*(r[f] for f in fields), *(_fmt(r[m], 4) for m in show)]
+            for _, r in frame.iterrows()]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    group = next((f for f in fields if f.endswith("exit_mode")), None)
+    for label, grp in (frame.groupby(group) if group else [("all", frame)]):
+        ax.scatter(grp["throughput_rps"], grp["latency_p99_ms"], s=18, label=str(label))
+    ax.set_xlabel("throughput (req/s)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(title=group or "")
+    ax.set_title(f"{len(frame)} points")
+    study = Path(info.get("study_file", info["study"]))
+    config = study.read_text() if study.is_file() else "(the study file is not here)"
+    grid = Path(info.get("grid_file", info["grid"]))
+    grid_text = grid.read_text() if grid.is_file() else "(the grid file is not here)"
+    sections = [("p99 latency against throughput", _fig_png(fig)),
+                ("Points", _table(rows, [*fields, *show])),
+                ("Study", f"<pre>{html.escape(config)}</pre>"),
+                ("Grid", f"<pre>{html.escape(grid_text)}</pre>"),
+                ("Reproduce", "<pre>" + html.escape(
+                    f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}")
+                 + "</pre><p class='muted'>a re-run skips finished points</p>"),
+                ("Software", _table([[k, v] for k, v in _versions().items()],
+                                    ["package", "version"]))]
+    return _page(f"offramp sweep: {folder.name}", sections,
+                 f"{len(frame)} points · {', '.join(fields)} · {folder}")
+
+
+def report(folder: str | Path) -> str:
+    """The page for whatever kind of folder ``folder`` is."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, None, "is not a folder", "pass a run or sweep folder")
+    if (folder / "summary.json").exists():
+        return run_report(folder)
+    if (folder / "sweep.parquet").exists() and (folder / "sweep.json").exists():
+        return sweep_report(folder)
+    raise InputError(folder, None, "is neither a run folder (summary.json) nor a sweep folder "
+                     "(sweep.parquet)", "pass what offramp simulate -o or offramp sweep -o "
+                     "wrote")
