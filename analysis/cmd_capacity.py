@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
-        data = cfg0.model_dump(mode="json", exclude_none=True)
+        data = cfg0.model_dump(mode="json", exclude_unset=True)
         if any(x.startswith("policy.name=") for x in [*args.set, *sets]):
             data["policy"] = {}  # another policy: its own fields only, from the overrides
         data = apply_overrides(data, [*args.set, *sets])

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     results = {}
     with output_dir(out, DEMO_OUTPUTS, "demo folder") as tmp, Progress(
             TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), disable=args.json) as bar:
+            console=Console(stderr=True),
+            disable=args.json or not Console(stderr=True).is_terminal) as bar:
         task = bar.add_task("demo", total=len(pairs) * jobs_per_model())
         for trace_name, profile_name in pairs:
             results[trace_name] = run_demo_model(

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -15,7 +14,7 @@ from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
 
 from .cmd_simulate import apply_overrides
-from .config import parse_config
+from .config import parse_config, parse_value
 from .options import integer, number
 
 
@@ -51,7 +50,9 @@ def run_fit(args: argparse.Namespace) -> int:
         key, sep, raw = item.partition("=")
         if not sep:
             raise InputError("--param", item, "must look like field=value", "e.g. --param n_fits=5")
-        policy[key] = yaml.safe_load(raw)
+        if key == "name":
+            raise InputError("--param", item, "the policy is --policy", "drop --param name=...")
+        policy[key] = parse_value(raw, "--param", item)
     check_output_file(args.output, "policy file")
     cfg = _study(args, policy)
     trace, profile = _inputs(args, cfg)
@@ -85,7 +86,8 @@ def run_frontier(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     n_points = sum(1 for _ in frontier_configs(trace, [1.0] * 5, 1, 1))
     with Progress(TextColumn("fitting policies"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=args.json) as bar:
+                  TimeElapsedColumn(), console=Console(stderr=True),
+                  disable=args.json or not Console(stderr=True).is_terminal) as bar:
         task = bar.add_task("fit", total=n_points)
         points, bound = compute_frontier(trace, profile, cfg.server, args.cost_batch,
                                          args.eenet_fits, args.eenet_epochs,

@@ -6,13 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offramp.common.errors import InputError
 
-from .config import load_config, parse_config
+from .config import load_config, parse_config, parse_value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -26,7 +25,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         data.setdefault(parts[0], {})
         if not isinstance(data[parts[0]], dict):
             raise InputError("--set", item, f"section {parts[0]!r} is not a mapping", "fix it")
-        data[parts[0]][parts[1]] = yaml.safe_load(raw)
+        data[parts[0]][parts[1]] = parse_value(raw, "--set", item)
     return data
 
 
@@ -37,10 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output, RUN_OUTPUTS, "run folder")
     if args.save_arrivals:
+        arrivals, run_dir = Path(args.save_arrivals).resolve(), Path(args.output).resolve()
+        if arrivals == run_dir or run_dir in arrivals.parents:
+            raise InputError("--save-arrivals", args.save_arrivals, "is inside the run folder, "
+                             "which is written whole", "save the arrivals beside it")
         check_output_file(args.save_arrivals, "arrivals file")
     cfg = load_config(args.config)
     if args.set:
-        cfg = parse_config(apply_overrides(cfg.model_dump(mode="json", exclude_none=True),
+        cfg = parse_config(apply_overrides(cfg.model_dump(mode="json", exclude_unset=True),
                                            args.set), f"{args.config} with --set")
     base = Path(args.config).parent
     console = Console(stderr=True)

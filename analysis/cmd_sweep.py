@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     with executor_for(args) as (executor, where), Progress(
             TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-            disable=args.quiet) as bar:
+            disable=args.quiet or not console.is_terminal) as bar:
         task = bar.add_task("sweep", total=None)
         if not args.quiet:
             console.print(f"running on a {where}")

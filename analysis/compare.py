@@ -33,10 +33,11 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
     trace = load_study_trace(base_cfg, base)
     rows = []
     for variant in variants:
-        data = base_cfg.model_dump(exclude_none=True)
+        data = base_cfg.model_dump(exclude_unset=True)
         for section, fields in variant.items():
             # A policy is replaced whole (each has its own fields); other sections are merged.
-            data[section] = fields if section == "policy" else {**data[section], **fields}
+            data[section] = fields if section == "policy" else {**data.get(section, {}),
+                                                                 **fields}
         cfg = parse_config(data, "variant")
         res = simulate(build_scenario(cfg, trace, base), cfg.run)
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,

@@ -37,6 +37,9 @@ class ProfileSection(ServiceConfig):
     def _path_for_profile(self) -> ProfileSection:
         if self.kind == "profile" and not self.path:
             raise ValueError("kind 'profile' needs a path (a profile file or a shipped name)")
+        if self.kind != "profile" and "path" in self.model_fields_set and self.path:
+            raise ValueError(f"an analytic service time (kind {self.kind!r}) reads no profile: "
+                             "drop path")
         return self
 
 
@@ -146,6 +149,22 @@ def load_yaml(path: str | Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise InputError(path, None, f"not valid YAML ({where}{problem or exc})".replace(
             "\n", " "), "fix the YAML syntax") from None
+
+
+def parse_value(raw: str, option: str, item: str) -> Any:
+    """A command-line value (``--set``, ``--param``) read as YAML, strictly: not empty, no
+    duplicate keys, one document; one :class:`InputError` naming the option otherwise."""
+    if not raw.strip():
+        raise InputError(option, item, "has no value after '='", f"e.g. {option} "
+                         "server.max_batch=16")
+    try:
+        return yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as dup:
+        raise InputError(option, item, f"gives key {dup.key!r} twice", "keep one") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InputError(option, item, f"is not a valid YAML value ({problem})".replace(
+            "\n", " "), "quote it, or write a number, a word, or [a, list]") from None
 
 
 def load_config(path: str | Path) -> StudyConfig:

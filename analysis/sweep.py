@@ -115,7 +115,7 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path
     from .config import load_config
 
     out = check_output_dir(out, SWEEP_OUTPUTS, "sweep folder")
-    base = load_config(study).model_dump(mode="json", exclude_none=True)
+    base = load_config(study).model_dump(mode="json", exclude_unset=True)
     points = load_grid(grid)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):

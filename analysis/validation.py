@@ -38,6 +38,84 @@ TARGETS = {"latency_p50_ms": 0.03, "latency_mean_ms": 0.03, "latency_p90_ms": 0.
            "latency_p99_ms": 0.05, "throughput_rps": 0.03, "utilisation": 0.03}
 
 
+RUN_ARRAYS = ("arrival", "sample", "dispatch", "finish", "exit", "pred", "batch",
+              "batch_dispatch", "batch_finish", "batch_sizes", "batch_reason", "stage_batch",
+              "stage_kind", "stage_k", "stage_size", "stage_ms")
+PLAN_FIELDS = {"max_batch": int, "max_wait_ms": (int, float), "warmup_fraction": (int, float),
+               "seed": int, "policy": dict, "model": str}
+
+
+def _json_file(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise InputError(path.parent, None, f"is not a validation folder (no {path.name})",
+                         "pass a folder written by offramp validate (--real-only)")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, f"the {what} is not JSON ({exc})",
+                         "rerun the real side (offramp validate --real-only)") from None
+
+
+def read_real_side(plan_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plan and the real runs' manifest of a validation folder, checked."""
+    if not plan_dir.is_dir():
+        raise InputError(plan_dir, None, "is not a validation folder",
+                         "pass a folder written by offramp validate (--real-only)")
+    plan = _json_file(plan_dir / "plan.json", "plan")
+    if not isinstance(plan, dict):
+        raise InputError(plan_dir / "plan.json", None, "must be a mapping", "rerun offramp validate")
+    for key, kind in PLAN_FIELDS.items():
+        if key not in plan or not isinstance(plan[key], kind) or isinstance(plan[key], bool):
+            raise InputError(plan_dir / "plan.json", key, "missing or of the wrong type",
+                             "rerun offramp validate")
+    if plan["max_batch"] < 1 or plan["max_wait_ms"] < 0 or not 0 <= plan["warmup_fraction"] < 1:
+        raise InputError(plan_dir / "plan.json", "max_batch", "max_batch, max_wait_ms or "
+                         "warmup_fraction out of range", "rerun offramp validate")
+    real_dir = plan_dir / "real"
+    if not (real_dir / "profile.json").is_file():
+        raise InputError(real_dir, None, "no real runs here (manifest.json and profile.json)",
+                         "run the real side first (offramp validate without --real-from)")
+    manifest = _json_file(real_dir / "manifest.json", "manifest")
+    src = real_dir / "manifest.json"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("streams"), dict) \
+            or not isinstance(manifest.get("runs"), list):
+        raise InputError(src, "streams", "must hold streams (a mapping) and runs (a list)",
+                         "rerun the real side")
+    if not manifest["runs"]:
+        raise InputError(src, "runs", "no real run has finished yet", "run the real side")
+    for i, run in enumerate(manifest["runs"]):
+        if not isinstance(run, dict) or not all(k in run for k in ("file", "key", "repeat")):
+            raise InputError(src, f"runs[{i}]", "must name file, key and repeat",
+                             "rerun the real side")
+        stream = manifest["streams"].get(run["key"])
+        if not isinstance(stream, dict) or not all(k in stream for k in
+                                                   ("mode", "arrivals", "load", "rate_rps")):
+            raise InputError(src, f"streams.{run['key']}", "missing or incomplete",
+                             "rerun the real side")
+    return plan, manifest
+
+
+def read_run(path: Path, trace: ExitTrace) -> dict[str, np.ndarray]:
+    """One real run's arrays, checked: every array there, samples from the test split."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {n: z[n] for n in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path, None, f"not a readable real run ({exc})".replace("\n", " "),
+                         "rerun the real side (its runs are resumable)") from None
+    missing = [n for n in RUN_ARRAYS if n not in data]
+    if missing:
+        raise InputError(path, missing[0], "array missing", "rerun the real side")
+    n = data["arrival"].size
+    if any(data[k].shape[:1] != (n,) for k in ("sample", "dispatch", "finish", "exit", "batch")):
+        raise InputError(path, "sample", "per-request arrays of different lengths",
+                         "rerun the real side")
+    if not np.isin(data["sample"], trace.indices("test")).all():
+        raise InputError(path, "sample", "holds samples outside the trace's test split",
+                         "compare with the trace the real runs were made for")
+    return data
+
+
 def real_records(run: dict[str, np.ndarray]) -> RunRecords:
     """A real run as the simulator's records (one replica)."""
     nb = run["batch_dispatch"].size
@@ -66,12 +144,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     ``in_loop``: segments and heads cost what the profiler measured them to cost inside the
     serving loop (isolated time + the profile's in-loop residual), not their isolated time."""
     real_dir = plan_dir / "real"
-    plan = json.loads((plan_dir / "plan.json").read_text())
-    manifest_path = real_dir / "manifest.json"
-    if not manifest_path.exists() or not (real_dir / "profile.json").exists():
-        raise InputError(real_dir, None, "no real runs here (manifest.json and profile.json)",
-                         "run the real side first (offramp validate without --real-from)")
-    manifest = json.loads(manifest_path.read_text())
+    plan, manifest = read_real_side(plan_dir)
     if json.loads(json.dumps(policy.get_params(), default=_json)) != plan["policy"]:
         raise InputError(plan_dir / "plan.json", "policy", "the study's policy is not the one "
                          "the real runs served", "compare with the study they were run from")
@@ -86,8 +159,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
         mode = st["mode"]
         real = []
         for r in runs:
-            with np.load(real_dir / r["file"]) as z:
-                data = {n: z[n] for n in z.files}
+            data = read_run(real_dir / r["file"], trace)
             rec = real_records(data)
             real.append(summarize_run(rec, trace, warm, None, 1))
             want = (policy.exit_index(trace, data["sample"]) if mode != "none"

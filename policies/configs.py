@@ -12,6 +12,7 @@ broken is one :class:`InputError` naming the policy and the field.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -45,7 +46,7 @@ class Tunable(BaseModel):
 class PolicyConfigBase(BaseModel):
     """Fields every policy config has: ``name`` (the registry key)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     tunable: ClassVar[dict[str, Tunable]] = {}
     name: str
 
@@ -70,7 +71,7 @@ class StaticConfig(PolicyConfigBase):
     @classmethod
     def _has_exit(cls, v: str) -> str:
         base, _, arg = v.partition(":")
-        if base != "static" or not arg.isdigit():
+        if base != "static" or re.fullmatch(r"[0-9]+", arg) is None:
             raise ValueError(f"{v!r} needs an exit index (write static:K, e.g. static:1)")
         return v
 
@@ -140,7 +141,7 @@ class EENetConfig(PolicyConfigBase):
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
     n_fits: int = Field(3, ge=1, description="fits to keep the best of")
     epochs: int = Field(150, ge=1, description="training epochs per fit")
-    seed: int = Field(0, ge=0, description="seed of the first fit")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the first fit")
 
 
 class PAMEConfig(PolicyConfigBase):

@@ -70,7 +70,15 @@ class ExitTable(ExitPolicy):
                 raise InputError(self.source_file, "active_exits", f"lists {len(self.active)} "
                                  f"exits, the trace has {trace.n_exits}",
                                  "refit the policy on this trace with `offramp fit`")
-            self.active_exits_ = np.asarray(self.active, dtype=bool)
+            active = np.asarray(self.active, dtype=bool)
+            active[-1] = True  # the last exit always answers
+            off = ~active[self.exits]
+            if off.any():
+                i = int(np.flatnonzero(off)[0])
+                raise InputError(self.source_file, "exits", f"sample {i} exits at exit "
+                                 f"{int(self.exits[i])}, which active_exits turns off",
+                                 "refit the policy with `offramp fit`")
+            self.active_exits_ = active
         return super().fit(trace, split)
 
     def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
@@ -97,10 +105,13 @@ def load_policy(path: str | Path) -> ExitTable:
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, "no such policy file", "write one with `offramp fit -o`")
+    if path.is_dir():
+        raise InputError(path, None, "is a folder, not a policy file", "pass the .json file")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, None, f"not valid JSON ({exc})", "refit with `offramp fit`") from None
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, f"not a policy file (not JSON text: {exc})",
+                         "pass a file written by `offramp fit -o`") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(path, "format", f"not an {FORMAT} file", "pass a file from `offramp fit -o`")
     if doc.get("version") != VERSION:
@@ -109,8 +120,18 @@ def load_policy(path: str | Path) -> ExitTable:
     for key in ("policy", "trace_fingerprint", "exits"):
         if key not in doc:
             raise InputError(path, key, "missing", "refit with `offramp fit`")
-    exits = np.asarray(doc["exits"])
-    if exits.ndim != 1 or not np.issubdtype(exits.dtype, np.integer) or (exits < 0).any():
+    if not isinstance(doc["policy"], str) or not doc["policy"]:
+        raise InputError(path, "policy", "must be the policy's name", "refit with `offramp fit`")
+    if not isinstance(doc.get("params") or {}, dict):
+        raise InputError(path, "params", "must be a mapping of the policy's parameters",
+                         "refit with `offramp fit`")
+    raw = doc["exits"]
+    if not isinstance(raw, list) or not all(isinstance(e, int) and not isinstance(e, bool)
+                                            for e in raw):
+        raise InputError(path, "exits", "must be a list of exit indices (integers)",
+                         "refit with `offramp fit`")
+    exits = np.asarray(raw, dtype=np.int64)
+    if exits.ndim != 1 or (exits < 0).any():
         raise InputError(path, "exits", "must be a list of non-negative exit indices",
                          "refit with `offramp fit`")
     active = doc.get("active_exits")

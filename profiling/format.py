@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class LatencyProfile:
 
 
 MAX_MS = 3.6e6  # an hour: no stage of a served model takes longer
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def save_profile(profile: LatencyProfile, path: str | Path) -> Path:
@@ -125,6 +127,13 @@ def validate_profile(p: LatencyProfile) -> None:
     for key in REQUIRED_META:
         if key not in p.meta:
             raise InputError(src, f"meta.{key}", "missing", fix)
+    for key in ("software", "produced_by"):
+        if not isinstance(p.meta[key], dict):
+            raise InputError(src, f"meta.{key}", f"must be a mapping, got {p.meta[key]!r}", fix)
+    model_id = p.meta["model_id"]
+    if not isinstance(model_id, str) or not MODEL_ID.fullmatch(model_id):
+        raise InputError(src, "meta.model_id", f"must be a name of letters, digits, '.', '_' "
+                         f"and '-', got {model_id!r}", "rename the model (it names files)")
     k_exits = p.meta["n_exits"]
     if not _integer(k_exits) or k_exits < 1:
         raise InputError(src, "meta.n_exits", f"must be a positive integer, got {k_exits!r}", fix)
@@ -208,6 +217,9 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
         if not ok:
             raise bad("wake_ms", "extra_ms must be one row of finite ms >= 0 per batch size, "
                       "one value per idle time")
+        if any(nxt <= cur for cur, nxt in zip(idle, idle[1:], strict=False)) or \
+                any(nxt <= cur for cur, nxt in zip(b, b[1:], strict=False)):
+            raise bad("wake_ms", "batch and idle_ms must increase")
     tail = meta.get("batch_tail_ms")
     if tail is not None:
         ok = (isinstance(tail, dict) and isinstance(tail.get("batch"), list)
@@ -227,7 +239,8 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
         if not isinstance(residual, dict):
             raise bad("in_loop_residual_ms", "must be a mapping")
         for key, v in residual.items():
-            if not isinstance(v, dict) or not _number(v.get("median_ms")):
+            if not isinstance(v, dict) or not _number(v.get("median_ms")) \
+                    or not math.isfinite(v["median_ms"]):
                 raise bad(f"in_loop_residual_ms.{key}", "must hold median_ms (a number)")
             for name in ("served_p50_ms", "served_p99_ms"):
                 pts = v.get(name)

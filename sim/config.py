@@ -5,7 +5,7 @@ Units are in the field names. Every model forbids unknown fields, so a typo is a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,13 +20,14 @@ class WorkloadConfig(_Strict):
     (``closed``: N clients)."""
 
     kind: Literal["poisson", "gamma", "replay", "mmpp", "diurnal", "closed"] = "poisson"
-    rate_rps: float = Field(1000.0, gt=0, description="open loop: mean arrival rate")
+    rate_rps: float = Field(1000.0, ge=1e-3, le=1e9, description="open loop: mean arrival rate")
     cv: float = Field(1.0, gt=0, description="gamma: coefficient of variation of inter-arrivals")
-    clients: int = Field(32, ge=1, description="closed loop: number of clients")
-    think_ms: float = Field(0.0, ge=0, description="closed loop: mean think time (exponential)")
+    clients: int = Field(32, ge=1, le=1_000_000, description="closed loop: number of clients")
+    think_ms: float = Field(0.0, ge=0, le=3.6e6,
+                            description="closed loop: mean think time (exponential)")
     path: str | None = Field(None, description="replay: CSV or Parquet with column arrival_s "
                              "(seconds, sorted) and optionally sample_id (test-split ids)")
-    rate_scale: float = Field(1.0, gt=0, description="replay, mmpp, diurnal: arrivals come "
+    rate_scale: float = Field(1.0, ge=1e-6, le=1e6, description="replay, mmpp, diurnal: arrivals come "
                               "this many times faster (times divided by it)")
     rates_rps: list[float] | None = Field(None, description="mmpp: arrival rate in each state")
     sojourn_s: list[float] | None = Field(None, description="mmpp: mean time in each state "
@@ -38,6 +39,12 @@ class WorkloadConfig(_Strict):
                                    "one row per minute")
     compress: float = Field(60.0, gt=0, description="diurnal curve: a minute lasts 60 / "
                             "compress seconds")
+
+    FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "poisson": ("rate_rps",), "gamma": ("rate_rps", "cv"), "replay": ("path", "rate_scale"),
+        "mmpp": ("rates_rps", "sojourn_s", "rate_scale"),
+        "diurnal": ("rate_rps", "amplitude", "period_s", "curve_path", "compress", "rate_scale"),
+        "closed": ("clients", "think_ms")}
 
     @model_validator(mode="after")
     def _replay_has_a_file(self) -> WorkloadConfig:
@@ -54,6 +61,10 @@ class WorkloadConfig(_Strict):
             raise ValueError("rates_rps and sojourn_s are for kind 'mmpp'")
         if self.curve_path is not None and self.kind != "diurnal":
             raise ValueError("curve_path is for kind 'diurnal'")
+        stray = sorted(self.model_fields_set - {"kind"} - set(self.FIELDS[self.kind]))
+        if stray:
+            raise ValueError(f"kind {self.kind!r} takes no {', '.join(stray)} (its fields: "
+                             f"{', '.join(self.FIELDS[self.kind])})")
         return self
 
 
@@ -61,17 +72,17 @@ class ContentionStep(_Strict):
     """From ``at_s`` on, every stage on the listed replicas (all if None) takes ``factor``×."""
 
     at_s: float = Field(ge=0)
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, le=1000)
     replicas: list[int] | None = None
 
 
 class ServerConfig(_Strict):
     """Triton-style dynamic batcher and executor on each of ``replicas`` GPUs."""
 
-    max_batch: int = Field(32, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0)
+    max_batch: int = Field(32, ge=1, le=65_536)
+    max_wait_ms: float = Field(2.0, ge=0, le=3.6e6)
     exit_mode: Literal["none", "keep", "shrink"] = "shrink"
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, le=4096)
     routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
     engine_sizes: list[int] | None = Field(
         None, description="batch sizes with an engine; a batch runs on the next size up")
@@ -111,18 +122,18 @@ class ServiceConfig(_Strict):
 
     kind: Literal["profile", "deterministic", "exponential"] = "profile"
     latency: Literal["p50", "sampled"] = "p50"
-    mean_ms: float = Field(1.0, gt=0)
+    mean_ms: float = Field(1.0, gt=0, le=3.6e6)
 
 
 class RunConfig(_Strict):
     """How long to run, how many independent replications, and which engine."""
 
-    requests: int | None = Field(None, ge=1, description="requests per replication "
+    requests: int | None = Field(None, ge=1, le=100_000_000, description="requests per replication "
                                  "(100,000 when neither this nor duration_s is set)")
-    duration_s: float | None = Field(None, gt=0, description="or: simulated seconds")
+    duration_s: float | None = Field(None, gt=0, le=1e7, description="or: simulated seconds")
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="first requests left out of stats")
-    seed: int = Field(0, ge=0)
-    replications: int = Field(5, ge=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    replications: int = Field(5, ge=1, le=1000)
     engine: Literal["auto", "fast", "reference"] = "auto"
 
     @model_validator(mode="before")

@@ -95,13 +95,22 @@ def _load(src: str, _mtime: int, _size: int) -> Recorded:
     try:
         frame = pd.read_parquet(src) if src.endswith(".parquet") else pd.read_csv(src)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise InputError(src, None, f"not a readable CSV or Parquet file ({exc})", fix) from None
+        raise InputError(src, None, "not a readable CSV or Parquet file ("
+                         + " ".join(str(exc).split()) + ")", fix) from None
+    if list(frame.columns).count("arrival_s") > 1 or any(
+            str(c).startswith("arrival_s.") for c in frame.columns):
+        raise InputError(src, "arrival_s", "the column is given twice", fix)
     if "arrival_s" not in frame.columns:
         raise InputError(src, "arrival_s", f"column missing (columns: {list(frame.columns)})", fix)
     if len(frame) == 0:
         raise InputError(src, "arrival_s", "the file has no requests", fix)
-    arr = pd.to_numeric(frame["arrival_s"], errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+    col = frame["arrival_s"]
+    if col.dtype.kind not in "iuf":
+        if col.dtype.kind in "bmM" or col.dtype == object and col.map(type).eq(bool).any():
+            raise InputError(src, "arrival_s", f"holds {col.dtype} values, not seconds",
+                             "write times as numbers of seconds from the start")
+    arr = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr > 1e9))
     if bad.size:
         raise InputError(src, "arrival_s", f"row {bad[0]}: {frame['arrival_s'].iloc[bad[0]]} is "
                          "not a time >= 0", "times are seconds from the start of the run")
@@ -113,8 +122,9 @@ def _load(src: str, _mtime: int, _size: int) -> Recorded:
     samples = None
     if "sample_id" in frame.columns:
         ids = pd.to_numeric(frame["sample_id"], errors="coerce").to_numpy(dtype=float)
-        if not np.isfinite(ids).all() or (ids != np.round(ids)).any():
-            row = int(np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))[0])
+        bad_id = ~np.isfinite(ids) | (ids != np.round(ids)) | (np.abs(ids) > 2.0**53)
+        if bad_id.any():
+            row = int(np.flatnonzero(bad_id)[0])
             raise InputError(src, "sample_id", f"row {row}: {frame['sample_id'].iloc[row]} is "
                              "not a sample id", "use the trace's test-split sample ids")
         samples = ids.astype(np.int64)

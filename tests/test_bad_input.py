@@ -30,7 +30,7 @@ DATA = Path(__file__).parent / "data"
     ({"server": {"max_bacth": 8}}, "server.max_bacth", "unknown field"),
     ({"server": {"max_batch": 0}}, "server.max_batch", "greater than or equal to 1"),
     ({"server": {"exit_mode": "teleport"}}, "server.exit_mode", "'none', 'keep' or 'shrink'"),
-    ({"workload": {"rate_rps": -5}}, "workload.rate_rps", "greater than 0"),
+    ({"workload": {"rate_rps": -5}}, "workload.rate_rps", "greater than or equal to 0.001"),
     ({"run": {"requests": 10, "duration_s": 3}}, "run", "only one of"),
     ({"server": {"max_batch": 64, "engine_sizes": [8, 32]}}, "server", "do not cover"),
     ({"profile": {"kind": "exponential"}}, "(top level)", "exit_mode: none"),

@@ -41,7 +41,7 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
                           replicas=replicas, routing=routing,
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
                                       for a, f, r in contention])
-    wl = WorkloadConfig(kind=kind, rate_rps=rate, cv=cv)
+    wl = WorkloadConfig(kind=kind, rate_rps=rate, **({"cv": cv} if kind == "gamma" else {}))
     sc = scenario(TRACE, policy, svc, server, wl)
     return lambda: (sc, draw_replication(sc, RunConfig(requests=n), np.random.SeedSequence(seed)))
 

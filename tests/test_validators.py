@@ -201,10 +201,14 @@ def test_run_and_server_config_boundaries():
         ServerConfig(replicas=2, contention=[{"at_s": 0, "factor": 2, "replicas": [2]}])
     with pytest.raises(ValueError, match=r"outside 0..1"):
         ServerConfig(replicas=2, contention=[{"at_s": 0, "factor": 2, "replicas": [-1]}])
-    for field, bad in (("rate_rps", 0.0), ("cv", 0.0), ("clients", 0), ("think_ms", -1.0)):
+    for kind, field, bad in (("poisson", "rate_rps", 0.0), ("gamma", "cv", 0.0),
+                             ("closed", "clients", 0), ("closed", "think_ms", -1.0)):
         with pytest.raises(ValueError, match=field):
-            WorkloadConfig(**{field: bad})
-    assert WorkloadConfig(think_ms=0.0, clients=1).clients == 1
+            WorkloadConfig(kind=kind, **{field: bad})
+    assert WorkloadConfig(kind="closed", think_ms=0.0, clients=1).clients == 1
+    # A field the kind does not read is an error, not silently ignored.
+    with pytest.raises(ValueError, match="kind 'poisson' takes no clients"):
+        WorkloadConfig(kind="poisson", clients=4)
 
 
 def test_contention_schedule_per_replica():

@@ -8,6 +8,8 @@ trace is row ``i`` of every array. ``split`` says whether a sample is for fittin
 from __future__ import annotations
 
 import json
+import math
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from offramp.common.errors import InputError
 FORMAT = "offramp-trace"
 VERSION = 1
 SPLITS = ("val", "test")
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REQUIRED_META = ("model_id", "dataset", "exit_names", "exit_positions", "full_model_accuracy",
                  "produced_by", "synthetic")
 
@@ -193,6 +196,11 @@ def validate_trace(t: ExitTrace) -> None:
     for key in ("model_id", "dataset"):
         if not isinstance(t.meta[key], str) or not t.meta[key]:
             raise bad(f"meta.{key}", f"must be a non-empty string, got {t.meta[key]!r}")
+    if not MODEL_ID.fullmatch(t.meta["model_id"]):
+        raise bad("meta.model_id", f"must be a name of letters, digits, '.', '_' and '-', got "
+                  f"{t.meta['model_id']!r} (it names files)")
+    if not isinstance(t.meta["produced_by"], dict):
+        raise bad("meta.produced_by", f"must be a mapping, got {t.meta['produced_by']!r}")
     for name in ("labels", "split", "pred", "maxprob", "entropy", "correct"):
         if not isinstance(getattr(t, name), np.ndarray):
             raise bad(name, "must be an array")
@@ -237,6 +245,8 @@ def validate_trace(t: ExitTrace) -> None:
     if (not isinstance(positions, list) or len(positions) != k
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in positions)):
         raise bad("meta.exit_positions", f"must list {k} positions (numbers), one per exit")
+    if not all(math.isfinite(x) and x >= 0 for x in positions):
+        raise bad("meta.exit_positions", f"must be finite numbers >= 0, got {positions}")
     if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
         raise bad("meta.exit_positions", f"must increase, got {positions}")
     test = t.split == SPLITS.index("test")
