@@ -16,7 +16,7 @@ from rich.table import Table
 from offramp.common.errors import InputError
 
 from .cmd_simulate import apply_overrides
-from .config import load_config, parse_config
+from .config import load_config, naming_study, parse_config
 from .options import integer, number
 
 
@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
         slo = args.slo_p99_ms if args.slo_p99_ms is not None else args.slo_mean_ms
         stat = "attainment" if args.slo_p99_ms is not None else "mean"
-        res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
-                            args.max_replications, progress=show)
+        with naming_study(args.config):
+            res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
+                                args.max_replications, progress=show)
         results.append((label, res))
     if args.json:
         print(json.dumps({label: r.as_dict() for label, r in results}, indent=1))

@@ -162,7 +162,7 @@ def _fmt(v: float | None) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     if args.plot:
-        check_output_file(args.plot, "plot file")
+        check_output_file(args.plot, "plot file", ".png")
     profile = resolve_profile(args.profile)
     stages = stage_summary(profile)
     if args.plot:

@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     from .html_report import report
 
     out = Path(args.output) if args.output else Path(args.folder) / "report.html"
-    check_output_file(out, "report file")
+    check_output_file(out, "report file", ".html")
     page = report(args.folder)
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(page, encoding="utf-8")

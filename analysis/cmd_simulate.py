@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from offramp.common.errors import InputError
 
-from .config import load_config, parse_config, parse_value
+from .config import load_config, naming_study, parse_config, parse_value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                   TextColumn("replications"), TimeElapsedColumn(), console=console,
                   disable=args.json or not console.is_terminal) as bar:
         task = bar.add_task("sim", total=cfg.run.replications)
-        out = run_study(cfg, base, progress=lambda i: bar.update(task, completed=i))
+        with naming_study(args.config):
+            out = run_study(cfg, base, progress=lambda i: bar.update(task, completed=i))
     dest = write_run(out, Path(args.output))
     if args.save_arrivals:
         from offramp.sim.workload import save_arrivals

@@ -49,7 +49,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from offramp.traces.shipped import resolve_trace
 
     if args.plot:
-        check_output_file(args.plot, "plot file")
+        check_output_file(args.plot, "plot file", ".png")
     trace = load_trace(resolve_trace(args.trace))
     summary = summarize(trace)
     if args.plot:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,22 @@ def load_yaml(path: str | Path) -> Any:
             "\n", " "), "fix the YAML syntax") from None
 
 
+SECTIONS = ("trace", "profile", "workload", "server", "policy", "slo", "run")
+
+
+@contextlib.contextmanager
+def naming_study(path: str | Path) -> Iterator[None]:
+    """Errors raised deeper about a section of the study ("policy", "run") name the study
+    file they came from, and the section as part of the field."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.source not in SECTIONS:
+            raise
+        field = f"{exc.source}.{exc.field}" if exc.field else exc.source
+        raise InputError(path, field, exc.problem, exc.fix) from None
+
+
 def parse_value(raw: str, option: str, item: str) -> Any:
     """A command-line value (``--set``, ``--param``) read as YAML, strictly: not empty, no
     duplicate keys, one document; one :class:`InputError` naming the option otherwise."""
@@ -172,4 +190,8 @@ def load_config(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, "no such config file", "check the path")
-    return parse_config(load_yaml(path), str(path))
+    data = load_yaml(path)
+    if data is None:
+        raise InputError(path, None, "is empty", "give at least the trace and profile sections "
+                         "(see examples/)")
+    return parse_config(data, str(path))

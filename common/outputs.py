@@ -45,13 +45,19 @@ def _check_writable(folder: Path, path: Path, what: str) -> None:
                          f"({exc.strerror or exc})", "choose a folder you can write to") from None
 
 
-def check_output_file(path: str | Path, what: str = "output file") -> Path:
+def check_output_file(path: str | Path, what: str = "output file", suffix: str | None = None
+                      ) -> Path:
     """Check that ``path`` can be written as a file: not a folder, not under a file, in a
-    writable place. Call it before the work starts; nothing is created."""
+    writable place, and (``suffix``) named for what it holds. Call it before the work
+    starts; nothing is created."""
     path = Path(path)
     if path.is_dir():
         raise InputError(path, None, f"the {what} is an existing folder",
                          "give a file name (e.g. inside that folder)")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise InputError(path, None, f"the {what} is written as {suffix[1:].upper()}; its name "
+                         f"ends in {path.suffix or 'no suffix'}",
+                         f"name it with {suffix}, e.g. {path.stem or 'out'}{suffix}")
     if path.exists():
         _check_writable(path.parent, path, what)
         return path

@@ -294,6 +294,9 @@ def _explain(err: ValidationError, data: dict, source: str, prefix: str,
         bad = first.get("input", {})
         name = bad.get("name") if isinstance(bad, dict) else bad
         where = prefix + ".".join([*parts, "name"])
+        if isinstance(bad, dict) and "from_file" in bad:
+            return InputError(source, where, "a saved policy (from_file) cannot be used here",
+                              "give the policy by name and its fields")
         return InputError(source, where, f"unknown policy {name!r}",
                           f"use one of {sorted(known)} (static as static:K)")
     if kind == "union_tag_not_found":

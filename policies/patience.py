@@ -46,6 +46,10 @@ class Patience(ExitPolicy):
             if int(self.patience) != self.patience or self.patience < 1:
                 raise InputError("policy", "patience", f"must be an integer >= 1, got "
                                  f"{self.patience}", "use e.g. patience: 2")
+            if self.patience > trace.n_exits - 1:
+                raise InputError("policy", "patience", f"{self.patience} unchanged predictions "
+                                 f"never happen before the last of {trace.n_exits} exits",
+                                 f"use at most {trace.n_exits - 1}")
             self.patience_ = int(self.patience)
             return super().fit(trace, split)
         if not 0 < self.tolerance_pct <= 100:

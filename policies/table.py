@@ -114,6 +114,9 @@ def load_policy(path: str | Path) -> ExitTable:
                          "pass a file written by `offramp fit -o`") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(path, "format", f"not an {FORMAT} file", "pass a file from `offramp fit -o`")
+    if not isinstance(doc.get("version"), int) or isinstance(doc.get("version"), bool):
+        raise InputError(path, "version", f"must be a whole number, got {doc.get('version')!r}",
+                         "refit with `offramp fit`")
     if doc.get("version") != VERSION:
         raise InputError(path, "version", f"version {doc.get('version')} is not supported",
                          "refit with `offramp fit`")

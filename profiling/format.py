@@ -103,6 +103,9 @@ def load_profile(path: str | Path) -> LatencyProfile:
                          "check the path and its permissions") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(src, "format", f"not an {FORMAT} file", "pass an offramp profile (.json)")
+    if not isinstance(doc.get("version"), int) or isinstance(doc.get("version"), bool):
+        raise InputError(src, "version", f"must be a whole number, got {doc.get('version')!r}",
+                         "re-measure the profile")
     if doc.get("version") not in READS:
         raise InputError(src, "version", f"version {doc.get('version')} is not supported "
                          f"(this offramp reads versions {READS})", "re-measure the profile")

@@ -167,7 +167,7 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
     ("run-leaves-nothing-to-measure", lambda w: _simulate(
         w, w.write_study("s.yaml", run={"requests": None, "duration_s": 1e-4,
                                         "warmup_fraction": 0.5})),
-     ["field 'duration_s'", "no request left to measure"]),
+     ["s.yaml", "field 'run.duration_s'", "no request left to measure"]),
     ("from-file-exit-9", _from_file_exit_9, ["policy.json", "field 'exits'", "exit 9"]),
     ("from-file-with-fit-options", lambda w: _simulate(w, w.write_study(
         "s.yaml", policy={"from_file": "p.json", "tolerance_pct": 99})),
@@ -247,3 +247,79 @@ def test_a_bug_is_one_line_and_debug_shows_it(monkeypatch, tmp_path, capsys):
     assert "--debug" in err[0]
     with pytest.raises(ZeroDivisionError):
         main(["--debug", *parser_argv])
+
+
+# Found by a 407-case sweep of bad inputs (issue #11's follow-up): each was a traceback, a
+# misleading message or silently accepted before.
+def _policy_file(w: World, change: Callable[[dict], None]) -> list[str]:
+    policy = w.root / "policy.json"
+    assert main(_fit(w, policy)) == 0
+    doc = json.loads(policy.read_text())
+    change(doc)
+    policy.write_text(json.dumps(doc))
+    return _simulate(w, w.write_study("s.yaml", policy={"from_file": str(policy)}))
+
+
+def _validation_folder(w: World, empty: bool) -> list[str]:
+    target = w.root / "v"
+    if empty:
+        target.mkdir()
+    else:
+        target.write_text("x")
+    return ["validate", str(w.study), "--real-from", str(target)]
+
+
+SWEEP_CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
+    ("static-superscript", lambda w: _simulate(w, w.write_study("s.yaml",
+                                                                policy={"name": "static:²"})),
+     ["s.yaml", "static:K"]),
+    ("fractions-nan", lambda w: _yaml(
+        w, "trace: {path: trace.npz}\nprofile: {path: profile.json}\n"
+           "policy: {name: entropy, fractions: [.nan, .5, .25, .25]}\n"),
+     ["s.yaml", "policy.fractions", "finite"]),
+    ("set-bad-yaml", lambda w: [*_simulate(w, w.study), "--set", "run.requests=[1"],
+     ["--set", "not a valid YAML value"]),
+    ("set-empty", lambda w: [*_simulate(w, w.study), "--set", "run.requests="],
+     ["--set", "no value"]),
+    ("param-name", lambda w: _fit(w, w.root / "p.json", "--param", "name=maxprob"),
+     ["--param", "--policy"]),
+    ("policy-file-ragged", lambda w: _policy_file(
+        w, lambda d: d.update(exits=[[1, 2]] + d["exits"][1:])), ["field 'exits'"]),
+    ("policy-file-params", lambda w: _policy_file(w, lambda d: d.update(params=[1, 2])),
+     ["field 'params'"]),
+    ("policy-file-name", lambda w: _policy_file(w, lambda d: d.update(policy=5)),
+     ["field 'policy'"]),
+    ("policy-file-active-off", lambda w: _policy_file(
+        w, lambda d: d.update(active_exits=[False] * 4)), ["field 'exits'", "turns off"]),
+    ("policy-file-version-string", lambda w: _policy_file(w, lambda d: d.update(version="1")),
+     ["field 'version'", "whole number"]),
+    ("profile-software-string", lambda w: _with_profile(w, w.spoil_profile(
+        lambda d: d["meta"].update(software="torch"))), ["meta.software", "mapping"]),
+    ("trace-produced-by-string", lambda w: _with_trace(
+        w, w.spoil_trace(meta=w.meta(produced_by="me"))), ["meta.produced_by"]),
+    ("trace-model-id-path", lambda w: _with_trace(
+        w, w.spoil_trace(meta=w.meta(model_id="../escaped"))), ["meta.model_id"]),
+    ("seed-huge", lambda w: _simulate(w, w.write_study("s.yaml", run={"seed": 2**70})),
+     ["run.seed", "less than or equal"]),
+    ("requests-huge", lambda w: _simulate(w, w.write_study("s.yaml", run={"requests": 10**15})),
+     ["run.requests", "less than or equal"]),
+    ("workload-stray-field", lambda w: _simulate(w, w.write_study(
+        "s.yaml", workload={"kind": "poisson", "clients": 4})), ["takes no clients"]),
+    ("empty-study", lambda w: _yaml(w, ""), ["s.yaml", "is empty"]),
+    ("patience-too-big", lambda w: _simulate(w, w.write_study(
+        "s.yaml", policy={"name": "patience", "patience": 1000})),
+     ["s.yaml", "policy.patience", "at most 3"]),
+    ("real-from-a-file", lambda w: _validation_folder(w, False), ["not a validation folder"]),
+    ("real-from-empty", lambda w: _validation_folder(w, True), ["not a validation folder"]),
+    ("save-arrivals-into-run", lambda w: [*_simulate(w, w.study), "--save-arrivals",
+                                          str(w.root / "out")], ["inside the run folder"]),
+    ("plot-not-png", lambda w: ["profile", "show", str(w.profile), "--plot",
+                                str(w.root / "x.txt")], ["PNG"]),
+    ("profile-version-string", lambda w: _with_profile(w, w.spoil_profile(
+        lambda d: d.update(version="2"))), ["field 'version'", "whole number"]),
+]
+
+
+@pytest.mark.parametrize("case,build,words", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES])
+def test_swept_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words):
+    test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words)

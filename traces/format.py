@@ -146,6 +146,9 @@ def load_trace(path: str | Path) -> ExitTrace:
     if header.pop("format", None) != FORMAT:
         raise InputError(src, "meta.format", f"not an {FORMAT} file", "pass an offramp trace (.npz)")
     version = header.pop("version", None)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(src, "meta.version", f"must be a whole number, got {version!r}",
+                         "re-record the trace with this offramp")
     if version != VERSION:
         raise InputError(src, "meta.version", f"version {version} is not supported (this offramp "
                          f"reads version {VERSION})", "re-record the trace with this offramp")
