@@ -25,7 +25,7 @@ PACKAGES = ("offramp", "numpy", "scipy", "pandas", "simpy", "pydantic", "matplot
             "dask", "distributed")
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:70rem;color:#1d232a;line-height:1.4}
+padding:0 2rem;max-width:70rem;color:#1d232a;line-height:1.4}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
 border-bottom:1px solid #d7dce1;padding-bottom:.2rem}
 table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
@@ -33,6 +33,7 @@ th,td{border:1px solid #d7dce1;padding:.25rem .6rem;text-align:right}
 th{background:#f2f4f6}td:first-child,th:first-child{text-align:left}
 pre{background:#f6f8fa;padding:.8rem;overflow-x:auto;font-size:.85rem}
 img{max-width:100%;border:1px solid #eee}.muted{color:#5c6670;font-size:.9rem}
+.wide{overflow-x:auto;max-height:40rem;overflow-y:auto}
 """
 
 
@@ -64,7 +65,8 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+    return (f"<div class='wide'><table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody>"
+            "</table></div>")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -128,6 +130,12 @@ def sweep_report(folder: Path) -> str:
     group = next((f for f in fields if f.endswith("exit_mode")), None)
     for label, grp in (frame.groupby(group) if group else [("all", frame)]):
         ax.scatter(grp["throughput_rps"], grp["latency_p99_ms"], s=18, label=str(label))
+    p99 = frame["latency_p99_ms"].to_numpy(dtype=float)
+    if p99.size and p99.min() > 0 and p99.max() / p99.min() > 30:
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("throughput (req/s)")
     ax.set_ylabel("p99 latency (ms)")
     ax.grid(alpha=0.3)
