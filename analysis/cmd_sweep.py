@@ -13,16 +13,9 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from offramp.common.errors import InputError
+from offramp.traces.progress import rich_progress
 
 from .options import integer
 
@@ -61,11 +54,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--scheduler", None, "given with --dask-local", "give one of them")
     check_sweep(args.config, args.grid, args.output)  # before any worker starts
     console = Console(stderr=True)
-    with executor_for(args) as (executor, where), Progress(
-            TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-            disable=args.quiet or not console.is_terminal) as bar:
-        task = bar.add_task("sweep", total=None)
+    with executor_for(args) as (executor, where), rich_progress(
+            console=console, disable=args.quiet or not console.is_terminal) as bar:
+        task = bar.add_task("sweep points", total=None)
         if not args.quiet:
             console.print(f"running on a {where}")
         frame = run_sweep(args.config, args.grid, args.output, executor,

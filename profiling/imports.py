@@ -64,21 +64,20 @@ def _finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> La
     return profile
 
 
-def _int(value: str, src: str, field: str, line: int) -> int:
+def _cell(value: str, cast, src: str, field: str, line: int, what: str):
     try:
-        out = int(value)
+        return cast(value)
     except (TypeError, ValueError):
-        raise InputError(src, f"line {line}: {field}", f"must be a whole number, got {value!r}",
+        raise InputError(src, f"line {line}: {field}", f"must be {what}, got {value!r}",
                          "fix that row") from None
-    return out
+
+
+def _int(value: str, src: str, field: str, line: int) -> int:
+    return _cell(value, int, src, field, line, "a whole number")
 
 
 def _float(value: str, src: str, field: str, line: int) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(src, f"line {line}: {field}", f"must be a number (ms), got {value!r}",
-                         "fix that row") from None
+    out = _cell(value, float, src, field, line, "a number (ms)")
     if not math.isfinite(out) or out < 0:
         raise InputError(src, f"line {line}: {field}", f"must be a finite number >= 0, got "
                          f"{value!r}", "fix that row")
