@@ -53,11 +53,18 @@ def run(args: argparse.Namespace) -> int:
             results[trace_name] = run_demo_model(
                 trace_name, profile_name, tmp, args.max_batch, args.requests, args.replications,
                 args.seed, progress=lambda: bar.advance(task))
+        from offramp.common.machine import command_line
+
+        from .html_report import demo_report
+
+        (tmp / "report.html").write_text(demo_report(tmp, results, command_line()),
+                                         encoding="utf-8")
     if args.json:
         print(json.dumps({name: {"profile": r["profile"], "capacity_no_exit_rps": r["capacity_no_exit_rps"],
                                  "slo_ms": r["slo_ms"],
                                  "policies": json.loads(r["policies"].to_json(orient="records")),
-                                 "sweep": json.loads(r["sweep"].to_json(orient="records"))}
+                                 "sweep": json.loads(r["sweep"].to_json(orient="records")),
+                                 "capacity": json.loads(r["capacity"].to_json(orient="records"))}
                           for name, r in results.items()}, indent=1))
         return 0
     for name, r in results.items():
@@ -65,12 +72,11 @@ def run(args: argparse.Namespace) -> int:
                  f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s) · max_batch {args.max_batch} · "
                  f"SLO {r['slo_ms']} ms · {args.replications} replications × {args.requests} requests")
         console.print(_table(r["policies"], title))
-        best = r["sweep"].copy()
-        ok = best[best["slo_attainment"] >= 0.99]
-        for (pol, mode), grp in ok.groupby(["policy", "exit_mode"], sort=False):
-            console.print(f"  {pol}/{mode}: highest swept load with 99% of requests within SLO: "
-                          f"{grp['rate_rps'].max():.0f} req/s")
-    console.print(f"wrote tables and plots to {out}/")
+        for _, c in r["capacity"].iterrows():
+            console.print(f"  {c['policy']}/{c['exit_mode']}: capacity with 99% of requests "
+                          f"within SLO: {c['capacity_rps']:.0f} ± {c['plus_minus_rps']:.0f} "
+                          f"req/s ({c['probes']} probes)")
+    console.print(f"wrote tables, plots and report.html to {out}/")
     return 0
 
 

@@ -71,12 +71,37 @@ def demo_study(trace_name: str, profile_name: str, max_batch: int, requests: int
     return base, cap, slo
 
 
-DEMO_OUTPUTS = ("*-policies.csv", "*-load-sweep.csv", "*-load-sweep.png")
+DEMO_OUTPUTS = ("*-policies.csv", "*-load-sweep.csv", "*-load-sweep.png", "*-capacity.csv",
+                "report.html")
+CAPACITY_VARIANTS = (("none", POLICIES[0]), ("keep", POLICIES[2]), ("shrink", POLICIES[2]))
 
 
 def jobs_per_model() -> int:
-    """Simulated studies per model (for a progress bar)."""
-    return sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0))
+    """Simulated studies and capacity searches per model (for a progress bar)."""
+    return (sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0))
+            + len(CAPACITY_VARIANTS))
+
+
+def capacities(base: StudyConfig, start_rps: float, slo_ms: float, requests: int,
+               progress: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """The highest load within the SLO (99% of requests) for no exits and entropy τ=99 with
+    keep and shrink, by the capacity search (:mod:`.capacity`; probes of up to 10,000
+    requests x 2 replications)."""
+    from .capacity import find_capacity
+
+    rows = []
+    run = base.run.model_copy(update={"requests": min(requests, 10_000), "replications": 2})
+    for mode, pol in CAPACITY_VARIANTS:
+        data = base.model_dump(mode="json", exclude_unset=True)
+        data.update(policy=pol, run=run.model_dump(mode="json", exclude_unset=True))
+        data["server"] = {**data.get("server", {}), "exit_mode": mode}
+        data["workload"] = {"kind": "poisson", "rate_rps": start_rps}
+        res = find_capacity(parse_config(data, "demo"), None, slo_ms, 0.99, rel_tol=0.02)
+        rows.append({"policy": pol["name"], "exit_mode": mode, "capacity_rps": res.capacity_rps,
+                     "plus_minus_rps": res.plus_minus_rps, "probes": len(res.probes)})
+        if progress is not None:
+            progress()
+    return rows
 
 
 def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int, requests: int,
@@ -86,10 +111,14 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
     from .plots import plot_sweep
 
     base, cap, slo = demo_study(trace_name, profile_name, max_batch, requests, replications, seed)
+    import pandas as pd
+
     table = run_grid(base, variants(0.6 * cap), progress=progress)
     curve = run_grid(base, sweep(cap), progress=progress)
+    caps = pd.DataFrame(capacities(base, 0.6 * cap, slo, requests, progress))
     table.to_csv(out / f"{trace_name}-policies.csv", index=False)
     curve.to_csv(out / f"{trace_name}-load-sweep.csv", index=False)
+    caps.to_csv(out / f"{trace_name}-capacity.csv", index=False)
     plot_sweep(curve, trace_name, slo, out / f"{trace_name}-load-sweep.png")
     return {"profile": profile_name, "capacity_no_exit_rps": cap, "slo_ms": slo,
-            "policies": table, "sweep": curve}
+            "policies": table, "sweep": curve, "capacity": caps}

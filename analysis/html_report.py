@@ -158,6 +158,33 @@ def sweep_report(folder: Path) -> str:
                  f"{len(frame)} points · {', '.join(fields)} · {folder}")
 
 
+def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) -> str:
+    """The page of an ``offramp demo`` folder: per model the policy table, the capacities and
+    the load sweep."""
+    sections = []
+    for name, r in results.items():
+        pol = r["policies"]
+        rows = [[x["policy"], x["policy_fit"], x["exit_mode"], _fmt(x["throughput_rps"], 5),
+                 f"{x['latency_p50_ms']:.2f} ± {x['latency_p50_ms_ci95']:.2f}",
+                 f"{x['latency_p99_ms']:.2f} ± {x['latency_p99_ms_ci95']:.2f}",
+                 f"{x['accuracy']:.4f}", f"{x['slo_attainment']:.3f}"] for _, x in pol.iterrows()]
+        caps = [[c["policy"], c["exit_mode"], f"{c['capacity_rps']:.0f} ± "
+                 f"{c['plus_minus_rps']:.0f}", c["probes"]] for _, c in r["capacity"].iterrows()]
+        sections += [
+            (f"{name} on {r['profile']}: policies at 60% of the no-exit capacity "
+             f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s), SLO {r['slo_ms']} ms",
+             _table(rows, ["policy", "fit", "exit mode", "throughput req/s", "p50 ms",
+                           "p99 ms", "accuracy", "SLO met"])),
+            (f"{name}: capacity with 99% of requests within {r['slo_ms']} ms",
+             _table(caps, ["policy", "exit mode", "capacity req/s", "probes"])),
+            (f"{name}: load sweep", _png(folder / f"{name}-load-sweep.png"))]
+    sections += [("Reproduce", f"<pre>{html.escape(command)}</pre>"),
+                 ("Software", _table([[k, v] for k, v in _versions().items()],
+                                     ["package", "version"]))]
+    return _page("offramp demo", sections, "every shipped model with a shipped profile; "
+                 "policies fitted on val, judged on test; 95% CIs over replications")
+
+
 def report(folder: str | Path) -> str:
     """The page for whatever kind of folder ``folder`` is."""
     folder = Path(folder)

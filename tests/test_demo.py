@@ -1,0 +1,29 @@
+"""`offramp demo`, the main job, as a user runs it (short): every shipped model's policy table,
+load sweep, capacity search and HTML report."""
+
+from __future__ import annotations
+
+import json
+
+from offramp.analysis.cli import main
+
+
+def test_demo_writes_tables_capacities_and_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--requests", "2000", "--replications", "2",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"fmnist-resnet", "rt-minilm6"}
+    for name, r in doc.items():
+        for suffix in ("-policies.csv", "-load-sweep.csv", "-load-sweep.png", "-capacity.csv"):
+            assert (out / f"{name}{suffix}").is_file()
+        caps = {(c["policy"], c["exit_mode"]): c["capacity_rps"] for c in r["capacity"]}
+        assert set(caps) == {("none", "none"), ("entropy", "keep"), ("entropy", "shrink")}
+        # Shrinking survivors serves more within the SLO than running every sample to the end.
+        assert caps["entropy", "shrink"] > caps["none", "none"] > 0
+        # Every policy row was run at 60% of the no-exit capacity.
+        assert {round(p["rate_rps"]) for p in r["policies"]} == {
+            round(0.6 * r["capacity_no_exit_rps"])}
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2
+    assert "capacity with 99% of requests" in page
