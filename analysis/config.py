@@ -115,6 +115,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     YAML keeps the last one silently)."""
 
     def construct_mapping(self, node, deep=False):  # noqa: ANN001, D102
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) first
         seen: dict = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
