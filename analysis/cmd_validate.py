@@ -60,9 +60,16 @@ def run(args: argparse.Namespace) -> int:
         for name in ("repeats", "requests"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
+        own = None
+        if args.model_factory:
+            if not args.data_factory:
+                raise InputError("--data-factory", None, "missing with --model-factory",
+                                 "give the data factory the trace was recorded with")
+            own = {"model_factory": args.model_factory, "model_args": args.model_arg,
+                   "data_factory": args.data_factory, "data_args": args.data_arg}
         prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
                 args.precision, Path(args.profile) if args.profile else None,
-                calib_requests=args.calib_requests, profile_runs=args.profile_runs)
+                calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own)
         from offramp.profiling.validate_real import run_plan
 
         run_plan(out, log=(lambda *_: None) if args.quiet else print)
@@ -123,6 +130,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "measured)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
+    p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as for "
+                   "traces record --model-factory) instead of the trace's shipped one")
+    p.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--data-factory", metavar="MODULE:FUNCTION", help="with --model-factory: "
+                   "the data factory the trace was recorded with (its test batches)")
+    p.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("-o", "--output", default="validation", help="output folder")
     p.set_defaults(func=run)

@@ -49,6 +49,33 @@ def exit_rule(policy: ExitPolicy, trace: ExitTrace) -> tuple[dict[str, Any], np.
     return {"kind": "table", "thresholds": [float("inf")] * (k - 1), "active": active}, table
 
 
+def own_test_inputs(trace: ExitTrace, own: dict[str, Any]) -> tuple[np.ndarray, list]:
+    """(test sample ids, input parts) of a user's model: the data factory's test batches, in
+    the order ``traces record --data-factory`` recorded them (val first, then test)."""
+    import torch
+
+    from offramp.common.factory import call_factory
+    from offramp.profiling.segments import flatten
+
+    loaders = call_factory(own["data_factory"], own.get("data_args", []), "--data-factory",
+                           "--data-arg")
+    parts: list[list[np.ndarray]] = []
+    labels = []
+    for x, y in loaders["test"]:
+        pieces = [t.detach().cpu().numpy() for t in flatten(x)]
+        parts = [[] for _ in pieces] if not parts else parts
+        for i, p in enumerate(pieces):
+            parts[i].append(p)
+        labels.append(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).reshape(-1))
+    ids = trace.indices("test")
+    got = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    if got.shape != ids.shape or not np.array_equal(got, trace.labels[ids]):
+        raise InputError(own["data_factory"], "test", "its test batches are not the samples "
+                         "the trace's test split holds", "validate with the data factory the "
+                         "trace was recorded with (same arguments)")
+    return ids, [np.concatenate(p) for p in parts]
+
+
 def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndarray, list]:
     """(test sample ids, input parts indexed like the ids) of the trace's real test split."""
     from offramp.traces.train import load_data
@@ -79,8 +106,10 @@ def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndar
 def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
-            profile_runs: int = 30) -> Path:
-    """Write the plan folder for the real side; return it."""
+            profile_runs: int = 30, own: dict[str, Any] | None = None) -> Path:
+    """Write the plan folder for the real side; return it. ``own``: a user's model
+    (``model_factory``, ``model_args``, ``data_factory``, ``data_args``) instead of a shipped
+    one."""
     from offramp.profiling.format import save_profile
     from offramp.profiling.latency import LatencyModel
     from offramp.profiling.stages import no_exit
@@ -96,7 +125,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     if table is not None:
         with atomic_path(out / "exit_table.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, table)
-    ids, parts = test_inputs(trace)
+    ids, parts = own_test_inputs(trace, own) if own else test_inputs(trace)
     with atomic_path(out / "inputs.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, ids=ids, n_parts=len(parts),
                             **{f"x{i}": p for i, p in enumerate(parts)})
@@ -117,7 +146,9 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             "rate0_rps": 1000.0 * mb / full_ms,
             "measure_profile": profile_given is None,
             "profile_batches": sorted({b for b in PROFILE_BATCHES if b < mb} | {1, mb}),
-            "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]])}
+            "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]]),
+            **({"model_factory": own["model_factory"],
+                "model_args": list(own.get("model_args", []))} if own else {})}
     text = json.dumps(plan, indent=1, default=_json) + "\n"
     old = out / "plan.json"
     if (out / "real" / "manifest.json").exists() and old.exists():

@@ -83,8 +83,11 @@ def _run_plan(plan_dir: Path, log) -> Path:
     if device == "cpu":
         core = pin_to_one_core(plan.get("core"))
         torch.set_num_threads(1)
-    job = ProfileJob(model=plan["model"], output=out / "profile.json", device=device,
-                     precision=plan["precision"],
+    own = plan.get("model_factory")
+    job = ProfileJob(model=None if own else plan["model"], output=out / "profile.json",
+                     device=device, precision=plan["precision"], model_factory=own,
+                     model_arg=tuple(plan.get("model_args", [])),
+                     model_id=plan["model"] if own else None,
                      checkpoint=Path(plan["checkpoint"]) if plan.get("checkpoint") else None,
                      seq_len=plan.get("seq_len", 64))
     model, example, _ = load_model(job)

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from offramp.analysis.cli import main
@@ -44,6 +45,18 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
     doc = json.loads(capsys.readouterr().out)
     exits = [doc["metrics"][f"exit_fraction_{k}"]["mean"] for k in range(3)]
     assert exits[0] > 0.3 and abs(sum(exits) - 1) < 1e-9
+    # The chosen config, run for real on the user's model (profile measured in the loop).
+    assert main(["validate", "study.yaml", "--model-factory", "digits_exits:make_model",
+                 "--model-arg", "epochs=30", "--data-factory", "digits_exits:make_data",
+                 "--rates", "800", "--modes", "none,shrink", "--repeats", "1", "--requests",
+                 "600", "--profile-runs", "5", "--sim-replications", "1", "--quiet",
+                 "-o", "runs/validate"]) == 0
+    doc = json.loads(Path("runs/validate/validation.json").read_text())
+    assert doc["plan"]["model_factory"] == "digits_exits:make_model"
+    match = [r for r in doc["table"] if r["stat"] == "exit_match"]
+    assert len(match) == 2 and all(r["median"] > 0.95 for r in match)
+    runs = pd.read_parquet("runs/validate/real.parquet")
+    assert len(runs) == 2 * 600 and (runs["dispatch_s"] >= runs["arrival_s"]).all()
 
 
 def test_own_model_on_onnx_runtime(tmp_path, monkeypatch):
