@@ -56,6 +56,19 @@ def _meta(model_id: str, n_exits: int, device: str, backend: str, precision: str
 
 
 def _finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> LatencyProfile:
+    # Every segment and head is measured at the same batch sizes: a size missing for one of
+    # them would be interpolated from its neighbours without anyone having asked for that.
+    sizes = {(r["kind"], r["k"]): set() for r in rows if r["kind"] in ("segment", "head")}
+    for r in rows:
+        if (r["kind"], r["k"]) in sizes:
+            sizes[r["kind"], r["k"]].add(r["batch"])
+    every = set().union(*sizes.values()) if sizes else set()
+    for (kind, k), have in sorted(sizes.items()):
+        if have != every:
+            missing = sorted(every - have)
+            raise InputError(source, f"{kind} {k}", f"has no measurement at batch size "
+                             f"{missing[0]} (others have {sorted(every)})",
+                             "measure every segment and head at the same batch sizes")
     order = {kind: i for i, kind in enumerate(KINDS)}
     rows.sort(key=lambda r: (order[r["kind"]], r["k"], r["batch"]))
     meta["batches"] = sorted({r["batch"] for r in rows})
@@ -173,6 +186,7 @@ def read_trtexec_times(path: str | Path) -> tuple[list[float], list[float] | Non
         raise InputError(src, None, "must be a non-empty list of per-iteration records",
                          "pass the file trtexec --exportTimes=FILE wrote")
     compute, h2d = [], []
+    last_start = -math.inf
     for i, rec in enumerate(doc):
         if not isinstance(rec, dict):
             raise InputError(src, f"[{i}]", "must be a record of timings", "re-export it")
@@ -186,6 +200,17 @@ def read_trtexec_times(path: str | Path) -> tuple[list[float], list[float] | Non
                 or not math.isfinite(value) or value <= 0:
             raise InputError(src, f"[{i}].{TRT_COMPUTE}", f"must be a time > 0 ms, got "
                              f"{value!r}", "re-export it")
+        start = rec.get("startComputeMs")
+        if start is not None:
+            if not isinstance(start, (int, float)) or not math.isfinite(start) or start < last_start:
+                raise InputError(src, f"[{i}].startComputeMs", f"{start!r} comes before the "
+                                 f"previous iteration's ({last_start}): timestamps must not go "
+                                 "back", "pass the file as trtexec wrote it")
+            end = rec.get("endComputeMs")
+            if isinstance(end, (int, float)) and end < start:
+                raise InputError(src, f"[{i}].endComputeMs", "ends before it starts",
+                                 "pass the file as trtexec wrote it")
+            last_start = start
         compute.append(float(value))
         copy = next((rec[k] for k in TRT_H2D if k in rec), None)
         if copy is not None:

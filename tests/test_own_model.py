@@ -45,6 +45,11 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
     doc = json.loads(capsys.readouterr().out)
     exits = [doc["metrics"][f"exit_fraction_{k}"]["mean"] for k in range(3)]
     assert exits[0] > 0.3 and abs(sum(exits) - 1) < 1e-9
+    # Every policy's accuracy against cost on it, with the oracle bound.
+    assert main(["frontier", "--trace", "runs/digits.npz", "--profile", "runs/digits-cpu.json",
+                 "--max-batch", "16", "--eenet-fits", "1", "--eenet-epochs", "5",
+                 "-o", "runs/frontier"]) == 0
+    assert (work / "runs" / "frontier" / "digits-mlp-frontier.png").is_file()
     # The chosen config, run for real on the user's model (profile measured in the loop).
     assert main(["validate", "study.yaml", "--model-factory", "digits_exits:make_model",
                  "--model-arg", "epochs=30", "--data-factory", "digits_exits:make_data",

@@ -95,6 +95,9 @@ def test_csv_samples_and_quantiles(tmp_path):
 
 BAD_TRT = [
     ("no-compute", [{"latencyMs": 1.0}], "[0].computeMs"),
+    ("time-goes-back", [{"startComputeMs": 5.0, "endComputeMs": 5.5, "computeMs": 0.5},
+                        {"startComputeMs": 4.0, "endComputeMs": 4.5, "computeMs": 0.5}],
+     "[1].startComputeMs"),
     ("not-a-list", {"computeMs": 1.0}, "non-empty list"),
     ("negative", [{"computeMs": 0.5}, {"computeMs": -1}], "[1].computeMs"),
     ("string", [{"computeMs": "0.5"}], "[0].computeMs"),
@@ -120,5 +123,14 @@ def test_bad_imports_are_one_line(tmp_path, capsys):
     rc, _ = _import(tmp_path, "--csv", str(bad))
     err = capsys.readouterr().err
     assert rc == 2 and "no rows for head 1" in err
+    # A batch size measured for every stage but one.
+    short = tmp_path / "short.csv"
+    rows = ["kind,k,batch,p50_ms,p99_ms"] + [f"{kind},{k},{b},1.0,1.2" for kind in ("segment", "head")
+                                             for k in (0, 1) for b in (1, 8)
+                                             if (kind, k, b) != ("segment", 1, 8)]
+    short.write_text("\n".join(rows) + "\n")
+    rc, _ = _import(tmp_path, "--csv", str(short))
+    err = capsys.readouterr().err
+    assert rc == 2 and "segment 1" in err and "batch size 8" in err
     rc, _ = _import(tmp_path, "--trtexec", str(TRT), "--pattern", "{kind}_b{batch}.json")
     assert rc == 2 and "needs {k} and {batch}" in capsys.readouterr().err

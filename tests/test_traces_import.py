@@ -6,12 +6,15 @@ Fashion-MNIST, handed back as a user would hand in their own model's outputs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from offramp.analysis.cli import main
 from offramp.traces.format import load_trace
+from offramp.traces.imports import import_trace
 from offramp.traces.shipped import resolve_trace
 
 SHIPPED = load_trace(resolve_trace("fmnist-resnet"))
@@ -97,3 +100,56 @@ def test_bad_outputs_are_one_line(tmp_path, capsys, case, arrays, words):
     assert rc == 2 and len(err) == 1, err
     assert "bad.npz" in err[0] and all(w in err[0] for w in words), err[0]
     assert not out.exists()
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (FMNIST / "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST (Debian dataset-fashion-mnist) is not installed")
+def test_importing_the_models_logits_equals_recording_it(tmp_path):
+    """The shipped fmnist checkpoint's per-exit logits on real Fashion-MNIST (1000 val + 1000
+    test images), imported, give the very trace `traces record` builds from the same forward
+    pass: identical arrays, identical policy fits, identical simulation results."""
+    import torch
+
+    from offramp.analysis.config import parse_config
+    from offramp.analysis.study import run_study
+    from offramp.policies import build_policy
+    from offramp.traces.format import SPLITS, make_trace, save_trace
+    from offramp.traces.models import images_to_tensor
+    from offramp.traces.train import load_checkpoint, load_data
+
+    model, _ = load_checkpoint(Path(resolve_trace("fmnist-resnet")).with_suffix(".pt"))
+    data = load_data("fmnist-resnet")
+    logits, labels, split = [], [], []
+    with torch.no_grad():
+        for name in SPLITS:
+            part = data.split(name)
+            x = images_to_tensor(part.x[:1000])
+            logits.append(torch.stack(model.forward_exits(x), dim=1).double().numpy())
+            labels.append(np.asarray(part.y[:1000]))
+            split.append(np.full(1000, SPLITS.index(name), dtype=np.uint8))
+    logits, labels, split = np.concatenate(logits), np.concatenate(labels), np.concatenate(split)
+    meta = {k: SHIPPED.meta[k] for k in ("exit_names", "exit_positions")}
+    recorded = make_trace(labels, split, torch.softmax(torch.from_numpy(logits), dim=2).numpy(),
+                          {**meta, "model_id": "fmnist-resnet", "dataset": "fashion-mnist",
+                           "produced_by": {}, "synthetic": False})
+    imported = import_trace(logits, labels, kind="logits", split=split, model_id="fmnist-resnet",
+                            dataset="fashion-mnist", **meta)
+    for name in ("pred", "maxprob", "entropy", "correct", "softmax", "labels", "split"):
+        assert np.array_equal(getattr(recorded, name), getattr(imported, name)), name
+    for policy in ({"name": "entropy", "tolerance_pct": 99}, {"name": "maxprob",
+                                                              "tolerance_pct": 98}):
+        a, b = build_policy(policy, recorded), build_policy(policy, imported)
+        assert np.array_equal(a.thresholds_, b.thresholds_)
+    results = []
+    for trace, name in ((recorded, "rec.npz"), (imported, "imp.npz")):
+        save_trace(trace, tmp_path / name)
+        cfg = parse_config({"trace": {"path": str(tmp_path / name)},
+                            "profile": {"path": "fmnist-resnet-cpu"},
+                            "policy": {"name": "entropy", "tolerance_pct": 99},
+                            "run": {"requests": 3000, "replications": 1}})
+        results.append(run_study(cfg).result.records[0])
+    assert np.array_equal(results[0].finish, results[1].finish)
+    assert np.array_equal(results[0].exit, results[1].exit)
