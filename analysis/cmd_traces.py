@@ -131,6 +131,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     from offramp.traces.imports import import_trace, read_outputs, trace_summary_line
 
     check_output_file(args.output, "trace file")
+    if args.kind == "predictions":
+        from offramp.traces.imports import import_predictions
+
+        if args.num_classes is None:
+            raise InputError("traces import", "--num-classes", "missing with --kind "
+                             "predictions", "give the number of classes, e.g. --num-classes 10")
+        trace = import_predictions(
+            args.outputs, num_classes=args.num_classes, model_id=args.model_id,
+            dataset=args.dataset, val_fraction=args.val_fraction, seed=args.seed,
+            exit_positions=_list(args.exit_positions, "--exit-positions", float),
+            exit_names=_list(args.exit_names, "--exit-names"),
+            provenance={"command": command_line()})
+        save_trace(trace, args.output)
+        print(f"wrote {args.output}: {trace_summary_line(trace)}")
+        return 0
     outputs, labels, split = read_outputs(args.outputs, args.labels, args.split)
     trace = import_trace(
         outputs, labels, kind=args.kind, split=split, val_fraction=args.val_fraction,
@@ -212,7 +227,11 @@ def register(subparsers: Any) -> None:
                        "labels, optional split), .npy (with --labels), or Parquet (one row per "
                        "sample: outputs, label, optional split). docs/traces.md has the format.")
     p.add_argument("outputs", help=".npz / .npy / .parquet of per-exit outputs (N, K, C)")
-    p.add_argument("--kind", choices=("logits", "probs"), default="logits")
+    p.add_argument("--kind", choices=("logits", "probs", "predictions"), default="logits",
+                   help="predictions: a table (CSV/Parquet), one row per sample and exit: "
+                   "sample, exit, pred, confidence, label, [entropy], [split]")
+    p.add_argument("--num-classes", type=integer(2), default=None,
+                   help="with --kind predictions: the number of classes")
     p.add_argument("--labels", default=None, help=".npy of labels (N,) (for .npy outputs)")
     p.add_argument("--split", default=None, help=".npy of 0 (val) / 1 (test) per sample")
     p.add_argument("--val-fraction", type=number(0, 1), default=None,

@@ -22,7 +22,7 @@ from offramp.policies.registry import build_policy
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig
-from offramp.traces.format import ExitTrace
+from offramp.traces.format import ExitTrace, has_entropy
 
 BUDGET_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7)
 TOLERANCES = (95.0, 97.0, 98.0, 99.0, 99.5, 100.0)
@@ -39,25 +39,28 @@ def _cfg(**fields) -> PolicyConfigBase:
 
 def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
                      eenet_epochs: int) -> Iterator[tuple[str, str, PolicyConfigBase]]:
-    """(family, setting, config) of every point on the frontier."""
+    """(family, setting, config) of every point on the frontier; families that read what the
+    trace lacks (the entropy, the softmax: a trace imported from predictions alone) are left
+    out."""
     k_exits = trace.n_exits
+    entropy, softmax = has_entropy(trace), trace.softmax is not None
     for k in range(k_exits):
         yield "static", f"k={k}", _cfg(name=f"static:{k}")
     yield "oracle", "unbudgeted", _cfg(name="oracle")
-    for name in ("maxprob", "entropy"):
+    for name in ("maxprob", "entropy") if entropy else ("maxprob",):
         for b in budgets:
             yield f"{name} (exp fractions)", f"budget {b:.4g} ms", _cfg(name=name, budget_ms=b)
         for tau in TOLERANCES:
             yield f"{name} (τ)", f"τ={tau:g}", _cfg(name=name, tolerance_pct=tau)
     for t in range(1, k_exits):
         yield "patience", f"t={t}", _cfg(name="patience", patience=t)
-    for b in budgets:
+    for b in budgets if entropy and softmax else ():
         yield "eenet", f"budget {b:.4g} ms", _cfg(name="eenet", budget_ms=b, n_fits=eenet_fits,
                                                           epochs=eenet_epochs)
     for tau in (97.0, 99.0, 100.0):
         yield "pame", f"τ={tau:g}", _cfg(name="pame", tolerance_pct=tau)
     full = float(trace.accuracy("val")[-1])
-    for drop in (0.02, 0.01, 0.005):
+    for drop in (0.02, 0.01, 0.005) if entropy else ():
         yield "gati", f"target {full - drop:.4f}", _cfg(name="gati",
                                                                 accuracy_target=round(full - drop, 4))
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from offramp.common.errors import InputError
-from offramp.traces.format import ExitTrace
+from offramp.traces.format import ExitTrace, require_entropy
 
 from .base import ExitPolicy
 from .thresholds import from_fractions, from_tolerance
@@ -90,6 +90,7 @@ class Entropy(ConfidencePolicy):
     name = "entropy"
 
     def confidence(self, trace: ExitTrace) -> np.ndarray:
+        require_entropy(trace, "entropy exits")
         return 1.0 - trace.entropy
 
     def _to_conf(self, t: np.ndarray) -> np.ndarray:

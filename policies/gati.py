@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from offramp.common.errors import InputError
-from offramp.traces.format import ExitTrace
+from offramp.traces.format import ExitTrace, require_entropy
 
 from .costs import check_costs
 from .eenet import LearnedScorePolicy
@@ -87,6 +87,7 @@ class Gati(LearnedScorePolicy):
         return out
 
     def fit(self, trace: ExitTrace, split: str = "val") -> Gati:
+        require_entropy(trace, "gati (its selectors read the entropy)")
         c = check_costs(self.costs, trace.n_exits)
         k_early = trace.n_exits - 1
         if k_early > MAX_EXHAUSTIVE:

@@ -153,3 +153,38 @@ def test_importing_the_models_logits_equals_recording_it(tmp_path):
         results.append(run_study(cfg).result.records[0])
     assert np.array_equal(results[0].finish, results[1].finish)
     assert np.array_equal(results[0].exit, results[1].exit)
+
+
+def test_import_predictions_without_softmax(tmp_path, capsys):
+    """A table of per-sample, per-exit predictions and confidences (no softmax, no entropy):
+    max-prob policies work on it; entropy and EENet say in one line what they miss."""
+    ids = np.r_[SHIPPED.indices("val")[:300], SHIPPED.indices("test")[:300]]
+    rows = [{"sample": int(i), "exit": k, "pred": int(SHIPPED.pred[i, k]),
+             "confidence": float(SHIPPED.maxprob[i, k]), "label": int(SHIPPED.labels[i]),
+             "split": "val" if SHIPPED.split[i] == 0 else "test"}
+            for i in ids for k in range(SHIPPED.n_exits)]
+    table = tmp_path / "preds.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    out = tmp_path / "preds.npz"
+    assert main(["traces", "import", str(table), "--kind", "predictions", "--num-classes", "10",
+                 "--model-id", "fmnist-resnet", "--dataset", "fashion-mnist", "-o", str(out)]) == 0
+    trace = load_trace(out)
+    assert trace.softmax is None and not trace.meta["entropy_recorded"]
+    assert np.array_equal(trace.pred, SHIPPED.pred[np.sort(ids)])
+    study = tmp_path / "s.yaml"
+    for policy, ok in (({"name": "maxprob", "tolerance_pct": 99}, True),
+                       ({"name": "entropy", "tolerance_pct": 99}, False),
+                       ({"name": "eenet", "budget_ms": 1.0}, False)):
+        import yaml
+
+        study.write_text(yaml.safe_dump({"trace": {"path": str(out)},
+                                         "profile": {"path": "fmnist-resnet-cpu"},
+                                         "policy": policy, "run": {"requests": 500,
+                                                                   "replications": 1}}))
+        capsys.readouterr()
+        rc = main(["simulate", str(study), "-o", str(tmp_path / f"run-{policy['name']}")])
+        err = capsys.readouterr().err.strip().splitlines()
+        if ok:
+            assert rc == 0, err
+        else:
+            assert rc == 2 and len(err) == 1 and ("entropy" in err[0] or "softmax" in err[0])

@@ -176,6 +176,20 @@ def require_splits(t: ExitTrace) -> None:
                              "record the trace on more samples")
 
 
+def has_entropy(t: ExitTrace) -> bool:
+    """Whether the trace holds each exit's entropy (a trace imported from predictions and
+    confidences alone does not: ``meta.entropy_recorded`` false, entropy NaN)."""
+    return t.meta.get("entropy_recorded", True) is not False
+
+
+def require_entropy(t: ExitTrace, who: str) -> None:
+    """One error for a policy that needs the per-exit entropy on a trace without it."""
+    if not has_entropy(t):
+        raise InputError(t.source, "entropy", f"{who} needs each exit's entropy (or softmax); "
+                         "this trace was imported from predictions and confidences only",
+                         "use maxprob, patience, static or oracle, or import the softmax")
+
+
 def validate_trace(t: ExitTrace) -> None:
     """Check shapes, dtypes, ranges and metadata; raise :class:`InputError` on the first problem."""
     src = t.source
@@ -238,7 +252,10 @@ def validate_trace(t: ExitTrace) -> None:
             raise bad(name, f"class ids must be in [0, {c}), got [{arr.min()}, {arr.max()}]")
     if not np.isfinite(t.maxprob).all() or t.maxprob.min() < 1.0 / c - 1e-3 or t.maxprob.max() > 1 + 1e-3:
         raise bad("maxprob", f"must be in [1/C, 1] = [{1 / c:.3f}, 1]")
-    if not np.isfinite(t.entropy).all() or t.entropy.min() < -1e-6 or t.entropy.max() > 1 + 1e-6:
+    if not has_entropy(t):
+        if not np.isnan(t.entropy).all():
+            raise bad("entropy", "must be all NaN when meta.entropy_recorded is false")
+    elif not np.isfinite(t.entropy).all() or t.entropy.min() < -1e-6 or t.entropy.max() > 1 + 1e-6:
         raise bad("entropy", "normalised entropy must be in [0, 1]")
     if not np.array_equal(t.correct, t.pred == t.labels[:, None]):
         raise bad("correct", "does not equal (pred == label)")

@@ -141,6 +141,8 @@ def _split_codes(split: np.ndarray, n: int, source: str) -> np.ndarray:
     if split.shape != (n,):
         raise InputError(source, "split", f"must have shape ({n},), got {split.shape}",
                          "one split per sample")
+    if split.dtype.kind == "O":
+        split = split.astype(str)
     if split.dtype.kind in "US":
         values = set(np.unique(split.astype(str)).tolist())
         if not values <= set(SPLITS):
@@ -214,6 +216,91 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
                          "store each sample's outputs as K lists of C numbers") from None
     sp = frame["split"].to_numpy() if "split" in frame.columns else None
     return out, frame["label"].to_numpy(), sp
+
+
+PREDICTION_COLUMNS = ("sample", "exit", "pred", "confidence", "label")
+
+
+def import_predictions(path: str | Path, *, num_classes: int, model_id: str, dataset: str,
+                       val_fraction: float | None = None, seed: int = 0,
+                       exit_positions: Sequence[float] | None = None,
+                       exit_names: Sequence[str] | None = None,
+                       provenance: dict[str, Any] | None = None) -> ExitTrace:
+    """A trace from a long table (CSV or Parquet), one row per (sample, exit): ``sample``,
+    ``exit`` (0..K-1), ``pred``, ``confidence`` (max softmax probability), ``label``, and
+    optionally ``entropy`` (normalised, in [0, 1]) and ``split`` (val/test or 0/1). Without the
+    softmax, policies that need it (EENet, margin) and, without ``entropy``, those that read
+    the entropy (entropy, Gati) say so in one line."""
+    import pandas as pd
+
+    from .format import validate_trace
+
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise InputError(path, None, "no such file" if not path.exists() else "is not a file",
+                         "check the path")
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") \
+            else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to the user
+        raise InputError(src, None, "not a readable CSV or Parquet table ("
+                         + " ".join(str(exc).split()) + ")", "one row per sample and exit"
+                         ) from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(src, missing[0], f"column missing (has {list(frame.columns)})",
+                         f"columns: {', '.join(PREDICTION_COLUMNS)}, optional entropy, split")
+    for col in ("sample", "exit", "pred", "label"):
+        v = pd.to_numeric(frame[col], errors="coerce")
+        if v.isna().any() or (v != v.round()).any() or (v < 0).any():
+            row = int(np.flatnonzero(v.isna() | (v != v.round()) | (v < 0))[0])
+            raise InputError(src, col, f"row {row}: {frame[col].iloc[row]!r} is not an id >= 0",
+                             "use whole numbers")
+        frame[col] = v.astype(np.int64)
+    samples = np.unique(frame["sample"])
+    k = int(frame["exit"].max()) + 1
+    n = samples.size
+    if len(frame) != n * k or frame.duplicated(["sample", "exit"]).any():
+        raise InputError(src, "exit", f"needs one row per sample and exit ({n} samples x {k} "
+                         f"exits = {n * k} rows, got {len(frame)})", "fill in every exit once")
+    frame = frame.sort_values(["sample", "exit"])
+    grid = {c: frame[c].to_numpy().reshape(n, k) for c in ("pred", "label")}
+    labels = grid["label"][:, 0]
+    if (grid["label"] != labels[:, None]).any():
+        raise InputError(src, "label", "differs between exits of one sample", "one label each")
+    conf = pd.to_numeric(frame["confidence"], errors="coerce").to_numpy(float).reshape(n, k)
+    entropy_recorded = "entropy" in frame.columns
+    ent = (pd.to_numeric(frame["entropy"], errors="coerce").to_numpy(float).reshape(n, k)
+           if entropy_recorded else np.full((n, k), np.nan))
+    if "split" in frame.columns:
+        if val_fraction is not None:
+            raise InputError(src, "split", "given and --val-fraction too", "give one of them")
+        sp = _split_codes(frame["split"].to_numpy()[::k], n, src)
+    elif val_fraction is not None:
+        sp = split_by_fraction(n, val_fraction, seed)
+    else:
+        raise InputError(src, "split", "missing", "add a split column or give --val-fraction")
+    positions = list(exit_positions) if exit_positions is not None else list(range(1, k + 1))
+    names = list(exit_names) if exit_names is not None else [f"exit{i}" for i in range(k)]
+    correct = grid["pred"] == labels[:, None]
+    test = sp == SPLITS.index("test")
+    meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
+            "exit_positions": positions, "num_classes": int(num_classes),
+            "full_model_accuracy": float(correct[test, -1].mean()) if test.any() else 0.0,
+            "entropy_recorded": entropy_recorded, "synthetic": False,
+            "produced_by": {"command": "import_predictions", "imported_from": src,
+                            "sample_ids": [int(samples[0]), int(samples[-1])],
+                            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                            **(provenance or {})}}
+    trace = ExitTrace(labels=labels, split=sp, pred=grid["pred"], maxprob=conf.astype(np.float32),
+                      entropy=ent.astype(np.float32), correct=correct, meta=meta, source=src)
+    validate_trace(trace)
+    for name in SPLITS:
+        if not (trace.split == SPLITS.index(name)).any():
+            raise InputError(src, "split", f"has no {name} samples",
+                             "both val (fitting) and test (judging) need samples")
+    return trace
 
 
 def trace_summary_line(trace: ExitTrace) -> str:
