@@ -26,7 +26,7 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 VALIDATE_OUTPUTS = ("plan.json", "inputs.npz", "exit_table.npy", "real", "real.parquet", "sim.parquet",
-                    "validation.json", "validation.png")
+                    "validation.json", "validation.png", "served-profile.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                    "data_factory": args.data_factory, "data_args": args.data_arg}
         prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
                 args.precision, Path(args.profile) if args.profile else None,
-                calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own)
+                calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own,
+                served_requests=args.served_requests)
         from offramp.profiling.validate_real import run_plan
 
         run_plan(out, log=(lambda *_: None) if args.quiet else print)
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.real_from)
     trace = load_study_trace(cfg, base)
     policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
-    result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages)
+    result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages,
+                     served=not args.profiler_costs)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0
@@ -121,6 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=integer(1), default=20_000, help="requests per real run")
     p.add_argument("--calib-requests", type=integer(1), default=1500,
                    help="requests per calibration probe")
+    p.add_argument("--served-requests", type=integer(0), default=2000,
+                   help="requests per served stream: one per mode, load and repeat, on arrivals "
+                        "of its own, served next to the repeat; the simulation fits its stage "
+                        "costs on these (0: none, use the profiler's)")
     p.add_argument("--profile", help="use this profile instead of measuring one in the loop")
     p.add_argument("--profile-runs", type=integer(1), default=30, help="timed runs per stage and size "
                    "for the in-loop profile")
@@ -128,6 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--isolated-stages", action="store_true", help="simulate segments and heads "
                    "at their isolated times (default: with the in-loop residuals the profiler "
                    "measured)")
+    p.add_argument("--profiler-costs", action="store_true",
+                   help="simulate with the profiler's in-loop costs even where the folder has "
+                        "served streams (which otherwise give the stage costs)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
     p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as for "

@@ -106,7 +106,8 @@ def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndar
 def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
-            profile_runs: int = 30, own: dict[str, Any] | None = None) -> Path:
+            profile_runs: int = 30, own: dict[str, Any] | None = None,
+            served_requests: int = 2000) -> Path:
     """Write the plan folder for the real side; return it. ``own``: a user's model
     (``model_factory``, ``model_args``, ``data_factory``, ``data_args``) instead of a shipped
     one."""
@@ -120,21 +121,12 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     study_profile = load_study_profile(cfg, trace, base)
     policy = fit_policy(cfg, trace, study_profile, base)
     rule, table = exit_rule(policy, trace)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "real").mkdir(exist_ok=True)
-    if table is not None:
-        with atomic_path(out / "exit_table.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, table)
     ids, parts = own_test_inputs(trace, own) if own else test_inputs(trace)
-    with atomic_path(out / "inputs.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, ids=ids, n_parts=len(parts),
-                            **{f"x{i}": p for i, p in enumerate(parts)})
     guess = study_profile
     if profile_given is not None:
         from offramp.profiling.shipped import resolve_profile
 
         guess = resolve_profile(str(profile_given))
-        save_profile(guess, out / "real" / "profile.json")
     mb = cfg.server.max_batch
     svc = ServiceTimes.from_latency(LatencyModel(guess), trace.n_exits, mb, False, False)
     full_ms = 1000.0 * svc.plan_s(no_exit(mb, trace.n_exits))
@@ -142,6 +134,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             "precision": precision, "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms,
             "rule": rule, "policy": policy.get_params(), "modes": modes, "loads": loads,
             "repeats": repeats, "requests": requests, "calib_requests": calib_requests,
+            "served_requests": served_requests,
             "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
             "rate0_rps": 1000.0 * mb / full_ms,
             "measure_profile": profile_given is None,
@@ -156,6 +149,17 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
         if before != {k: v for k, v in json.loads(text).items() if k != "command"}:
             raise InputError(out, "plan.json", "this folder holds real runs of a different plan",
                              "choose a new -o folder (or delete this one) to run this plan")
+    # Only now, with the plan known to fit this folder, is anything written.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real").mkdir(exist_ok=True)
+    if table is not None:
+        with atomic_path(out / "exit_table.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, table)
+    with atomic_path(out / "inputs.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, ids=ids, n_parts=len(parts),
+                            **{f"x{i}": p for i, p in enumerate(parts)})
+    if profile_given is not None:
+        save_profile(guess, out / "real" / "profile.json")
     with atomic_path(old) as tmp:
         tmp.write_text(text)
     return out

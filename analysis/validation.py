@@ -21,7 +21,7 @@ import pandas as pd
 
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
-from offramp.profiling.format import load_profile
+from offramp.profiling.format import LatencyProfile, load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.metrics import combine, summarize_run
@@ -136,27 +136,54 @@ def _spread(values: np.ndarray, seed: int = 0) -> dict[str, float]:
             "ci_lo": float(np.percentile(boot, 2.5)), "ci_hi": float(np.percentile(boot, 97.5))}
 
 
+def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, Any],
+                   trace: ExitTrace) -> LatencyProfile:
+    """The in-loop profile with ``served_costs`` fitted on the folder's served streams
+    (``real/served-*.npz``: each mode and load served on arrivals of its own before the
+    repeats; :func:`offramp.profiling.served.fit_served_costs`); written beside the runs as
+    ``served-profile.json``, a profile ``simulate`` takes too."""
+    from offramp.profiling.format import save_profile
+    from offramp.profiling.served import fit_served_costs
+
+    real_dir = plan_dir / "real"
+    runs = [read_run(real_dir / s["file"], trace) for s in manifest["served"]]
+    base = LatencyModel(profile, in_loop=True)
+    stages = sorted({(r["kind"], r["k"]) for r in profile.rows})
+    table = fit_served_costs(
+        runs, [s["mode"] for s in manifest["served"]], lambda kind, k, b: base.lookup(kind, k, b)[0],
+        [(kind, k, sorted(r["batch"] for r in profile.stage(kind, k))) for kind, k in stages],
+        [s["file"] for s in manifest["served"]])
+    fitted = LatencyProfile(rows=profile.rows, meta={**profile.meta, "served_costs": table},
+                            source=profile.source)
+    save_profile(fitted, plan_dir / "served-profile.json")
+    return fitted
+
+
 def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
-            in_loop: bool = True) -> dict[str, Any]:
+            in_loop: bool = True, served: bool = True) -> dict[str, Any]:
     """Simulate every (mode, load) of the folder's real runs and judge it; write
     ``real.parquet``, ``sim.parquet``, ``validation.json`` and ``validation.png``.
 
     ``in_loop``: segments and heads cost what the profiler measured them to cost inside the
-    serving loop (isolated time + the profile's in-loop residual), not their isolated time."""
+    serving loop (isolated time + the profile's in-loop residual), not their isolated time.
+    ``served``: where the folder has served streams, stage costs and how they move with the
+    loop's state come from those (:func:`served_profile`), not from the profiler's loop."""
     real_dir = plan_dir / "real"
     plan, manifest = read_real_side(plan_dir)
     if json.loads(json.dumps(policy.get_params(), default=_json)) != plan["policy"]:
         raise InputError(plan_dir / "plan.json", "policy", "the study's policy is not the one "
                          "the real runs served", "compare with the study they were run from")
     profile = load_profile(real_dir / "profile.json")
+    if in_loop and served and manifest.get("served"):
+        profile = served_profile(plan_dir, profile, manifest, trace)
     k, mb, warm = trace.n_exits, plan["max_batch"], plan["warmup_fraction"]
     rows, real_frames, sim_frames, stage_frames, keys = [], [], [], [], {}
-    model = LatencyModel(profile, in_loop=in_loop)
     for run in manifest["runs"]:
         keys.setdefault(run["key"], []).append(run)
     for key, runs in keys.items():
         st = manifest["streams"][key]
         mode = st["mode"]
+        model = LatencyModel(profile, in_loop=in_loop, mode=mode)
         real = []
         for r in runs:
             data = read_run(real_dir / r["file"], trace)
@@ -202,6 +229,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
             pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
+           "served_costs": profile.meta.get("served_costs") if in_loop else None,
            "table": json.loads(table.to_json(orient="records"))}
     with atomic_path(plan_dir / "validation.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")

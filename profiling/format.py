@@ -223,20 +223,27 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
         if any(nxt <= cur for cur, nxt in zip(idle, idle[1:], strict=False)) or \
                 any(nxt <= cur for cur, nxt in zip(b, b[1:], strict=False)):
             raise bad("wake_ms", "batch and idle_ms must increase")
-    tail = meta.get("batch_tail_ms")
-    if tail is not None:
+    def check_tail(tail: object, field: str, empty_ok: bool = False) -> None:
         ok = (isinstance(tail, dict) and isinstance(tail.get("batch"), list)
-              and isinstance(tail.get("ms"), list) and tail["batch"]
+              and isinstance(tail.get("ms"), list) and (tail["batch"] or empty_ok)
               and len(tail["batch"]) == len(tail["ms"])
               and all(_integer(b) and b >= 1 for b in tail["batch"])
               and all(_number(x) and math.isfinite(x) and 0 <= x <= MAX_MS for x in tail["ms"]))
         if not ok:
-            raise bad("batch_tail_ms", "must hold batch (sizes) and ms (one finite ms >= 0 each)")
-    corr = meta.get("stage_noise_corr")
-    if corr is not None:
+            raise bad(field, "must hold batch (sizes) and ms (one finite ms >= 0 each)")
+
+    def check_corr(corr: object, field: str) -> None:
         if not isinstance(corr, dict) or not all(
                 _number(corr.get(k)) and 0 <= corr[k] < 1 for k in ("within", "across")):
-            raise bad("stage_noise_corr", "must hold within and across, each in [0, 1)")
+            raise bad(field, "must hold within and across, each in [0, 1)")
+
+    if meta.get("batch_tail_ms") is not None:
+        check_tail(meta["batch_tail_ms"], "batch_tail_ms")
+    if meta.get("stage_noise_corr") is not None:
+        check_corr(meta["stage_noise_corr"], "stage_noise_corr")
+    served = meta.get("served_costs")
+    if served is not None:
+        _validate_served(served, bad, check_tail, check_corr)
     residual = meta.get("in_loop_residual_ms")
     if residual is not None:
         if not isinstance(residual, dict):
@@ -254,6 +261,49 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
                         and math.isfinite(q[1]) and 0 < q[1] <= MAX_MS for q in pts):
                     raise bad(f"in_loop_residual_ms.{key}.{name}",
                               "must be [[batch, ms > 0], ...]")
+
+
+def _validate_served(served: object, bad, check_tail, check_corr) -> None:
+    """``served_costs`` (profiling/served.py): τ, the state bins, a factor table per stage
+    kind, a (batch, p50 ms, σ, count) table per stage, the noise correlation and the tail."""
+    if not isinstance(served, dict):
+        raise bad("served_costs", "must be a mapping")
+    tau, idle, warm = served.get("tau_ms"), served.get("idle_edges_ms"), served.get("warmth_edges")
+    if not (_number(tau) and 0 < tau <= MAX_MS):
+        raise bad("served_costs.tau_ms", "must be a time constant in ms > 0")
+    for name, edges, top in (("idle_edges_ms", idle, MAX_MS), ("warmth_edges", warm, 1.0)):
+        if not (isinstance(edges, list) and edges and all(_number(e) and 0 <= e <= top
+                                                          for e in edges)
+                and all(b > a for a, b in zip(edges, edges[1:], strict=False))):
+            raise bad(f"served_costs.{name}", f"must be increasing numbers in [0, {top:g}]")
+    factor = served.get("factor")
+    if not isinstance(factor, dict) or not all(k in factor for k in KINDS):
+        raise bad("served_costs.factor", f"must hold a table for every stage kind "
+                  f"({', '.join(KINDS)})")
+    for kind, f in factor.items():
+        ok = isinstance(f, dict)
+        for name, n in (("warmth", len(warm) + 1), ("idle", len(idle) + 1)):
+            ok = ok and isinstance(f.get(name), list) and len(f[name]) == n and all(
+                _number(x) and math.isfinite(x) and 0 < x <= 1000 for x in f[name])
+        modes = f.get("mode", {}) if ok else None
+        ok = ok and isinstance(modes, dict) and all(
+            _number(x) and math.isfinite(x) and 0 < x <= 1000 for x in modes.values())
+        if not ok:
+            raise bad(f"served_costs.factor.{kind}", "must hold warmth and idle factors "
+                      "(one finite number > 0 per bin) and, optionally, mode factors")
+    stages = served.get("stages")
+    if not isinstance(stages, dict):
+        raise bad("served_costs.stages", "must be a mapping of stage to rows")
+    for key, rows in stages.items():
+        if not isinstance(rows, list) or not rows or not all(
+                isinstance(r, list) and len(r) == 4 and _integer(r[0]) and r[0] >= 1
+                and _number(r[1]) and math.isfinite(r[1]) and 0 < r[1] <= MAX_MS
+                and _number(r[2]) and math.isfinite(r[2]) and 0 <= r[2] <= 10 and _integer(r[3])
+                for r in rows) or any(b[0] <= a[0] for a, b in zip(rows, rows[1:], strict=False)):
+            raise bad(f"served_costs.stages.{key}", "must be [[batch, p50 ms > 0, sigma >= 0, "
+                      "count], ...] by increasing batch")
+    check_corr(served.get("noise_corr"), "served_costs.noise_corr")
+    check_tail(served.get("batch_tail_ms"), "served_costs.batch_tail_ms", empty_ok=True)
 
 
 def check_profile_matches(profile: LatencyProfile, model_id: str, n_exits: int,

@@ -32,11 +32,16 @@ class LatencyModel:
     ratio. ``in_loop`` also takes the profile's ``stage_noise_corr`` as ``noise_corr``: how
     strongly one batch's stages run slow or fast together, and how much of that carries over
     to the next batch ((0, 0) otherwise: every stage's noise independent), and its
-    ``batch_tail_ms`` (:meth:`tail_ms`). Nothing changes where the profile has none of these.
+    ``batch_tail_ms`` (:meth:`tail_ms`). Where the profile holds ``served_costs`` (stage costs
+    fitted on the real loop's served streams, :mod:`offramp.profiling.served`), ``in_loop``
+    takes each stage's p50 and σ, the noise correlation and the tail from there, and
+    :attr:`state` (that table) makes the simulator scale each stage by the loop's state
+    instead of adding a wake-up; ``mode`` (the exit mode served) picks its mode factor.
+    Nothing changes where the profile has none of these.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
-                 in_loop: bool = False):
+                 in_loop: bool = False, mode: str | None = None):
         self.profile = profile
         self.engine_sizes = sorted(set(engine_sizes)) if engine_sizes else None
         residual = (profile.meta.get("in_loop_residual_ms") or {}) if in_loop else {}
@@ -46,12 +51,22 @@ class LatencyModel:
                        for key, v in residual.items() if v.get("served_p50_ms")}
         self.served_tail = {tuple(key.split(" ")): np.array(v["served_p99_ms"], dtype=float)
                             for key, v in residual.items() if v.get("served_p99_ms")}
-        corr = (profile.meta.get("stage_noise_corr") or {}) if in_loop else {}
+        served = (profile.meta.get("served_costs") or None) if in_loop else None
+        # Costs fitted on served traffic (profiling/served.py) replace the profiler's where given.
+        self.state = served
+        self.served_stages = {tuple(key.split(" ")): np.array(rows, dtype=float)[:, :3]
+                              for key, rows in served["stages"].items()} if served else {}
+        # Each stage kind's factor for the exit mode being served (1 where not fitted).
+        self.mode_factor = {kind: float(f.get("mode", {}).get(mode, 1.0))
+                            for kind, f in served["factor"].items()} if served and mode else {}
+        corr = ((served or {}).get("noise_corr") or profile.meta.get("stage_noise_corr") or {}
+                ) if in_loop else {}
         self.noise_corr = (float(corr.get("within", 0.0)), float(corr.get("across", 0.0)))
-        tail = profile.meta.get("batch_tail_ms") if in_loop else None
+        tail = ((served or {}).get("batch_tail_ms") or profile.meta.get("batch_tail_ms")
+                ) if in_loop else None
         self.tail = (np.array(tail["batch"], dtype=float), np.array(tail["ms"], dtype=float)
-                     ) if tail else None
-        wake = profile.meta.get("wake_ms") if in_loop else None
+                     ) if tail and tail["batch"] else None
+        wake = profile.meta.get("wake_ms") if in_loop and not served else None
         self.wake = None
         if wake:
             self.wake = (np.array(wake["batch"], dtype=float),
@@ -106,6 +121,11 @@ class LatencyModel:
         p99 = np.array([r["p99_ms"] for r in rows], dtype=float)
         median = float(np.interp(size, sizes, p50))
         tail = float(np.interp(size, sizes, p99))
+        fitted = self.served_stages.get((kind, str(k)))
+        if fitted is not None and fitted[0, 0] <= size <= fitted[-1, 0]:
+            return (float(np.interp(size, fitted[:, 0], fitted[:, 1]))
+                    * self.mode_factor.get(kind, 1.0),
+                    float(np.interp(size, fitted[:, 0], fitted[:, 2])))
         served = self.served.get((kind, str(k)))
         if served is not None and served[0, 0] <= size <= served[-1, 0]:
             loop_ms = float(np.interp(size, served[:, 0], served[:, 1]))

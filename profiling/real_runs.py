@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from .served import KIND_CODES
 from .serving_loop import ServingLoop
 from .stages import batch_plan
-
-KIND_CODES = ("overhead", "segment", "head", "check", "compact", "handoff")
 
 
 def pin_to_one_core(core: int | None = None) -> int | None:

@@ -148,14 +148,32 @@ def _run_plan(plan_dir: Path, log) -> Path:
                             "arrivals": path.name}
             log(f"{key}: {load} -> {rate:.1f} req/s (probes {probes})")
             _write_json(manifest_path, manifest)
+    served = manifest.setdefault("served", [])
     for r in range(plan["repeats"]):
         for li in range(len(plan["loads"])):
             for mode in plan["modes"]:
                 key = f"{mode}-L{li}"
+                st = streams[key]
+                # A served stream first: this (mode, load) on arrivals of its own, next to the
+                # repeat in time, so the stage costs the simulation fits on these
+                # (profiling/served.py) drift with the machine as the repeats do, and the
+                # repeats it is judged against stay out of its fit.
+                name = f"served-{key}-r{r}.npz"
+                if plan.get("served_requests") and not any(s["file"] == name for s in served):
+                    times, samples = poisson_stream(st["rate_rps"], plan["served_requests"],
+                                                    test_ids,
+                                                    plan["seed"] + 1000 * li + 100 * r + 777)
+                    t0 = time.time()
+                    res = serve_stream(loop_for(mode), inputs, times, samples, mb, wait)
+                    _save_npz(out / name, res)
+                    served.append({"file": name, "key": key, "mode": mode, "load": li,
+                                   "repeat": r,
+                                   "busy_fraction": busy_fraction(res, plan["warmup_fraction"]),
+                                   "wall_s": round(time.time() - t0, 2), "loadavg": _loadavg()})
+                    _write_json(manifest_path, manifest)
                 name = f"{key}-r{r}.npz"
                 if any(run["file"] == name for run in manifest["runs"]):
                     continue
-                st = streams[key]
                 data = np.loadtxt(out / st["arrivals"], delimiter=",", skiprows=1, ndmin=2)
                 t0 = time.time()
                 res = serve_stream(loop_for(mode), inputs, data[:, 0], data[:, 1].astype(np.int64),

@@ -49,7 +49,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)]
     reach_early = reach if mode != "none" else []
-    base, sig, wake, tail = svc.base, svc.sigma, svc.wake, svc.tail
+    base, sig, wake, tail, state = svc.base, svc.sigma, svc.wake, svc.tail, svc.state
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
     noise = rep.noise
@@ -78,6 +78,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         return [tuple(x) for x in steps], sizes
 
     local = dict.fromkeys(servers, 0)
+    warmth = dict.fromkeys(servers, 0.0)  # each replica's warmth after its last batch (state)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
     o_size, o_rep, o_loc, o_disp, o_fin = (out["size"], out["replica"], out["local"],
@@ -112,12 +113,21 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         if wake is not None:
             t += svc.wake_s(size, d - f)
         ends = [0.0] * k_exits
-        for tb, ts, zi, b, leave in steps:
-            t += tb[b] * _exp(ts[b] * z[o + zi]) * x
-            if leave >= 0:
-                ends[leave] = t
+        if state is None:
+            for tb, ts, zi, b, leave in steps:
+                t += tb[b] * _exp(ts[b] * z[o + zi]) * x
+                if leave >= 0:
+                    ends[leave] = t
+        else:  # every stage scaled by the replica's state (idle before, warmth)
+            u, fac = state.at_dispatch(warmth[r], d - f)
+            for tb, ts, zi, b, leave in steps:
+                t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
+                if leave >= 0:
+                    ends[leave] = t
         if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
             t += tail[size]
+        if state is not None:
+            warmth[r] = state.after(u, t - d)
         o_size.append(size)
         o_rep.append(r)
         o_loc.append(m)

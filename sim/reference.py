@@ -63,6 +63,7 @@ class ReferenceServer:
         self.batches: list[tuple] = []
         self.batch_count = [0] * srv.replicas
         self.free_at = [0.0] * srv.replicas  # when each replica finished its last batch
+        self.warmth = [0.0] * srv.replicas  # each replica's warmth after its last batch (state)
         self.slow = srv.slowdown()
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.ended = False  # the open-loop stream has no more requests: the rest go at once
@@ -180,6 +181,9 @@ class ReferenceServer:
             wake = svc.wake_s(size, start - self.free_at[r])
             if wake > 0:
                 yield env.timeout(wake)
+        fac = None
+        if svc.state is not None:
+            u, fac = svc.state.at_dispatch(self.warmth[r], start - self.free_at[r])
         sizes = [0] * k_exits
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
@@ -192,7 +196,11 @@ class ReferenceServer:
         while item is not None:
             if isinstance(item, Stage):
                 if item.kind not in svc.skip:
-                    yield env.timeout(svc.duration(svc.slot(item.kind, item.k), item.batch, z) * x)
+                    slot = svc.slot(item.kind, item.k)
+                    if fac is None:
+                        yield env.timeout(svc.duration(slot, item.batch, z) * x)
+                    else:
+                        yield env.timeout(svc.duration(slot, item.batch, z) * x * fac[slot])
                 if item.kind == "segment":
                     sizes[item.k] = item.batch
                 item = next(steps, None)
@@ -212,6 +220,8 @@ class ReferenceServer:
             yield env.timeout(svc.tail[size])
         self.batches.append((r, m, start, env.now, sizes))
         self.free_at[r] = env.now
+        if fac is not None:
+            self.warmth[r] = svc.state.after(u, env.now - start)
 
     def _finish(self, reqs: list[Request], k: int) -> None:
         now = self.env.now

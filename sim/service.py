@@ -17,6 +17,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from offramp.profiling.latency import LatencyModel
+from offramp.profiling.served import warmth_after, warmth_at
 from offramp.profiling.stages import BatchPlan
 
 ROWS_PER_CHUNK = 1024
@@ -97,6 +98,41 @@ class NoiseStream:
         return self.flat[m * self.width:(m + 1) * self.width]
 
 
+class LoopState:
+    """How a replica's state scales its stages (``served_costs`` of a profile, fitted by
+    :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds at warmth u
+    runs each stage ``factor[warmth bin][idle bin][slot]`` times its drawn time; u follows
+    :func:`~offramp.profiling.served.warmth_at` and ``warmth_after`` with time constant ``tau_s``."""
+
+    def __init__(self, tau_s: float, idle_edges_s: list[float], warmth_edges: list[float],
+                 factor: list[list[list[float]]]):
+        self.tau_s, self.idle_edges_s, self.warmth_edges = tau_s, idle_edges_s, warmth_edges
+        self.factor = factor
+
+    @classmethod
+    def from_table(cls, table: dict, slot_kinds: list[str]) -> LoopState:
+        f = table["factor"]
+        warm = [[f[kind]["warmth"][u] for kind in slot_kinds]
+                for u in range(len(table["warmth_edges"]) + 1)]
+        idle = [[f[kind]["idle"][i] for kind in slot_kinds]
+                for i in range(len(table["idle_edges_ms"]) + 1)]
+        factor = [[[w * x for w, x in zip(warm[u], idle[i], strict=True)]
+                   for i in range(len(idle))] for u in range(len(warm))]
+        return cls(float(table["tau_ms"]) / 1000.0,
+                   [e / 1000.0 for e in table["idle_edges_ms"]], list(table["warmth_edges"]),
+                   factor)
+
+    def at_dispatch(self, u_after: float, idle_s: float) -> tuple[float, list[float]]:
+        """(warmth at dispatch, the per-slot factors) of a batch after ``idle_s`` idle."""
+        u = warmth_at(u_after, idle_s, self.tau_s)
+        return u, self.factor[bisect_right(self.warmth_edges, u)][
+            bisect_right(self.idle_edges_s, idle_s)]
+
+    def after(self, u_at: float, busy_s: float) -> float:
+        """Warmth once the batch has kept the replica busy ``busy_s``."""
+        return warmth_after(u_at, busy_s, self.tau_s)
+
+
 class ServiceTimes:
     """Stage durations (s) of a K-exit model for batch sizes 0..max_batch.
 
@@ -122,6 +158,8 @@ class ServiceTimes:
         self.wake: list[list[float]] | None = None
         # tail[b]: seconds the replica stays busy after a batch of b's last stage (None: none).
         self.tail: list[float] | None = None
+        # The loop's state scales every stage (profiling/served.py); None: it does not.
+        self.state: LoopState | None = None
 
     IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
                                                100))
@@ -162,6 +200,12 @@ class ServiceTimes:
         return {"segment": self.seg, "head": self.head, "compact": self.compact,
                 "check": self.check, "handoff": self.handoff}[kind](k)
 
+    def slot_kinds(self) -> list[str]:
+        """The stage kind of every slot."""
+        k = self.n_exits
+        kinds = ["overhead", *["segment"] * k, *["head"] * k, *["compact"] * k]
+        return (kinds + ["check"] * k + ["handoff"] * k)[:self._width]
+
     @property
     def width(self) -> int:
         return self._width
@@ -198,6 +242,8 @@ class ServiceTimes:
                   NoiseCorrelation(*getattr(model, "noise_corr", (0.0, 0.0))))
         if getattr(model, "tail", None) is not None:
             svc.tail = [model.tail_ms(b) / 1000.0 for b in range(max_batch + 1)]
+        if getattr(model, "state", None) is not None:
+            svc.state = LoopState.from_table(model.state, svc.slot_kinds())
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]

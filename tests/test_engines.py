@@ -23,6 +23,8 @@ TRACE = synthetic_trace(1500, seed=3)
 PROFILE = synthetic_profile(batches=tuple(range(1, 65)))
 # The same with the serving loop's exit checks and handoffs measured.
 LOOP_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True)
+# ... and with stage costs fitted on served traffic: each stage scaled by the replica's state.
+SERVED_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True, served_costs=True)
 POLICIES = [
     policy_config(name="none"), policy_config(name="static:1"), policy_config(name="oracle"),
     policy_config(name="entropy", tolerance_pct=98), policy_config(name="maxprob", tolerance_pct=99),
@@ -34,8 +36,10 @@ FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
           kind="poisson", cv=1.0, contention=(), loop=False):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
-    # The loop profile's in-loop costs include a wake-up after idle spells.
-    model = LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE)
+    # The loop profile's in-loop costs include a wake-up after idle spells; the served one
+    # scales every stage by the replica's idle time and warmth.
+    model = (LatencyModel(SERVED_PROFILE, in_loop=True, mode=mode) if loop == "served"
+             else LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE))
     svc = ServiceTimes.from_latency(model, 4, max_batch, sampled, True)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
                           replicas=replicas, routing=routing,
@@ -63,13 +67,17 @@ def check_conserved(rec, n):
 # Found by the property: two requests at the same instant, zero wait, a shared queue.
 @example(policy_i=0, mode="none", replicas=2, routing="shared", max_batch=2, wait=0.0, load=1.0,
          sampled=False, n=3, seed=684, kind="gamma", cv=3.0, contention=[], loop=False)
+# Stage costs that move with the replica's state, two replicas with their own warmth.
+@example(policy_i=3, mode="shrink", replicas=2, routing="round_robin", max_batch=8, wait=1.0,
+         load=0.6, sampled=True, n=400, seed=5, kind="poisson", cv=1.0, contention=[],
+         loop="served")
 @given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
        replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "random", "shared"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
        sampled=st.booleans(), n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1),
        kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3),
        contention=st.lists(st.tuples(st.floats(0, 0.05), st.floats(0.5, 3), st.integers(0, 2)),
-                           max_size=3), loop=st.booleans())
+                           max_size=3), loop=st.sampled_from([False, True, "served"]))
 def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wait, load, sampled,
                                n, seed, kind, cv, contention, loop):
     # Rate from the load: a full batch's time through the whole model.

@@ -45,17 +45,21 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     out = tmp_path / "val"
     assert main(["validate", str(study), "--rates", "400", "--modes", "none,keep,shrink",
                  "--repeats", "2", "--requests", "800", "--profile", "fmnist-resnet-cpu",
-                 "--sim-replications", "2", "--quiet", "-o", str(out)]) == 0
+                 "--served-requests", "300", "--sim-replications", "2", "--quiet",
+                 "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "latency_p99_ms" in printed and "exit_match" in printed
     trace = load_trace(resolve_trace("fmnist-resnet"))
     policy = build_policy({"name": "entropy", "tolerance_pct": 99}, trace)
     manifest = json.loads((out / "real" / "manifest.json").read_text())
     assert len(manifest["runs"]) == 6 and {r["repeat"] for r in manifest["runs"]} == {0, 1}
-    for run in manifest["runs"]:
+    # A served stream next to every repeat, on arrivals of its own.
+    assert sorted(s["file"] for s in manifest["served"]) == sorted(
+        f"served-{r['key']}-r{r['repeat']}.npz" for r in manifest["runs"])
+    for run in manifest["runs"] + manifest["served"]:
         z = np.load(out / "real" / run["file"])
         n = z["arrival"].size
-        assert n == 800
+        assert n == (800 if run in manifest["runs"] else 300)
         # Every request served exactly once, in a batch that respects the batcher's rule.
         assert np.isfinite(z["finish"]).all() and (z["batch"] >= 0).all()
         assert np.array_equal(np.bincount(z["batch"]), z["batch_sizes"][:, 0])
@@ -77,8 +81,24 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     stats = {(r["key"], r["stat"]) for r in doc["table"]}
     assert {("shrink-L0", "latency_p99_ms"), ("keep-L0", "exit_match")} <= stats
     assert (out / "validation.png").stat().st_size > 0
-    # The comparison alone, later, from the same folder.
+    # Stage costs fitted on the served streams, written as a profile of their own.
+    assert doc["served_costs"]["sources"] == [s["file"] for s in manifest["served"]]
+    from offramp.profiling.format import load_profile
+
+    fitted = load_profile(out / "served-profile.json")
+    assert fitted.meta["served_costs"]["stage_times"] > 0
+    # The comparison alone, later, from the same folder; and with the profiler's costs.
     assert main(["validate", str(study), "--real-from", str(out)]) == 0
+    assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs"]) == 0
+    assert json.loads((out / "validation.json").read_text())["served_costs"] is None
+    # Another plan into the same folder: one line, and nothing of the folder touched.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["validate", str(study), "--rates", "300", "--repeats", "1", "--requests",
+                 "100", "--profile", "fmnist-resnet-cpu", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different plan" in err[0]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_cuda_absent_is_one_line(tmp_path, capsys):
