@@ -3,8 +3,9 @@ the model built up piece by piece (the real runs are not repeated).
 
     .venv/bin/python benchmarks/validation_ablation.py runs/validate-cpu20k [STUDY.yaml]
 
-Each variant strips in-loop metadata from a copy of the folder's profile and re-runs the
-comparison (``offramp validate --real-from`` on a copy of the folder). Prints, per variant,
+Each variant strips in-loop metadata from a copy of the folder's profile (or, for the served
+model, sets factors of its served-profile.json to 1) and re-runs the comparison (``offramp
+validate --real-from --profiler-costs`` on a copy of the folder, with that profile). Prints, per variant,
 the cells outside the real spread and the median |error| of p50, mean and p99 per load.
 """
 
@@ -19,25 +20,42 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = [  # (label, meta keys removed, in-loop residual fields removed, --isolated-stages)
-    ("isolated stage times", [], [], True),
+# (label, meta keys removed, in-loop residual fields removed, --isolated-stages, served-cost
+# factors kept): the first six simulate with the profiler's in-loop profile; the last three with
+# the stage costs fitted on the folder's served streams (its served-profile.json), first with
+# every state factor set to 1, then with the idle/warmth factors, then with the mode's too.
+VARIANTS = [
+    ("isolated stage times", [], [], True, None),
     ("in-loop p50 only", ["wake_ms", "stage_noise_corr", "batch_tail_ms"],
-     ["served_p99_ms"], False),
-    ("+ wake-up after idle", ["stage_noise_corr", "batch_tail_ms"], ["served_p99_ms"], False),
-    ("+ per-batch tail", ["stage_noise_corr"], ["served_p99_ms"], False),
-    ("+ in-loop p99", ["stage_noise_corr"], [], False),
-    ("+ correlated noise (full model)", [], [], False),
+     ["served_p99_ms"], False, None),
+    ("+ wake-up after idle", ["stage_noise_corr", "batch_tail_ms"], ["served_p99_ms"], False,
+     None),
+    ("+ per-batch tail", ["stage_noise_corr"], ["served_p99_ms"], False, None),
+    ("+ in-loop p99", ["stage_noise_corr"], [], False, None),
+    ("+ correlated noise (profiler's model)", [], [], False, None),
+    ("served costs, no state factors", [], [], False, ()),
+    ("+ idle and warmth factors", [], [], False, ("idle", "warmth")),
+    ("+ exit-mode factor (served model)", [], [], False, ("idle", "warmth", "mode")),
 ]
 STATS = ("latency_p50_ms", "latency_mean_ms", "latency_p99_ms")
 
 
-def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bool) -> list:
+def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bool,
+                  served: tuple[str, ...] | None) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "v"
         shutil.copytree(folder, work, ignore=shutil.ignore_patterns("*.parquet", "*.png",
                                                                     "validation.json"))
         path = work / "real" / "profile.json"
         doc = json.loads(path.read_text())
+        if served is not None:
+            doc = json.loads((folder / "served-profile.json").read_text())
+            for f in doc["meta"]["served_costs"]["factor"].values():
+                for name in ("idle", "warmth"):
+                    if name not in served:
+                        f[name] = [1.0] * len(f[name])
+                if "mode" not in served:
+                    f["mode"] = dict.fromkeys(f.get("mode", {}), 1.0)
         for key in drop_meta:
             doc["meta"].pop(key, None)
         for v in (doc["meta"].get("in_loop_residual_ms") or {}).values():
@@ -45,7 +63,7 @@ def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bo
                 v.pop(f, None)
         path.write_text(json.dumps(doc))
         cmd = [sys.executable, "-m", "offramp.analysis.cli", "validate", study, "--real-from",
-               str(work)] + (["--isolated-stages"] if isolated else [])
+               str(work), "--profiler-costs"] + (["--isolated-stages"] if isolated else [])
         subprocess.run(cmd, check=True, capture_output=True)
         return json.loads((work / "validation.json").read_text())["table"]
 
@@ -54,8 +72,10 @@ def main(folder: str, study: str) -> None:
     folder = Path(folder)
     print(f"{'variant':34s} {'outside':>8s}  " + "  ".join(
         f"{s.split('_')[1]:>4s} err @30/60/90%" for s in STATS))
-    for label, drop_meta, drop_fields, isolated in VARIANTS:
-        table = variant_table(folder, study, drop_meta, drop_fields, isolated)
+    for label, drop_meta, drop_fields, isolated, served in VARIANTS:
+        if served is not None and not (folder / "served-profile.json").exists():
+            continue
+        table = variant_table(folder, study, drop_meta, drop_fields, isolated, served)
         outside = sum(not r["within"] for r in table)
         parts = []
         for stat in STATS:

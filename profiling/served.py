@@ -85,7 +85,6 @@ def _group_median(ids: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarr
     lo = starts[ok] + (counts[ok] - 1) // 2
     hi = starts[ok] + counts[ok] // 2
     med[ok] = 0.5 * (v[lo] + v[hi])
-    del g
     return med, counts
 
 
