@@ -303,6 +303,10 @@ def _validate_served(served: object, bad, check_tail, check_corr) -> None:
             raise bad(f"served_costs.stages.{key}", "must be [[batch, p50 ms > 0, sigma >= 0, "
                       "count], ...] by increasing batch")
     check_corr(served.get("noise_corr"), "served_costs.noise_corr")
+    wander = served.get("wander", {"sigma": 0.0, "tau_s": 1.0})
+    if not (isinstance(wander, dict) and _number(wander.get("sigma")) and 0 <= wander["sigma"] <= 2
+            and _number(wander.get("tau_s")) and 0 < wander["tau_s"] <= 3600):
+        raise bad("served_costs.wander", "must hold sigma (0..2) and tau_s (> 0 s)")
     check_tail(served.get("batch_tail_ms"), "served_costs.batch_tail_ms", empty_ok=True)
 
 

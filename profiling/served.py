@@ -117,10 +117,10 @@ def ar1_from_series(mean: np.ndarray) -> float:
 
 def _stage_table(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[int], tau_s: float
                  ) -> dict[str, np.ndarray]:
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in
-                                         ("kind", "k", "b", "ms", "idle", "warm", "batch", "mode")}
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in ("kind", "k", "b", "ms", "idle", "warm",
+                                                         "batch", "mode", "t", "run")}
     offset = 0
-    for run, mode in zip(runs, modes, strict=True):
+    for i, (run, mode) in enumerate(zip(runs, modes, strict=True)):
         idle, warm = loop_state(run["batch_dispatch"], run["batch_finish"], tau_s)
         sb = run["stage_batch"].astype(np.int64)
         cols["kind"].append(run["stage_kind"].astype(np.int64))
@@ -131,6 +131,8 @@ def _stage_table(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[int], ta
         cols["warm"].append(warm[sb])
         cols["batch"].append(sb + offset)
         cols["mode"].append(np.full(sb.size, mode, dtype=np.int64))
+        cols["t"].append(run["batch_dispatch"][sb])
+        cols["run"].append(np.full(sb.size, i, dtype=np.int64))
         offset += run["batch_dispatch"].size
     return {c: np.concatenate(v) for c, v in cols.items()}
 
@@ -185,6 +187,51 @@ def _noise_corr(t: dict[str, np.ndarray], z: np.ndarray) -> dict[str, float]:
     within = float(np.clip(((s1[ok] ** 2 - s2[ok]).sum()) / den, 0.0, 0.99)) if den > 0 else 0.0
     across = ar1_from_series(s1[ok] / n[ok]) if within > 0 else 0.0
     return {"within": round(within, 4), "across": round(across, 4)}
+
+
+WANDER_WINDOW_S = 0.1
+WANDER_LAGS = range(2, 41)  # 0.2-4 s: past the batch-to-batch correlation, within a stream
+
+
+def _wander(t: dict[str, np.ndarray], resid: np.ndarray) -> dict[str, float]:
+    """The machine's slow speed wander: an Ornstein-Uhlenbeck process in time (σ, τ) fitted
+    to the autocovariance of the segments' mean residual in 0.1 s windows at lags of
+    0.2-4 s, pooled over the streams (cov(lag) = σ²·exp(−lag/τ)); σ = 0 where there is none."""
+    pick = t["kind"] == 1
+    num, den = np.zeros(max(WANDER_LAGS) + 1), np.zeros(max(WANDER_LAGS) + 1)
+    total_var, n_total = 0.0, 0
+    for run in np.unique(t["run"][pick]):
+        m = pick & (t["run"] == run)
+        w = np.floor(t["t"][m] / WANDER_WINDOW_S).astype(np.int64)
+        w -= w.min()
+        cnt = np.bincount(w)
+        mean = np.bincount(w, weights=resid[m]) / np.maximum(cnt, 1)
+        ok = cnt >= 3
+        if ok.sum() < 10:
+            continue
+        # Residuals are centred on the pooled model, so a stream's own offset counts as wander.
+        x = np.where(ok, mean, 0.0)
+        total_var += float((x[ok] ** 2).sum())
+        n_total += int(ok.sum())
+        for lag in WANDER_LAGS:
+            if lag >= x.size:
+                break
+            both = ok[:-lag] & ok[lag:]
+            num[lag] += float((x[:-lag] * x[lag:])[both].sum())
+            den[lag] += float(both.sum())
+    lags = np.array([lag for lag in WANDER_LAGS if den[lag] >= 50])
+    if lags.size < 5 or n_total == 0:
+        return {"sigma": 0.0, "tau_s": 1.0}
+    cov = num[lags] / den[lags]
+    good = cov > 0
+    if good.sum() < 5:
+        return {"sigma": 0.0, "tau_s": 1.0}
+    lag_s = lags[good] * WANDER_WINDOW_S
+    slope, icept = np.polyfit(lag_s, np.log(cov[good]), 1, w=np.sqrt(den[lags][good]))
+    if slope >= 0:
+        return {"sigma": 0.0, "tau_s": 1.0}
+    var = min(math.exp(icept), 0.8 * total_var / n_total)
+    return {"sigma": round(math.sqrt(var), 4), "tau_s": round(float(np.clip(-1 / slope, 0.2, 60)), 3)}
 
 
 def _tail(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, list]:
@@ -257,6 +304,21 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[str]
         table[f"{kind} {k}"] = rows
     sig_of_key = np.array([s if np.isfinite(s) else 0.0 for s in sigma])
     z = resid / np.maximum(sig_of_key[key_id], 1e-3)
+    corr = _noise_corr(t, z)
+    wander = _wander(t, resid)
+    w2 = wander["sigma"] ** 2
+    if w2 > 0:
+        # The wander is part of every stage's spread and of what one batch's stages share:
+        # take it out of both, so that the simulation's total spread stays what was measured.
+        seg = [r[2] for key, rows in table.items() if key.split(" ")[0] in ("segment", "head")
+               for r in rows if r[3] >= MIN_SIGMA]
+        mean_var = float(np.mean(np.square(seg))) if seg else 0.0
+        if mean_var > w2:
+            corr["within"] = round(float(np.clip((corr["within"] * mean_var - w2)
+                                                 / (mean_var - w2), 0.0, 0.99)), 4)
+        for rows in table.values():
+            for r in rows:
+                r[2] = round(math.sqrt(max(r[2] ** 2 - w2, (0.3 * r[2]) ** 2)), 4)
     return {
         "tau_ms": tau, "idle_edges_ms": list(IDLE_EDGES_MS), "warmth_edges": list(WARMTH_EDGES),
         "factor": {kind: {"warmth": [round(math.exp(x), 4) for x in fit["a"][j]],
@@ -267,7 +329,7 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[str]
                                    for i, m in enumerate(names)},
                           "mode_n": {m: int(fit["m_n"][j, i]) for i, m in enumerate(names)}}
                    for j, kind in enumerate(KINDS)},
-        "stages": table, "noise_corr": _noise_corr(t, z), "batch_tail_ms": _tail(runs),
+        "stages": table, "noise_corr": corr, "wander": wander, "batch_tail_ms": _tail(runs),
         "median_abs_residual": round(score, 4),
         "stage_times": int(t["ms"].size), "batches": int(t["batch"].max()) + 1,
         "sources": list(sources),

@@ -54,7 +54,7 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
                               "idle": [1.0 + 0.1 * i for i in range(len(IDLE_EDGES_MS) + 1)],
                               "mode": {"none": 1.1, "keep": 1.0, "shrink": 1.0}} for kind in KINDS},
             "stages": {key: sorted(v) for key, v in stages.items()},
-            "noise_corr": {"within": 0.3, "across": 0.6},
+            "noise_corr": {"within": 0.3, "across": 0.6}, "wander": {"sigma": 0.1, "tau_s": 0.05},
             "batch_tail_ms": {"batch": [1, max(batches)], "ms": [0.04, 0.1]},
             "sources": ["synthetic_profile()"]}
     return LatencyProfile(rows=rows, meta=meta)

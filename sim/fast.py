@@ -52,7 +52,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     base, sig, wake, tail, state = svc.base, svc.sigma, svc.wake, svc.tail, svc.state
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
-    noise = rep.noise
+    noise, wander = rep.noise, rep.wander
     _exp, _bisect = exp, bisect_right
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
@@ -102,6 +102,8 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         z = noise[r].flat
         at, factors = slow[r]
         x = factors[_bisect(at, d) - 1]
+        if wander is not None:  # the machine's slow speed wander, drawn in dispatch order
+            x = x * wander[r].factor(d)
         key = (size, *[rk[j] - rk[i] for rk in reach_early])
         entry = compiled.get(key)
         if entry is None:

@@ -172,6 +172,8 @@ class ReferenceServer:
             req.dispatch, req.replica, req.local = start, r, m
         at, factors = self.slow[r]
         x = factors[bisect_right(at, start) - 1]
+        if self.rep.wander is not None:  # the machine's slow speed wander, in dispatch order
+            x = x * self.rep.wander[r].factor(start)
 
         if ctrl is not None:
             stall = ctrl.begin_batch(start, r)

@@ -98,6 +98,29 @@ class NoiseStream:
         return self.flat[m * self.width:(m + 1) * self.width]
 
 
+class WanderStream:
+    """A replica's slow speed wander (``served_costs.wander`` of a profile): an
+    Ornstein-Uhlenbeck process x(t), stationary N(0, 1) with time constant ``tau_s``, sampled
+    at each of the replica's batch dispatches in order; that batch's stages last exp(σ·x)
+    times their drawn time. Run-time state: one per replica and replication."""
+
+    def __init__(self, rng: np.random.Generator, sigma: float, tau_s: float):
+        self.rng, self.sigma, self.tau_s = rng, sigma, tau_s
+        self.x: float | None = None
+        self.t = 0.0
+
+    def factor(self, t: float) -> float:
+        """The speed factor of a batch dispatched at ``t`` (not before the last one)."""
+        e = self.rng.standard_normal()
+        if self.x is None:
+            x = e
+        else:
+            a = math.exp(-(t - self.t) / self.tau_s)
+            x = a * self.x + math.sqrt(1.0 - a * a) * e
+        self.x, self.t = x, t
+        return math.exp(self.sigma * x)
+
+
 class LoopState:
     """How a replica's state scales its stages (``served_costs`` of a profile, fitted by
     :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds at warmth u
@@ -160,6 +183,8 @@ class ServiceTimes:
         self.tail: list[float] | None = None
         # The loop's state scales every stage (profiling/served.py); None: it does not.
         self.state: LoopState | None = None
+        # (σ, τ s) of the machine's slow speed wander (WanderStream); None: no wander.
+        self.wander: tuple[float, float] | None = None
 
     IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
                                                100))
@@ -244,6 +269,9 @@ class ServiceTimes:
             svc.tail = [model.tail_ms(b) / 1000.0 for b in range(max_batch + 1)]
         if getattr(model, "state", None) is not None:
             svc.state = LoopState.from_table(model.state, svc.slot_kinds())
+            wander = model.state.get("wander") or {}
+            if sampled and wander.get("sigma", 0) > 0:
+                svc.wander = (float(wander["sigma"]), float(wander["tau_s"]))
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]

@@ -100,6 +100,7 @@ def test_the_fit_recovers_the_state_model(fitted):
         # Size 8 never ran: the profile's value scaled by the kind's served/profile ratio.
         assert rows[4, 3] == 0 and rows[4, 1] == pytest.approx(rows[:4, 1].mean() / 1.15, rel=0.2)
     assert fitted["noise_corr"]["within"] < 0.05  # drawn independently
+    assert fitted["wander"]["sigma"] < 0.03  # no slow wander drawn
     assert fitted["batch_tail_ms"]["ms"] == pytest.approx([0.05] * 4, abs=1e-6)
 
 
@@ -138,6 +139,7 @@ def test_the_simulator_scales_stages_by_the_replica_state():
     (("factor", "segment", "mode"), {"none": -1}, "served_costs.factor.segment"),
     (("stages", "segment 0"), [[1, 0.0, 0.2, 5]], "served_costs.stages.segment 0"),
     (("noise_corr",), {"within": 1.5, "across": 0}, "served_costs.noise_corr"),
+    (("wander",), {"sigma": 0.1, "tau_s": 0}, "served_costs.wander"),
 ])
 def test_a_broken_served_table_is_one_clear_error(path, value, field):
     prof = synthetic_profile(batches=(1, 2, 4), loop_stages=True, served_costs=True)
@@ -155,3 +157,32 @@ def test_bins_match_the_documented_edges():
     ib, ub = state_bins(np.array([0.0, 0.1, 9.99, 10.0, 1e6]), np.array([0.0, 0.2, 0.5, 0.95, 1.0]))
     assert ib.tolist() == [0, 1, 5, 6, 6] and ub.tolist() == [0, 1, 2, 5, 5]
     assert len(IDLE_EDGES_MS) == 6 and len(WARMTH_EDGES) == 5
+
+
+def test_a_slow_wander_is_found_and_simulated():
+    """Streams whose speed wanders slowly (an OU process, σ 0.1, τ 2 s): the fit finds σ and
+    takes it out of each stage's own σ; the simulator's wander has that σ and time scale."""
+    from offramp.sim.service import WanderStream
+
+    rng = np.random.default_rng(5)
+    runs = []
+    for _ in range(6):
+        run = _stream(2.0, 12000, rng)
+        t = run["batch_dispatch"][run["stage_batch"]]
+        ou = WanderStream(np.random.default_rng(int(rng.integers(1 << 30))), 0.1, 2.0)
+        grid = np.arange(0, t.max() + 0.05, 0.05)
+        speed = np.array([ou.factor(x) for x in grid])
+        run["stage_ms"] = run["stage_ms"] * speed[np.searchsorted(grid, t)]
+        runs.append(run)
+    out = fit_served_costs(runs, ["keep"] * 6, lambda kind, k, b: 1.0,
+                           [(kind, k, [1, 2, 3, 4]) for kind, k in BASE])
+    assert out["wander"]["sigma"] == pytest.approx(0.1, rel=0.3)
+    assert 0.7 < out["wander"]["tau_s"] < 6
+    # The stages' own spread is what is left: sqrt(0.2² + 0.1² - σ_w²) ≈ 0.2.
+    rows = np.array(out["stages"]["segment 0"])
+    assert rows[:, 2] == pytest.approx(SIGMA, rel=0.2)
+    w = WanderStream(np.random.default_rng(0), 0.1, 2.0)
+    logs = np.log([w.factor(0.01 * i) for i in range(200_000)])
+    assert logs.std() == pytest.approx(0.1, rel=0.1)
+    lag = 200  # 2 s
+    assert np.corrcoef(logs[:-lag], logs[lag:])[0, 1] == pytest.approx(math.exp(-1), abs=0.1)
