@@ -23,7 +23,8 @@ import numpy as np
 # (label, meta keys removed, in-loop residual fields removed, --isolated-stages, served-cost
 # factors kept): the first six simulate with the profiler's in-loop profile; the last three with
 # the stage costs fitted on the folder's served streams (its served-profile.json), first with
-# every state factor set to 1, then with the idle/warmth factors, then with the mode's too.
+# every state factor set to 1 and no wander, then adding the idle/warmth factors, the mode's,
+# and the slow wander.
 VARIANTS = [
     ("isolated stage times", [], [], True, None),
     ("in-loop p50 only", ["wake_ms", "stage_noise_corr", "batch_tail_ms"],
@@ -35,7 +36,8 @@ VARIANTS = [
     ("+ correlated noise (profiler's model)", [], [], False, None),
     ("served costs, no state factors", [], [], False, ()),
     ("+ idle and warmth factors", [], [], False, ("idle", "warmth")),
-    ("+ exit-mode factor (served model)", [], [], False, ("idle", "warmth", "mode")),
+    ("+ exit-mode factor", [], [], False, ("idle", "warmth", "mode")),
+    ("+ slow speed wander (served model)", [], [], False, ("idle", "warmth", "mode", "wander")),
 ]
 STATS = ("latency_p50_ms", "latency_mean_ms", "latency_p99_ms")
 
@@ -56,6 +58,14 @@ def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bo
                         f[name] = [1.0] * len(f[name])
                 if "mode" not in served:
                     f["mode"] = dict.fromkeys(f.get("mode", {}), 1.0)
+            sc = doc["meta"]["served_costs"]
+            if "wander" not in served and sc.get("wander"):
+                # Without the wander, each stage keeps the whole measured spread.
+                w2 = sc["wander"]["sigma"] ** 2
+                for rows in sc["stages"].values():
+                    for r in rows:
+                        r[2] = (r[2] ** 2 + w2) ** 0.5
+                sc["wander"] = {"sigma": 0.0, "tau_s": 1.0}
         for key in drop_meta:
             doc["meta"].pop(key, None)
         for v in (doc["meta"].get("in_loop_residual_ms") or {}).values():
