@@ -7,7 +7,7 @@ an idle spell (``docs/validation.md``). So :func:`fit_served_costs` fits, from t
 own per-stage timings of streams served before the runs it is judged on (``offramp validate``
 serves one per mode and load, on arrivals of their own),
 
-    log t(stage kind, k, b) = log base(kind, k, b) + a_kind(warmth bin) + c_kind(idle bin)
+    log t(stage kind, k, b) = log base(kind, k, b) + β_kind·(u − ½) + c_kind(idle bin)
                               + m_kind(exit mode) + σ·z
 
 where *idle* is how long the loop sat idle right before the batch and *warmth* u ∈ [0, 1] is
@@ -137,40 +137,70 @@ def _stage_table(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[int], ta
     return {c: np.concatenate(v) for c, v in cols.items()}
 
 
+def warmth_centres() -> list[float]:
+    """The middle of each warmth bin: where the table's warmth factors are given; the
+    simulator interpolates log-linearly between them (flat beyond the first and last)."""
+    edges = [0.0, *WARMTH_EDGES, 1.0]
+    return [0.5 * (lo + hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+
+
+def _warm_term(u: np.ndarray) -> np.ndarray:
+    """Warmth as the fit and the simulator use it: clipped to the outer bin centres, minus
+    :data:`WARMTH_REF` (so a slope β gives the factor exp(β·term))."""
+    c = warmth_centres()
+    return np.clip(u, c[0], c[-1]) - WARMTH_REF
+
+
+WARMTH_REF = 0.5
+
+
 def _fit_additive(t: dict[str, np.ndarray], n_m: int, iterations: int = 5) -> dict[str, Any]:
-    """base per (kind, k, b) + a per (kind, warmth bin) + c per (kind, idle bin) + m per
-    (kind, mode) in log ms (medians, in turn)."""
+    """base per (kind, k, b) + β per kind × warmth + c per (kind, idle bin) + m per
+    (kind, mode) in log ms, in turn: medians for base, c and m, a robust line for β (the
+    warmth factor is smooth and monotone: a noisy table per warmth bin fed back through the
+    simulated loop's own warmth made runs near a bin edge flip between costs)."""
     y = np.log(np.maximum(t["ms"], 1e-6))
     keys, key_id = np.unique(np.stack([t["kind"], t["k"], t["b"]], axis=1), axis=0,
                              return_inverse=True)
     key_id = key_id.ravel()
     ib, ub = state_bins(t["idle"], t["warm"])
+    w = _warm_term(t["warm"])
     n_i, n_u, n_k = len(IDLE_EDGES_MS) + 1, len(WARMTH_EDGES) + 1, len(KINDS)
-    a_id, c_id = t["kind"] * n_u + ub, t["kind"] * n_i + ib
+    c_id = t["kind"] * n_i + ib
     m_id = t["kind"] * n_m + t["mode"]
-    a, c, m = np.zeros(n_k * n_u), np.zeros(n_k * n_i), np.zeros(n_k * n_m)
+    beta, c, m = np.zeros(n_k), np.zeros(n_k * n_i), np.zeros(n_k * n_m)
     for _ in range(iterations):
-        base, _ = _group_median(key_id, y - a[a_id] - c[c_id] - m[m_id], len(keys))
-        a_raw, a_n = _group_median(a_id, y - base[key_id] - c[c_id] - m[m_id], a.size)
-        a = np.concatenate([_fill(a_raw[j * n_u:(j + 1) * n_u], a_n[j * n_u:(j + 1) * n_u])
-                            for j in range(n_k)])
-        c_raw, c_n = _group_median(c_id, y - base[key_id] - a[a_id] - m[m_id], c.size)
+        base, _ = _group_median(key_id, y - beta[t["kind"]] * w - c[c_id] - m[m_id], len(keys))
+        r = y - base[key_id] - c[c_id] - m[m_id]
+        for j in range(n_k):
+            sel = t["kind"] == j
+            if sel.sum() < MIN_CELL or np.var(w[sel]) < 1e-4:
+                beta[j] = 0.0
+                continue
+            rr, ww = r[sel], w[sel]
+            mad = np.median(np.abs(rr - np.median(rr))) + 1e-9
+            keep = np.abs(rr - np.median(rr)) < 4 * mad  # the line through the body, not spikes
+            beta[j] = float(np.polyfit(ww[keep], rr[keep], 1)[0]) if keep.sum() > 10 else 0.0
+        aw = beta[t["kind"]] * w
+        c_raw, c_n = _group_median(c_id, y - base[key_id] - aw - m[m_id], c.size)
         c = np.concatenate([_fill(c_raw[j * n_i:(j + 1) * n_i], c_n[j * n_i:(j + 1) * n_i])
                             for j in range(n_k)])
-        m_raw, m_n = _group_median(m_id, y - base[key_id] - a[a_id] - c[c_id], m.size)
+        m_raw, m_n = _group_median(m_id, y - base[key_id] - aw - c[c_id], m.size)
         m = np.where(m_n >= MIN_CELL, m_raw, 0.0)
-    # Present the factors relative to each kind's most common state (base absorbs the rest).
-    a, c, m = a.reshape(n_k, n_u), c.reshape(n_k, n_i), m.reshape(n_k, n_m)
-    a_n, c_n, m_n = a_n.reshape(n_k, n_u), c_n.reshape(n_k, n_i), m_n.reshape(n_k, n_m)
+    # Present idle and mode factors relative to each kind's most common state (base absorbs
+    # the rest); warmth relative to WARMTH_REF.
+    c, m = c.reshape(n_k, n_i), m.reshape(n_k, n_m)
+    c_n, m_n = c_n.reshape(n_k, n_i), m_n.reshape(n_k, n_m)
+    a_n = np.bincount(t["kind"] * n_u + ub, minlength=n_k * n_u).reshape(n_k, n_u)
     for j in range(n_k):
-        shift = a[j, a_n[j].argmax()] + c[j, c_n[j].argmax()] + m[j, m_n[j].argmax()]
-        a[j] -= a[j, a_n[j].argmax()]
+        shift = c[j, c_n[j].argmax()] + m[j, m_n[j].argmax()]
         c[j] -= c[j, c_n[j].argmax()]
         m[j] = np.where(m_n[j] >= MIN_CELL, m[j] - m[j, m_n[j].argmax()], 0.0)
         base[keys[:, 0] == j] += shift
-    resid = y - base[key_id] - a[t["kind"], ub] - c[t["kind"], ib] - m[t["kind"], t["mode"]]
+    a = beta[:, None] * (np.array(warmth_centres())[None, :] - WARMTH_REF)
+    resid = y - base[key_id] - beta[t["kind"]] * w - c[t["kind"], ib] - m[t["kind"], t["mode"]]
     return {"keys": keys, "key_id": key_id, "base": base, "a": a, "c": c, "m": m, "a_n": a_n,
-            "c_n": c_n, "m_n": m_n, "resid": resid}
+            "c_n": c_n, "m_n": m_n, "resid": resid, "beta": beta}
 
 
 def _noise_corr(t: dict[str, np.ndarray], z: np.ndarray) -> dict[str, float]:
@@ -209,8 +239,9 @@ def _wander(t: dict[str, np.ndarray], resid: np.ndarray) -> dict[str, float]:
         ok = cnt >= 3
         if ok.sum() < 10:
             continue
-        # Residuals are centred on the pooled model, so a stream's own offset counts as wander.
-        x = np.where(ok, mean, 0.0)
+        # Within the stream only: one stream's offset from another is the machine's drift over
+        # minutes, which the served streams beside every repeat already average over.
+        x = np.where(ok, mean - mean[ok].mean(), 0.0)
         total_var += float((x[ok] ** 2).sum())
         n_total += int(ok.sum())
         for lag in WANDER_LAGS:
@@ -322,6 +353,7 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]], modes: Sequence[str]
     return {
         "tau_ms": tau, "idle_edges_ms": list(IDLE_EDGES_MS), "warmth_edges": list(WARMTH_EDGES),
         "factor": {kind: {"warmth": [round(math.exp(x), 4) for x in fit["a"][j]],
+                          "warmth_slope": round(float(fit["beta"][j]), 4),
                           "warmth_n": fit["a_n"][j].astype(int).tolist(),
                           "idle": [round(math.exp(x), 4) for x in fit["c"][j]],
                           "idle_n": fit["c_n"][j].astype(int).tolist(),

@@ -124,32 +124,37 @@ class WanderStream:
 class LoopState:
     """How a replica's state scales its stages (``served_costs`` of a profile, fitted by
     :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds at warmth u
-    runs each stage ``factor[warmth bin][idle bin][slot]`` times its drawn time; u follows
+    runs each stage ``idle factor[idle bin][slot] × warmth factor(u)[slot]`` times its drawn
+    time, the warmth factor log-linear between the table's bin centres (flat beyond); u follows
     :func:`~offramp.profiling.served.warmth_at` and ``warmth_after`` with time constant ``tau_s``."""
 
-    def __init__(self, tau_s: float, idle_edges_s: list[float], warmth_edges: list[float],
-                 factor: list[list[list[float]]]):
-        self.tau_s, self.idle_edges_s, self.warmth_edges = tau_s, idle_edges_s, warmth_edges
-        self.factor = factor
+    def __init__(self, tau_s: float, idle_edges_s: list[float], centres: list[float],
+                 idle: list[list[float]], log_warm: list[list[float]]):
+        self.tau_s, self.idle_edges_s, self.centres = tau_s, idle_edges_s, centres
+        self.idle, self.log_warm = idle, log_warm  # [idle bin][slot], [centre][slot]
 
     @classmethod
     def from_table(cls, table: dict, slot_kinds: list[str]) -> LoopState:
         f = table["factor"]
-        warm = [[f[kind]["warmth"][u] for kind in slot_kinds]
-                for u in range(len(table["warmth_edges"]) + 1)]
+        edges = [0.0, *table["warmth_edges"], 1.0]
+        centres = [0.5 * (lo + hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+        log_warm = [[math.log(f[kind]["warmth"][u]) for kind in slot_kinds]
+                    for u in range(len(centres))]
         idle = [[f[kind]["idle"][i] for kind in slot_kinds]
                 for i in range(len(table["idle_edges_ms"]) + 1)]
-        factor = [[[w * x for w, x in zip(warm[u], idle[i], strict=True)]
-                   for i in range(len(idle))] for u in range(len(warm))]
         return cls(float(table["tau_ms"]) / 1000.0,
-                   [e / 1000.0 for e in table["idle_edges_ms"]], list(table["warmth_edges"]),
-                   factor)
+                   [e / 1000.0 for e in table["idle_edges_ms"]], centres, idle, log_warm)
 
     def at_dispatch(self, u_after: float, idle_s: float) -> tuple[float, list[float]]:
         """(warmth at dispatch, the per-slot factors) of a batch after ``idle_s`` idle."""
         u = warmth_at(u_after, idle_s, self.tau_s)
-        return u, self.factor[bisect_right(self.warmth_edges, u)][
-            bisect_right(self.idle_edges_s, idle_s)]
+        c = self.centres
+        x = min(max(u, c[0]), c[-1])
+        j = min(bisect_right(c, x), len(c) - 1)
+        lo, hi = self.log_warm[j - 1], self.log_warm[j]
+        g = (x - c[j - 1]) / (c[j] - c[j - 1])
+        idle = self.idle[bisect_right(self.idle_edges_s, idle_s)]
+        return u, [i * math.exp(a + g * (b - a)) for i, a, b in zip(idle, lo, hi, strict=True)]
 
     def after(self, u_at: float, busy_s: float) -> float:
         """Warmth once the batch has kept the replica busy ``busy_s``."""

@@ -18,19 +18,22 @@ from offramp.profiling.served import (
     IDLE_EDGES_MS,
     KIND_CODES,
     WARMTH_EDGES,
+    _warm_term,
     fit_served_costs,
     loop_state,
     state_bins,
     warmth_after,
     warmth_at,
+    warmth_centres,
 )
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.service import ServiceTimes
 
 TAU_S = 0.1
-# The truth the synthetic streams are drawn from: factors by idle bin and by warmth bin.
+# The truth the synthetic streams are drawn from: factors by idle bin, and a warmth factor
+# exp(BETA · (u - 1/2)) with u clipped to the outer bin centres.
 IDLE_F = np.array([1.0, 0.95, 1.0, 1.05, 1.15, 1.3, 1.5])
-WARM_F = np.array([1.25, 1.15, 1.05, 1.0, 0.9, 0.85])
+BETA = -0.4
 BASE = {("overhead", 0): 0.05, ("segment", 0): 1.0, ("head", 0): 0.1, ("segment", 1): 0.8,
         ("head", 1): 0.1}
 SIGMA = 0.2
@@ -45,11 +48,12 @@ def _stream(mean_gap_ms: float, n_batches: int, rng: np.random.Generator,
         gap = rng.exponential(mean_gap_ms / 1000.0) if rng.random() < 0.7 else 0.0
         d = t + gap
         u = warmth_at(u, d - t, TAU_S)
-        ib, ub = state_bins(1000.0 * (d - t), u)
+        ib, _ = state_bins(1000.0 * (d - t), u)
         b = int(rng.integers(1, 5))
         busy = 0.0
+        warm = math.exp(BETA * float(_warm_term(np.array(u))))
         for (kind, k), base in BASE.items():
-            x = (base * (1 + 0.1 * (b - 1)) * IDLE_F[ib] * WARM_F[ub] * mode_factor
+            x = (base * (1 + 0.1 * (b - 1)) * IDLE_F[ib] * warm * mode_factor
                  * math.exp(SIGMA * rng.standard_normal()))
             sk.append(KIND_CODES.index(kind))
             kk.append(k)
@@ -82,15 +86,15 @@ def test_the_fit_recovers_the_state_model(fitted):
     assert fitted["tau_ms"] == 100.0
     for kind in ("segment", "head"):
         f = fitted["factor"][kind]
-        idle, warm = np.array(f["idle"]), np.array(f["warmth"])
-        n_i, n_w = np.array(f["idle_n"]), np.array(f["warmth_n"])
+        idle, n_i = np.array(f["idle"]), np.array(f["idle_n"])
         # Relative to the most common bin, as the table presents them.
         want_i = IDLE_F / IDLE_F[n_i.argmax()]
-        want_w = WARM_F / WARM_F[n_w.argmax()]
-        ok_i, ok_w = n_i >= 300, n_w >= 300
-        assert ok_i.sum() >= 5 and ok_w.sum() >= 4
+        ok_i = n_i >= 300
+        assert ok_i.sum() >= 5 and (np.array(f["warmth_n"]) >= 300).sum() >= 4
         np.testing.assert_allclose(idle[ok_i], want_i[ok_i], rtol=0.04)
-        np.testing.assert_allclose(warm[ok_w], want_w[ok_w], rtol=0.04)
+        assert f["warmth_slope"] == pytest.approx(BETA, abs=0.06)
+        np.testing.assert_allclose(np.log(f["warmth"]), f["warmth_slope"] * (
+            np.array(warmth_centres()) - 0.5), atol=1e-3)
         assert f["mode"]["none"] / f["mode"]["keep"] == pytest.approx(1.2, rel=0.03)
     # Each stage's sigma, and a base whose ratios across sizes follow the truth.
     for kind, k in BASE:
@@ -123,8 +127,10 @@ def test_the_simulator_scales_stages_by_the_replica_state():
     for idle_s, u in ((0.0, 0.0), (0.003, 0.5), (0.05, 0.95)):
         got_u, fac = svc.state.at_dispatch(u / math.exp(-idle_s / 0.05), idle_s)
         assert got_u == pytest.approx(u)
-        ib, ub = state_bins(1000 * idle_s, u)
-        want = table["factor"]["segment"]["idle"][ib] * table["factor"]["segment"]["warmth"][ub]
+        ib, _ = state_bins(1000 * idle_s, u)
+        # Log-linear in u between the bin centres, flat beyond.
+        logw = np.interp(u, warmth_centres(), np.log(table["factor"]["segment"]["warmth"]))
+        want = table["factor"]["segment"]["idle"][ib] * math.exp(logw)
         assert fac[slot] == pytest.approx(want)
     # The mode factor sits in the p50 of the served mode only.
     none = LatencyModel(prof, in_loop=True, mode="none")
