@@ -26,8 +26,7 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 VALIDATE_OUTPUTS = ("plan.json", "inputs.npz", "exit_table.npy", "real", "real.parquet", "sim.parquet",
-                    "validation.json", "validation.png", "served-profile-none.json",
-                    "served-profile-keep.json", "served-profile-shrink.json")
+                    "validation.json", "validation.png", "served-profile.json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -137,28 +137,25 @@ def _spread(values: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, Any],
-                   trace: ExitTrace, mode: str) -> LatencyProfile:
-    """The in-loop profile with ``served_costs`` fitted on the folder's served streams of one
-    exit mode (``real/served-*.npz``: each mode and load served on arrivals of its own next to
-    every repeat; :func:`offramp.profiling.served.fit_served_costs`); written beside the runs
-    as ``served-profile-MODE.json``, a profile ``simulate`` takes too. One fit per mode: a
-    mode's loop is its own (``none`` runs segments back to back, ``keep`` every head at the
-    full batch), and how its costs move with the loop's warmth differs with it."""
+                   trace: ExitTrace) -> LatencyProfile:
+    """The in-loop profile with ``served_costs`` fitted on the folder's served streams
+    (``real/served-*.npz``: each mode and load served on arrivals of its own next to every
+    repeat; :func:`offramp.profiling.served.fit_served_costs`); written beside the runs as
+    ``served-profile.json``, a profile ``simulate`` takes too."""
     from offramp.profiling.format import save_profile
     from offramp.profiling.served import fit_served_costs
 
     real_dir = plan_dir / "real"
-    served = [s for s in manifest["served"] if s["mode"] == mode]
-    runs = [read_run(real_dir / s["file"], trace) for s in served]
+    runs = [read_run(real_dir / s["file"], trace) for s in manifest["served"]]
     base = LatencyModel(profile, in_loop=True)
     stages = sorted({(r["kind"], r["k"]) for r in profile.rows})
     table = fit_served_costs(
-        runs, [mode] * len(runs), lambda kind, k, b: base.lookup(kind, k, b)[0],
+        runs, lambda kind, k, b: base.lookup(kind, k, b)[0],
         [(kind, k, sorted(r["batch"] for r in profile.stage(kind, k))) for kind, k in stages],
-        [s["file"] for s in served])
+        [s["file"] for s in manifest["served"]])
     fitted = LatencyProfile(rows=profile.rows, meta={**profile.meta, "served_costs": table},
                             source=profile.source)
-    save_profile(fitted, plan_dir / f"served-profile-{mode}.json")
+    save_profile(fitted, plan_dir / "served-profile.json")
     return fitted
 
 
@@ -177,10 +174,8 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
         raise InputError(plan_dir / "plan.json", "policy", "the study's policy is not the one "
                          "the real runs served", "compare with the study they were run from")
     profile = load_profile(real_dir / "profile.json")
-    fitted: dict[str, LatencyProfile] = {}
-    if in_loop and served:
-        for mode in sorted({s["mode"] for s in manifest.get("served", [])}):
-            fitted[mode] = served_profile(plan_dir, profile, manifest, trace, mode)
+    if in_loop and served and manifest.get("served"):
+        profile = served_profile(plan_dir, profile, manifest, trace)
     k, mb, warm = trace.n_exits, plan["max_batch"], plan["warmup_fraction"]
     rows, real_frames, sim_frames, stage_frames, keys = [], [], [], [], {}
     for run in manifest["runs"]:
@@ -188,7 +183,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     for key, runs in keys.items():
         st = manifest["streams"][key]
         mode = st["mode"]
-        model = LatencyModel(fitted.get(mode, profile), in_loop=in_loop, mode=mode)
+        model = LatencyModel(profile, in_loop=in_loop)
         real = []
         for r in runs:
             data = read_run(real_dir / r["file"], trace)
@@ -234,7 +229,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
             pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
-           "served_costs": {m: p.meta["served_costs"] for m, p in fitted.items()} or None,
+           "served_costs": profile.meta.get("served_costs") if in_loop else None,
            "table": json.loads(table.to_json(orient="records"))}
     with atomic_path(plan_dir / "validation.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")

@@ -4,7 +4,7 @@ the model built up piece by piece (the real runs are not repeated).
     .venv/bin/python benchmarks/validation_ablation.py runs/validate-cpu20k [STUDY.yaml]
 
 Each variant strips in-loop metadata from a copy of the folder's profile (or, for the served
-model, sets factors of its served-profile.json to 1) and re-runs the comparison (``offramp
+model, sets the idle factors of its served-profile.json to 1) and re-runs the comparison (``offramp
 validate --real-from --profiler-costs`` on a copy of the folder, with that profile). Prints, per variant,
 the cells outside the real spread and the median |error| of p50, mean and p99 per load.
 """
@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-# (label, meta keys removed, in-loop residual fields removed, --isolated-stages, served-cost
-# factors kept): the first six simulate with the profiler's in-loop profile; the last three with
+# (label, meta keys removed, in-loop residual fields removed, --isolated-stages, served idle
+# factors kept): the first six simulate with the profiler's in-loop profile; the last two with
 # the stage costs fitted on the folder's served streams (its served-profile.json), first with
-# every state factor set to 1 and no wander, then adding the idle/warmth factors, the mode's,
-# and the slow wander.
+# every idle factor set to 1, then as fitted.
 VARIANTS = [
     ("isolated stage times", [], [], True, None),
     ("in-loop p50 only", ["wake_ms", "stage_noise_corr", "batch_tail_ms"],
@@ -34,16 +33,14 @@ VARIANTS = [
     ("+ per-batch tail", ["stage_noise_corr"], ["served_p99_ms"], False, None),
     ("+ in-loop p99", ["stage_noise_corr"], [], False, None),
     ("+ correlated noise (profiler's model)", [], [], False, None),
-    ("served costs, no state factors", [], [], False, ()),
-    ("+ idle and warmth factors", [], [], False, ("idle", "warmth")),
-    ("+ exit-mode factor", [], [], False, ("idle", "warmth", "mode")),
-    ("+ slow speed wander (served model)", [], [], False, ("idle", "warmth", "mode", "wander")),
+    ("served stage costs, no idle factors", [], [], False, False),
+    ("+ idle factors (served model)", [], [], False, True),
 ]
 STATS = ("latency_p50_ms", "latency_mean_ms", "latency_p99_ms")
 
 
 def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bool,
-                  served: tuple[str, ...] | None) -> list:
+                  served: bool | None) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "v"
         shutil.copytree(folder, work, ignore=shutil.ignore_patterns("*.parquet", "*.png",
@@ -52,20 +49,9 @@ def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bo
         doc = json.loads(path.read_text())
         if served is not None:
             doc = json.loads((folder / "served-profile.json").read_text())
-            for f in doc["meta"]["served_costs"]["factor"].values():
-                for name in ("idle", "warmth"):
-                    if name not in served:
-                        f[name] = [1.0] * len(f[name])
-                if "mode" not in served:
-                    f["mode"] = dict.fromkeys(f.get("mode", {}), 1.0)
-            sc = doc["meta"]["served_costs"]
-            if "wander" not in served and sc.get("wander"):
-                # Without the wander, each stage keeps the whole measured spread.
-                w2 = sc["wander"]["sigma"] ** 2
-                for rows in sc["stages"].values():
-                    for r in rows:
-                        r[2] = (r[2] ** 2 + w2) ** 0.5
-                sc["wander"] = {"sigma": 0.0, "tau_s": 1.0}
+            if not served:
+                for f in doc["meta"]["served_costs"]["factor"].values():
+                    f["idle"] = [1.0] * len(f["idle"])
         for key in drop_meta:
             doc["meta"].pop(key, None)
         for v in (doc["meta"].get("in_loop_residual_ms") or {}).values():

@@ -264,33 +264,24 @@ def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
 
 
 def _validate_served(served: object, bad, check_tail, check_corr) -> None:
-    """``served_costs`` (profiling/served.py): τ, the state bins, a factor table per stage
+    """``served_costs`` (profiling/served.py): the idle bins, an idle-factor table per stage
     kind, a (batch, p50 ms, σ, count) table per stage, the noise correlation and the tail."""
     if not isinstance(served, dict):
         raise bad("served_costs", "must be a mapping")
-    tau, idle, warm = served.get("tau_ms"), served.get("idle_edges_ms"), served.get("warmth_edges")
-    if not (_number(tau) and 0 < tau <= MAX_MS):
-        raise bad("served_costs.tau_ms", "must be a time constant in ms > 0")
-    for name, edges, top in (("idle_edges_ms", idle, MAX_MS), ("warmth_edges", warm, 1.0)):
-        if not (isinstance(edges, list) and edges and all(_number(e) and 0 <= e <= top
-                                                          for e in edges)
-                and all(b > a for a, b in zip(edges, edges[1:], strict=False))):
-            raise bad(f"served_costs.{name}", f"must be increasing numbers in [0, {top:g}]")
+    idle = served.get("idle_edges_ms")
+    if not (isinstance(idle, list) and idle and all(_number(e) and 0 <= e <= MAX_MS for e in idle)
+            and all(b > a for a, b in zip(idle, idle[1:], strict=False))):
+        raise bad("served_costs.idle_edges_ms", "must be increasing times in ms")
     factor = served.get("factor")
     if not isinstance(factor, dict) or not all(k in factor for k in KINDS):
         raise bad("served_costs.factor", f"must hold a table for every stage kind "
                   f"({', '.join(KINDS)})")
     for kind, f in factor.items():
-        ok = isinstance(f, dict)
-        for name, n in (("warmth", len(warm) + 1), ("idle", len(idle) + 1)):
-            ok = ok and isinstance(f.get(name), list) and len(f[name]) == n and all(
-                _number(x) and math.isfinite(x) and 0 < x <= 1000 for x in f[name])
-        modes = f.get("mode", {}) if ok else None
-        ok = ok and isinstance(modes, dict) and all(
-            _number(x) and math.isfinite(x) and 0 < x <= 1000 for x in modes.values())
-        if not ok:
-            raise bad(f"served_costs.factor.{kind}", "must hold warmth and idle factors "
-                      "(one finite number > 0 per bin) and, optionally, mode factors")
+        if not (isinstance(f, dict) and isinstance(f.get("idle"), list)
+                and len(f["idle"]) == len(idle) + 1
+                and all(_number(x) and math.isfinite(x) and 0 < x <= 1000 for x in f["idle"])):
+            raise bad(f"served_costs.factor.{kind}", "must hold idle factors (one finite "
+                      "number > 0 per idle bin)")
     stages = served.get("stages")
     if not isinstance(stages, dict):
         raise bad("served_costs.stages", "must be a mapping of stage to rows")
@@ -303,10 +294,6 @@ def _validate_served(served: object, bad, check_tail, check_corr) -> None:
             raise bad(f"served_costs.stages.{key}", "must be [[batch, p50 ms > 0, sigma >= 0, "
                       "count], ...] by increasing batch")
     check_corr(served.get("noise_corr"), "served_costs.noise_corr")
-    wander = served.get("wander", {"sigma": 0.0, "tau_s": 1.0})
-    if not (isinstance(wander, dict) and _number(wander.get("sigma")) and 0 <= wander["sigma"] <= 2
-            and _number(wander.get("tau_s")) and 0 < wander["tau_s"] <= 3600):
-        raise bad("served_costs.wander", "must hold sigma (0..2) and tau_s (> 0 s)")
     check_tail(served.get("batch_tail_ms"), "served_costs.batch_tail_ms", empty_ok=True)
 
 

@@ -35,13 +35,13 @@ class LatencyModel:
     ``batch_tail_ms`` (:meth:`tail_ms`). Where the profile holds ``served_costs`` (stage costs
     fitted on the real loop's served streams, :mod:`offramp.profiling.served`), ``in_loop``
     takes each stage's p50 and σ, the noise correlation and the tail from there, and
-    :attr:`state` (that table) makes the simulator scale each stage by the loop's state
-    instead of adding a wake-up; ``mode`` (the exit mode served) picks its mode factor.
+    :attr:`state` (that table) makes the simulator scale each stage by its replica's idle
+    time before the batch instead of adding a wake-up.
     Nothing changes where the profile has none of these.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
-                 in_loop: bool = False, mode: str | None = None):
+                 in_loop: bool = False):
         self.profile = profile
         self.engine_sizes = sorted(set(engine_sizes)) if engine_sizes else None
         residual = (profile.meta.get("in_loop_residual_ms") or {}) if in_loop else {}
@@ -56,9 +56,6 @@ class LatencyModel:
         self.state = served
         self.served_stages = {tuple(key.split(" ")): np.array(rows, dtype=float)[:, :3]
                               for key, rows in served["stages"].items()} if served else {}
-        # Each stage kind's factor for the exit mode being served (1 where not fitted).
-        self.mode_factor = {kind: float(f.get("mode", {}).get(mode, 1.0))
-                            for kind, f in served["factor"].items()} if served and mode else {}
         corr = ((served or {}).get("noise_corr") or profile.meta.get("stage_noise_corr") or {}
                 ) if in_loop else {}
         self.noise_corr = (float(corr.get("within", 0.0)), float(corr.get("across", 0.0)))
@@ -123,8 +120,7 @@ class LatencyModel:
         tail = float(np.interp(size, sizes, p99))
         fitted = self.served_stages.get((kind, str(k)))
         if fitted is not None and fitted[0, 0] <= size <= fitted[-1, 0]:
-            return (float(np.interp(size, fitted[:, 0], fitted[:, 1]))
-                    * self.mode_factor.get(kind, 1.0),
+            return (float(np.interp(size, fitted[:, 0], fitted[:, 1])),
                     float(np.interp(size, fitted[:, 0], fitted[:, 2])))
         served = self.served.get((kind, str(k)))
         if served is not None and served[0, 0] <= size <= served[-1, 0]:

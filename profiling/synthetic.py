@@ -13,8 +13,8 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
 
     ``loop_stages`` adds the serving loop's exit ``check`` and ``handoff`` rows, a wake-up
     table, a per-batch tail and a stage-noise correlation. ``served_costs`` adds a served-cost
-    table (:mod:`offramp.profiling.served`): each stage's p50 and σ 0.2, factors that grow with
-    the idle time before a batch and shrink as the loop warms, and a mode factor for ``none``.
+    table (:mod:`offramp.profiling.served`): each stage's p50 and σ 0.2 and factors that grow
+    with the idle time before a batch.
     """
     rows = []
 
@@ -43,18 +43,17 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
         meta["batch_tail_ms"] = {"batch": [1, max(batches)], "ms": [0.05, 0.15]}
         meta["stage_noise_corr"] = {"within": 0.5, "across": 0.8}
     if served_costs:
-        from .served import IDLE_EDGES_MS, KINDS, WARMTH_EDGES
+        from .served import IDLE_EDGES_MS, KINDS
 
         stages: dict[str, list] = {}
         for r in rows:
             stages.setdefault(f"{r['kind']} {r['k']}", []).append([r["batch"], r["p50_ms"], 0.2, 100])
         meta["served_costs"] = {
-            "tau_ms": 50.0, "idle_edges_ms": list(IDLE_EDGES_MS), "warmth_edges": list(WARMTH_EDGES),
-            "factor": {kind: {"warmth": [1.2 - 0.08 * i for i in range(len(WARMTH_EDGES) + 1)],
-                              "idle": [1.0 + 0.1 * i for i in range(len(IDLE_EDGES_MS) + 1)],
-                              "mode": {"none": 1.1, "keep": 1.0, "shrink": 1.0}} for kind in KINDS},
+            "idle_edges_ms": list(IDLE_EDGES_MS),
+            "factor": {kind: {"idle": [1.0 + 0.1 * i for i in range(len(IDLE_EDGES_MS) + 1)]}
+                       for kind in KINDS},
             "stages": {key: sorted(v) for key, v in stages.items()},
-            "noise_corr": {"within": 0.3, "across": 0.6}, "wander": {"sigma": 0.1, "tau_s": 0.05},
+            "noise_corr": {"within": 0.3, "across": 0.6},
             "batch_tail_ms": {"batch": [1, max(batches)], "ms": [0.04, 0.1]},
             "sources": ["synthetic_profile()"]}
     return LatencyProfile(rows=rows, meta=meta)

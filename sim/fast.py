@@ -52,7 +52,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     base, sig, wake, tail, state = svc.base, svc.sigma, svc.wake, svc.tail, svc.state
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
-    noise, wander = rep.noise, rep.wander
+    noise = rep.noise
     _exp, _bisect = exp, bisect_right
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
@@ -78,7 +78,6 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         return [tuple(x) for x in steps], sizes
 
     local = dict.fromkeys(servers, 0)
-    warmth = dict.fromkeys(servers, 0.0)  # each replica's warmth after its last batch (state)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
     o_size, o_rep, o_loc, o_disp, o_fin = (out["size"], out["replica"], out["local"],
@@ -102,8 +101,6 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         z = noise[r].flat
         at, factors = slow[r]
         x = factors[_bisect(at, d) - 1]
-        if wander is not None:  # the machine's slow speed wander, drawn in dispatch order
-            x = x * wander[r].factor(d)
         key = (size, *[rk[j] - rk[i] for rk in reach_early])
         entry = compiled.get(key)
         if entry is None:
@@ -120,16 +117,14 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
                 t += tb[b] * _exp(ts[b] * z[o + zi]) * x
                 if leave >= 0:
                     ends[leave] = t
-        else:  # every stage scaled by the replica's state (idle before, warmth)
-            u, fac = state.at_dispatch(warmth[r], d - f)
+        else:  # every stage scaled by the replica's idle time before the batch
+            fac = state.at_dispatch(d - f)
             for tb, ts, zi, b, leave in steps:
                 t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
                 if leave >= 0:
                     ends[leave] = t
         if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
             t += tail[size]
-        if state is not None:
-            warmth[r] = state.after(u, t - d)
         o_size.append(size)
         o_rep.append(r)
         o_loc.append(m)

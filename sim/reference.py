@@ -63,7 +63,6 @@ class ReferenceServer:
         self.batches: list[tuple] = []
         self.batch_count = [0] * srv.replicas
         self.free_at = [0.0] * srv.replicas  # when each replica finished its last batch
-        self.warmth = [0.0] * srv.replicas  # each replica's warmth after its last batch (state)
         self.slow = srv.slowdown()
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.ended = False  # the open-loop stream has no more requests: the rest go at once
@@ -172,8 +171,6 @@ class ReferenceServer:
             req.dispatch, req.replica, req.local = start, r, m
         at, factors = self.slow[r]
         x = factors[bisect_right(at, start) - 1]
-        if self.rep.wander is not None:  # the machine's slow speed wander, in dispatch order
-            x = x * self.rep.wander[r].factor(start)
 
         if ctrl is not None:
             stall = ctrl.begin_batch(start, r)
@@ -185,7 +182,7 @@ class ReferenceServer:
                 yield env.timeout(wake)
         fac = None
         if svc.state is not None:
-            u, fac = svc.state.at_dispatch(self.warmth[r], start - self.free_at[r])
+            fac = svc.state.at_dispatch(start - self.free_at[r])
         sizes = [0] * k_exits
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
@@ -222,8 +219,6 @@ class ReferenceServer:
             yield env.timeout(svc.tail[size])
         self.batches.append((r, m, start, env.now, sizes))
         self.free_at[r] = env.now
-        if fac is not None:
-            self.warmth[r] = svc.state.after(u, env.now - start)
 
     def _finish(self, reqs: list[Request], k: int) -> None:
         now = self.env.now

@@ -7,8 +7,7 @@ between replications from the replication's own seed: its requests, the stage-ti
 each replica, the routing, and a fresh controller for a stateful policy.
 
 Randomness: the replication's ``SeedSequence`` spawns five named streams in a fixed order
-(arrivals, samples, routing, think times, noise), the noise stream one child per replica; a
-profile with a speed wander adds a sixth (one child per replica), spawned after the others.
+(arrivals, samples, routing, think times, noise), the noise stream one child per replica.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from offramp.policies.base import Controller, ExitPolicy
 from offramp.traces.format import ExitTrace
 
 from .config import RunConfig, ServerConfig
-from .service import NoiseStream, ServiceTimes, WanderStream
+from .service import NoiseStream, ServiceTimes
 from .workload import ClosedClients, ClosedLoop, OpenArrivals, Workload, route_static
 
 
@@ -52,7 +51,6 @@ class Replication:
     route_rng: np.random.Generator
     routes: np.ndarray | None = None
     controller: Controller | None = None
-    wander: list[WanderStream] | None = None  # each replica's slow speed wander, if modelled
 
 
 def draw_replication(scenario: Scenario, run: RunConfig,
@@ -73,9 +71,4 @@ def draw_replication(scenario: Scenario, run: RunConfig,
             and srv.replicas > 1):
         routes = route_static(srv.routing, requests.times.size, srv.replicas, route_rng)
     controller = None if scenario.policy.is_static else scenario.policy.controller(srv.replicas)
-    wander = None
-    if svc.wander is not None:  # a sixth stream, spawned after the others: they stay as they were
-        sigma, tau = svc.wander
-        wander = [WanderStream(np.random.default_rng(s), sigma, tau)
-                  for s in seed.spawn(1)[0].spawn(srv.replicas)]
-    return Replication(requests, noise, route_rng, routes, controller, wander)
+    return Replication(requests, noise, route_rng, routes, controller)

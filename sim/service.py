@@ -17,7 +17,6 @@ import numpy as np
 from scipy.signal import lfilter
 
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.served import warmth_after, warmth_at
 from offramp.profiling.stages import BatchPlan
 
 ROWS_PER_CHUNK = 1024
@@ -98,67 +97,24 @@ class NoiseStream:
         return self.flat[m * self.width:(m + 1) * self.width]
 
 
-class WanderStream:
-    """A replica's slow speed wander (``served_costs.wander`` of a profile): an
-    Ornstein-Uhlenbeck process x(t), stationary N(0, 1) with time constant ``tau_s``, sampled
-    at each of the replica's batch dispatches in order; that batch's stages last exp(σ·x)
-    times their drawn time. Run-time state: one per replica and replication."""
-
-    def __init__(self, rng: np.random.Generator, sigma: float, tau_s: float):
-        self.rng, self.sigma, self.tau_s = rng, sigma, tau_s
-        self.x: float | None = None
-        self.t = 0.0
-
-    def factor(self, t: float) -> float:
-        """The speed factor of a batch dispatched at ``t`` (not before the last one)."""
-        e = self.rng.standard_normal()
-        if self.x is None:
-            x = e
-        else:
-            a = math.exp(-(t - self.t) / self.tau_s)
-            x = a * self.x + math.sqrt(1.0 - a * a) * e
-        self.x, self.t = x, t
-        return math.exp(self.sigma * x)
-
-
 class LoopState:
-    """How a replica's state scales its stages (``served_costs`` of a profile, fitted by
-    :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds at warmth u
-    runs each stage ``idle factor[idle bin][slot] × warmth factor(u)[slot]`` times its drawn
-    time, the warmth factor log-linear between the table's bin centres (flat beyond); u follows
-    :func:`~offramp.profiling.served.warmth_at` and ``warmth_after`` with time constant ``tau_s``."""
+    """How a replica's idle time scales its stages (``served_costs`` of a profile, fitted by
+    :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds runs each stage
+    ``factor[idle bin][slot]`` times its drawn time."""
 
-    def __init__(self, tau_s: float, idle_edges_s: list[float], centres: list[float],
-                 idle: list[list[float]], log_warm: list[list[float]]):
-        self.tau_s, self.idle_edges_s, self.centres = tau_s, idle_edges_s, centres
-        self.idle, self.log_warm = idle, log_warm  # [idle bin][slot], [centre][slot]
+    def __init__(self, idle_edges_s: list[float], factor: list[list[float]]):
+        self.idle_edges_s, self.factor = idle_edges_s, factor  # factor[idle bin][slot]
 
     @classmethod
     def from_table(cls, table: dict, slot_kinds: list[str]) -> LoopState:
         f = table["factor"]
-        edges = [0.0, *table["warmth_edges"], 1.0]
-        centres = [0.5 * (lo + hi) for lo, hi in zip(edges, edges[1:], strict=False)]
-        log_warm = [[math.log(f[kind]["warmth"][u]) for kind in slot_kinds]
-                    for u in range(len(centres))]
-        idle = [[f[kind]["idle"][i] for kind in slot_kinds]
-                for i in range(len(table["idle_edges_ms"]) + 1)]
-        return cls(float(table["tau_ms"]) / 1000.0,
-                   [e / 1000.0 for e in table["idle_edges_ms"]], centres, idle, log_warm)
+        return cls([e / 1000.0 for e in table["idle_edges_ms"]],
+                   [[f[kind]["idle"][i] for kind in slot_kinds]
+                    for i in range(len(table["idle_edges_ms"]) + 1)])
 
-    def at_dispatch(self, u_after: float, idle_s: float) -> tuple[float, list[float]]:
-        """(warmth at dispatch, the per-slot factors) of a batch after ``idle_s`` idle."""
-        u = warmth_at(u_after, idle_s, self.tau_s)
-        c = self.centres
-        x = min(max(u, c[0]), c[-1])
-        j = min(bisect_right(c, x), len(c) - 1)
-        lo, hi = self.log_warm[j - 1], self.log_warm[j]
-        g = (x - c[j - 1]) / (c[j] - c[j - 1])
-        idle = self.idle[bisect_right(self.idle_edges_s, idle_s)]
-        return u, [i * math.exp(a + g * (b - a)) for i, a, b in zip(idle, lo, hi, strict=True)]
-
-    def after(self, u_at: float, busy_s: float) -> float:
-        """Warmth once the batch has kept the replica busy ``busy_s``."""
-        return warmth_after(u_at, busy_s, self.tau_s)
+    def at_dispatch(self, idle_s: float) -> list[float]:
+        """The per-slot factors of a batch dispatched after ``idle_s`` idle."""
+        return self.factor[bisect_right(self.idle_edges_s, idle_s)]
 
 
 class ServiceTimes:
@@ -186,10 +142,8 @@ class ServiceTimes:
         self.wake: list[list[float]] | None = None
         # tail[b]: seconds the replica stays busy after a batch of b's last stage (None: none).
         self.tail: list[float] | None = None
-        # The loop's state scales every stage (profiling/served.py); None: it does not.
+        # The replica's idle time scales every stage (profiling/served.py); None: it does not.
         self.state: LoopState | None = None
-        # (σ, τ s) of the machine's slow speed wander (WanderStream); None: no wander.
-        self.wander: tuple[float, float] | None = None
 
     IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
                                                100))
@@ -274,9 +228,6 @@ class ServiceTimes:
             svc.tail = [model.tail_ms(b) / 1000.0 for b in range(max_batch + 1)]
         if getattr(model, "state", None) is not None:
             svc.state = LoopState.from_table(model.state, svc.slot_kinds())
-            wander = model.state.get("wander") or {}
-            if sampled and wander.get("sigma", 0) > 0:
-                svc.wander = (float(wander["sigma"]), float(wander["tau_s"]))
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]

@@ -23,7 +23,7 @@ TRACE = synthetic_trace(1500, seed=3)
 PROFILE = synthetic_profile(batches=tuple(range(1, 65)))
 # The same with the serving loop's exit checks and handoffs measured.
 LOOP_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True)
-# ... and with stage costs fitted on served traffic: each stage scaled by the replica's state.
+# ... and with stage costs fitted on served traffic: each stage scaled by the replica's idle time.
 SERVED_PROFILE = synthetic_profile(batches=tuple(range(1, 65)), loop_stages=True, served_costs=True)
 POLICIES = [
     policy_config(name="none"), policy_config(name="static:1"), policy_config(name="oracle"),
@@ -37,8 +37,8 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
           kind="poisson", cv=1.0, contention=(), loop=False):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
     # The loop profile's in-loop costs include a wake-up after idle spells; the served one
-    # scales every stage by the replica's idle time and warmth.
-    model = (LatencyModel(SERVED_PROFILE, in_loop=True, mode=mode) if loop == "served"
+    # scales every stage by the replica's idle time before the batch.
+    model = (LatencyModel(SERVED_PROFILE, in_loop=True) if loop == "served"
              else LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE))
     svc = ServiceTimes.from_latency(model, 4, max_batch, sampled, True)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
@@ -67,7 +67,7 @@ def check_conserved(rec, n):
 # Found by the property: two requests at the same instant, zero wait, a shared queue.
 @example(policy_i=0, mode="none", replicas=2, routing="shared", max_batch=2, wait=0.0, load=1.0,
          sampled=False, n=3, seed=684, kind="gamma", cv=3.0, contention=[], loop=False)
-# Stage costs that move with the replica's state, two replicas with their own warmth.
+# Stage costs that move with each replica's own idle time, two replicas.
 @example(policy_i=3, mode="shrink", replicas=2, routing="round_robin", max_batch=8, wait=1.0,
          load=0.6, sampled=True, n=400, seed=5, kind="poisson", cv=1.0, contention=[],
          loop="served")
