@@ -26,7 +26,8 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 VALIDATE_OUTPUTS = ("plan.json", "inputs.npz", "exit_table.npy", "real", "real.parquet", "sim.parquet",
-                    "validation.json", "validation.png", "served-profile.json")
+                    "validation.json", "validation.png", "served-profile.json",
+                    "served-profile-L*.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     trace = load_study_trace(cfg, base)
     policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
     result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages,
-                     served=not args.profiler_costs)
+                     served=not args.profiler_costs, by_load=not args.pooled_served)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0
@@ -106,7 +107,11 @@ def print_table(table, doc) -> None:
         t.add_row(r["mode"], label, r["stat"], f"{r['median']:.4g}", f"±{r['spread']:.1%}",
                   f"{r['sim']:.4g}", f"{r['error']:+.1%}",
                   "within spread" if r["within"] else "OUTSIDE")
-    Console(width=140).print(t)
+    console = Console(width=140)
+    console.print(t)
+    costs = sorted(set(table["costs"])) if "costs" in table else []
+    if costs:
+        console.print("stage costs: " + ", ".join(costs))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -137,6 +142,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profiler-costs", action="store_true",
                    help="simulate with the profiler's in-loop costs even where the folder has "
                         "served streams (which otherwise give the stage costs)")
+    p.add_argument("--pooled-served", action="store_true",
+                   help="one served-cost table from every load's served streams for every "
+                        "load (default: each load's from its own, served-profile-L*.json)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
     p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as for "

@@ -137,45 +137,70 @@ def _spread(values: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, Any],
-                   trace: ExitTrace) -> LatencyProfile:
+                   trace: ExitTrace, load: int | None = None) -> LatencyProfile:
     """The in-loop profile with ``served_costs`` fitted on the folder's served streams
     (``real/served-*.npz``: each mode and load served on arrivals of its own next to every
-    repeat; :func:`offramp.profiling.served.fit_served_costs`); written beside the runs as
-    ``served-profile.json``, a profile ``simulate`` takes too."""
+    repeat; :func:`offramp.profiling.served.fit_served_costs`): those of load index ``load``
+    only, or of every load (None). Written beside the runs as ``served-profile-L{load}.json``
+    or ``served-profile.json``, a profile ``simulate`` takes too."""
     from offramp.profiling.format import save_profile
     from offramp.profiling.served import fit_served_costs
 
     real_dir = plan_dir / "real"
-    runs = [read_run(real_dir / s["file"], trace) for s in manifest["served"]]
+    streams = [s for s in manifest["served"] if load is None or s.get("load") == load]
+    runs = [read_run(real_dir / s["file"], trace) for s in streams]
     base = LatencyModel(profile, in_loop=True)
     stages = sorted({(r["kind"], r["k"]) for r in profile.rows})
     table = fit_served_costs(
         runs, lambda kind, k, b: base.lookup(kind, k, b)[0],
         [(kind, k, sorted(r["batch"] for r in profile.stage(kind, k))) for kind, k in stages],
-        [s["file"] for s in manifest["served"]])
+        [s["file"] for s in streams])
     fitted = LatencyProfile(rows=profile.rows, meta={**profile.meta, "served_costs": table},
                             source=profile.source)
-    save_profile(fitted, plan_dir / "served-profile.json")
+    save_profile(fitted, plan_dir / served_profile_name(load))
     return fitted
 
 
+def served_profile_name(load: int | None) -> str:
+    """The file :func:`served_profile` writes for load index ``load`` (None: every load)."""
+    return "served-profile.json" if load is None else f"served-profile-L{load}.json"
+
+
+def _served_profiles(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, Any],
+                     trace: ExitTrace, by_load: bool) -> dict[int | None, LatencyProfile]:
+    """Served-cost profiles: the pooled one under None and, with ``by_load``, one per load
+    index whose served streams are all there (every mode and repeat of that load)."""
+    out = {None: served_profile(plan_dir, profile, manifest, trace)}
+    if by_load:
+        runs = [r for r in manifest["runs"] if isinstance(r.get("load"), int)]
+        for li in sorted({r["load"] for r in runs}):
+            want = {(r["key"], r["repeat"]) for r in runs if r["load"] == li}
+            have = {(s["key"], s.get("repeat")) for s in manifest["served"] if s.get("load") == li}
+            if want <= have:
+                out[li] = served_profile(plan_dir, profile, manifest, trace, li)
+    return out
+
+
 def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
-            in_loop: bool = True, served: bool = True) -> dict[str, Any]:
+            in_loop: bool = True, served: bool = True, by_load: bool = True) -> dict[str, Any]:
     """Simulate every (mode, load) of the folder's real runs and judge it; write
     ``real.parquet``, ``sim.parquet``, ``validation.json`` and ``validation.png``.
 
     ``in_loop``: segments and heads cost what the profiler measured them to cost inside the
     serving loop (isolated time + the profile's in-loop residual), not their isolated time.
     ``served``: where the folder has served streams, stage costs and how they move with the
-    loop's state come from those (:func:`served_profile`), not from the profiler's loop."""
+    loop's state come from those (:func:`served_profile`), not from the profiler's loop;
+    ``by_load``: each load's from the served streams of that load (the loop runs faster the
+    harder it is driven: docs/validation.md), else one table from every load's."""
     real_dir = plan_dir / "real"
     plan, manifest = read_real_side(plan_dir)
     if json.loads(json.dumps(policy.get_params(), default=_json)) != plan["policy"]:
         raise InputError(plan_dir / "plan.json", "policy", "the study's policy is not the one "
                          "the real runs served", "compare with the study they were run from")
     profile = load_profile(real_dir / "profile.json")
+    profiles: dict[int | None, LatencyProfile] = {None: profile}
     if in_loop and served and manifest.get("served"):
-        profile = served_profile(plan_dir, profile, manifest, trace)
+        profiles = _served_profiles(plan_dir, profile, manifest, trace, by_load)
     k, mb, warm = trace.n_exits, plan["max_batch"], plan["warmup_fraction"]
     rows, real_frames, sim_frames, stage_frames, keys = [], [], [], [], {}
     for run in manifest["runs"]:
@@ -183,7 +208,9 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     for key, runs in keys.items():
         st = manifest["streams"][key]
         mode = st["mode"]
-        model = LatencyModel(profile, in_loop=in_loop)
+        li = runs[0].get("load") if runs[0].get("load") in profiles else None
+        model = LatencyModel(profiles[li], in_loop=in_loop)
+        costs = ("profiler" if profiles[None] is profile else served_profile_name(li))
         real = []
         for r in runs:
             data = read_run(real_dir / r["file"], trace)
@@ -217,19 +244,21 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
                          "stat": stat, **s, "sim": sim_v, "error": err, "target": target,
                          "within": bool(abs(err) <= max(s["spread"], target)),
                          "tail_samples": int(0.01 * real[0]["requests"]),
-                         "repeats": len(real)})
+                         "repeats": len(real), "costs": costs})
         match = _spread(np.array([r["exit_match"] for r in real]))
         rows.append({"key": key, "mode": mode, "load": st["load"], "rate_rps": st["rate_rps"],
                      "stat": "exit_match", **match, "sim": 1.0, "error": match["median"] - 1.0,
                      "target": 0.005, "within": bool(1.0 - match["min"] <= 0.005),
-                     "tail_samples": 0, "repeats": len(real)})
+                     "tail_samples": 0, "repeats": len(real), "costs": costs})
     table = pd.DataFrame(rows)
     for name, frames in (("real.parquet", real_frames), ("sim.parquet", sim_frames)):
         with atomic_path(plan_dir / name) as tmp:
             pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
-           "served_costs": profile.meta.get("served_costs") if in_loop else None,
+           "served_costs": profiles[None].meta.get("served_costs") if in_loop else None,
+           "served_costs_by_load": {f"L{li}": p.meta["served_costs"] for li, p in profiles.items()
+                                    if li is not None},
            "table": json.loads(table.to_json(orient="records"))}
     with atomic_path(plan_dir / "validation.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")

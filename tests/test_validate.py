@@ -43,7 +43,7 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
         "server": {"max_batch": 8, "max_wait_ms": 2.0},
         "policy": {"name": "entropy", "tolerance_pct": 99}, "run": {"seed": 3}}))
     out = tmp_path / "val"
-    assert main(["validate", str(study), "--rates", "400", "--modes", "none,keep,shrink",
+    assert main(["validate", str(study), "--rates", "300,500", "--modes", "none,keep,shrink",
                  "--repeats", "2", "--requests", "800", "--profile", "fmnist-resnet-cpu",
                  "--served-requests", "300", "--sim-replications", "2", "--quiet",
                  "-o", str(out)]) == 0
@@ -52,7 +52,7 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     trace = load_trace(resolve_trace("fmnist-resnet"))
     policy = build_policy({"name": "entropy", "tolerance_pct": 99}, trace)
     manifest = json.loads((out / "real" / "manifest.json").read_text())
-    assert len(manifest["runs"]) == 6 and {r["repeat"] for r in manifest["runs"]} == {0, 1}
+    assert len(manifest["runs"]) == 12 and {r["repeat"] for r in manifest["runs"]} == {0, 1}
     # A served stream next to every repeat, on arrivals of its own.
     assert sorted(s["file"] for s in manifest["served"]) == sorted(
         f"served-{r['key']}-r{r['repeat']}.npz" for r in manifest["runs"])
@@ -87,10 +87,32 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     assert doc["served_costs"]["sources"] == [s["file"] for s in manifest["served"]]
     fitted = load_profile(out / "served-profile.json")
     assert fitted.meta["served_costs"]["stage_times"] > 0
+    # ... and per load, on that load's served streams only; each load simulated with its own.
+    for li in (0, 1):
+        own = [s["file"] for s in manifest["served"] if s["load"] == li]
+        assert len(own) == 6
+        assert load_profile(out / f"served-profile-L{li}.json").meta["served_costs"][
+            "sources"] == own == doc["served_costs_by_load"][f"L{li}"]["sources"]
+    assert {(r["key"][-2:], r["costs"]) for r in doc["table"]} == {
+        ("L0", "served-profile-L0.json"), ("L1", "served-profile-L1.json")}
+    assert "stage costs: served-profile-L0.json, served-profile-L1.json" in printed
+    # A load missing a served stream, or --pooled-served: the table from every load's.
+    short = json.loads((out / "real" / "manifest.json").read_text())
+    short["served"] = [s for s in short["served"] if s["file"] != "served-keep-L1-r1.npz"]
+    (out / "real" / "manifest.json").write_text(json.dumps(short))
+    assert main(["validate", str(study), "--real-from", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "validation.json").read_text())
+    assert {(r["key"][-2:], r["costs"]) for r in doc["table"]} == {
+        ("L0", "served-profile-L0.json"), ("L1", "served-profile.json")}
+    assert main(["validate", str(study), "--real-from", str(out), "--pooled-served"]) == 0
+    doc = json.loads((out / "validation.json").read_text())
+    assert {r["costs"] for r in doc["table"]} == {"served-profile.json"}
+    assert doc["served_costs_by_load"] == {}
     # The comparison alone, later, from the same folder; and with the profiler's costs.
     assert main(["validate", str(study), "--real-from", str(out)]) == 0
     assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs"]) == 0
-    assert json.loads((out / "validation.json").read_text())["served_costs"] is None
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["served_costs"] is None and {r["costs"] for r in doc["table"]} == {"profiler"}
     # Another plan into the same folder: one line, and nothing of the folder touched.
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
