@@ -5,8 +5,10 @@ the model built up piece by piece (the real runs are not repeated).
 
 Each variant strips in-loop metadata from a copy of the folder's profile (or, for the served
 model, sets the idle factors of its served-profile.json to 1) and re-runs the comparison (``offramp
-validate --real-from --profiler-costs`` on a copy of the folder, with that profile). Prints, per variant,
-the cells outside the real spread and the median |error| of p50, mean and p99 per load.
+validate --real-from --profiler-costs`` on a copy of the folder, with that profile); the last
+variant is ``offramp validate --real-from`` as it runs by default (a served-cost table per load).
+Prints, per variant, the cells outside the real spread and the median |error| of p50, mean and
+p99 per load.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 # (label, meta keys removed, in-loop residual fields removed, --isolated-stages, served idle
 # factors kept): the first six simulate with the profiler's in-loop profile; the last two with
 # the stage costs fitted on the folder's served streams (its served-profile.json), first with
-# every idle factor set to 1, then as fitted.
+# every idle factor set to 1, then as fitted; the last ("by-load") fits a table per load.
 VARIANTS = [
     ("isolated stage times", [], [], True, None),
     ("in-loop p50 only", ["wake_ms", "stage_noise_corr", "batch_tail_ms"],
@@ -34,20 +36,21 @@ VARIANTS = [
     ("+ in-loop p99", ["stage_noise_corr"], [], False, None),
     ("+ correlated noise (profiler's model)", [], [], False, None),
     ("served stage costs, no idle factors", [], [], False, False),
-    ("+ idle factors (served model)", [], [], False, True),
+    ("+ idle factors (one table)", [], [], False, True),
+    ("+ a table per load (served model)", [], [], False, "by-load"),
 ]
 STATS = ("latency_p50_ms", "latency_mean_ms", "latency_p99_ms")
 
 
 def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bool,
-                  served: bool | None) -> list:
+                  served: bool | str | None) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "v"
         shutil.copytree(folder, work, ignore=shutil.ignore_patterns("*.parquet", "*.png",
                                                                     "validation.json"))
         path = work / "real" / "profile.json"
         doc = json.loads(path.read_text())
-        if served is not None:
+        if served is not None and served != "by-load":
             doc = json.loads((folder / "served-profile.json").read_text())
             if not served:
                 for f in doc["meta"]["served_costs"]["factor"].values():
@@ -59,7 +62,8 @@ def variant_table(folder: Path, study: str, drop_meta, drop_fields, isolated: bo
                 v.pop(f, None)
         path.write_text(json.dumps(doc))
         cmd = [sys.executable, "-m", "offramp.analysis.cli", "validate", study, "--real-from",
-               str(work), "--profiler-costs"] + (["--isolated-stages"] if isolated else [])
+               str(work)] + (["--isolated-stages"] if isolated else []) + (
+                   [] if served == "by-load" else ["--profiler-costs"])
         subprocess.run(cmd, check=True, capture_output=True)
         return json.loads((work / "validation.json").read_text())["table"]
 
