@@ -5,9 +5,10 @@
 For every served stream and every repeat of a validation folder, each segment's and head's
 time over what the folder's pooled served model (``served-profile.json``: the stage's p50 at
 that batch size times the idle factor before its batch) predicts for it, as the median log
-ratio in windows of time since the stream began; averaged over the five repeats per mode and
-load. Negative: faster than the model. Shows whether a stream speeds up the longer the loop
-stays busy, which served streams too short to reach that point cannot see.
+ratio in windows of time since the stream began and over the whole stream ("all"); averaged
+over the repeats per mode and load. Negative: faster than the model. Shows whether a stream
+speeds up the longer the loop stays busy, which served streams too short to reach that point
+cannot see.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def main(folder: str) -> None:
             r, kind, t = residuals(folder / "real" / e["file"], model, factor)
             window = np.searchsorted(EDGES_S, t, side="right") - 1
             for kc in (1, 2):
-                for w in range(len(EDGES_S) - 1):
-                    pick = (kind == kc) & (window == w)
+                for w in range(len(EDGES_S)):  # the last: the whole stream
+                    pick = (kind == kc) & ((window == w) | (w == len(EDGES_S) - 1))
                     if pick.sum() >= 200:
                         acc[(KIND_CODES[kc], typ, e["mode"], e["load"], w)].append(
                             float(np.median(r[pick])))
-    heads = [f"{EDGES_S[w]:g}-{EDGES_S[w + 1]:g}s" for w in range(len(EDGES_S) - 1)]
+    heads = [f"{EDGES_S[w]:g}-{EDGES_S[w + 1]:g}s" for w in range(len(EDGES_S) - 1)] + ["all"]
     print(f"{'stage':8s} {'stream':7s} {'mode':6s} load " + " ".join(f"{h:>8s}" for h in heads))
     for kind in ("segment", "head"):
         for typ in ("served", "repeat"):

@@ -15,8 +15,9 @@ batches from the residuals too, and the loop's per-batch time that no stage hold
 (``batch_tail_ms``) from each batch's busy time minus its stages. One table for every exit
 mode; richer models (a load-dependent "warmth" factor, a mode factor, fits per mode, a slow
 speed wander) were tried on rounds 0-1 of a validation and did no better there
-(docs/validation.md). The simulator (``sim/service.py``) scales every stage by the factor of
-its replica's idle time. Measurement side: numpy and the standard library only.
+(docs/validation.md); ``offramp validate`` fits one table per load, on that load's streams
+(the loop runs faster the harder it is driven). The simulator (``sim/service.py``) scales
+every stage by the factor of its replica's idle time. Measurement side: numpy and the standard library only.
 """
 
 from __future__ import annotations
