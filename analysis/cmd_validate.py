@@ -11,7 +11,7 @@ from pathlib import Path
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 
-from .options import integer
+from .options import integer, number
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
                 args.precision, Path(args.profile) if args.profile else None,
                 calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own,
-                served_requests=args.served_requests)
+                served_requests=args.served_requests, served_seconds=args.served_seconds)
         from offramp.profiling.validate_real import run_plan
 
         run_plan(out, log=(lambda *_: None) if args.quiet else print)
@@ -132,6 +132,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests per served stream: one per mode, load and repeat, on arrivals "
                         "of its own, served next to the repeat; the simulation fits its stage "
                         "costs on these (0: none, use the profiler's)")
+    p.add_argument("--served-seconds", type=number(0.0, low_open=False), default=10.0,
+                   help="at least this long a served stream at its rate, where --served-requests "
+                        "arrive sooner (at high load 2,000 requests are a few seconds: "
+                        "docs/validation.md)")
     p.add_argument("--profile", help="use this profile instead of measuring one in the loop")
     p.add_argument("--profile-runs", type=integer(1), default=30, help="timed runs per stage and size "
                    "for the in-loop profile")

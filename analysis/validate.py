@@ -107,10 +107,11 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
             profile_runs: int = 30, own: dict[str, Any] | None = None,
-            served_requests: int = 2000) -> Path:
+            served_requests: int = 2000, served_seconds: float = 0.0) -> Path:
     """Write the plan folder for the real side; return it. ``own``: a user's model
     (``model_factory``, ``model_args``, ``data_factory``, ``data_args``) instead of a shipped
-    one."""
+    one. A served stream holds ``served_requests``, or as many as arrive in ``served_seconds``
+    at its rate where that is more (at most ``requests``)."""
     from offramp.profiling.format import save_profile
     from offramp.profiling.latency import LatencyModel
     from offramp.profiling.stages import no_exit
@@ -134,7 +135,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             "precision": precision, "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms,
             "rule": rule, "policy": policy.get_params(), "modes": modes, "loads": loads,
             "repeats": repeats, "requests": requests, "calib_requests": calib_requests,
-            "served_requests": served_requests,
+            "served_requests": served_requests, "served_seconds": served_seconds,
             "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
             "rate0_rps": 1000.0 * mb / full_ms,
             "measure_profile": profile_given is None,

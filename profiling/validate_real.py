@@ -14,6 +14,7 @@ standard library only.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 import time
@@ -54,6 +55,14 @@ def _input_fn(rows: dict[int, int], parts: list[np.ndarray]):
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
+
+
+def served_count(plan: dict, stream: dict) -> int:
+    """Requests of a served stream: ``served_requests``, or as many as arrive in
+    ``served_seconds`` at the stream's rate where that is more; never more than a repeat's."""
+    n = max(int(plan["served_requests"]),
+            math.ceil(float(plan.get("served_seconds", 0.0)) * stream["rate_rps"]))
+    return min(n, int(plan["requests"]))
 
 
 def run_plan(plan_dir: str | Path, log=print) -> Path:
@@ -160,7 +169,7 @@ def _run_plan(plan_dir: Path, log) -> Path:
                 # repeats it is judged against stay out of its fit.
                 name = f"served-{key}-r{r}.npz"
                 if plan.get("served_requests") and not any(s["file"] == name for s in served):
-                    times, samples = poisson_stream(st["rate_rps"], plan["served_requests"],
+                    times, samples = poisson_stream(st["rate_rps"], served_count(plan, st),
                                                     test_ids,
                                                     plan["seed"] + 1000 * li + 100 * r + 777)
                     t0 = time.time()
