@@ -26,7 +26,7 @@ from scipy import stats
 from offramp.common.errors import InputError
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import simulate
-from offramp.sim.workload import workload_from
+from offramp.sim.workload import OpenLoop, workload_from
 
 from .config import StudyConfig
 from .resolve import build_scenario, load_study_trace, resolve_workload
@@ -96,27 +96,18 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
     if not 0 < attainment < 1:
         raise InputError("capacity", "--attainment", f"must be in (0, 1), got {attainment}",
                          "e.g. 0.99 for p99")
-    wl = cfg.workload
-    if wl.kind == "closed":
-        raise InputError("capacity", "workload.kind", "a closed loop has no arrival rate to "
-                         "search", "use an open-loop workload (poisson, gamma, replay)")
     cfg = resolve_workload(cfg, base)
+    if not isinstance(workload_from(cfg.workload), OpenLoop):
+        raise InputError("capacity", "workload.kind", "a closed loop has no arrival rate to "
+                         "search", "use an open-loop workload (poisson, gamma, replay, mmpp, "
+                         "diurnal)")
     trace = load_study_trace(cfg, base)
     scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
     reps0 = cfg.run.replications
     max_reps = max_replications or max(reps0, 4 * reps0)
-    # Poisson and Gamma scale their rate; the others their times (rate_scale), in units of
-    # their mean rate at rate_scale 1 (the file's for a replay, the analytic one otherwise).
-    field_name = "rate_rps" if wl.kind in ("poisson", "gamma") else "rate_scale"
-    start = float(getattr(cfg.workload, field_name))
-    if wl.kind == "replay":
-        unit = _replay_rate(cfg)
-    elif wl.kind in ("mmpp", "diurnal"):
-        from offramp.sim.processes import mean_rate
-
-        unit = mean_rate(cfg.workload.model_copy(update={"rate_scale": 1.0}))
-    else:
-        unit = 1.0
+    # Each workload kind knows its mean rate and how to run at another (sim/workload.py).
+    open_loop = scenario.workload
+    start, unit = float(getattr(open_loop.config, open_loop.SCALES)), open_loop.unit_rate()
     probes: list[Probe] = []
     cache: dict[float, Probe] = {}
 
@@ -126,7 +117,7 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
         if len(probes) >= MAX_PROBES:
             raise InputError("capacity", None, f"no bracket within {MAX_PROBES} probes",
                              "check the SLO: it may hold at no rate or at every rate")
-        workload = workload_from(cfg.workload.model_copy(update={field_name: rate / unit}))
+        workload = open_loop.at_rate(rate)
         sc = dataclasses.replace(scenario, workload=workload)
         reps = reps0
         while True:
@@ -177,14 +168,3 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
     slo = {"latency_ms": slo_ms, "statistic": statistic,
            "attainment": attainment if statistic == "attainment" else None}
     return CapacityResult(lo, hi, probes, slo)
-
-
-def _replay_rate(cfg: StudyConfig) -> float:
-    """Requests per second of the replayed file at rate_scale 1 (its mean rate)."""
-    from offramp.sim.workload import load_arrivals
-
-    times = load_arrivals(cfg.workload.path).times
-    if times.size < 2 or times[-1] <= times[0]:
-        raise InputError(cfg.workload.path, "arrival_s", "needs two arrivals at different "
-                         "times to have a rate", "replay a longer file")
-    return float((times.size - 1) / (times[-1] - times[0]))

@@ -15,9 +15,9 @@ from rich.table import Table
 
 from offramp.common.errors import InputError
 
-from .cmd_simulate import apply_overrides
 from .config import load_config, naming_study, parse_config
 from .options import integer, number
+from .overrides import apply_sets
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -43,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
-        data = cfg0.model_dump(mode="json", exclude_unset=True)
-        if any(x.startswith("policy.name=") for x in [*args.set, *sets]):
-            data["policy"] = {}  # another policy: its own fields only, from the overrides
-        data = apply_overrides(data, [*args.set, *sets])
+        data = apply_sets(cfg0.model_dump(mode="json", exclude_unset=True), [*args.set, *sets])
         cfg = parse_config(data, f"{args.config} with {label}" if sets else args.config)
 
         def show(p, label=label):

@@ -13,9 +13,9 @@ from rich.table import Table
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
 
-from .cmd_simulate import apply_overrides
 from .config import parse_config, parse_value
 from .options import integer, number
+from .overrides import apply_sets
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
@@ -24,7 +24,7 @@ def _study(args: argparse.Namespace, policy: dict | None = None):
             "server": {"max_batch": args.max_batch, "exit_mode": args.exit_mode}}
     if policy is not None:
         data["policy"] = policy
-    return parse_config(apply_overrides(data, getattr(args, "set", []) or []), "command line")
+    return parse_config(apply_sets(data, getattr(args, "set", []) or []), "command line")
 
 
 def _inputs(args: argparse.Namespace, cfg):

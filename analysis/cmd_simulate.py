@@ -11,22 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from offramp.common.errors import InputError
 
-from .config import load_config, naming_study, parse_config, parse_value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """``section.field=value`` overrides (value parsed as YAML) onto a config mapping."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        parts = key.split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise InputError("--set", item, "must look like section.field=value",
-                             "e.g. --set workload.rate_rps=2000")
-        data.setdefault(parts[0], {})
-        if not isinstance(data[parts[0]], dict):
-            raise InputError("--set", item, f"section {parts[0]!r} is not a mapping", "fix it")
-        data[parts[0]][parts[1]] = parse_value(raw, "--set", item)
-    return data
+from .config import load_config, naming_study, parse_config
+from .overrides import apply_sets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.save_arrivals, "arrivals file")
     cfg = load_config(args.config)
     if args.set:
-        cfg = parse_config(apply_overrides(cfg.model_dump(mode="json", exclude_unset=True),
-                                           args.set), f"{args.config} with --set")
+        cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True),
+                                      args.set), f"{args.config} with --set")
     base = Path(args.config).parent
     console = Console(stderr=True)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.scheduler and args.dask_local:
         raise InputError("--scheduler", None, "given with --dask-local", "give one of them")
-    check_sweep(args.config, args.grid, args.output)  # before any worker starts
+    check_sweep(args.config, args.grid, args.output, args.set)  # before any worker starts
     console = Console(stderr=True)
     with executor_for(args) as (executor, where), rich_progress(
             console=console, disable=args.quiet or not console.is_terminal) as bar:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"running on a {where}")
         frame = run_sweep(args.config, args.grid, args.output, executor,
                           progress=lambda done, total: bar.update(task, completed=done,
-                                                                  total=total))
+                                                                  total=total), sets=args.set)
     print(f"wrote {args.output}/sweep.parquet ({len(frame)} points) and one result file per "
           f"point in {args.output}/points/")
     return 0
@@ -80,5 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run on a Dask LocalCluster of N worker processes")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on an existing Dask distributed cluster")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change a field of the base study (repeatable; as in simulate)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
+from offramp.core.modes import ExitMode
 
 from .options import integer, number
 
@@ -55,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError("--utilisation", None, "busy fractions must be below 1",
                                  "e.g. 0.3,0.6,0.9")
         modes = [m.strip() for m in args.modes.split(",")]
-        bad = [m for m in modes if m not in ("none", "keep", "shrink")]
+        bad = [m for m in modes if m not in set(ExitMode)]
         if bad:
-            raise InputError("--modes", None, f"unknown exit mode {bad[0]!r}", "none, keep, shrink")
+            raise InputError("--modes", None, f"unknown exit mode {bad[0]!r}",
+                             ", ".join(ExitMode))
         for name in ("repeats", "requests"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")

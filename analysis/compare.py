@@ -8,11 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from offramp.profiling import stages
+from offramp.core import execution as stages
+from offramp.core.modes import ExitMode
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig, parse_config
+from .overrides import apply_fields
 from .resolve import build_scenario, build_service, load_study_profile, load_study_trace
 
 HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "agreement",
@@ -21,7 +23,7 @@ HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "a
 
 def full_batch_capacity_rps(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> float:
     """Requests/s one replica serves with full batches and no early exit (the p50 profile)."""
-    no_exit = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": "none"})})
+    no_exit = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": ExitMode.NONE})})
     svc = build_service(no_exit, trace, load_study_profile(no_exit, trace, base))
     b = cfg.server.max_batch
     return b / svc.plan_s(stages.no_exit(b, trace.n_exits)) * cfg.server.replicas
@@ -33,15 +35,13 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
     trace = load_study_trace(base_cfg, base)
     rows = []
     for variant in variants:
-        data = base_cfg.model_dump(exclude_unset=True)
-        for section, fields in variant.items():
-            # A policy is replaced whole (each has its own fields); other sections are merged.
-            data[section] = fields if section == "policy" else {**data.get(section, {}),
-                                                                 **fields}
-        cfg = parse_config(data, "variant")
+        fields = {f"{section}.{name}": value for section, given in variant.items()
+                  for name, value in given.items()}
+        cfg = parse_config(apply_fields(base_cfg.model_dump(mode="json", exclude_unset=True),
+                                        fields, "variant"), "variant")
         res = simulate(build_scenario(cfg, trace, base), cfg.run)
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
-                               "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode,
+                               "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode.value,
                                "rate_rps": cfg.workload.rate_rps, "engine": res.engine}
         for key in HEADLINE:
             if key in res.summary:

@@ -71,7 +71,7 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _analytic_needs_no_exits(self) -> StudyConfig:
-        if self.profile.kind != "profile" and self.server.exit_mode != "none":
+        if self.profile.kind != "profile" and self.server.exit_mode.consults_early_exits:
             raise ValueError("an analytic service time (profile.kind "
                              f"{self.profile.kind!r}) has no stages: set server.exit_mode: none")
         return self

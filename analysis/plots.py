@@ -6,13 +6,15 @@ from pathlib import Path
 
 import matplotlib
 
+from offramp.core.modes import StageKind
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from offramp.common.atomic import atomic_path  # noqa: E402
-from offramp.profiling.format import KINDS, LatencyProfile  # noqa: E402
+from offramp.profiling.format import LatencyProfile  # noqa: E402
 from offramp.traces.format import ExitTrace  # noqa: E402
 
 
@@ -59,19 +61,21 @@ def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Pat
 
     m = profile.meta
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    panels = {kind: axes[0] if kind in ("segment", "head") else axes[1] for kind in KINDS}
-    styles = {"segment": "-", "head": "--", "compact": "-", "check": "--", "handoff": "-.",
-              "overhead": ":"}
+    panels = {kind: axes[0] if kind.is_model else axes[1] for kind in StageKind}
+    styles = {StageKind.SEGMENT: "-", StageKind.HEAD: "--", StageKind.COMPACT: "-",
+              StageKind.CHECK: "--", StageKind.HANDOFF: "-.", StageKind.OVERHEAD: ":"}
     colors = plt.get_cmap("tab10")
     for s in stage_summary(profile):
         rows = profile.stage(s["kind"], s["k"])
         b = [r["batch"] for r in rows]
         p50 = [r["p50_ms"] for r in rows]
         p99 = [r["p99_ms"] for r in rows]
-        ax = panels[s["kind"]]
-        color = colors(s["k"] % 10) if s["kind"] != "overhead" else "black"
-        label = "overhead" if s["kind"] == "overhead" else f"{s['kind']} {s['k']}"
-        ax.plot(b, p50, styles[s["kind"]], color=color, label=label, lw=1.4)
+        kind = StageKind(s["kind"])
+        ax = panels[kind]
+        overhead = kind is StageKind.OVERHEAD
+        color = "black" if overhead else colors(s["k"] % 10)
+        label = str(kind) if overhead else f"{kind} {s['k']}"
+        ax.plot(b, p50, styles[kind], color=color, label=label, lw=1.4)
         ax.fill_between(b, p50, p99, color=color, alpha=0.15, lw=0)
     for ax, title in zip(axes, ("segments and heads",
                                 "the serving loop's own stages: check, compact, handoff, overhead"),

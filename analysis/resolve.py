@@ -44,14 +44,14 @@ def resolve_path(value: str, base: Path | None, shipped) -> Path:
 
 def resolve_workload(cfg: StudyConfig, base: Path | None = None) -> StudyConfig:
     """The study with a replay file's or a diurnal curve's path, relative to the config's
-    folder, made absolute."""
+    folder, made absolute (so resolving it again changes nothing)."""
     wl = cfg.workload
     name = {"replay": "path", "diurnal": "curve_path"}.get(wl.kind)
     if name is None or getattr(wl, name) is None:
         return cfg
     path = Path(getattr(wl, name))
     if not path.is_absolute() and base is not None:
-        path = base / path
+        path = (base / path).absolute()  # absolute: resolving twice changes nothing
     return cfg.model_copy(update={"workload": wl.model_copy(update={name: str(path)})})
 
 
@@ -79,8 +79,8 @@ def build_service(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | 
         return ServiceTimes.analytic(cfg.profile.kind, cfg.profile.mean_ms, trace.n_exits,
                                      srv.max_batch)
     model = LatencyModel(profile, srv.engine_sizes)
-    return ServiceTimes.from_latency(model, trace.n_exits, srv.max_batch,
-                                     cfg.profile.latency == "sampled", srv.exit_mode == "shrink")
+    return ServiceTimes.from_latency(model, n_exits=trace.n_exits, max_batch=srv.max_batch,
+                                     mode=srv.exit_mode, sampled=cfg.profile.latency == "sampled")
 
 
 def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | None,

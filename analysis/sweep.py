@@ -29,6 +29,7 @@ from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 
 from .config import load_yaml, parse_config
+from .overrides import apply_fields
 
 SWEEP_OUTPUTS = ("points", "sweep.parquet", "sweep.json", "report.html")
 
@@ -77,16 +78,7 @@ def point_name(point: dict[str, Any]) -> str:
 
 def point_study(base: dict[str, Any], point: dict[str, Any], source: str):
     """The base study (a config mapping) with a point's fields set, validated."""
-    data = json.loads(json.dumps(base))
-    if "policy.name" in point:
-        data["policy"] = {}  # another policy: only the fields the point gives
-    for key, value in point.items():
-        section, name = key.split(".")
-        data.setdefault(section, {})
-        if not isinstance(data[section], dict):
-            raise InputError(source, key, f"section {section!r} is not a mapping", "fix it")
-        data[section][name] = value
-    return parse_config(data, f"{source} at {point}")
+    return parse_config(apply_fields(base, point, source), f"{source} at {point}")
 
 
 def run_point(base: dict[str, Any], point: dict[str, Any], study_dir: str, dest: str,
@@ -106,16 +98,27 @@ def run_point(base: dict[str, Any], point: dict[str, Any], study_dir: str, dest:
     return path.stem
 
 
-def check_sweep(study: str | Path, grid: str | Path, out: str | Path
+def check_sweep(study: str | Path, grid: str | Path, out: str | Path, sets: list[str] = ()
                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], Path]:
-    """Everything checked before a point runs: the output folder, the base study, the grid
-    and every point as a study. Returns (base study mapping, points, names, folder)."""
+    """Everything checked before a point runs: the output folder, the base study (with
+    ``--set`` items ``sets`` applied), the grid and every point as a study. Returns (base
+    study mapping, points, names, folder)."""
     from offramp.common.outputs import check_output_dir
 
     from .config import load_config
+    from .overrides import apply_sets
 
     out = check_output_dir(out, SWEEP_OUTPUTS, "sweep folder")
     base = load_config(study).model_dump(mode="json", exclude_unset=True)
+    if sets:
+        base = parse_config(apply_sets(base, list(sets)), f"{study} with --set").model_dump(
+            mode="json", exclude_unset=True)
+    finished = Path(out) / "sweep.json"
+    if finished.exists():
+        before = json.loads(finished.read_text()).get("set", [])
+        if before != list(sets):
+            raise InputError(str(finished), "set", f"this sweep ran with --set {before}, not "
+                             f"{list(sets)}", "use another -o folder, or the same --set")
     points = load_grid(grid)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
@@ -126,9 +129,10 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path
 
 
 def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Executor,
-              progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+              progress: Callable[[int, int], None] | None = None, sets: list[str] = ()
+              ) -> pd.DataFrame:
     """Run every point not yet written under ``out``, then gather ``out/sweep.parquet``."""
-    base, points, names, out = check_sweep(study, grid, out)
+    base, points, names, out = check_sweep(study, grid, out, sets)
     folder = out / "points"
     folder.mkdir(parents=True, exist_ok=True)
     todo = [(p, n) for p, n in zip(points, names, strict=True)
@@ -151,7 +155,7 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
         tmp.write_text(json.dumps({"study": str(study), "grid": str(grid),
                                    "study_file": str(Path(study).resolve()),
                                    "grid_file": str(Path(grid).resolve()),
-                                   "points": len(points)}, indent=1) + "\n")
+                                   "set": list(sets), "points": len(points)}, indent=1) + "\n")
     return frame
 
 

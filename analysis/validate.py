@@ -20,6 +20,7 @@ import numpy as np
 
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode
 from offramp.policies.base import ExitPolicy
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.traces.format import ExitTrace
@@ -112,9 +113,9 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     (``model_factory``, ``model_args``, ``data_factory``, ``data_args``) instead of a shipped
     one. A served stream holds ``served_requests``, or as many as arrive in ``served_seconds``
     at its rate where that is more (at most ``requests``)."""
+    from offramp.core.execution import no_exit
     from offramp.profiling.format import save_profile
     from offramp.profiling.latency import LatencyModel
-    from offramp.profiling.stages import no_exit
     from offramp.sim.service import ServiceTimes
 
     cfg = resolve_workload(cfg, base)
@@ -129,7 +130,8 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
 
         guess = resolve_profile(str(profile_given))
     mb = cfg.server.max_batch
-    svc = ServiceTimes.from_latency(LatencyModel(guess), trace.n_exits, mb, False, False)
+    svc = ServiceTimes.from_latency(LatencyModel(guess), n_exits=trace.n_exits, max_batch=mb,
+                                    mode=ExitMode.KEEP, sampled=False)
     full_ms = 1000.0 * svc.plan_s(no_exit(mb, trace.n_exits))
     plan = {"model": trace.model_id, "trace": trace.source, "device": device,
             "precision": precision, "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms,

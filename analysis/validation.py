@@ -21,6 +21,7 @@ import pandas as pd
 
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile, load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
@@ -207,7 +208,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
         keys.setdefault(run["key"], []).append(run)
     for key, runs in keys.items():
         st = manifest["streams"][key]
-        mode = st["mode"]
+        mode = ExitMode.parse(st["mode"])
         li = runs[0].get("load") if runs[0].get("load") in profiles else None
         model = LatencyModel(profiles[li], in_loop=in_loop)
         costs = ("profiler" if profiles[None] is profile else served_profile_name(li))
@@ -216,14 +217,14 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
             data = read_run(real_dir / r["file"], trace)
             rec = real_records(data)
             real.append(summarize_run(rec, trace, warm, None, 1))
-            want = (policy.exit_index(trace, data["sample"]) if mode != "none"
+            want = (policy.exit_index(trace, data["sample"]) if mode.consults_early_exits
                     else np.full(data["sample"].size, k - 1))
             real[-1]["exit_match"] = float((data["exit"] == want).mean())
             real_frames.append(_frame(rec, trace, warm).assign(key=key, mode=mode,
                                                                repeat=r["repeat"]))
             stage_frames.append(_stages(data, model).assign(key=key))
         server = ServerConfig(max_batch=mb, max_wait_ms=plan["max_wait_ms"], exit_mode=mode)
-        svc = ServiceTimes.from_latency(model, k, mb, True, mode == "shrink")
+        svc = ServiceTimes.from_latency(model, n_exits=k, max_batch=mb, mode=mode, sampled=True)
         wl = workload_from(WorkloadConfig(kind="replay", path=str(real_dir / st["arrivals"])))
         n = int(data["arrival"].size)
         res = simulate(Scenario(trace, policy, svc, server, wl),
@@ -283,9 +284,7 @@ def _frame(rec: RunRecords, trace: ExitTrace, warm: float) -> pd.DataFrame:
 
 def _stages(data: dict[str, np.ndarray], model: LatencyModel) -> pd.DataFrame:
     """Every timed stage of a real run beside the profile's p50 for it (ms)."""
-    from offramp.profiling.real_runs import KIND_CODES
-
-    kinds = [KIND_CODES[c] for c in data["stage_kind"].tolist()]
+    kinds = [StageKind.from_code(c) for c in data["stage_kind"].tolist()]
     pred = []
     for kind, kk, b in zip(kinds, data["stage_k"].tolist(), data["stage_size"].tolist(),
                            strict=True):
@@ -301,13 +300,11 @@ def batch_times(data: dict[str, np.ndarray], model: LatencyModel
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per batch of a real run: (timed ms, the model's p50 ms for the same stages, idle ms
     before it; the first batch counts as after a long idle)."""
-    from offramp.profiling.real_runs import KIND_CODES
-
     nb = data["batch_dispatch"].size
     got, pred = np.zeros(nb), np.zeros(nb)
     np.add.at(got, data["stage_batch"], data["stage_ms"])
     for b, kc, k, size in zip(data["stage_batch"], data["stage_kind"], data["stage_k"],
                               data["stage_size"], strict=True):
-        pred[b] += model.lookup(KIND_CODES[kc], int(k), int(size))[0]
+        pred[b] += model.lookup(StageKind.from_code(kc), int(k), int(size))[0]
     idle_ms = 1000 * np.r_[1.0, data["batch_dispatch"][1:] - data["batch_finish"][:-1]]
     return got, pred, idle_ms

@@ -38,12 +38,13 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ["common", "traces", "profiling", "policies", "sim", "analysis"]
+PACKAGES = ["common", "core", "traces", "profiling", "policies", "sim", "analysis"]
 
 # Group -> modules mutated. "summaries" are the run metrics; the validators are the input checks.
 CORE = {
     "sim": ["sim/fast.py", "sim/reference.py", "sim/service.py", "sim/workload.py",
-            "sim/runner.py", "sim/records.py", "sim/scenario.py", "profiling/stages.py"],
+            "sim/runner.py", "sim/records.py", "sim/scenario.py", "core/execution.py",
+            "core/batching.py", "core/modes.py"],
     "summaries": ["sim/metrics.py"],
     "policies": ["policies/base.py", "policies/baselines.py", "policies/confidence.py",
                  "policies/thresholds.py", "policies/costs.py", "policies/pame.py",

@@ -58,11 +58,11 @@ BUGS = [
      "valid[1:m] = True", "test_confidence"),
     ("tolerance-strict-target", "policies/thresholds.py", "mixed >= target - 1e-12",
      "mixed > target", "test_confidence"),
-    ("keep-runs-shrunk", "profiling/stages.py",
-     'return size if mode == "keep" else active', "return active",
+    ("keep-runs-shrunk", "core/execution.py",
+     'return size if mode.keeps_size else active', "return active",
      "test_policies_pame::test_pame_keep_mode_times_by_hand"),
-    ("gather-when-none-exit", "profiling/stages.py", "if mode == \"shrink\" and going_on < active:",
-     "if mode == \"shrink\" and going_on <= active:", "test_policies_pame"),
+    ("gather-when-none-exit", "core/execution.py", "if mode.compacts and going_on < active:",
+     "if mode.compacts and going_on <= active:", "test_policies_pame"),
     ("engine-size-exact-skipped", "profiling/latency.py", "if size >= b:", "if size > b:",
      "test_hand_traced::test_bucketed_engine_rounds_batch_up"),
     ("sigma-wrong-z", "profiling/latency.py", "math.log(tail / median) / Z99",
@@ -94,12 +94,12 @@ BUGS = [
      "return exit_costs(self.latency, cost_batch)", "return exit_costs(self.latency)",
      "test_policies_registry"),
     ("registry-drops-pame-mode", "policies/registry.py",
-     'exit_mode=getattr(srv, "exit_mode", "shrink"),', "", "test_policies_registry"),
+     'exit_mode=getattr(srv, "exit_mode", ExitMode.SHRINK),', "", "test_policies_registry"),
     ("registry-drops-hold", "policies/registry.py", "lock=cfg.lock, hold_s=cfg.hold_s)",
      "lock=cfg.lock)", "test_policies_registry"),
-    ("keep-compacts", "profiling/stages.py", 'if mode == "shrink" and going_on < active:',
+    ("keep-compacts", "core/execution.py", 'if mode.compacts and going_on < active:',
      "if going_on < active:", "test_hand_traced::test_keep_pays_checks_and_handoffs"),
-    ("check-at-last-exit", "profiling/stages.py", "    if hi < n_exits - 1:\n",
+    ("check-at-last-exit", "core/execution.py", "    if hi < n_exits - 1:\n",
      "    if hi <= n_exits - 1:\n", "test_stages"),
     ("examples-keep-shrinks-in-reference", "sim/reference.py",
      "steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())",
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         c.mkdir()
         mutation.make_copy(c, args.rev)
     # The coverage map covers every module a bug touches.
-    mutation.CORE["extra"] = ["traces/summary.py", "profiling/stages.py"]
+    mutation.CORE["extra"] = ["traces/summary.py", "core/execution.py"]
     mutation.SKIP_TESTS.remove("test_cmd_traces.py")
     cov = mutation.coverage_map(copies[0])
     for c in copies:

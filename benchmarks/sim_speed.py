@@ -18,9 +18,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from offramp.core.execution import no_exit  # noqa: E402
+from offramp.core.modes import ExitMode
 from offramp.policies import make_policy, policy_config  # noqa: E402
 from offramp.profiling.latency import LatencyModel  # noqa: E402
-from offramp.profiling.stages import no_exit  # noqa: E402
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig  # noqa: E402
 from offramp.sim.runner import run_replication  # noqa: E402
 from offramp.sim.scenario import Scenario, draw_replication  # noqa: E402
@@ -53,7 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     trace, profile, what = inputs()
     k_exits = trace.n_exits
-    svc = ServiceTimes.from_latency(LatencyModel(profile), k_exits, 32, True, True)
+    svc = ServiceTimes.from_latency(LatencyModel(profile), n_exits=k_exits, max_batch=32,
+                                    mode=ExitMode.SHRINK, sampled=True)
     full_batch_s = svc.plan_s(no_exit(32, k_exits))
     rate = 0.9 * 32 / full_batch_s
     policy = make_policy(policy_config(name="entropy", tolerance_pct=99)).fit(trace)

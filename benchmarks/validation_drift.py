@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from offramp.core.modes import StageKind
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.served import KIND_CODES, idle_before, idle_bin
+from offramp.profiling.served import idle_before, idle_bin
 
 EDGES_S = (0.0, 1.0, 3.5, 7.0, 12.0, 20.0, 30.0, 45.0, float("inf"))
 
@@ -36,7 +37,7 @@ def residuals(path: Path, model: LatencyModel, factor: np.ndarray) -> tuple:
     p50 = np.empty(sb.size)
     for i, key in enumerate(zip(kind.tolist(), k.tolist(), b.tolist(), strict=True)):
         if key not in cache:
-            cache[key] = model.lookup(KIND_CODES[key[0]], key[1], key[2])[0]
+            cache[key] = model.lookup(StageKind.from_code(key[0]), key[1], key[2])[0]
         p50[i] = cache[key]
     idle = idle_before(z["batch_dispatch"], z["batch_finish"])[sb]
     pred = p50 * factor[kind, idle_bin(idle)]
@@ -49,7 +50,7 @@ def main(folder: str) -> None:
     profile = load_profile(folder / "served-profile.json")
     model = LatencyModel(profile, in_loop=True)
     table = profile.meta["served_costs"]["factor"]
-    factor = np.array([table[kind]["idle"] for kind in KIND_CODES])
+    factor = np.array([table[kind]["idle"] for kind in StageKind])
     manifest = json.loads((folder / "real" / "manifest.json").read_text())
     acc: dict[tuple, list[float]] = collections.defaultdict(list)
     for typ, entries in (("served", manifest.get("served", [])), ("repeat", manifest["runs"])):
@@ -60,11 +61,11 @@ def main(folder: str) -> None:
                 for w in range(len(EDGES_S)):  # the last: the whole stream
                     pick = (kind == kc) & ((window == w) | (w == len(EDGES_S) - 1))
                     if pick.sum() >= 200:
-                        acc[(KIND_CODES[kc], typ, e["mode"], e["load"], w)].append(
+                        acc[(StageKind.from_code(kc), typ, e["mode"], e["load"], w)].append(
                             float(np.median(r[pick])))
     heads = [f"{EDGES_S[w]:g}-{EDGES_S[w + 1]:g}s" for w in range(len(EDGES_S) - 1)] + ["all"]
     print(f"{'stage':8s} {'stream':7s} {'mode':6s} load " + " ".join(f"{h:>8s}" for h in heads))
-    for kind in ("segment", "head"):
+    for kind in (kind for kind in StageKind if kind.is_model):
         for typ in ("served", "repeat"):
             for li in sorted({e["load"] for e in manifest["runs"]}):
                 for mode in dict.fromkeys(e["mode"] for e in manifest["runs"]):

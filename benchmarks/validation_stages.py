@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from offramp.core.modes import StageKind
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.real_runs import KIND_CODES
 
 BINS = (("back to back", 0.0, 0.1), ("after 0.1-5 ms idle", 0.1, 5.0),
         ("after >= 5 ms idle", 5.0, np.inf))
@@ -30,14 +30,14 @@ def main(folder: str) -> None:
         idle = 1000 * np.r_[1.0, z["batch_dispatch"][1:] - z["batch_finish"][:-1]]
         for kc, k, size, ms, b in zip(z["stage_kind"], z["stage_k"], z["stage_size"],
                                       z["stage_ms"], z["stage_batch"], strict=True):
-            kind = KIND_CODES[kc]
+            kind = StageKind.from_code(kc)
             pred = model.lookup(kind, int(k), int(size))[0]
             label = next(name for name, lo, hi in BINS if lo <= idle[b] < hi)
             if pred > 0:
                 ratios.setdefault((kind, label), []).append(ms / pred)
     print("| stage | " + " | ".join(name for name, _, _ in BINS) + " |")
     print("|---|" + "---|" * len(BINS))
-    for kind in ("segment", "head", "check", "compact", "handoff", "overhead"):
+    for kind in StageKind:
         cells = [f"{np.median(ratios[kind, name]):.2f}x" if (kind, name) in ratios else "-"
                  for name, _, _ in BINS]
         print(f"| {kind} | " + " | ".join(cells) + " |")

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from offramp.common.errors import InputError
-from offramp.profiling import stages
+from offramp.core import execution as stages
+from offramp.core.modes import StageKind
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
@@ -57,7 +58,7 @@ def full_model_cost(latency: LatencyModel | LatencyProfile, batch: int = 1) -> f
 
 
 def _without_overhead(model: LatencyModel, plan: stages.BatchPlan) -> float:
-    return model.stages_ms(s for s in plan.stages if s.kind != "overhead")
+    return model.stages_ms(s for s in plan.stages if s.kind is not StageKind.OVERHEAD)
 
 
 def check_costs(costs: Sequence[float], n_exits: int) -> np.ndarray:

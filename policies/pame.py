@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from offramp.common.errors import InputError
-from offramp.profiling import stages
+from offramp.core import execution as stages
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
@@ -59,10 +60,11 @@ class _Stages:
     them over every active count m (and survivor count k) for the matrices.
     """
 
-    def __init__(self, model: LatencyModel, n_exits: int, max_batch: int, mode: str):
+    def __init__(self, model: LatencyModel, n_exits: int, max_batch: int, mode: ExitMode | str):
+        mode = ExitMode.parse(mode)
         self.k_exits, self.b, self.mode, self.model = n_exits, max_batch, mode, model
         sizes = range(max_batch + 1)
-        self.overhead = model.stages_ms([stages.Stage("overhead", 0, max_batch)])
+        self.overhead = model.stages_ms([stages.Stage(StageKind.OVERHEAD, 0, max_batch)])
         # After exit e: what the rule charges when m samples reached it and k go on.
         step = stages.exit_step
         self.after = np.array([[[model.stages_ms(step(mode, e, max_batch, m, k)) if k <= m else 0.0
@@ -98,7 +100,7 @@ class PAME(ExitPolicy):
     name = "pame"
 
     def __init__(self, tolerance_pct: float, latency: LatencyModel | LatencyProfile,
-                 max_batch: int, exit_mode: str = "shrink",
+                 max_batch: int, exit_mode: ExitMode | str = ExitMode.SHRINK,
                  engine_sizes: Sequence[int] | None = None, tail_tolerance_pct: float = 5.0):
         self.tolerance_pct = tolerance_pct
         self.latency = latency
@@ -111,7 +113,7 @@ class PAME(ExitPolicy):
         if not 0 < self.tolerance_pct <= 100:
             raise InputError("policy", "tolerance_pct", f"must be in (0, 100], got "
                              f"{self.tolerance_pct}", "use e.g. 99 for a 1% relative drop")
-        if self.exit_mode not in ("shrink", "keep"):
+        if self.exit_mode not in set(ExitMode) or not ExitMode(self.exit_mode).consults_early_exits:
             raise InputError("policy", "exit_mode", f"PAME places exits for exit mode 'shrink' or "
                              f"'keep', got {self.exit_mode!r}", "set server.exit_mode")
         if not 1 <= self.max_batch <= n_val:
@@ -158,7 +160,7 @@ class PAME(ExitPolicy):
             "latency_saving_pct": 100.0 * (1 - current["expected_ms"] / no_exit["expected_ms"]),
             "val_accuracy": acc,
             "val_relative_accuracy_pct": 100.0 * acc / data.correct[:, -1].mean(),
-            "batches": data.n_batches, "max_batch": b, "exit_mode": self.exit_mode,
+            "batches": data.n_batches, "max_batch": b, "exit_mode": str(self.exit_mode),
             "steps": steps,
         }
         return super().fit(trace, split)
@@ -222,7 +224,7 @@ class PAME(ExitPolicy):
 
     def get_params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "tolerance_pct": self.tolerance_pct,
-                               "max_batch": self.max_batch, "exit_mode": self.exit_mode}
+                               "max_batch": self.max_batch, "exit_mode": str(self.exit_mode)}
         if hasattr(self, "exits_"):
             out.update(exits=self.exits_, thresholds=[float(x) for x in self.thresholds_])
         return out

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
@@ -87,7 +88,7 @@ def _pame(cfg: C.PAMEConfig, ctx: FitContext | None) -> ExitPolicy:
         ctx.costs(cfg)  # raises: PAME needs the profile
     srv = ctx.server
     return PAME(cfg.tolerance_pct, ctx.latency, getattr(srv, "max_batch", 32),
-                exit_mode=getattr(srv, "exit_mode", "shrink"),
+                exit_mode=getattr(srv, "exit_mode", ExitMode.SHRINK),
                 engine_sizes=getattr(srv, "engine_sizes", None),
                 tail_tolerance_pct=cfg.tail_tolerance_pct)
 

@@ -25,13 +25,14 @@ from typing import Any
 
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
+from offramp.core.modes import StageKind
 
 FORMAT = "offramp-profile"
 VERSION = 2
 READS = (1, 2)
-KINDS = ("segment", "head", "check", "compact", "handoff", "overhead")
+KINDS = tuple(kind.value for kind in StageKind)  # the canonical order (offramp.core)
 # Stages a profile may leave out; the latency model then takes them as 0 ms.
-OPTIONAL_KINDS = ("check", "handoff", "overhead")
+OPTIONAL_KINDS = tuple(kind.value for kind in StageKind if kind.optional)
 _NOTICED: set[str] = set()
 COLUMNS = ("kind", "k", "batch", "p50_ms", "mean_ms", "p99_ms", "std_ms", "runs")
 REQUIRED_META = ("model_id", "n_exits", "device", "backend", "precision", "input_shape",
@@ -170,7 +171,7 @@ def validate_profile(p: LatencyProfile) -> None:
             if v > MAX_MS:
                 raise InputError(src, f"{where}.{c}", f"{v!r} ms is not a stage time: must be at "
                                  f"most {MAX_MS:g} ms (an hour)", fix)
-        if r["kind"] in ("segment", "head") and r["p50_ms"] <= 0:
+        if StageKind(r["kind"]).is_model and r["p50_ms"] <= 0:
             raise InputError(src, f"{where}.p50_ms", f"a {r['kind']} must take some time: must "
                              f"be > 0 ms, got {r['p50_ms']!r}", fix)
         if r["p99_ms"] < r["p50_ms"]:
@@ -182,7 +183,7 @@ def validate_profile(p: LatencyProfile) -> None:
         if key in seen:
             raise InputError(src, where, f"duplicate row for {key}", fix)
         seen.add(key)
-    for kind in ("segment", "head"):
+    for kind in (kind for kind in StageKind if kind.is_model):
         for k in range(k_exits):
             if not any(s[0] == kind and s[1] == k for s in seen):
                 raise InputError(src, "rows", f"no rows for {kind} {k}",

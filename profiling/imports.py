@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from offramp.common.errors import InputError
+from offramp.core.modes import StageKind
 
 from .format import KINDS, LatencyProfile, validate_profile
 
@@ -58,7 +59,7 @@ def _meta(model_id: str, n_exits: int, device: str, backend: str, precision: str
 def _finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> LatencyProfile:
     # Every segment and head is measured at the same batch sizes: a size missing for one of
     # them would be interpolated from its neighbours without anyone having asked for that.
-    sizes = {(r["kind"], r["k"]): set() for r in rows if r["kind"] in ("segment", "head")}
+    sizes = {(r["kind"], r["k"]): set() for r in rows if StageKind(r["kind"]).is_model}
     for r in rows:
         if (r["kind"], r["k"]) in sizes:
             sizes[r["kind"], r["k"]].add(r["batch"])
@@ -69,8 +70,7 @@ def _finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> La
             raise InputError(source, f"{kind} {k}", f"has no measurement at batch size "
                              f"{missing[0]} (others have {sorted(every)})",
                              "measure every segment and head at the same batch sizes")
-    order = {kind: i for i, kind in enumerate(KINDS)}
-    rows.sort(key=lambda r: (order[r["kind"]], r["k"], r["batch"]))
+    rows.sort(key=lambda r: (StageKind(r["kind"]).code, r["k"], r["batch"]))
     meta["batches"] = sorted({r["batch"] for r in rows})
     profile = LatencyProfile(rows=rows, meta=meta, source=source)
     validate_profile(profile)
@@ -275,7 +275,7 @@ def profile_from_trtexec(files: list[tuple[str, int, int, Path]], model_id: str,
         seen.add((kind, k, batch))
         compute, copy = read_trtexec_times(path)
         rows.append(_row(kind, k, batch, compute))
-        if kind == "segment" and k == 0:
+        if StageKind(kind) is StageKind.SEGMENT and k == 0:
             copies[batch] = (copy, path)
     if h2d:
         if not copies:

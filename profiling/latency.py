@@ -13,9 +13,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from offramp.common.errors import InputError
+from offramp.core.execution import Stage
+from offramp.core.modes import StageKind
 
-from .format import OPTIONAL_KINDS, LatencyProfile
-from .stages import Stage
+from .format import LatencyProfile
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
 
@@ -97,13 +98,13 @@ class LatencyModel:
                          f"engine size {self.engine_sizes[-1]}",
                          "add an engine size >= max_batch or lower max_batch")
 
-    def lookup(self, kind: str, k: int, b: int) -> tuple[float, float]:
+    def lookup(self, kind: StageKind, k: int, b: int) -> tuple[float, float]:
         """(p50 in ms, lognormal sigma) of stage (kind, k) at batch size b; (0, 0) at b = 0."""
         if b == 0:
             return 0.0, 0.0
         rows = self.profile.stage(kind, k)
         if not rows:
-            if kind in OPTIONAL_KINDS:
+            if StageKind(kind).optional:
                 return 0.0, 0.0
             raise InputError(self.profile.source, "rows", f"no {kind} rows for exit {k}",
                              f"measure the {kind} stage (needed by this study)")
@@ -141,7 +142,7 @@ class LatencyModel:
         """Total p50 (ms) of a sequence of stages (see :mod:`offramp.profiling.stages`)."""
         return float(sum(self.lookup(s.kind, s.k, s.batch)[0] for s in stages))
 
-    def table(self, kind: str, k: int, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def table(self, kind: StageKind, k: int, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
         """(p50 ms, sigma) for b = 0..max_batch, as arrays indexed by b."""
         out = np.array([self.lookup(kind, k, b) for b in range(max_batch + 1)])
         return out[:, 0], out[:, 1]

@@ -27,6 +27,7 @@ from torch import nn
 
 from offramp.common.errors import InputError
 from offramp.common.machine import cpu_name
+from offramp.core.modes import StageKind
 
 from .backends import get_backend
 from .backends.base import EXIT_THRESHOLD, Backend, Call
@@ -150,15 +151,15 @@ def stage_plan(n_exits: int, batches: Sequence[int], loop: bool = False
     plan = []
     for b in batches:
         for k in range(n_exits):
-            plan += [("segment", k, b), ("head", k, b)]
+            plan += [(StageKind.SEGMENT, k, b), (StageKind.HEAD, k, b)]
             if k < n_exits - 1:
-                plan.append(("compact", k, b))
+                plan.append((StageKind.COMPACT, k, b))
         if not loop:
-            plan.append(("overhead", 0, b))
+            plan.append((StageKind.OVERHEAD, 0, b))
     if loop:
         for b in batches:
-            plan += [("overhead", 0, b)] + [(kind, k, b) for k in range(n_exits - 1)
-                                            for kind in ("check", "handoff")]
+            plan += [(StageKind.OVERHEAD, 0, b)] + [(kind, k, b) for k in range(n_exits - 1)
+                                                    for kind in (StageKind.CHECK, StageKind.HANDOFF)]
     return plan
 
 
@@ -206,7 +207,7 @@ def singles(batch: Any, b: int) -> list[Any]:
     return [tuple(t[i:i + 1] for t in batch) for i in range(b)]
 
 
-LOOP_KINDS = ("overhead", "check", "handoff")
+LOOP_KINDS = (StageKind.OVERHEAD, StageKind.CHECK, StageKind.HANDOFF)
 
 
 NEVER_EXIT = {"maxprob": float("inf"), "entropy": -1.0}
@@ -281,7 +282,7 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                 times.setdefault((st.kind, st.k, b), []).append(ms)
             if n % 2 == 0 and b > 1:  # every other batch, one of the compacting kind
                 for st, ms in leaver.run(requests[b], ids[b]).stages:
-                    if st.kind == "compact":
+                    if st.kind is StageKind.COMPACT:
                         compact.setdefault((st.k, st.batch), []).append(ms)
         wake = measure_wake(loop, requests, totals)
     finally:
@@ -300,10 +301,10 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
                 served.setdefault(f"{kind} {k}", []).append(
                     [b, round(float(np.median(ts)), 6), round(float(np.percentile(ts, 99)), 6)])
         if progress is not None:
-            progress("overhead", 0, b)
+            progress(StageKind.OVERHEAD, 0, b)
             for k in range(backend.n_exits - 1):
-                progress("check", k, b)
-                progress("handoff", k, b)
+                progress(StageKind.CHECK, k, b)
+                progress(StageKind.HANDOFF, k, b)
     residual = {key: {"median_ms": round(float(np.median(v)), 6),
                       "median_pct_of_isolated": round(100 * float(np.median(
                           [d / by_key[key.split()[0], int(key.split()[1]), b]["p50_ms"]
@@ -312,7 +313,8 @@ def measure_loop(backend: Backend, example: Callable[[int], Any], batches: Seque
     for key, pts in served.items():
         residual[key]["served_p50_ms"] = [p[:2] for p in pts]
         residual[key]["served_p99_ms"] = [[p[0], p[2]] for p in pts]
-    iso_compact = {(r["k"], r["batch"]): r["p50_ms"] for r in isolated if r["kind"] == "compact"}
+    iso_compact = {(r["k"], r["batch"]): r["p50_ms"] for r in isolated
+                   if StageKind(r["kind"]) is StageKind.COMPACT}
     for k in range(n_exits - 1):
         pts = sorted((size, ts) for (kk, size), ts in compact.items() if kk == k and len(ts) >= 5)
         if not pts:
@@ -340,10 +342,10 @@ def stage_noise_corr(per_batch: Sequence[tuple[int, list[tuple[str, int, float]]
     spell lasts. Both in [0, 1); 0 without enough batches."""
     medians = {key: float(np.median(ts)) for key, ts in times.items()}
     keys = sorted({(kind, k) for _, stages in per_batch for kind, k, _ in stages
-                   if kind in ("segment", "head")})
+                   if StageKind(kind).is_model})
     rows = []
     for b, stages in per_batch:
-        got = {(kind, k): ms for kind, k, ms in stages if kind in ("segment", "head")}
+        got = {(kind, k): ms for kind, k, ms in stages if StageKind(kind).is_model}
         if len(got) == len(keys) and all(got[key] > 0 and medians[(*key, b)] > 0 for key in keys):
             rows.append([math.log(got[key] / medians[(*key, b)]) for key in keys])
     if len(rows) < 50 or len(keys) < 2:

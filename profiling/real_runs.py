@@ -1,11 +1,12 @@
 """The real side of ``offramp validate``: serve an arrival stream through the real model.
 
-A single-replica dynamic batcher with the simulator's rule drives :class:`ServingLoop`:
-requests become visible at their arrival times (wall clock from the run's start); a batch goes
-when ``max_batch`` have arrived, when the oldest has waited ``max_wait_ms``, or at once when
-the stream has ended, and never before the loop is free. The loop sleeps until the next
-arrival or the deadline (as an event-driven batcher is woken) and never dispatches a request
-before it arrived. Each request carries the real test input of its sample id.
+A single-replica dynamic batcher drives :class:`ServingLoop` by the simulator's own batching
+rule (:func:`offramp.core.batching.dispatch`): requests become visible at their arrival times
+(wall clock from the run's start); a batch goes when ``max_batch`` have arrived, when the
+oldest has waited ``max_wait_ms``, or at once when the stream has ended, and never before the
+loop is free. The loop sleeps until that time (as an event-driven batcher is woken) and never
+dispatches a request before it arrived. Each request carries the real test input of its
+sample id.
 
 Also here: the busy-fraction calibration (secant steps on the rate with short real runs) and
 the CPU pinning. Measurement side: torch, numpy and the standard library only.
@@ -17,15 +18,16 @@ import gc
 import math
 import os
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .served import KIND_CODES
+from offramp.core.batching import dispatch
+from offramp.core.execution import batch_plan
+from offramp.core.modes import StageKind
+
 from .serving_loop import ServingLoop
-from .stages import batch_plan
 
 
 def pin_to_one_core(core: int | None = None) -> int | None:
@@ -58,8 +60,8 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
     up to the one that ends its exit), ``exit``, ``pred``, ``batch``; per batch
     ``batch_dispatch``, ``batch_finish`` (the loop free again), ``batch_sizes`` (n, K: batch
     size at each segment, 0 if not run), ``batch_reason`` (why it went: 0 full, 1 the oldest
-    waited ``max_wait_ms``, 2 the stream had ended); per stage ``stage_batch``, ``stage_kind`` (index into
-    :data:`KIND_CODES`), ``stage_k``, ``stage_size``, ``stage_ms``.
+    waited ``max_wait_ms``, 2 the stream had ended); per stage ``stage_batch``, ``stage_kind``
+    (:attr:`StageKind.code`), ``stage_k``, ``stage_size``, ``stage_ms``.
     """
     arr = np.asarray(arrival_s, dtype=float)
     smp = np.asarray(samples, dtype=np.int64)
@@ -94,19 +96,12 @@ def _serve(loop: ServingLoop, payload: list, arr: np.ndarray, smp: np.ndarray, m
     def clock() -> float:
         return time.perf_counter() - origin
 
-    i = 0
+    i, end = 0, arr_list[-1]
     while i < n:
-        if arr_list[i] > clock():
-            _sleep_until(arr_list[i], clock)
-        deadline = arr_list[i] + wait
-        top = min(i + max_batch, n)
-        while True:
-            now = clock()
-            j = bisect_right(arr_list, now, i, top)
-            if j - i >= max_batch or now >= deadline or j == n:
-                reason = 0 if j - i >= max_batch else (2 if j == n else 1)
-                break
-            _sleep_until(min(deadline, arr_list[j]), clock)
+        # The batching rule gives when the batch goes and who is in it; the loop waits till then.
+        due, j = dispatch(arr_list, i, clock(), max_batch, wait, end)
+        _sleep_until(due, clock)
+        reason = 0 if j - i >= max_batch else (2 if j == n else 1)
         batch, ids = payload[i:j], smp[i:j].tolist()
         d = clock()
         run = loop.run(batch, ids)
@@ -128,10 +123,10 @@ def _serve(loop: ServingLoop, payload: list, arr: np.ndarray, smp: np.ndarray, m
         b_fin.append(t_end)  # the loop is free again (includes what no stage timed)
         sizes = [0] * k_exits
         for (st, m) in run.stages:
-            if st.kind == "segment":
+            if st.kind is StageKind.SEGMENT:
                 sizes[st.k] = st.batch
             st_b.append(b)
-            st_kind.append(KIND_CODES.index(st.kind))
+            st_kind.append(st.kind.code)
             st_k.append(st.k)
             st_size.append(st.batch)
             st_ms.append(m)

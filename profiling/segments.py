@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from offramp.core.modes import StageKind
 from offramp.traces.own import forward_exits
 
 OPSET = 17
@@ -59,7 +60,7 @@ class FlatPiece(nn.Module):
 class Piece:
     """One segment or head of a split model, with an example input (flat) and I/O names."""
 
-    kind: str  # "segment" or "head"
+    kind: StageKind  # SEGMENT or HEAD
     k: int
     module: FlatPiece
     example: tuple[Tensor, ...]
@@ -87,10 +88,10 @@ def split_model(model: nn.Module, example: Any) -> list[Piece]:
         for k, (seg, head) in enumerate(zip(segments, heads, strict=True)):
             out = seg(act)
             seg_in, seg_out = flatten(act), flatten(out)
-            pieces.append(Piece("segment", k, FlatPiece(seg, arity_of(act)), seg_in,
+            pieces.append(Piece(StageKind.SEGMENT, k, FlatPiece(seg, arity_of(act)), seg_in,
                                 _names("in", len(seg_in)), _names("out", len(seg_out))))
             logits = flatten(head(out))
-            pieces.append(Piece("head", k, FlatPiece(head, arity_of(out)), seg_out,
+            pieces.append(Piece(StageKind.HEAD, k, FlatPiece(head, arity_of(out)), seg_out,
                                 _names("in", len(seg_out)), _names("logits", len(logits))))
             act = out
     return pieces
@@ -104,7 +105,7 @@ def _names(prefix: str, n: int) -> tuple[str, ...]:
 class OnnxPiece:
     """An exported piece: where its ONNX file is and what its inputs and outputs are called."""
 
-    kind: str
+    kind: StageKind
     k: int
     path: Path
     input_names: tuple[str, ...]
@@ -154,7 +155,7 @@ def run_onnx_exits(pieces: Sequence[OnnxPiece], example: Any,
     exits = []
     for piece, sess in zip(pieces, sessions, strict=True):
         outs = sess.run(list(piece.output_names), dict(zip(piece.input_names, act, strict=True)))
-        if piece.kind == "segment":
+        if piece.kind is StageKind.SEGMENT:
             act = outs
         else:
             exits.append(outs[0])

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-# A stage's kind as the real loop's files store it (``stage_kind`` codes are indices here).
-KIND_CODES = ("overhead", "segment", "head", "check", "compact", "handoff")
-KINDS = KIND_CODES
+from offramp.core.modes import StageKind
+
 IDLE_EDGES_MS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)  # idle bins [0, 0.1), [0.1, 0.5), ..., [10, inf)
 Z99 = 2.3263478740408408
 MIN_CELL = 30  # stage times an idle bin or a (stage, size) needs before it is trusted
@@ -111,7 +110,7 @@ def _fit_additive(t: dict[str, np.ndarray], iterations: int = 4) -> dict[str, An
                              return_inverse=True)
     key_id = key_id.ravel()
     ib = idle_bin(t["idle"])
-    n_i, n_k = len(IDLE_EDGES_MS) + 1, len(KINDS)
+    n_i, n_k = len(IDLE_EDGES_MS) + 1, len(StageKind)
     c_id = t["kind"] * n_i + ib
     c = np.zeros(n_k * n_i)
     for _ in range(iterations):
@@ -186,11 +185,12 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
     for i in np.flatnonzero(counts >= MIN_SIGMA):
         r = resid[order[starts[i]:starts[i] + counts[i]]]
         sigma[i] = max(0.0, (float(np.percentile(r, 99)) - float(np.median(r))) / Z99)
-    seen = {(KIND_CODES[int(kc)], int(k), int(b)): i for i, (kc, k, b) in enumerate(keys)}
+    seen = {(StageKind.from_code(kc), int(k), int(b)): i for i, (kc, k, b) in enumerate(keys)}
     table: dict[str, list[list[float]]] = {}
     for kind, k, sizes in stages:
+        kind = StageKind(kind)
         own = [seen[(kind, k, b)] for b in sizes if (kind, k, b) in seen]
-        kind_sig = [sigma[i] for i in range(len(keys)) if KIND_CODES[int(keys[i, 0])] == kind
+        kind_sig = [sigma[i] for i in range(len(keys)) if StageKind.from_code(keys[i, 0]) is kind
                     and np.isfinite(sigma[i])]
         ratio = [math.exp(base[i]) / reference(kind, k, int(keys[i, 2])) for i in own
                  if counts[i] >= MIN_CELL and reference(kind, k, int(keys[i, 2])) > 0]
@@ -211,7 +211,7 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
         "idle_edges_ms": list(IDLE_EDGES_MS),
         "factor": {kind: {"idle": [round(math.exp(x), 4) for x in fit["c"][j]],
                           "idle_n": fit["c_n"][j].astype(int).tolist()}
-                   for j, kind in enumerate(KINDS)},
+                   for j, kind in enumerate(StageKind)},
         "stages": table, "noise_corr": _noise_corr(t, z), "batch_tail_ms": _tail(runs),
         "median_abs_residual": round(float(np.median(np.abs(resid))), 4),
         "stage_times": int(t["ms"].size), "batches": int(t["batch"].max()) + 1,

@@ -1,6 +1,6 @@
 """The real serving loop: one batch through a multi-exit model, stage by stage, each stage timed.
 
-The loop runs exactly the stages the execution rule (:mod:`offramp.profiling.stages`) gives for
+The loop runs exactly the stages the execution rule (:mod:`offramp.core.execution`) gives for
 its exit mode: the batch is assembled from single requests and placed on the device
 (``overhead``), segments and exit heads run, each consulted early exit takes its decision on the
 host (``check``: max softmax vs the exit's threshold, mask to the host, survivor indices back to
@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from offramp.core.execution import Exit, Stage, batch_steps
+from offramp.core.modes import ExitMode, StageKind
+
 from .backends.torch_common import gather
-from .stages import Exit, Stage, batch_steps
 
 
 def stack(inputs: Sequence[Any]) -> Any:
@@ -85,7 +87,7 @@ class ServingLoop:
     PyTorch; a copy into the next graph's static input for CUDA graphs).
     """
 
-    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, mode: str,
+    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, mode: ExitMode | str,
                  thresholds: Sequence[float], active: Sequence[bool] | None = None,
                  handoff: Callable[[int, Any], Any] | None = None, rule: str = "maxprob",
                  table: Sequence[int] | None = None):
@@ -95,7 +97,7 @@ class ServingLoop:
             raise ValueError("rule 'table' needs the per-sample exit table")
         self.segments, self.heads = model.segments, model.heads
         self.k_exits = len(self.segments)
-        self.device, self.dtype, self.mode = device, dtype, mode
+        self.device, self.dtype, self.mode = device, dtype, ExitMode.parse(mode)
         self.thresholds = [float(t) for t in thresholds]
         self.rule, self.table = rule, (list(table) if table is not None else None)
         self.active = list(active) if active is not None else [True] * self.k_exits
@@ -135,19 +137,20 @@ class ServingLoop:
                     break
                 continue
             st = item
-            if st.kind == "overhead":
+            kind = st.kind
+            if kind is StageKind.OVERHEAD:
                 act = place(stack(requests), self.device, self.dtype)
-            elif st.kind == "segment":
+            elif kind is StageKind.SEGMENT:
                 act = self.segments[st.k](act)
-            elif st.kind == "head":
+            elif kind is StageKind.HEAD:
                 logits = self.heads[st.k](act)
-            elif st.kind == "check":
+            elif kind is StageKind.CHECK:
                 keep_rows = self._decide(st.k, logits, alive, exits)
-            elif st.kind == "compact":
+            elif kind is StageKind.COMPACT:
                 act = gather(act, keep_rows)
                 alive = [alive[i] for i in keep_rows.tolist()]
                 keep_rows = torch.arange(len(alive), device=self.device)
-            elif st.kind == "handoff":
+            elif kind is StageKind.HANDOFF:
                 act = self.handoff(st.k, act)
             clock.mark()
             done.append(st)
@@ -170,7 +173,7 @@ class ServingLoop:
         """Exit decision at early exit k: rows (of the current batch) of those going on."""
         leave = self._leaving(k, logits, alive)
         pred = logits.argmax(dim=-1).cpu()
-        if self.mode == "keep":
+        if self.mode.keeps_size:
             # The batch keeps every row; rows that left earlier are neither counted nor re-exited.
             gone = torch.tensor([exits[r] >= 0 for r in alive], dtype=torch.bool)
             leave &= ~gone

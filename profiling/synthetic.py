@@ -43,7 +43,9 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
         meta["batch_tail_ms"] = {"batch": [1, max(batches)], "ms": [0.05, 0.15]}
         meta["stage_noise_corr"] = {"within": 0.5, "across": 0.8}
     if served_costs:
-        from .served import IDLE_EDGES_MS, KINDS
+        from offramp.core.modes import StageKind
+
+        from .served import IDLE_EDGES_MS
 
         stages: dict[str, list] = {}
         for r in rows:
@@ -51,7 +53,7 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
         meta["served_costs"] = {
             "idle_edges_ms": list(IDLE_EDGES_MS),
             "factor": {kind: {"idle": [1.0 + 0.1 * i for i in range(len(IDLE_EDGES_MS) + 1)]}
-                       for kind in KINDS},
+                       for kind in StageKind},
             "stages": {key: sorted(v) for key, v in stages.items()},
             "noise_corr": {"within": 0.3, "across": 0.6},
             "batch_tail_ms": {"batch": [1, max(batches)], "ms": [0.04, 0.1]},

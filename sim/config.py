@@ -9,6 +9,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from offramp.core.modes import ExitMode
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -81,7 +83,8 @@ class ServerConfig(_Strict):
 
     max_batch: int = Field(32, ge=1, le=65_536)
     max_wait_ms: float = Field(2.0, ge=0, le=3.6e6)
-    exit_mode: Literal["none", "keep", "shrink"] = "shrink"
+    exit_mode: ExitMode = Field(ExitMode.SHRINK, strict=False,
+                                description="none | keep | shrink (offramp.core.ExitMode)")
     replicas: int = Field(1, ge=1, le=4096)
     routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
     engine_sizes: list[int] | None = Field(

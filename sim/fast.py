@@ -13,7 +13,9 @@ from math import exp
 
 import numpy as np
 
-from offramp.profiling.stages import batch_plan
+from offramp.core.batching import dispatch
+from offramp.core.execution import batch_plan
+from offramp.core.modes import StageKind
 
 from .records import RunRecords, number_batches
 from .scenario import Replication, Scenario
@@ -35,7 +37,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
                  servers: list[int], out: dict[str, list], end: float) -> None:
     """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
 
-    A free server takes the next batch at d = max(free, min(a[i+B-1], a[i] + max_wait)):
+    A free server takes the next batch by the batching rule (:func:`offramp.core.dispatch`):
     when B requests are waiting or the oldest has waited max_wait, whichever is first; once the
     stream has ended (``end``, the last arrival of the whole run) the rest go at once.
     Stage times are added in the same order as the reference engine adds them, so both give
@@ -48,12 +50,12 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     # reach[k][i]: how many of the first i requests go on past exit k (exit index > k).
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)]
-    reach_early = reach if mode != "none" else []
+    reach_early = reach if mode.consults_early_exits else []
     base, sig, wake, tail, state = svc.base, svc.sigma, svc.wake, svc.tail, svc.state
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
     noise = rep.noise
-    _exp, _bisect = exp, bisect_right
+    _exp, _bisect, _dispatch = exp, bisect_right, dispatch
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
 
@@ -73,7 +75,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
                 for k in pending:  # an exit ends with the last timed stage before it
                     steps[-1][4] = k
                 pending = []
-            if st.kind == "segment":
+            if st.kind is StageKind.SEGMENT:
                 sizes[st.k] = st.batch
         return [tuple(x) for x in steps], sizes
 
@@ -86,14 +88,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     i = 0
     while i < n:
         f, r = heapq.heappop(free)
-        close = arr[i] + wait
-        if i + big_b - 1 < n:
-            if arr[i + big_b - 1] < close:
-                close = arr[i + big_b - 1]
-        elif end < close:
-            close = end
-        d = f if f > close else close
-        j = _bisect(arr, d, i, i + big_b if i + big_b < n else n)
+        d, j = _dispatch(arr, i, f, big_b, wait, end)
         size = j - i
         m = local[r]
         local[r] = m + 1
@@ -145,7 +140,7 @@ def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
     k_exits = trace.n_exits
     arrivals, samples = rep.requests.times, rep.requests.samples
     n = arrivals.size
-    if server.exit_mode == "none":
+    if not server.exit_mode.consults_early_exits:
         exits = np.full(n, k_exits - 1, dtype=np.int64)
     else:
         exits = policy.exit_index(trace, samples).astype(np.int64)

@@ -14,7 +14,8 @@ from bisect import bisect_right
 import numpy as np
 import simpy
 
-from offramp.profiling.stages import Stage, batch_steps
+from offramp.core.execution import Stage, batch_steps
+from offramp.core.modes import StageKind
 
 from .records import RunRecords, number_batches
 from .scenario import Replication, Scenario
@@ -200,12 +201,12 @@ class ReferenceServer:
                         yield env.timeout(svc.duration(slot, item.batch, z) * x)
                     else:
                         yield env.timeout(svc.duration(slot, item.batch, z) * x * fac[slot])
-                if item.kind == "segment":
+                if item.kind is StageKind.SEGMENT:
                     sizes[item.k] = item.batch
                 item = next(steps, None)
                 continue
             k = item.k
-            if mode == "none":
+            if not mode.consults_early_exits:
                 leave = [True] * len(active)
             else:
                 leave = decider(sc.trace, k, np.array([q.sample for q in active]))

@@ -16,10 +16,26 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
+from offramp.core.execution import BatchPlan
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.stages import BatchPlan
 
 ROWS_PER_CHUNK = 1024
+
+# The slot layout (the noise row's layout): slot 0 the overhead, then the rows of each kind in
+# this order, one per exit (K segments and heads, K-1 compactions, checks and handoffs). Kept
+# as first written, so a profile without the loop's stages draws the noise it always did.
+SLOT_KINDS = (StageKind.SEGMENT, StageKind.HEAD, StageKind.COMPACT, StageKind.CHECK,
+              StageKind.HANDOFF)
+LOOP_KINDS = frozenset(kind for kind in StageKind if kind.is_loop)
+
+
+def slot_offsets(n_exits: int) -> dict[StageKind, int]:
+    """The first slot of each stage kind for a K-exit model (exit k's row is offset + k)."""
+    offset = {StageKind.OVERHEAD: 0}
+    for j, kind in enumerate(SLOT_KINDS):
+        offset[kind] = 1 + j * n_exits - (1 if j > 2 else 0)
+    return offset
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,7 @@ class LoopState:
         self.idle_edges_s, self.factor = idle_edges_s, factor  # factor[idle bin][slot]
 
     @classmethod
-    def from_table(cls, table: dict, slot_kinds: list[str]) -> LoopState:
+    def from_table(cls, table: dict, slot_kinds: list[StageKind]) -> LoopState:
         f = table["factor"]
         return cls([e / 1000.0 for e in table["idle_edges_ms"]],
                    [[f[kind]["idle"][i] for kind in slot_kinds]
@@ -125,8 +141,6 @@ class ServiceTimes:
     ``exponential`` (σ = 1, z = log E: an exponential with mean ``base``).
     """
 
-    LOOP_KINDS = ("check", "handoff")
-
     def __init__(self, base_s: np.ndarray, sigma: np.ndarray, dist: str, n_exits: int,
                  corr: NoiseCorrelation | None = None):
         self.base = base_s.tolist()
@@ -137,7 +151,8 @@ class ServiceTimes:
         self.max_batch = base_s.shape[1] - 1
         self._width = base_s.shape[0]
         # The serving loop's own stages have tables only where the profile measured them.
-        self.skip = frozenset() if self._width == 5 * n_exits else frozenset(self.LOOP_KINDS)
+        self.skip = frozenset() if self._width == 5 * n_exits else LOOP_KINDS
+        self._offset = slot_offsets(n_exits)
         # wake[b][i]: extra seconds of a batch of b after an idle of IDLE_GRID_S[i] (None: none).
         self.wake: list[list[float]] | None = None
         # tail[b]: seconds the replica stays busy after a batch of b's last stage (None: none).
@@ -159,36 +174,17 @@ class ServiceTimes:
         f = (idle_s - grid[i]) / (grid[i + 1] - grid[i])
         return row[i] + f * (row[i + 1] - row[i])
 
-    # Slot numbers.
-    OVERHEAD = 0
+    def slot(self, kind: StageKind, k: int) -> int:
+        """The table row of stage ``kind`` at exit ``k`` (see :data:`SLOT_KINDS`)."""
+        return self._offset[kind] + k
 
-    def seg(self, k: int) -> int:
-        return 1 + k
-
-    def head(self, k: int) -> int:
-        return 1 + self.n_exits + k
-
-    def compact(self, k: int) -> int:
-        return 1 + 2 * self.n_exits + k
-
-    def check(self, k: int) -> int:
-        return 3 * self.n_exits + k
-
-    def handoff(self, k: int) -> int:
-        return 4 * self.n_exits + k
-
-    def slot(self, kind: str, k: int) -> int:
-        """The table row of stage ``kind`` at exit ``k`` (see :mod:`offramp.profiling.stages`)."""
-        if kind == "overhead":
-            return self.OVERHEAD
-        return {"segment": self.seg, "head": self.head, "compact": self.compact,
-                "check": self.check, "handoff": self.handoff}[kind](k)
-
-    def slot_kinds(self) -> list[str]:
+    def slot_kinds(self) -> list[StageKind]:
         """The stage kind of every slot."""
         k = self.n_exits
-        kinds = ["overhead", *["segment"] * k, *["head"] * k, *["compact"] * k]
-        return (kinds + ["check"] * k + ["handoff"] * k)[:self._width]
+        kinds = [StageKind.OVERHEAD]
+        for kind in SLOT_KINDS:
+            kinds += [kind] * k
+        return kinds[:self._width]
 
     @property
     def width(self) -> int:
@@ -204,23 +200,24 @@ class ServiceTimes:
         return self.base[slot][b] * math.exp(self.sigma[slot][b] * z[slot])
 
     @classmethod
-    def from_latency(cls, model: LatencyModel, n_exits: int, max_batch: int, sampled: bool,
-                     need_compact: bool) -> ServiceTimes:
-        """Tables from a measured profile; compaction only where the exit mode uses it, the
-        serving loop's check and handoff only where the profile has them (else they are 0)."""
-        loop = any(model.profile.has(kind) for kind in cls.LOOP_KINDS)
+    def from_latency(cls, model: LatencyModel, *, n_exits: int, max_batch: int, mode: ExitMode,
+                     sampled: bool) -> ServiceTimes:
+        """Tables from a measured profile; compaction only where the exit ``mode`` compacts, the
+        serving loop's check and handoff only where the profile has them (else they are 0);
+        ``sampled``: stage times drawn from the measured spread (else their p50)."""
+        mode = ExitMode.parse(mode)
+        loop = any(model.profile.has(kind) for kind in LOOP_KINDS)
         width = (5 if loop else 3) * n_exits
         base = np.zeros((width, max_batch + 1))
         sigma = np.zeros_like(base)
-        stages = [("overhead", 0, 0)]
-        stages += [("segment", k, 1 + k) for k in range(n_exits)]
-        stages += [("head", k, 1 + n_exits + k) for k in range(n_exits)]
-        if need_compact:
-            stages += [("compact", k, 1 + 2 * n_exits + k) for k in range(n_exits - 1)]
-        if loop:
-            stages += [(kind, k, (3 + j) * n_exits + k) for j, kind in enumerate(cls.LOOP_KINDS)
-                       for k in range(n_exits - 1)]
-        for kind, k, slot in stages:
+        offset = slot_offsets(n_exits)
+        stages = [(StageKind.OVERHEAD, 0)]
+        for kind in SLOT_KINDS:
+            if kind is StageKind.COMPACT and not mode.compacts or kind.is_loop and not loop:
+                continue
+            stages += [(kind, k) for k in range(n_exits if kind.is_model else n_exits - 1)]
+        for kind, k in stages:
+            slot = offset[kind] + k
             base[slot], sigma[slot] = model.table(kind, k, max_batch)
         svc = cls(base / 1000.0, sigma, "lognormal" if sampled else "fixed", n_exits,
                   NoiseCorrelation(*getattr(model, "noise_corr", (0.0, 0.0))))

@@ -10,6 +10,7 @@ from helpers import scenario
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from offramp.core.modes import ExitMode
 from offramp.policies import make_policy, policy_config
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -40,7 +41,8 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
     # scales every stage by the replica's idle time before the batch.
     model = (LatencyModel(SERVED_PROFILE, in_loop=True) if loop == "served"
              else LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE))
-    svc = ServiceTimes.from_latency(model, 4, max_batch, sampled, True)
+    svc = ServiceTimes.from_latency(model, n_exits=4, max_batch=max_batch,
+                                    mode=ExitMode.SHRINK, sampled=sampled)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,
                           replicas=replicas, routing=routing,
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
@@ -106,7 +108,8 @@ def test_reference_only_paths_conserve(routing):
 
 def test_closed_loop_conserves():
     policy = make_policy(POLICIES[3]).fit(TRACE)
-    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 8, True, True)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=8,
+                                    mode=ExitMode.SHRINK, sampled=True)
     res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=8, replicas=2, routing="jsq"),
                             WorkloadConfig(kind="closed", clients=12, think_ms=1.0)),
                    RunConfig(requests=2000, replications=1))
@@ -123,7 +126,8 @@ def test_fast_engine_refuses_what_it_cannot_run():
 def test_same_seed_same_results_different_seed_different():
     def go(seed):
         policy = make_policy(POLICIES[4]).fit(TRACE)
-        svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 32, True, True)
+        svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=32,
+                                        mode=ExitMode.SHRINK, sampled=True)
         return simulate(scenario(TRACE, policy, svc, ServerConfig(replicas=2, routing="random"),
                                  WorkloadConfig(rate_rps=8000)),
                         RunConfig(requests=5000, replications=2,
@@ -147,7 +151,8 @@ def test_confidence_interval_covers_the_true_mean_in_95_percent_of_studies():
     policy = make_policy(POLICIES[3]).fit(TRACE)
     test = TRACE.indices("test")
     truth = TRACE.correct[test, policy.exit_index(TRACE, test)].mean()
-    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 8, False, True)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=8,
+                                    mode=ExitMode.SHRINK, sampled=False)
     covered, widths = 0, []
     for seed in range(400):
         res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=8),
@@ -178,7 +183,8 @@ def test_contention_step_slows_every_stage(engine):
 def test_closed_loop_round_robin_alternates_replicas():
     # Closed loop runs on the reference engine, which routes each new request itself.
     policy = make_policy(POLICIES[0]).fit(TRACE)
-    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=4,
+                                    mode=ExitMode.SHRINK, sampled=False)
     for replicas in (2, 3):
         server = ServerConfig(max_batch=4, replicas=replicas, routing="round_robin")
         res = simulate(scenario(TRACE, policy, svc, server,
@@ -191,7 +197,8 @@ def test_closed_loop_round_robin_alternates_replicas():
 
 def test_closed_loop_random_routing_stays_on_real_replicas():
     policy = make_policy(POLICIES[0]).fit(TRACE)
-    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), 4, 4, False, True)
+    svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=4,
+                                    mode=ExitMode.SHRINK, sampled=False)
     res = simulate(scenario(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=3, routing="random"),
                             WorkloadConfig(kind="closed", clients=6, think_ms=0.5)),
                    RunConfig(requests=600, replications=1))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, fixed_run
 
+from offramp.core.modes import ExitMode
 from offramp.policies.baselines import Oracle, StaticExit
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig
@@ -26,7 +27,8 @@ ENGINES = ["fast", "reference"]
 def run(mode: str, policy=None, profile=None, engine="fast", max_wait=2.0):
     profile = profile or affine_profile(3, range(1, 5))
     server = ServerConfig(max_batch=4, max_wait_ms=max_wait, exit_mode=mode)
-    svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 4, False, mode == "shrink")
+    svc = ServiceTimes.from_latency(LatencyModel(profile), n_exits=3, max_batch=4,
+                                    mode=ExitMode(mode), sampled=False)
     policy = (policy or Oracle()).fit(TRACE)
     sc, rep = fixed_run(TRACE, policy, svc, server, ARRIVALS, [0, 1, 2, 3])
     rec, used = run_replication(sc, rep, engine)
@@ -90,7 +92,8 @@ def test_full_batch_dispatches_on_last_arrival_and_zero_wait(engine):
 def test_batch_closes_when_max_batch_is_reached(engine):
     profile = affine_profile(3, range(1, 5))
     server = ServerConfig(max_batch=2, max_wait_ms=5.0, exit_mode="none")
-    svc = ServiceTimes.from_latency(LatencyModel(profile), 3, 2, False, False)
+    svc = ServiceTimes.from_latency(LatencyModel(profile), n_exits=3, max_batch=2,
+                                    mode=ExitMode.KEEP, sampled=False)
     sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, ARRIVALS, [0, 1, 2, 3])
     rec, _ = run_replication(sc, rep, engine)
     # Batch 1 closes at 0.5 ms when its 2nd request arrives: 0.5 + 0.1 + 3 × 1.2 + 0.5 = 4.7.
@@ -125,7 +128,7 @@ def test_disabled_exit_head_is_skipped(engine):
 
 
 # The serving loop's own stages: check(b) = 0.03 + 0.01·b after every early exit decision,
-# handoff(b) = 0.02 + 0.005·b wherever a batch goes on whole (see profiling/stages.py).
+# handoff(b) = 0.02 + 0.005·b wherever a batch goes on whole (see core/execution.py).
 LOOP = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
 
 
@@ -174,7 +177,8 @@ def test_a_replica_that_gets_no_request_does_not_stop_the_others(engine):
 
     server = ServerConfig(max_batch=4, max_wait_ms=2.0, exit_mode="none", replicas=3,
                           routing="random")
-    svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False, False)
+    svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), n_exits=3, max_batch=4,
+                                    mode=ExitMode.KEEP, sampled=False)
     sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [0.0, 0.5], [0, 1], routes=[0, 2])
     rec, _ = run_replication(sc, rep, engine)
     # Each alone; the stream ends at 0.5 ms, so both go then: 0.5 + 0.1 + 3 x 1.1 + 0.5.
@@ -187,7 +191,8 @@ def test_a_batch_after_an_idle_spell_pays_the_wake_up(engine):
     # Wake table: +0.4 ms after >= 4 ms idle (linear from 0 at 0 ms), the same at every size.
     profile = affine_profile(3, range(1, 5))
     profile.meta["wake_ms"] = {"batch": [1, 4], "idle_ms": [4.0], "extra_ms": [[0.4], [0.4]]}
-    svc = ServiceTimes.from_latency(LatencyModel(profile, in_loop=True), 3, 4, False, False)
+    svc = ServiceTimes.from_latency(LatencyModel(profile, in_loop=True), n_exits=3, max_batch=4,
+                                    mode=ExitMode.KEEP, sampled=False)
     server = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
     sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [10.0, 12.0, 30.0], [0, 1, 2])
     rec, _ = run_replication(sc, rep, engine)
@@ -195,7 +200,8 @@ def test_a_batch_after_an_idle_spell_pays_the_wake_up(engine):
     # arrives at 12 while busy: no idle, at 14.3 -> 18.2. Request 2 at 30 after 11.8 ms idle.
     assert rec.finish * 1000 == pytest.approx([14.3, 18.2, 34.3], abs=1e-9)
     # Without in_loop the table is ignored.
-    plain = ServiceTimes.from_latency(LatencyModel(profile), 3, 4, False, False)
+    plain = ServiceTimes.from_latency(LatencyModel(profile), n_exits=3, max_batch=4,
+                                      mode=ExitMode.KEEP, sampled=False)
     assert plain.wake is None
     # Half-way up the ramp: 2 ms idle -> 0.2 ms.
     assert svc.wake_s(2, 0.002) == pytest.approx(0.0002)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import Z99, LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -78,16 +79,17 @@ def test_bucketed_engines_round_up_and_hit_exact_sizes():
 def test_sampled_stage_times_have_the_profiles_p50_and_p99():
     # Segment at b = 8: p50 7 ms, p99 14 ms. Draw 200k batches through the simulator's tables.
     model = LatencyModel(profile({1: (1.0, 1.0), 8: (7.0, 14.0)}))
-    svc = ServiceTimes.from_latency(model, 1, 8, sampled=True, need_compact=False)
+    svc = ServiceTimes.from_latency(model, n_exits=1, max_batch=8, mode=ExitMode.KEEP, sampled=True)
     noise = NoiseStream(np.random.default_rng(5), svc.width, svc.dist)
-    ms = np.array([svc.duration(svc.seg(0), 8, noise.row(i)) for i in range(200_000)]) * 1000
+    seg0 = svc.slot(StageKind.SEGMENT, 0)
+    ms = np.array([svc.duration(seg0, 8, noise.row(i)) for i in range(200_000)]) * 1000
     assert np.percentile(ms, 50) == pytest.approx(7.0, rel=0.01)
     assert np.percentile(ms, 99) == pytest.approx(14.0, rel=0.02)
     # p50 mode: every draw is the p50 exactly.
-    fixed = ServiceTimes.from_latency(model, 1, 8, sampled=False, need_compact=False)
+    fixed = ServiceTimes.from_latency(model, n_exits=1, max_batch=8, mode=ExitMode.KEEP, sampled=False)
     zero = NoiseStream(np.random.default_rng(5), fixed.width, fixed.dist)
-    assert fixed.duration(fixed.seg(0), 8, zero.row(3)) == pytest.approx(7e-3)
-    assert fixed.duration(fixed.head(0), 6, zero.row(0)) == pytest.approx(0.5e-3)
+    assert fixed.duration(fixed.slot(StageKind.SEGMENT, 0), 8, zero.row(3)) == pytest.approx(7e-3)
+    assert fixed.duration(fixed.slot(StageKind.HEAD, 0), 6, zero.row(0)) == pytest.approx(0.5e-3)
 
 
 def test_correlated_noise_keeps_each_stage_and_hangs_together():
@@ -125,7 +127,8 @@ def test_batch_tail_keeps_the_replica_busy_but_delays_no_finish():
     for name, meta in (("tail", no_wake), ("none", {k: v for k, v in no_wake.items()
                                                     if k != "batch_tail_ms"})):
         prof = dataclasses.replace(loop, meta=meta)
-        svc = ServiceTimes.from_latency(LatencyModel(prof, in_loop=True), 4, 8, False, True)
+        svc = ServiceTimes.from_latency(LatencyModel(prof, in_loop=True), n_exits=4, max_batch=8,
+                                        mode=ExitMode.SHRINK, sampled=False)
         sc = scenario(trace, make_policy(policy_config(name="none")).fit(trace), svc,
                       ServerConfig(max_batch=8, max_wait_ms=0.0, exit_mode="none"),
                       WorkloadConfig(rate_rps=20.0))
@@ -148,15 +151,16 @@ def test_batch_tail_keeps_the_replica_busy_but_delays_no_finish():
 def test_full_batch_time_with_and_without_the_loops_stages():
     from helpers import affine_profile
 
-    from offramp.profiling.stages import no_exit
+    from offramp.core.execution import no_exit
 
     # overhead 0.1 + 3 segments at b=4 (1.4 each) + last head 0.5 = 4.8 ms.
-    plain = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), 3, 4, False,
-                                      False)
+    plain = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, 5))), n_exits=3,
+                                      max_batch=4, mode=ExitMode.KEEP, sampled=False)
     assert plain.plan_s(no_exit(4, 3)) == pytest.approx(4.8e-3)
     # With handoffs of 0.02 + 0.005·4 = 0.04 ms at each of the 2 boundaries: 4.88 ms.
     loop = affine_profile(3, range(1, 5), check=(0.03, 0.01), handoff=(0.02, 0.005))
-    svc = ServiceTimes.from_latency(LatencyModel(loop), 3, 4, False, False)
+    svc = ServiceTimes.from_latency(LatencyModel(loop), n_exits=3, max_batch=4,
+                                    mode=ExitMode.KEEP, sampled=False)
     assert svc.plan_s(no_exit(4, 3)) == pytest.approx(4.88e-3)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import crafted_trace, scenario
 
+from offramp.core.modes import ExitMode
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import exit_costs
@@ -90,7 +91,8 @@ def test_manager_holds_latency_target_under_contention():
     m = DynamicOFA(levels, latency_target_ms=target, accuracy_target=1.0).fit(tr)
     assert m.level_accuracy_ == sorted(m.level_accuracy_)
     server = ServerConfig(max_batch=8, max_wait_ms=1.0, contention=[{"at_s": 10, "factor": 1.5}])
-    svc = ServiceTimes.from_latency(LatencyModel(prof), 4, 8, False, True)
+    svc = ServiceTimes.from_latency(LatencyModel(prof), n_exits=4, max_batch=8,
+                                    mode=ExitMode.SHRINK, sampled=False)
     res = simulate(scenario(tr, m, svc, server,
                             WorkloadConfig(rate_rps=300)),
                    RunConfig(duration_s=20, replications=1, engine="reference"))
@@ -120,7 +122,8 @@ def _contended_study():
     prof = synthetic_profile()
     c = exit_costs(prof)
     server = ServerConfig(max_batch=8, max_wait_ms=1.0, contention=[{"at_s": 3, "factor": 1.6}])
-    svc = ServiceTimes.from_latency(LatencyModel(prof), 4, 8, True, True)
+    svc = ServiceTimes.from_latency(LatencyModel(prof), n_exits=4, max_batch=8,
+                                    mode=ExitMode.SHRINK, sampled=True)
 
     def fit():
         levels = [MaxProb(fractions=[1, 0, 0, 0]), MaxProb(fractions=exp_fractions(c, 2.2)),

@@ -9,6 +9,7 @@ import pytest
 from helpers import affine_profile, crafted_trace, scenario
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode
 from offramp.policies.pame import PAME
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -80,7 +81,8 @@ def test_pame_expected_batch_latency_matches_the_simulator():
     pol = PAME(97, prof, max_batch=16).fit(tr)
     assert pol.exits_ == [0]
     server = ServerConfig(max_batch=16, max_wait_ms=0.0)
-    svc = ServiceTimes.from_latency(LatencyModel(prof), 2, 16, False, True)
+    svc = ServiceTimes.from_latency(LatencyModel(prof), n_exits=2, max_batch=16,
+                                    mode=ExitMode.SHRINK, sampled=False)
     res = simulate(scenario(tr, pol, svc, server,
                             WorkloadConfig(rate_rps=20000)),
                    RunConfig(requests=20000, replications=1, warmup_fraction=0.1))

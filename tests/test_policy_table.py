@@ -7,6 +7,7 @@ import pytest
 from helpers import scenario
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode
 from offramp.policies.confidence import Entropy
 from offramp.policies.table import ExitTable, load_policy, save_policy
 from offramp.profiling.latency import LatencyModel
@@ -28,7 +29,8 @@ def test_saved_policy_simulates_identically(tmp_path):
     for k in range(trace.n_exits):
         reach = ids[exits >= k]  # the decision at k matters only for samples that reach k
         assert np.array_equal(loaded.decide(trace, k, reach), policy.decide(trace, k, reach))
-    svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), 4, 16, True, True)
+    svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), n_exits=4, max_batch=16,
+                                    mode=ExitMode.SHRINK, sampled=True)
     runs = [simulate(scenario(trace, p, svc, ServerConfig(max_batch=16),
                               WorkloadConfig(rate_rps=3000)),
                      RunConfig(requests=3000, replications=1, engine="reference"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import scenario
 
+from offramp.core.modes import ExitMode
 from offramp.policies.baselines import NoExit
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -70,7 +71,8 @@ def test_littles_law_with_the_queue_length_counted_from_batch_records():
     # independently from the batch records: requests arrived minus requests in batches that
     # have finished (exit mode none: a batch's requests all leave when it finishes), sampled on
     # a fine grid of instants. A request finish or batch size recorded wrongly breaks it.
-    svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), 4, 32, True, True)
+    svc = ServiceTimes.from_latency(LatencyModel(synthetic_profile()), n_exits=4, max_batch=32,
+                                    mode=ExitMode.SHRINK, sampled=True)
     server = ServerConfig(max_batch=32, max_wait_ms=2.0, exit_mode="none", replicas=2,
                           routing="random")
     res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,

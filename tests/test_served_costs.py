@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile, validate_profile
 from offramp.profiling.latency import LatencyModel
-from offramp.profiling.served import IDLE_EDGES_MS, KIND_CODES, fit_served_costs, idle_before, idle_bin
+from offramp.profiling.served import IDLE_EDGES_MS, fit_served_costs, idle_before, idle_bin
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.service import ServiceTimes
 
@@ -38,7 +39,7 @@ def _stream(mean_gap_ms: float, n_batches: int, rng: np.random.Generator
         busy = 0.0
         for (kind, k), base in BASE.items():
             x = base * (1 + 0.1 * (b - 1)) * IDLE_F[ib] * math.exp(SIGMA * rng.standard_normal())
-            sk.append(KIND_CODES.index(kind))
+            sk.append(StageKind(kind).code)
             kk.append(k)
             ss.append(b)
             ms.append(x)
@@ -94,7 +95,7 @@ def test_the_simulator_scales_stages_by_the_replica_idle_time():
     prof = synthetic_profile(batches=(1, 2, 4, 8), loop_stages=True, served_costs=True)
     table = prof.meta["served_costs"]
     model = LatencyModel(prof, in_loop=True)
-    svc = ServiceTimes.from_latency(model, 4, 8, False, False)
+    svc = ServiceTimes.from_latency(model, n_exits=4, max_batch=8, mode=ExitMode.KEEP, sampled=False)
     assert svc.wake is None and svc.state is not None  # the idle factors replace the wake-up
     slot = svc.slot("segment", 1)
     for idle_s in (0.0, 0.003, 0.05):
@@ -116,8 +117,9 @@ def test_the_simulator_scales_stages_by_the_replica_idle_time():
                   WorkloadConfig(kind="poisson", rate_rps=5.0))
     rec, _ = run_replication(sc, draw_replication(sc, RunConfig(requests=3),
                                                   np.random.SeedSequence(0)), "fast")
-    no_idle = ServiceTimes.from_latency(LatencyModel(prof), 4, 8, False, False)
-    from offramp.profiling.stages import no_exit
+    no_idle = ServiceTimes.from_latency(LatencyModel(prof), n_exits=4, max_batch=8,
+                                        mode=ExitMode.KEEP, sampled=False)
+    from offramp.core.execution import no_exit
 
     plain = no_idle.plan_s(no_exit(1, 4))
     took = rec.batch_finish[0] - rec.batch_dispatch[0] - svc.tail[1]

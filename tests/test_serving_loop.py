@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from offramp.core.execution import batch_plan
 from offramp.profiling.serving_loop import ServingLoop
-from offramp.profiling.stages import batch_plan
 from offramp.traces.models import FmnistResNet
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offramp.profiling.stages import Stage, all_exit_at, batch_plan, no_exit
+from offramp.core.execution import Stage, all_exit_at, batch_plan, no_exit
 
 
 def S(kind: str, k: int, b: int) -> Stage:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from offramp.common.errors import InputError
+from offramp.core.modes import StageKind
 
 Call = Callable[[], Any]
 EXIT_THRESHOLD = 0.5  # max-softmax threshold of the overhead stage's exit check
@@ -77,9 +78,9 @@ class Backend(ABC):
     def logits(self, act: Any, k: int) -> Any:
         """Backend-native logits of head k on ``act`` (input of the overhead stage)."""
 
-    def timer(self, kind: str) -> str:
+    def timer(self, kind: StageKind) -> str:
         """``cuda`` (CUDA events) or ``host`` (perf_counter_ns) for a stage kind."""
-        return "cuda" if self.device == "cuda" and kind != "overhead" else "host"
+        return "cuda" if self.device == "cuda" and StageKind(kind) is not StageKind.OVERHEAD else "host"
 
     def release(self) -> None:
         """Free what was prepared for the last batch size (graphs, buffers)."""

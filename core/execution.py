@@ -3,7 +3,7 @@
 Every place that needs to know what a batch costs asks this module: both simulator engines,
 PAME's Inference Time Matrix, the per-sample exit costs of the other policies, the "full
 batch" time of the demo and of the speed benchmark. Pure Python, standard library only (the
-GPU-side serving loop may import it).
+GPU-side serving loop imports it).
 
 A batch of ``size`` requests is dispatched (``overhead``), then runs segment by segment.
 After segment k, if the policy consults exit k (``active[k]``), the exit's ``head`` runs, the
@@ -29,14 +29,16 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-EXIT_MODES = ("none", "keep", "shrink")
+from .modes import ExitMode, StageKind
+
+OVERHEAD, SEGMENT, HEAD, CHECK, COMPACT, HANDOFF = StageKind
 
 
 @dataclass(frozen=True, slots=True)
 class Stage:
     """One timed piece of work: ``kind`` at exit/segment ``k`` on a batch of ``batch``."""
 
-    kind: str  # overhead | segment | head | check | compact | handoff
+    kind: StageKind
     k: int
     batch: int
 
@@ -49,21 +51,21 @@ class Exit:
     batch: int
 
 
-def run_size(mode: str, size: int, active: int) -> int:
+def run_size(mode: ExitMode, size: int, active: int) -> int:
     """Batch size a stage runs at with ``active`` of a dispatched ``size`` still going."""
-    return size if mode == "keep" else active
+    return size if mode.keeps_size else active
 
 
-def exit_step(mode: str, k: int, size: int, active: int, going_on: int) -> tuple[Stage, ...]:
+def exit_step(mode: ExitMode, k: int, size: int, active: int, going_on: int) -> tuple[Stage, ...]:
     """What exit k costs after its decision: ``active`` reached it, ``going_on`` continue."""
     if going_on == 0:
         return ()
-    if mode == "shrink" and going_on < active:
-        return (Stage("compact", k, going_on),)
-    return (Stage("handoff", k, run_size(mode, size, active)),)
+    if mode.compacts and going_on < active:
+        return (Stage(COMPACT, k, going_on),)
+    return (Stage(HANDOFF, k, run_size(mode, size, active)),)
 
 
-def between_exits(mode: str, size: int, active: int, lo: int, hi: int) -> tuple[Stage, ...]:
+def between_exits(mode: ExitMode, size: int, active: int, lo: int, hi: int) -> tuple[Stage, ...]:
     """Segments lo..hi and the head of exit hi, with ``active`` of a dispatched ``size`` going.
 
     The exits lo..hi-1 in between are not consulted (no head runs there; the batch is handed on
@@ -72,34 +74,36 @@ def between_exits(mode: str, size: int, active: int, lo: int, hi: int) -> tuple[
     run = run_size(mode, size, active)
     out: list[Stage] = []
     for k in range(lo, hi + 1):
-        out.append(Stage("segment", k, run))
+        out.append(Stage(SEGMENT, k, run))
         if k < hi:
-            out.append(Stage("handoff", k, run))
-    return tuple(out) + (Stage("head", hi, run),)
+            out.append(Stage(HANDOFF, k, run))
+    return tuple(out) + (Stage(HEAD, hi, run),)
 
 
-def reach_exit(mode: str, size: int, active: int, lo: int, hi: int,
+def reach_exit(mode: ExitMode, size: int, active: int, lo: int, hi: int,
                n_exits: int) -> tuple[Stage, ...]:
     """:func:`between_exits`, then exit hi's decision (``check``) unless hi is the last exit."""
     out = between_exits(mode, size, active, lo, hi)
     if hi < n_exits - 1:
-        out += (Stage("check", hi, run_size(mode, size, active)),)
+        out += (Stage(CHECK, hi, run_size(mode, size, active)),)
     return out
 
 
-def consulted(mode: str, active: Sequence[bool]) -> list[int]:
+def consulted(mode: ExitMode, active: Sequence[bool]) -> list[int]:
     """The exits whose heads run: those ``active`` (all but the last in ``none``), and the last."""
     last = len(active) - 1
-    return [k for k in range(last) if active[k] and mode != "none"] + [last]
+    return [k for k in range(last) if active[k] and mode.consults_early_exits] + [last]
 
 
-def batch_steps(mode: str, size: int, active: Sequence[bool]) -> Generator[Stage | Exit, int, None]:
+def batch_steps(mode: ExitMode | str, size: int, active: Sequence[bool]
+                ) -> Generator[Stage | Exit, int, None]:
     """The rule as a generator of :class:`Stage` and :class:`Exit` items, in order.
 
     After an ``Exit`` the caller sends how many samples go on (0 at the last exit); after a
     ``Stage`` it sends nothing. ``active[k]``: whether exit k's head runs (the last always).
     """
-    yield Stage("overhead", 0, size)
+    mode = ExitMode.parse(mode)
+    yield Stage(OVERHEAD, 0, size)
     cur, prev, last = size, -1, len(active) - 1
     for e in consulted(mode, active):
         yield from reach_exit(mode, size, cur, prev + 1, e, last + 1)
@@ -122,15 +126,19 @@ class BatchPlan:
     ends: tuple[int, ...]
 
 
-@lru_cache(maxsize=1 << 16)
-def batch_plan(mode: str, size: int, going_on: tuple[int, ...], active: tuple[bool, ...]) -> BatchPlan:
+def batch_plan(mode: ExitMode | str, size: int, going_on: tuple[int, ...],
+               active: tuple[bool, ...]) -> BatchPlan:
     """The schedule of a batch of ``size`` where ``going_on[k]`` samples continue past exit k.
 
     ``going_on`` has one entry per early exit (K-1); it is ignored for exit mode ``none``.
     Cached: a run reuses the few distinct schedules its batches have.
     """
-    if mode not in EXIT_MODES:
-        raise ValueError(f"unknown exit mode {mode!r}; use one of {EXIT_MODES}")
+    return _batch_plan(ExitMode.parse(mode), size, tuple(going_on), tuple(active))
+
+
+@lru_cache(maxsize=1 << 16)
+def _batch_plan(mode: ExitMode, size: int, going_on: tuple[int, ...], active: tuple[bool, ...]
+                ) -> BatchPlan:
     stages: list[Stage] = []
     ends = [-1] * len(active)
     steps = batch_steps(mode, size, active)
@@ -139,7 +147,8 @@ def batch_plan(mode: str, size: int, going_on: tuple[int, ...], active: tuple[bo
         while True:
             if isinstance(item, Exit):
                 ends[item.k] = len(stages)
-                left = going_on[item.k] if item.k < len(active) - 1 and mode != "none" else 0
+                left = (going_on[item.k] if item.k < len(active) - 1 and mode.consults_early_exits
+                        else 0)
                 item = steps.send(left)
             else:
                 stages.append(item)
@@ -149,7 +158,7 @@ def batch_plan(mode: str, size: int, going_on: tuple[int, ...], active: tuple[bo
     return BatchPlan(tuple(stages), tuple(ends))
 
 
-def all_exit_at(mode: str, size: int, k: int, n_exits: int) -> BatchPlan:
+def all_exit_at(mode: ExitMode | str, size: int, k: int, n_exits: int) -> BatchPlan:
     """A batch of ``size`` that all leaves at exit k, every head up to k consulted."""
     going = tuple(size if j < k else 0 for j in range(n_exits - 1))
     return batch_plan(mode, size, going, (True,) * n_exits)
@@ -157,4 +166,4 @@ def all_exit_at(mode: str, size: int, k: int, n_exits: int) -> BatchPlan:
 
 def no_exit(size: int, n_exits: int) -> BatchPlan:
     """A batch of ``size`` through the whole model with no early exit (mode ``none``)."""
-    return batch_plan("none", size, (), (True,) * n_exits)
+    return batch_plan(ExitMode.NONE, size, (), (True,) * n_exits)

@@ -1,0 +1,80 @@
+"""Exit modes and stage kinds: the variants every layer reads, each member carrying its behaviour.
+
+They are ``StrEnum`` members, so a study's YAML, a profile's rows and a validation plan spell
+them as before (``"shrink"``, ``"segment"``); code compares members, never strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ExitMode(StrEnum):
+    """What happens to a batch when some of its samples exit (docs/simulator.md)."""
+
+    NONE = "none"      # no early exits: the baseline every result is compared with
+    KEEP = "keep"      # Apparate: exited results return at once, the batch keeps its size
+    SHRINK = "shrink"  # PAME: exited samples leave, survivors are compacted
+
+    @property
+    def consults_early_exits(self) -> bool:
+        """Whether an early exit's head runs and decides (not in ``none``)."""
+        return self is not ExitMode.NONE
+
+    @property
+    def compacts(self) -> bool:
+        """Whether survivors are gathered into a smaller batch after an exit."""
+        return self is ExitMode.SHRINK
+
+    @property
+    def keeps_size(self) -> bool:
+        """Whether the batch runs at its dispatched size until nobody is left."""
+        return self is ExitMode.KEEP
+
+    @classmethod
+    def parse(cls, value: str | ExitMode, where: str = "exit_mode") -> ExitMode:
+        """The member spelled ``value``; ValueError naming the choices otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{where}: unknown exit mode {value!r}; use one of "
+                             f"{', '.join(m.value for m in cls)}") from None
+
+
+class StageKind(StrEnum):
+    """One timed piece of a batch's work (docs/simulator.md). The member order is the canonical
+    stage order: the real loop's files store a stage kind as its index here (``code``)."""
+
+    OVERHEAD = "overhead"  # per-batch dispatch cost of the serving loop
+    SEGMENT = "segment"    # backbone from exit k-1 to exit k
+    HEAD = "head"          # exit classifier k
+    CHECK = "check"        # host cost of one exit decision at exit k
+    COMPACT = "compact"    # gathering the survivors after exit k
+    HANDOFF = "handoff"    # passing a whole batch's activation on at exit k
+
+    @property
+    def code(self) -> int:
+        """This kind's index in the canonical order (how run files store it)."""
+        return _ORDER.index(self)
+
+    @classmethod
+    def from_code(cls, code: int) -> StageKind:
+        return _ORDER[int(code)]
+
+    @property
+    def is_model(self) -> bool:
+        """A piece of the network (segment, head): every profile measures these."""
+        return self in (StageKind.SEGMENT, StageKind.HEAD)
+
+    @property
+    def is_loop(self) -> bool:
+        """The serving loop's own per-exit work (check, handoff): measured in newer profiles."""
+        return self in (StageKind.CHECK, StageKind.HANDOFF)
+
+    @property
+    def optional(self) -> bool:
+        """A profile may leave this kind out (0 ms where absent)."""
+        return self in (StageKind.CHECK, StageKind.HANDOFF, StageKind.OVERHEAD)
+
+
+_ORDER: tuple[StageKind, ...] = tuple(StageKind)
