@@ -179,12 +179,13 @@ class ServiceTimes:
         return self._offset[kind] + k
 
     def slot_kinds(self) -> list[StageKind]:
-        """The stage kind of every slot."""
-        k = self.n_exits
-        kinds = [StageKind.OVERHEAD]
+        """The stage kind of every slot (a slot no stage uses takes the kind before it)."""
+        kinds = [StageKind.OVERHEAD] * self._width
         for kind in SLOT_KINDS:
-            kinds += [kind] * k
-        return kinds[:self._width]
+            first = self._offset[kind]
+            if first < self._width:
+                kinds[first:] = [kind] * (self._width - first)
+        return kinds
 
     @property
     def width(self) -> int:

@@ -148,3 +148,20 @@ def test_a_broken_served_table_is_one_clear_error(path, value, field):
 def test_bins_match_the_documented_edges():
     assert idle_bin(np.array([0.0, 0.1, 9.99, 10.0, 1e6])).tolist() == [0, 1, 5, 6, 6]
     assert len(IDLE_EDGES_MS) == 6
+
+
+def test_every_slot_scales_by_its_own_stage_kind():
+    # Each kind its own factors (kind j, idle bin i: 1 + j + i / 10): a slot that took another
+    # kind's factor (the check and handoff slots once took compact's and check's) shows here.
+    prof = synthetic_profile(batches=(1, 2, 4, 8), loop_stages=True, served_costs=True)
+    n_bins = len(IDLE_EDGES_MS) + 1
+    prof.meta["served_costs"]["factor"] = {
+        kind.value: {"idle": [1 + kind.code + i / 10 for i in range(n_bins)]} for kind in StageKind}
+    svc = ServiceTimes.from_latency(LatencyModel(prof, in_loop=True), n_exits=4, max_batch=8,
+                                    mode=ExitMode.SHRINK, sampled=False)
+    for idle_s in (0.0, 0.003, 0.05):
+        got, i = svc.state.at_dispatch(idle_s), idle_bin(1000 * idle_s)
+        for kind in StageKind:
+            rows = [0] if kind is StageKind.OVERHEAD else range(4 if kind.is_model else 3)
+            for k in rows:
+                assert got[svc.slot(kind, k)] == pytest.approx(1 + kind.code + i / 10), (kind, k)
