@@ -12,6 +12,7 @@ from rich.table import Table
 
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
+from offramp.core.modes import CostModel
 
 from .config import parse_config, parse_value
 from .options import integer, number
@@ -20,7 +21,8 @@ from .overrides import apply_sets
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
     """A study config carrying the trace, profile, server and policy given on the command line."""
-    data = {"trace": {"path": args.trace}, "profile": {"path": args.profile},
+    data = {"trace": {"path": args.trace},
+            "profile": {"path": args.profile, **({"costs": args.costs} if args.costs else {})},
             "server": {"max_batch": args.max_batch, "exit_mode": args.exit_mode}}
     if policy is not None:
         data["policy"] = policy
@@ -91,7 +93,8 @@ def run_frontier(args: argparse.Namespace) -> int:
         task = bar.add_task("fit", total=n_points)
         points, bound = compute_frontier(trace, profile, cfg.server, args.cost_batch,
                                          args.eenet_fits, args.eenet_epochs,
-                                         progress=lambda: bar.advance(task))
+                                         progress=lambda: bar.advance(task),
+                                         costs=cfg.profile.costs)
     out_dir, stem = Path(args.output), f"{trace.model_id}-frontier"
     duel, title = write_frontier(trace, profile, points, bound, out_dir)
     if args.json:
@@ -130,6 +133,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-mode", default="shrink", choices=["keep", "shrink"], help="(PAME)")
     p.add_argument("--cost-batch", type=integer(1), default=1,
                    help="batch size at which per-sample exit costs are taken")
+    p.add_argument("--costs", choices=[c.value for c in CostModel], default=None,
+                   help="which calibration of the profile gives stage costs (default: the most "
+                   "calibrated it holds)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
 

@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
-        from .report import print_summary
+        from .report import costs_line, print_summary
 
         title = (f"{out.trace.model_id} · {cfg.policy.name} · {cfg.server.exit_mode} · "
                  f"{len(out.result.runs)} replications ({out.result.engine} engine)")
         print_summary(out.result.summary, title,
                       Console(width=None if Console().is_terminal else 120))
+        Console().print(costs_line(out.costs))
         Console().print(f"wrote {dest}/ (config.resolved.yaml, requests.parquet, summary.json, "
                         "latency.png)")
     return 0

@@ -12,7 +12,7 @@ from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 from offramp.core.modes import ExitMode
 
-from .options import integer, number
+from .options import exit_modes, integer, number, own_model
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -28,7 +28,25 @@ def _floats(text: str, what: str) -> list[float]:
 
 VALIDATE_OUTPUTS = ("plan.json", "inputs.npz", "exit_table.npy", "real", "real.parquet", "sim.parquet",
                     "validation.json", "validation.png", "served-profile.json",
-                    "served-profile-L*.json")
+                    "served-profile-L*.json", "sim-study-*.yaml")
+
+
+def calibration_points(items: list[str]) -> list[dict[str, str]]:
+    """``--calibrate-on load=0.3,mode=shrink`` items as [{"load": "0.3", "mode": "shrink"}]."""
+    points = []
+    for item in items:
+        point = {}
+        for part in filter(None, (x.strip() for x in item.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or name not in ("load", "mode") or not value:
+                raise InputError("--calibrate-on", item, "must look like load=0.3,mode=shrink",
+                                 "name a load (busy fraction or rate as given) and/or a mode")
+            if name == "mode" and value not in set(ExitMode):
+                raise InputError("--calibrate-on", item, f"{value!r} is not an exit mode",
+                                 ", ".join(ExitMode))
+            point[name] = value
+        points.append(point)
+    return points
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if args.real_from is None:
         check_output_dir(out, VALIDATE_OUTPUTS, "validation folder")
     cfg = load_config(args.config)
+    if args.set:
+        from .config import parse_config
+        from .overrides import apply_sets
+
+        cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True), args.set),
+                           f"{args.config} with --set")
     base = Path(args.config).parent
+    calibrate_on = calibration_points(args.calibrate_on)
     if args.real_from is None:
         import torch
 
@@ -55,21 +80,11 @@ def run(args: argparse.Namespace) -> int:
             if any(u >= 1 for u in (x["utilisation"] for x in loads)):
                 raise InputError("--utilisation", None, "busy fractions must be below 1",
                                  "e.g. 0.3,0.6,0.9")
-        modes = [m.strip() for m in args.modes.split(",")]
-        bad = [m for m in modes if m not in set(ExitMode)]
-        if bad:
-            raise InputError("--modes", None, f"unknown exit mode {bad[0]!r}",
-                             ", ".join(ExitMode))
+        modes = exit_modes(args.modes)
         for name in ("repeats", "requests"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
-        own = None
-        if args.model_factory:
-            if not args.data_factory:
-                raise InputError("--data-factory", None, "missing with --model-factory",
-                                 "give the data factory the trace was recorded with")
-            own = {"model_factory": args.model_factory, "model_args": args.model_arg,
-                   "data_factory": args.data_factory, "data_args": args.data_arg}
+        own = own_model(args)
         prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
                 args.precision, Path(args.profile) if args.profile else None,
                 calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own,
@@ -85,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.real_from)
     trace = load_study_trace(cfg, base)
     policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
+    section = cfg.policy.model_dump(mode="json", exclude_unset=True)
+    if section.get("from_file"):
+        section["from_file"] = str((base / section["from_file"]).resolve())
     result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages,
-                     served=not args.profiler_costs, by_load=not args.pooled_served)
+                     served=not args.profiler_costs, by_load=not args.pooled_served,
+                     policy_section=section, calibrate_on=calibrate_on or None)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0
@@ -106,14 +125,34 @@ def print_table(table, doc) -> None:
         load = r["load"]
         label = f"{load['utilisation']:.0%} busy" if "utilisation" in load else \
             f"{load['rate_rps']:g} req/s"
+        verdict = r.get("verdict", "within" if r["within"] else "outside")
         t.add_row(r["mode"], label, r["stat"], f"{r['median']:.4g}", f"±{r['spread']:.1%}",
                   f"{r['sim']:.4g}", f"{r['error']:+.1%}",
-                  "within spread" if r["within"] else "OUTSIDE")
+                  {"within": "within", "outside": "OUTSIDE"}.get(verdict, verdict))
     console = Console(width=140)
     console.print(t)
     costs = sorted(set(table["costs"])) if "costs" in table else []
     if costs:
         console.print("stage costs: " + ", ".join(costs))
+    console.print(overall(table))
+
+
+def overall(table) -> str:
+    """The run's verdict in one line, with what to do about what did not pass."""
+    verdicts = table.get("verdict", table["within"].map({True: "within", False: "outside"}))
+    n = len(table)
+    out, noisy = int((verdicts == "outside").sum()), int((verdicts == "too noisy").sum())
+    flagged = sorted({(k, f) for k, fl in zip(table["key"], table.get("flagged", [[]] * n),
+                                              strict=True) for f in fl})
+    line = (f"overall: {n - out - noisy} of {n} cells within, {out} outside, {noisy} too noisy "
+            "to judge")
+    if out:
+        line += "; outside: look at the stage table (validation.png) for the stage that explains it"
+    if noisy:
+        line += "; too noisy: more repeats or a quieter machine (the spread exceeds 25%)"
+    if flagged:
+        line += f"; {len(flagged)} repeats left out (saturated or off their busy fraction)"
+    return line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,6 +190,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooled-served", action="store_true",
                    help="one served-cost table from every load's served streams for every "
                         "load (default: each load's from its own, served-profile-L*.json)")
+    p.add_argument("--calibrate-on", action="append", default=[], metavar="load=U,mode=M",
+                   help="fit the served-cost model only on the served streams of these "
+                        "operating points (repeatable); every other cell is judged held out")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change a field of the study (repeatable; as in simulate)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
     p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as for "

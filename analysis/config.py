@@ -42,6 +42,9 @@ class ProfileSection(ServiceConfig):
         if self.kind != "profile" and "path" in self.model_fields_set and self.path:
             raise ValueError(f"an analytic service time (kind {self.kind!r}) reads no profile: "
                              "drop path")
+        if self.kind != "profile" and self.costs is not None:
+            raise ValueError(f"an analytic service time (kind {self.kind!r}) has no stage "
+                             "costs: drop costs")
         return self
 
 

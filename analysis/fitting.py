@@ -8,11 +8,10 @@ from typing import Any
 from offramp.policies.costs import average_cost, exit_costs
 from offramp.policies.table import ExitTable
 from offramp.profiling.format import LatencyProfile
-from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
 
 from .config import StudyConfig
-from .resolve import fit_policy
+from .resolve import fit_policy, study_costs
 
 
 def fit_and_report(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile,
@@ -21,7 +20,7 @@ def fit_and_report(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile,
     relative accuracy, agreement, average cost (at ``cost_batch``) and exit fractions."""
     fitted = fit_policy(cfg, trace, profile)
     table = ExitTable.from_policy(fitted, trace)
-    costs = exit_costs(LatencyModel(profile, cfg.server.engine_sizes), cost_batch)
+    costs = exit_costs(study_costs(cfg, profile), cost_batch)
     report: dict[str, Any] = {"trace": trace.model_id, "profile": profile.source,
                               "cost_batch": cost_batch, "costs_ms": costs.tolist()}
     for split in ("val", "test"):

@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from offramp.common.outputs import output_dir
+from offramp.core.modes import CostModel
 from offramp.policies.configs import PolicyConfigBase, parse_policy
 from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
 from offramp.policies.oracle_lp import oracle_frontier
 from offramp.policies.registry import build_policy
 from offramp.profiling.format import LatencyProfile
-from offramp.profiling.latency import LatencyModel
+from offramp.profiling.latency import stage_costs
 from offramp.sim.config import ServerConfig
 from offramp.traces.format import ExitTrace, has_entropy
 
@@ -67,9 +68,11 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
 
 def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerConfig,
                      cost_batch: int = 1, eenet_fits: int = 3, eenet_epochs: int = 150,
-                     progress: Callable[[], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, bound): one row per fitted policy setting, and the oracle LP bound curve."""
-    latency = LatencyModel(profile, server.engine_sizes)
+                     progress: Callable[[], None] | None = None, costs: CostModel | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, bound): one row per fitted policy setting, and the oracle LP bound curve; stage
+    costs at calibration ``costs`` (None: the most calibrated the profile holds)."""
+    latency = stage_costs(profile, costs, server.engine_sizes)
     costs = exit_costs(latency, cost_batch)
     budgets = budgets_for(costs)
     test, val = trace.indices("test"), trace.indices("val")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from offramp.common.errors import InputError
 
-from .report import ROWS
+from .report import ROWS, costs_line
 
 PACKAGES = ("offramp", "numpy", "scipy", "pandas", "simpy", "pydantic", "matplotlib", "torch",
             "dask", "distributed")
@@ -107,7 +107,7 @@ def run_report(folder: Path) -> str:
                 ("Software", _table([[k, v] for k, v in _versions().items()],
                                     ["package", "version"]))]
     subtitle = (f"{doc['model_id']} · {doc['replications']} replications · "
-                f"{doc['engine']} engine · {folder}")
+                f"{doc['engine']} engine · {costs_line(doc.get('stage_costs'))} · {folder}")
     return _page(f"offramp run: {folder.name}", sections, subtitle)
 
 

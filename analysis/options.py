@@ -54,3 +54,30 @@ def number(low: float = 0.0, high: float = math.inf, low_open: bool = True
 
     parse.__name__ = "number"
     return parse
+
+
+def own_model(args: argparse.Namespace) -> dict | None:
+    """A user's model from ``--model-factory`` / ``--data-factory`` (and their ``--*-arg``s),
+    or None; one error where the data factory is missing."""
+    from offramp.common.errors import InputError
+
+    if not args.model_factory:
+        return None
+    if not args.data_factory:
+        raise InputError("--data-factory", None, "missing with --model-factory",
+                         "give the data factory the trace was recorded with")
+    return {"model_factory": args.model_factory, "model_args": args.model_arg,
+            "data_factory": args.data_factory, "data_args": args.data_arg}
+
+
+def exit_modes(text: str, option: str = "--modes") -> list[str]:
+    """Comma-separated exit modes, checked against :class:`offramp.core.ExitMode`."""
+    from offramp.common.errors import InputError
+    from offramp.core.modes import ExitMode
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in set(ExitMode)]
+    if bad or not modes:
+        raise InputError(option, None, f"unknown exit mode {bad[0] if bad else text!r}",
+                         ", ".join(ExitMode))
+    return modes

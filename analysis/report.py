@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -51,3 +52,17 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
 
 def print_summary(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
     (console or Console()).print(summary_table(summary, title))
+
+
+def costs_line(costs: dict[str, Any] | None) -> str:
+    """One line saying which cost model and calibration a prediction used."""
+    if not costs:
+        return "stage costs: not recorded"
+    if costs.get("model") == "analytic":
+        return f"stage costs: analytic ({costs.get('kind')}, {costs.get('mean_ms')} ms a batch)"
+    where = Path(str(costs.get("profile", "?"))).name
+    line = f"stage costs: {costs.get('model')} calibration of {where}"
+    if costs.get("device") or costs.get("measured"):
+        line += f" ({costs.get('device') or '?'}, measured {str(costs.get('measured') or '?')[:10]})"
+    return line
+

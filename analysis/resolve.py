@@ -10,7 +10,7 @@ from offramp.policies.configs import FromFileConfig
 from offramp.policies.registry import build_policy
 from offramp.policies.table import load_policy
 from offramp.profiling.format import LatencyProfile, check_profile_matches, load_profile
-from offramp.profiling.latency import LatencyModel
+from offramp.profiling.latency import LatencyModel, stage_costs
 from offramp.profiling.shipped import shipped_profile_path
 from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
@@ -71,14 +71,22 @@ def load_study_profile(cfg: StudyConfig, trace: ExitTrace, base: Path | None = N
     return profile
 
 
+def study_costs(cfg: StudyConfig, profile: LatencyProfile | None) -> LatencyModel | None:
+    """The stage costs a study predicts with (None for an analytic service): the one
+    constructor behind every command's simulation and every policy's cost estimates."""
+    if profile is None:
+        return None
+    return stage_costs(profile, cfg.profile.costs, cfg.server.engine_sizes)
+
+
 def build_service(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | None
                   ) -> ServiceTimes:
     """Stage-time tables for this study's server."""
     srv = cfg.server
-    if profile is None:
+    model = study_costs(cfg, profile)
+    if model is None:
         return ServiceTimes.analytic(cfg.profile.kind, cfg.profile.mean_ms, trace.n_exits,
                                      srv.max_batch)
-    model = LatencyModel(profile, srv.engine_sizes)
     return ServiceTimes.from_latency(model, n_exits=trace.n_exits, max_batch=srv.max_batch,
                                      mode=srv.exit_mode, sampled=cfg.profile.latency == "sampled")
 
@@ -95,8 +103,7 @@ def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | Non
         if not path.is_absolute() and base is not None:
             path = base / path
         return load_policy(path).fit(trace, "val")
-    latency = LatencyModel(profile, cfg.server.engine_sizes) if profile is not None else None
-    return build_policy(cfg.policy, trace, latency, cfg.server, "val")
+    return build_policy(cfg.policy, trace, study_costs(cfg, profile), cfg.server, "val")
 
 
 def build_scenario(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> Scenario:

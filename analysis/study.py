@@ -32,6 +32,7 @@ class StudyOutput:
     trace: ExitTrace
     result: StudyResult
     policy_params: dict[str, Any]
+    costs: dict[str, Any]  # which cost model and calibration the stage times came from
 
 
 def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> StudyOutput:
@@ -40,7 +41,7 @@ def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> Stud
     trace = load_study_trace(cfg, base)
     scenario = build_scenario(cfg, trace, base)
     result = simulate(scenario, cfg.run, progress)
-    return StudyOutput(cfg, trace, result, scenario.policy.get_params())
+    return StudyOutput(cfg, trace, result, scenario.policy.get_params(), scenario.service.costs)
 
 
 def requests_frame(out: StudyOutput) -> pd.DataFrame:
@@ -73,6 +74,7 @@ def summary_doc(out: StudyOutput) -> dict[str, Any]:
         "engine": out.result.engine,
         "replications": len(out.result.runs),
         "policy": out.policy_params,
+        "stage_costs": out.costs,
         "metrics": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in out.result.summary.items()},
         "per_replication": out.result.runs,
         "policy_history": out.result.policy_history,

@@ -115,7 +115,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     at its rate where that is more (at most ``requests``)."""
     from offramp.core.execution import no_exit
     from offramp.profiling.format import save_profile
-    from offramp.profiling.latency import LatencyModel
+    from offramp.profiling.latency import stage_costs
     from offramp.sim.service import ServiceTimes
 
     cfg = resolve_workload(cfg, base)
@@ -130,7 +130,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
 
         guess = resolve_profile(str(profile_given))
     mb = cfg.server.max_batch
-    svc = ServiceTimes.from_latency(LatencyModel(guess), n_exits=trace.n_exits, max_batch=mb,
+    svc = ServiceTimes.from_latency(stage_costs(guess), n_exits=trace.n_exits, max_batch=mb,
                                     mode=ExitMode.KEEP, sampled=False)
     full_ms = 1000.0 * svc.plan_s(no_exit(mb, trace.n_exits))
     plan = {"model": trace.model_id, "trace": trace.source, "device": device,

@@ -84,10 +84,10 @@ BUGS = [
     ("profile-compact-last-exit", "profiling/format.py", '"compact": k_exits - 1,',
      '"compact": k_exits,', "test_validators"),
     ("littles-law-finish-a-stage-early", "sim/fast.py",
-     "            t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n            if leave >= 0:\n"
-     "                ends[leave] = t\n",
-     "            if leave >= 0:\n                ends[leave] = t\n"
-     "            t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n", "test_queueing::test_littles_law"),
+     "                t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n                if leave >= 0:\n"
+     "                    ends[leave] = t\n",
+     "                if leave >= 0:\n                    ends[leave] = t\n"
+     "                t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n", "test_queueing::test_littles_law"),
     ("oracle-bound-budget-slack", "policies/oracle_lp.py", "cost <= budget_ms]",
      "cost <= budget_ms * 1.05]", "test_policies_bound"),
     ("registry-drops-cost-batch", "policies/registry.py",

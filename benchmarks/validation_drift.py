@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offramp.core.modes import StageKind
+from offramp.core.modes import CostModel, StageKind
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.served import idle_before, idle_bin
@@ -48,7 +48,7 @@ def residuals(path: Path, model: LatencyModel, factor: np.ndarray) -> tuple:
 def main(folder: str) -> None:
     folder = Path(folder)
     profile = load_profile(folder / "served-profile.json")
-    model = LatencyModel(profile, in_loop=True)
+    model = LatencyModel(profile, costs=CostModel.SERVED)
     table = profile.meta["served_costs"]["factor"]
     factor = np.array([table[kind]["idle"] for kind in StageKind])
     manifest = json.loads((folder / "real" / "manifest.json").read_text())

@@ -25,7 +25,7 @@ BINS_MS = [0, 0.1, 0.5, 1, 2, 5, 10, 1000]
 def main(folder: str, isolated: bool) -> None:
     real = Path(folder) / "real"
     manifest = json.loads((real / "manifest.json").read_text())
-    model = LatencyModel(load_profile(real / "profile.json"), in_loop=not isolated)
+    model = LatencyModel(load_profile(real / "profile.json"), costs="isolated" if isolated else "in_loop")
     acc: dict[int, list] = {}
     for run in manifest["runs"]:
         z = np.load(real / run["file"])

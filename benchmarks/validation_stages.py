@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offramp.core.modes import StageKind
+from offramp.core.modes import CostModel, StageKind
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
 
@@ -22,7 +22,7 @@ BINS = (("back to back", 0.0, 0.1), ("after 0.1-5 ms idle", 0.1, 5.0),
 
 def main(folder: str) -> None:
     real = Path(folder) / "real"
-    model = LatencyModel(load_profile(real / "profile.json"), in_loop=True)
+    model = LatencyModel(load_profile(real / "profile.json"), costs=CostModel.IN_LOOP)
     manifest = json.loads((real / "manifest.json").read_text())
     ratios: dict[tuple[str, str], list[float]] = {}
     for run in manifest["runs"]:

@@ -4,7 +4,7 @@ so the GPU-side serving loop imports it as the simulator does."""
 
 from .batching import dispatch, dispatch_time
 from .execution import BatchPlan, Exit, Stage, all_exit_at, batch_plan, batch_steps, no_exit
-from .modes import ExitMode, StageKind
+from .modes import CostModel, ExitMode, StageKind
 
-__all__ = ["BatchPlan", "Exit", "ExitMode", "Stage", "StageKind", "all_exit_at", "batch_plan",
+__all__ = ["BatchPlan", "CostModel", "Exit", "ExitMode", "Stage", "StageKind", "all_exit_at", "batch_plan",
            "batch_steps", "dispatch", "dispatch_time", "no_exit"]

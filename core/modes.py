@@ -78,3 +78,12 @@ class StageKind(StrEnum):
 
 
 _ORDER: tuple[StageKind, ...] = tuple(StageKind)
+
+
+class CostModel(StrEnum):
+    """Which calibration of a latency profile becomes the simulator's stage costs; one rule for
+    every command (``profile.costs`` in a study; docs/simulator.md)."""
+
+    ISOLATED = "isolated"  # each stage as the profiler timed it alone
+    IN_LOOP = "in_loop"    # as timed inside the real serving loop (residuals, tail, wake-up)
+    SERVED = "served"      # fitted on the real loop's served streams (validate, profile calibrate)

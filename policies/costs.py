@@ -35,7 +35,8 @@ def as_latency_model(latency: LatencyModel | LatencyProfile,
     if isinstance(latency, LatencyProfile):
         return LatencyModel(latency, engine_sizes)
     if isinstance(latency, LatencyModel):
-        return LatencyModel(latency.profile, engine_sizes) if engine_sizes else latency
+        return (LatencyModel(latency.profile, engine_sizes, latency.costs) if engine_sizes
+                else latency)
     raise TypeError(f"need a LatencyModel or LatencyProfile, got {type(latency).__name__}")
 
 

@@ -51,7 +51,8 @@ def exp_fractions(costs: Sequence[float], budget_ms: float) -> np.ndarray:
     c = check_costs(costs, len(costs))
     if budget_ms < c[0]:
         raise InputError("policy", "budget_ms", f"{budget_ms} ms is below the first exit's cost "
-                         f"{c[0]:.4g} ms", "raise the budget")
+                         f"{c[0]:.4g} ms", f"a budget between {c[0]:.4g} ms (everything at the "
+                         f"first exit) and {c[-1]:.4g} ms (the full model) per sample")
     k = np.arange(c.size)
 
     def dist(log_q: float) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from offramp.common.errors import InputError
 from offramp.core.execution import Stage
-from offramp.core.modes import StageKind
+from offramp.core.modes import CostModel, StageKind
 
 from .format import LatencyProfile
 
@@ -26,25 +26,30 @@ class LatencyModel:
 
     ``engine_sizes``: batch sizes for which an engine exists; a batch of b runs on the smallest
     engine size >= b (PAME's bucketed TensorRT engines). ``None`` means every size is available.
-    ``in_loop``: each segment and head costs what it cost inside the serving loop: its in-loop
+    ``costs`` (:class:`CostModel`) says which of the profile's calibrations is used.
+    ``ISOLATED``: each stage as the profiler timed it alone.
+    ``IN_LOOP``: each segment and head costs what it cost inside the serving loop: its in-loop
     p50 at that size (``in_loop_residual_ms[...]["served_p50_ms"]``, interpolated) where the
     profile has it, else its isolated time plus the median in-loop residual; its tail is the
     in-loop p99 (``served_p99_ms``) where the profile has it, else the isolated p99/p50
-    ratio. ``in_loop`` also takes the profile's ``stage_noise_corr`` as ``noise_corr``: how
+    ratio. ``IN_LOOP`` also takes the profile's ``stage_noise_corr`` as ``noise_corr``: how
     strongly one batch's stages run slow or fast together, and how much of that carries over
     to the next batch ((0, 0) otherwise: every stage's noise independent), and its
-    ``batch_tail_ms`` (:meth:`tail_ms`). Where the profile holds ``served_costs`` (stage costs
-    fitted on the real loop's served streams, :mod:`offramp.profiling.served`), ``in_loop``
-    takes each stage's p50 and σ, the noise correlation and the tail from there, and
-    :attr:`state` (that table) makes the simulator scale each stage by its replica's idle
-    time before the batch instead of adding a wake-up.
-    Nothing changes where the profile has none of these.
+    ``batch_tail_ms`` (:meth:`tail_ms`) and its wake-up table.
+    ``SERVED``: the profile's ``served_costs`` (stage costs fitted on the real loop's served
+    streams, :mod:`offramp.profiling.served`) give each stage's p50 and σ, the noise
+    correlation and the tail (the in-loop tables where they have no row), and :attr:`state`
+    (that table) makes the simulator scale each stage by its replica's idle time before the
+    batch instead of adding a wake-up.
+    Build one with :func:`stage_costs` (which checks the profile holds the calibration asked for).
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,
-                 in_loop: bool = False):
+                 costs: CostModel | str = CostModel.ISOLATED):
         self.profile = profile
+        self.costs = CostModel(costs)
         self.engine_sizes = sorted(set(engine_sizes)) if engine_sizes else None
+        in_loop = self.costs is not CostModel.ISOLATED
         residual = (profile.meta.get("in_loop_residual_ms") or {}) if in_loop else {}
         self.extra_ms = {tuple(key.split(" ")): max(0.0, float(v["median_ms"]))
                          for key, v in residual.items()}
@@ -52,7 +57,8 @@ class LatencyModel:
                        for key, v in residual.items() if v.get("served_p50_ms")}
         self.served_tail = {tuple(key.split(" ")): np.array(v["served_p99_ms"], dtype=float)
                             for key, v in residual.items() if v.get("served_p99_ms")}
-        served = (profile.meta.get("served_costs") or None) if in_loop else None
+        served = ((profile.meta.get("served_costs") or None) if self.costs is CostModel.SERVED
+                  else None)
         # Costs fitted on served traffic (profiling/served.py) replace the profiler's where given.
         self.state = served
         self.served_stages = {tuple(key.split(" ")): np.array(rows, dtype=float)[:, :3]
@@ -146,3 +152,46 @@ class LatencyModel:
         """(p50 ms, sigma) for b = 0..max_batch, as arrays indexed by b."""
         out = np.array([self.lookup(kind, k, b) for b in range(max_batch + 1)])
         return out[:, 0], out[:, 1]
+
+
+IN_LOOP_TABLES = ("in_loop_residual_ms", "wake_ms", "batch_tail_ms", "stage_noise_corr")
+
+
+def calibrations(profile: LatencyProfile) -> list[CostModel]:
+    """The cost models this profile can give, least to most calibrated."""
+    held = [CostModel.ISOLATED]
+    if any(profile.meta.get(name) for name in IN_LOOP_TABLES):
+        held.append(CostModel.IN_LOOP)
+    if profile.meta.get("served_costs"):
+        held.append(CostModel.SERVED)
+    return held
+
+
+def stage_costs(profile: LatencyProfile, costs: CostModel | str | None = None,
+                engine_sizes: Sequence[int] | None = None) -> LatencyModel:
+    """The one constructor of stage costs for every command (simulate, capacity, sweep, demo,
+    frontier, fit, validate's simulated side): ``costs`` from the profile, or the most
+    calibrated one it holds where ``costs`` is None."""
+    held = calibrations(profile)
+    want = held[-1] if costs is None else CostModel(costs)
+    if want not in held:
+        fix = ("calibrate it on the real loop (offramp profile calibrate) or set profile.costs: "
+               f"{held[-1].value}" if want is CostModel.SERVED else
+               f"measure it with the eager backend (offramp profile run), or set profile.costs: "
+               f"{held[-1].value}")
+        raise InputError(profile.source, "meta", f"holds no {want.value} calibration (it holds "
+                         f"{', '.join(c.value for c in held)})", fix)
+    return LatencyModel(profile, engine_sizes, want)
+
+
+def describe_costs(model: LatencyModel) -> dict:
+    """Which cost model and calibration a prediction used (for summaries and reports)."""
+    meta = model.profile.meta
+    doc = {"model": model.costs.value, "profile": str(model.profile.source),
+           "device": meta.get("device"), "measured": meta.get("date")}
+    served = meta.get("served_costs") if model.costs is CostModel.SERVED else None
+    if served:
+        doc["calibration"] = {k: served[k] for k in ("fitted_on", "sources", "stage_times")
+                              if k in served}
+    return doc
+

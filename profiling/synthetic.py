@@ -36,7 +36,7 @@ def synthetic_profile(n_exits: int = 4, batches: tuple[int, ...] = (1, 2, 4, 8, 
             "backend": "synthetic", "precision": "n/a", "input_shape": [],
             "software": {}, "date": "n/a", "produced_by": {"command": "synthetic_profile()"},
             "synthetic": True}
-    if loop_stages:  # a wake-up cost after idle spells (used with LatencyModel(in_loop=True))
+    if loop_stages:  # a wake-up cost after idle spells (used with costs in_loop)
         meta["wake_ms"] = {"batch": [1, max(batches)], "idle_ms": [1.0, 5.0, 20.0],
                            "extra_ms": [[0.1, 0.3, 0.5], [0.2, 0.8, 1.0]]}
         # ... a per-batch tail after the last stage, and stage noise that hangs together.

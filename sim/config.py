@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from offramp.core.modes import ExitMode
+from offramp.core.modes import CostModel, ExitMode
 
 
 class _Strict(BaseModel):
@@ -119,12 +119,16 @@ class ServiceConfig(_Strict):
     """Where stage times come from: the latency profile, or an analytic batch service time.
 
     ``profile``: each stage from the profile, at its p50 (``latency: p50``) or sampled from the
-    measured spread (``latency: sampled``). ``deterministic`` / ``exponential``: the whole batch
-    takes ``mean_ms`` (fixed or exponential), independent of size; for checks against theory.
+    measured spread (``latency: sampled``), at the calibration ``costs`` names (``isolated``,
+    ``in_loop``, ``served``; unset: the most calibrated one the profile holds).
+    ``deterministic`` / ``exponential``: the whole batch takes ``mean_ms`` (fixed or
+    exponential), independent of size; for checks against theory.
     """
 
     kind: Literal["profile", "deterministic", "exponential"] = "profile"
     latency: Literal["p50", "sampled"] = "p50"
+    costs: CostModel | None = Field(None, strict=False, description="isolated | in_loop | "
+                                    "served; unset: the most calibrated the profile holds")
     mean_ms: float = Field(1.0, gt=0, le=3.6e6)
 
 

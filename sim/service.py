@@ -18,7 +18,7 @@ from scipy.signal import lfilter
 
 from offramp.core.execution import BatchPlan
 from offramp.core.modes import ExitMode, StageKind
-from offramp.profiling.latency import LatencyModel
+from offramp.profiling.latency import LatencyModel, describe_costs
 
 ROWS_PER_CHUNK = 1024
 
@@ -159,6 +159,8 @@ class ServiceTimes:
         self.tail: list[float] | None = None
         # The replica's idle time scales every stage (profiling/served.py); None: it does not.
         self.state: LoopState | None = None
+        # Which cost model and calibration the tables come from (for summaries and reports).
+        self.costs: dict = {"model": "given"}
 
     IDLE_GRID_S = tuple(x / 1000.0 for x in (0.0, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
                                                100))
@@ -229,6 +231,7 @@ class ServiceTimes:
         if getattr(model, "wake", None) is not None:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]
+        svc.costs = describe_costs(model)
         return svc
 
     @classmethod
@@ -239,6 +242,8 @@ class ServiceTimes:
         """
         base = np.zeros((3 * n_exits, max_batch + 1))
         base[1, 1:] = mean_ms / 1000.0
-        if kind == "deterministic":
-            return cls(base, np.zeros_like(base), "fixed", n_exits)
-        return cls(base, np.ones_like(base), "exponential", n_exits)
+        fixed = kind == "deterministic"
+        svc = cls(base, np.zeros_like(base) if fixed else np.ones_like(base),
+                  "fixed" if fixed else "exponential", n_exits)
+        svc.costs = {"model": "analytic", "kind": kind, "mean_ms": mean_ms}
+        return svc

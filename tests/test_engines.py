@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from offramp.core.modes import ExitMode
 from offramp.policies import make_policy, policy_config
-from offramp.profiling.latency import LatencyModel
+from offramp.profiling.latency import LatencyModel, stage_costs
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.runner import run_replication, simulate
@@ -39,8 +39,8 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
     # The loop profile's in-loop costs include a wake-up after idle spells; the served one
     # scales every stage by the replica's idle time before the batch.
-    model = (LatencyModel(SERVED_PROFILE, in_loop=True) if loop == "served"
-             else LatencyModel(LOOP_PROFILE, in_loop=True) if loop else LatencyModel(PROFILE))
+    model = (stage_costs(SERVED_PROFILE, "served") if loop == "served"
+             else stage_costs(LOOP_PROFILE, "in_loop") if loop else LatencyModel(PROFILE))
     svc = ServiceTimes.from_latency(model, n_exits=4, max_batch=max_batch,
                                     mode=ExitMode.SHRINK, sampled=sampled)
     server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode=mode,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from offramp.analysis.config import load_config
 from offramp.common.errors import InputError
 from offramp.profiling.format import load_profile
-from offramp.profiling.latency import LatencyModel
+from offramp.profiling.latency import stage_costs
 from offramp.traces.format import load_trace
 
 DATA = Path(__file__).parent / "data"
@@ -116,8 +116,7 @@ def test_profile_loader_fuzz(tmp_path, doc):
     path.write_text(_dump(doc))
     profile = _must_load_or_input_error(load_profile, path)
     if profile is not None:  # what loads must also be usable by the latency model
-        _must_load_or_input_error(lambda: LatencyModel(profile, in_loop=True).table(
-            "segment", 0, 4))
+        _must_load_or_input_error(lambda: stage_costs(profile).table("segment", 0, 4))
 
 
 @FUZZ

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, fixed_run
 
-from offramp.core.modes import ExitMode
+from offramp.core.modes import CostModel, ExitMode
 from offramp.policies.baselines import Oracle, StaticExit
 from offramp.profiling.latency import LatencyModel
 from offramp.sim.config import ServerConfig
@@ -191,7 +191,7 @@ def test_a_batch_after_an_idle_spell_pays_the_wake_up(engine):
     # Wake table: +0.4 ms after >= 4 ms idle (linear from 0 at 0 ms), the same at every size.
     profile = affine_profile(3, range(1, 5))
     profile.meta["wake_ms"] = {"batch": [1, 4], "idle_ms": [4.0], "extra_ms": [[0.4], [0.4]]}
-    svc = ServiceTimes.from_latency(LatencyModel(profile, in_loop=True), n_exits=3, max_batch=4,
+    svc = ServiceTimes.from_latency(LatencyModel(profile, costs=CostModel.IN_LOOP), n_exits=3, max_batch=4,
                                     mode=ExitMode.KEEP, sampled=False)
     server = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
     sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [10.0, 12.0, 30.0], [0, 1, 2])

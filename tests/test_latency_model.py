@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from offramp.common.errors import InputError
-from offramp.core.modes import ExitMode, StageKind
+from offramp.core.modes import CostModel, ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import Z99, LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
@@ -127,7 +127,7 @@ def test_batch_tail_keeps_the_replica_busy_but_delays_no_finish():
     for name, meta in (("tail", no_wake), ("none", {k: v for k, v in no_wake.items()
                                                     if k != "batch_tail_ms"})):
         prof = dataclasses.replace(loop, meta=meta)
-        svc = ServiceTimes.from_latency(LatencyModel(prof, in_loop=True), n_exits=4, max_batch=8,
+        svc = ServiceTimes.from_latency(LatencyModel(prof, costs=CostModel.IN_LOOP), n_exits=4, max_batch=8,
                                         mode=ExitMode.SHRINK, sampled=False)
         sc = scenario(trace, make_policy(policy_config(name="none")).fit(trace), svc,
                       ServerConfig(max_batch=8, max_wait_ms=0.0, exit_mode="none"),
@@ -171,7 +171,7 @@ def test_in_loop_adds_the_measured_residual_to_segments_and_heads_only():
     prof.meta["in_loop_residual_ms"] = {"segment 0": {"median_ms": 0.25},
                                         "head 1": {"median_ms": 0.1},
                                         "segment 1": {"median_ms": -0.5}}
-    alone, loop = LatencyModel(prof), LatencyModel(prof, in_loop=True)
+    alone, loop = LatencyModel(prof), LatencyModel(prof, costs=CostModel.IN_LOOP)
     assert loop.lookup("segment", 0, 3)[0] == pytest.approx(alone.lookup("segment", 0, 3)[0] + 0.25)
     assert loop.lookup("head", 1, 2)[0] == pytest.approx(alone.lookup("head", 1, 2)[0] + 0.1)
     # A negative residual (faster in the loop: noise) is not subtracted; others are unchanged.
@@ -186,7 +186,7 @@ def test_in_loop_prefers_the_served_p50_table():
     prof = affine_profile(2, range(1, 5))
     prof.meta["in_loop_residual_ms"] = {"segment 0": {"median_ms": 0.25,
                                                       "served_p50_ms": [[1, 2.0], [3, 3.0]]}}
-    loop, alone = LatencyModel(prof, in_loop=True), LatencyModel(prof)
+    loop, alone = LatencyModel(prof, costs=CostModel.IN_LOOP), LatencyModel(prof)
     assert loop.lookup("segment", 0, 2)[0] == pytest.approx(2.5)  # interpolated in the table
     assert loop.lookup("segment", 0, 3)[0] == pytest.approx(3.0)
     # Outside the table's sizes: isolated + the median residual.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from offramp.common.errors import InputError
-from offramp.core.modes import ExitMode, StageKind
+from offramp.core.modes import CostModel, ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile, validate_profile
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.served import IDLE_EDGES_MS, fit_served_costs, idle_before, idle_bin
@@ -94,7 +94,7 @@ def test_idle_before_follows_the_sim_rule():
 def test_the_simulator_scales_stages_by_the_replica_idle_time():
     prof = synthetic_profile(batches=(1, 2, 4, 8), loop_stages=True, served_costs=True)
     table = prof.meta["served_costs"]
-    model = LatencyModel(prof, in_loop=True)
+    model = LatencyModel(prof, costs=CostModel.SERVED)
     svc = ServiceTimes.from_latency(model, n_exits=4, max_batch=8, mode=ExitMode.KEEP, sampled=False)
     assert svc.wake is None and svc.state is not None  # the idle factors replace the wake-up
     slot = svc.slot("segment", 1)
@@ -157,7 +157,7 @@ def test_every_slot_scales_by_its_own_stage_kind():
     n_bins = len(IDLE_EDGES_MS) + 1
     prof.meta["served_costs"]["factor"] = {
         kind.value: {"idle": [1 + kind.code + i / 10 for i in range(n_bins)]} for kind in StageKind}
-    svc = ServiceTimes.from_latency(LatencyModel(prof, in_loop=True), n_exits=4, max_batch=8,
+    svc = ServiceTimes.from_latency(LatencyModel(prof, costs=CostModel.SERVED), n_exits=4, max_batch=8,
                                     mode=ExitMode.SHRINK, sampled=False)
     for idle_s in (0.0, 0.003, 0.05):
         got, i = svc.state.at_dispatch(idle_s), idle_bin(1000 * idle_s)

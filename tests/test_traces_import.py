@@ -174,7 +174,7 @@ def test_import_predictions_without_softmax(tmp_path, capsys):
     study = tmp_path / "s.yaml"
     for policy, ok in (({"name": "maxprob", "tolerance_pct": 99}, True),
                        ({"name": "entropy", "tolerance_pct": 99}, False),
-                       ({"name": "eenet", "budget_ms": 1.0}, False)):
+                       ({"name": "eenet", "budget_ms": 3.0}, False)):
         import yaml
 
         study.write_text(yaml.safe_dump({"trace": {"path": str(out)},

@@ -5,6 +5,7 @@ no timing asserts. The calibration's search on a known busy-fraction curve."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,24 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     assert {(r["key"][-2:], r["costs"]) for r in doc["table"]} == {
         ("L0", "served-profile-L0.json"), ("L1", "served-profile-L1.json")}
     assert "stage costs: served-profile-L0.json, served-profile-L1.json" in printed
+    # What is validated is what users run: the simulated side of each (mode, load) is a plain
+    # study (sim-study-KEY.yaml: the calibrated profile, the real arrivals replayed), and
+    # `offramp simulate` on it gives validate's simulated side to the request.
+    import pandas as pd
+
+    sim = pd.read_parquet(out / "sim.parquet")
+    for key in ("shrink-L0", "keep-L1"):
+        study_k = yaml.safe_load((out / f"sim-study-{key}.yaml").read_text())
+        assert Path(study_k["profile"]["path"]).name == f"served-profile-L{key[-1]}.json"
+        assert main(["simulate", str(out / f"sim-study-{key}.yaml"), "-o",
+                     str(tmp_path / f"sim-{key}"), "--json"]) == 0
+        users = pd.read_parquet(tmp_path / f"sim-{key}" / "requests.parquet")
+        ours = sim[sim["key"] == key]
+        assert len(users) == len(ours) > 0
+        for col in ("arrival_s", "dispatch_s", "finish_s", "exit_index", "sample_id"):
+            assert np.array_equal(users[col].to_numpy(), ours[col].to_numpy()), col
+        summary = json.loads((tmp_path / f"sim-{key}" / "summary.json").read_text())
+        assert summary["stage_costs"]["model"] == "served"
     # A load missing a served stream, or --pooled-served: the table from every load's.
     short = json.loads((out / "real" / "manifest.json").read_text())
     short["served"] = [s for s in short["served"] if s["file"] != "served-keep-L1-r1.npz"]
@@ -110,6 +129,20 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     doc = json.loads((out / "validation.json").read_text())
     assert {r["costs"] for r in doc["table"]} == {"served-profile.json"}
     assert doc["served_costs_by_load"] == {}
+    # Held out: one table fitted on the served streams of (300 req/s, shrink) only; every
+    # other cell is judged on points the cost model never saw.
+    assert main(["validate", str(study), "--real-from", str(out), "--calibrate-on",
+                 "load=300,mode=shrink", "--quiet"]) == 0
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["calibrate_on"] == ["shrink-L0"]
+    assert doc["served_costs"]["sources"] == ["served-shrink-L0-r0.npz", "served-shrink-L0-r1.npz"]
+    assert {(r["key"], r["held_out"]) for r in doc["table"]} == {
+        (key, key != "shrink-L0") for key in {r["key"] for r in doc["table"]}}
+    assert {r["costs"] for r in doc["table"]} == {"served-profile.json"}
+    capsys.readouterr()
+    assert main(["validate", str(study), "--real-from", str(out), "--calibrate-on",
+                 "load=0.45"]) == 2
+    assert "names none of this folder's operating points" in capsys.readouterr().err
     # The comparison alone, later, from the same folder; and with the profiler's costs.
     assert main(["validate", str(study), "--real-from", str(out)]) == 0
     assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs"]) == 0

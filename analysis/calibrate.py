@@ -1,0 +1,91 @@
+"""``offramp profile calibrate``: fit a profile's served-cost model on the real serving loop.
+
+The validate machinery serves short streams of the real model (``offramp validate``'s plan,
+real side and served streams) at a few busy fractions and exit modes; every stream's own
+per-stage timings fit one served-cost table (:func:`offramp.profiling.served.fit_served_costs`,
+pooled over every load and mode: one load-independent model), which is stored in the profile
+(``meta.served_costs``) with what it was fitted on. Studies on the calibrated profile then
+predict with it by default (``profile.costs: served``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from offramp.common.errors import InputError
+from offramp.profiling.format import LatencyProfile, save_profile
+from offramp.profiling.shipped import resolve_profile
+
+from .config import parse_config
+from .resolve import load_study_trace
+
+
+def calibrate_profile(profile: str, output: Path, device: str = "cpu",
+                      loads: tuple[float, ...] = (0.3, 0.6, 0.9),
+                      modes: tuple[str, ...] = ("keep", "shrink"), requests: int = 3000,
+                      served_seconds: float = 3.0, max_batch: int = 32, max_wait_ms: float = 2.0,
+                      trace: str | None = None, policy: dict[str, Any] | None = None,
+                      keep: Path | None = None, own: dict[str, Any] | None = None,
+                      log: Callable[..., None] = print) -> LatencyProfile:
+    """Serve the real loop, fit, and write the calibrated profile to ``output``."""
+    from offramp.profiling.validate_real import run_plan
+
+    from .validate import prepare
+    from .validation import read_real_side, served_profile
+
+    if not all(0 < u < 1 for u in loads):
+        raise InputError("--loads", None, "busy fractions must be in (0, 1)", "e.g. 0.3,0.6,0.9")
+    base = resolve_profile(profile)
+    study = parse_config({"trace": {"path": trace or base.meta["model_id"]},
+                          "profile": {"path": str(base.source)},
+                          "server": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
+                          "policy": policy or {"name": "entropy", "tolerance_pct": 99}},
+                         "profile calibrate")
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="offramp-calibrate-"))
+    try:
+        prepare(study, Path.cwd(), work, device, list(modes),
+                [{"utilisation": u} for u in loads], 1, requests,
+                profile_given=Path(str(base.source)), own=own, served_requests=requests // 2,
+                served_seconds=served_seconds)
+        run_plan(work, log=log)
+        trace_obj = load_study_trace(study, Path.cwd())
+        plan, manifest = read_real_side(work)
+        # Every stream the loop served (served streams and repeats) feeds the one table.
+        pooled = {**manifest, "served": manifest.get("served", []) + manifest["runs"]}
+        fitted = served_profile(work, base, pooled, trace_obj)
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    served = dict(fitted.meta["served_costs"])
+    served["fitted_on"] = _provenance(plan, manifest, requests)
+    meta = {**base.meta, "served_costs": served}
+    out = LatencyProfile(rows=base.rows, meta=meta, source=str(output))
+    save_profile(out, output)
+    return out
+
+
+def _provenance(plan: dict[str, Any], manifest: dict[str, Any], requests: int) -> dict[str, Any]:
+    """What a calibration was fitted on: loads (target and real busy), modes, batching,
+    stream lengths, device, machine, software, date."""
+    import numpy as np
+    import torch
+
+    busy = {}
+    for run in manifest["runs"]:
+        busy.setdefault(run["key"], []).append(run.get("busy_fraction"))
+    return {"loads": [x.get("utilisation") for x in plan["loads"]],
+            "busy": {key: round(float(np.median(v)), 4) for key, v in busy.items()
+                     if all(isinstance(b, float) for b in v)},
+            "modes": plan["modes"], "max_batch": plan["max_batch"],
+            "max_wait_ms": plan["max_wait_ms"], "requests_per_stream": requests,
+            "streams": len(manifest["runs"]) + len(manifest.get("served", [])),
+            "device": plan["device"], "machine": manifest.get("machine"),
+            "software": {"python": platform.python_version(), "torch": torch.__version__},
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": plan.get("command")}

@@ -1,0 +1,118 @@
+"""One cost model for every command: a study names the calibration (`profile.costs`), the
+default is the most calibrated one the profile holds, and simulate, fit and the run summary
+all use and say the same one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from offramp.analysis.cli import main
+from offramp.common.errors import InputError
+from offramp.core.modes import CostModel
+from offramp.policies.costs import exit_costs
+from offramp.profiling.latency import calibrations, stage_costs
+from offramp.profiling.shipped import resolve_profile
+from offramp.profiling.synthetic import synthetic_profile
+
+
+def test_a_profile_gives_the_calibrations_it_holds():
+    plain = synthetic_profile()
+    loop = synthetic_profile(loop_stages=True)
+    served = synthetic_profile(loop_stages=True, served_costs=True)
+    assert calibrations(plain) == [CostModel.ISOLATED]
+    assert calibrations(loop) == [CostModel.ISOLATED, CostModel.IN_LOOP]
+    assert calibrations(served) == [CostModel.ISOLATED, CostModel.IN_LOOP, CostModel.SERVED]
+    # Unset: the most calibrated one held.
+    assert stage_costs(plain).costs is CostModel.ISOLATED
+    assert stage_costs(loop).costs is CostModel.IN_LOOP
+    assert stage_costs(served).costs is CostModel.SERVED
+    assert stage_costs(served, "in_loop").costs is CostModel.IN_LOOP
+    with pytest.raises(InputError, match="holds no served calibration.*profile calibrate"):
+        stage_costs(loop, "served")
+    with pytest.raises(InputError, match="holds no in_loop calibration"):
+        stage_costs(plain, CostModel.IN_LOOP)
+
+
+def _study(tmp_path, **profile):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "trace": {"path": "fmnist-resnet"},
+        "profile": {"path": "fmnist-resnet-cpu", **profile},
+        "policy": {"name": "entropy", "tolerance_pct": 99}, "workload": {"rate_rps": 600.0},
+        "run": {"requests": 3000, "replications": 2}}))
+    return path
+
+
+def _summary(tmp_path, name, *args):
+    assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / name), "--json",
+                 *args]) == 0
+    return json.loads((tmp_path / name / "summary.json").read_text())
+
+
+def test_simulate_uses_and_says_the_cost_model(tmp_path):
+    default = _summary(tmp_path, "default")
+    assert default["stage_costs"]["model"] == "in_loop"  # the shipped profiles hold in-loop tables
+    assert default["stage_costs"]["profile"].endswith("fmnist-resnet-cpu.json")
+    iso = _summary(tmp_path, "iso", "--set", "profile.costs=isolated")
+    assert iso["stage_costs"]["model"] == "isolated"
+    # Inside the loop the stages cost more than the profiler timed them alone.
+    p50 = {s["stage_costs"]["model"]: s["metrics"]["latency_p50_ms"]["mean"] for s in (default, iso)}
+    assert p50["in_loop"] > p50["isolated"]
+    assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / "x"),
+                 "--set", "profile.costs=served"]) == 2
+
+
+def test_fit_takes_its_costs_from_the_same_model(tmp_path, capsys):
+    profile = resolve_profile("fmnist-resnet-cpu")
+    for extra, model in (([], CostModel.IN_LOOP), (["--costs", "isolated"], CostModel.ISOLATED)):
+        capsys.readouterr()
+        assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu",
+                     "--policy", "maxprob", "--param", "budget_ms=3.0", "--json",
+                     "-o", str(tmp_path / f"{model.value}.json"), *extra]) == 0
+        report = json.loads(capsys.readouterr().out)["report"]
+        want = exit_costs(stage_costs(profile, model), 1)
+        assert np.allclose(report["costs_ms"], want)
+
+
+def test_an_analytic_service_takes_no_costs(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump({"profile": {"kind": "exponential", "costs": "in_loop"},
+                                    "server": {"exit_mode": "none"}, "policy": {"name": "none"}}))
+    assert main(["simulate", str(path), "-o", str(tmp_path / "o")]) == 2
+
+
+def _have_fmnist() -> bool:
+    try:
+        from offramp.traces.datasets import fashion_mnist_dir
+
+        fashion_mnist_dir()
+        return True
+    except Exception:  # noqa: BLE001 - the dataset package is missing
+        return False
+
+
+@pytest.mark.skipif(not _have_fmnist(), reason="Debian dataset-fashion-mnist is not installed")
+def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    assert main(["profile", "calibrate", "fmnist-resnet-cpu", "-o", str(out), "--loads", "0.5",
+                 "--modes", "shrink", "--requests", "400", "--served-seconds", "0",
+                 "--quiet"]) == 0
+    from offramp.profiling.format import load_profile
+
+    prof = load_profile(out)
+    fitted = prof.meta["served_costs"]["fitted_on"]
+    assert fitted["loads"] == [0.5] and fitted["modes"] == ["shrink"]
+    assert fitted["streams"] == 2 and fitted["device"] == "cpu" and fitted["max_batch"] == 32
+    assert 0 < fitted["busy"]["shrink-L0"] < 1
+    # The rows are the profiler's; the calibration is added, and studies now default to it.
+    assert prof.rows == resolve_profile("fmnist-resnet-cpu").rows
+    assert calibrations(prof)[-1] is CostModel.SERVED
+    assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / "run"), "--json",
+                 "--set", f"profile.path={out}"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage_costs"]["model"] == "served"
+    assert summary["stage_costs"]["calibration"]["fitted_on"]["loads"] == [0.5]

@@ -1,0 +1,62 @@
+"""How validate judges a cell, worked out by hand (analysis/judge.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from offramp.analysis.judge import Verdict, flag_repeats, judge, judge_cells, kept, robust_spread
+
+
+def test_robust_spread_ignores_one_stray_repeat():
+    # Quartiles of [10, 11, 12, 13, 100] (linear): 11 and 13; median 12 -> spread 1/12.
+    med, q25, q75, spread = robust_spread([10, 11, 12, 13, 100])
+    assert (med, q25, q75) == (12, 11, 13)
+    assert spread == pytest.approx(1 / 12)
+    # Asymmetric quartiles: [10, 20, 40]: q25 15, q75 30, median 20 -> max(5, 10) / 20.
+    assert robust_spread([10, 20, 40])[3] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("values,sim,target,verdict,error", [
+    ([10, 11, 12, 13, 100], 12.5, 0.03, Verdict.WITHIN, 0.5 / 12),   # 4.2% <= 8.3% spread
+    ([10, 11, 12, 13, 100], 14.0, 0.03, Verdict.OUTSIDE, 2 / 12),    # 16.7% > 8.3%
+    ([100, 100, 100], 103.0, 0.03, Verdict.WITHIN, 0.03),            # the target, no spread
+    ([100, 100, 100], 103.5, 0.03, Verdict.OUTSIDE, 0.035),
+    ([10, 20, 30], 24.0, 0.0, Verdict.WITHIN, 0.2),                  # spread 25%: still judged
+    ([10, 20, 40], 20.0, 0.0, Verdict.TOO_NOISY, 0.0),               # spread 50%: never within
+    ([0, 0, 0], 0.0, 0.03, Verdict.WITHIN, 0.0),
+    ([0, 0, 0], 1.0, 0.03, Verdict.OUTSIDE, float("inf")),
+])
+def test_verdicts_by_hand(values, sim, target, verdict, error):
+    cell = judge(values, sim, target)
+    assert cell.verdict is verdict
+    assert cell.error == pytest.approx(error)
+    assert cell.within == (verdict is Verdict.WITHIN)
+    assert cell.as_dict()["verdict"] == verdict.value
+
+
+def test_repeats_that_saturate_or_stray_are_flagged_and_left_out():
+    # Target 0.6: 0.45 strays (|0.15| > 15% of 0.6 = 0.09), 0.99 saturated, 0.65 is fine.
+    assert flag_repeats([0.6, 0.65, 0.45, 0.99], 0.6) == [2, 3]
+    assert flag_repeats([0.6, 0.65, 0.45, 0.99], None) == [3]
+    assert kept([1, 2, 3, 4], [2, 3]) == [1, 2]
+    assert kept([1, 2, 3], [0, 1]) == [1, 2, 3]  # fewer than two would remain: keep all
+
+
+def test_a_saturated_repeat_cannot_make_a_cell_pass():
+    # Five repeats at "90%": one saturated (p50 1,358 ms). With it, the old max-distance
+    # spread was ±5,000%; now it is flagged, the rest judge, and a 40% miss is outside.
+    real = [{"latency_p50_ms": v} for v in (20.0, 21.0, 22.0, 23.0, 1358.0)]
+    busy = [0.90, 0.91, 0.89, 0.92, 0.999]
+    rows, flagged = judge_cells(real, busy, {"latency_p50_ms": 30.8}, ["latency_p50_ms"],
+                                {"latency_p50_ms": 0.03}, 0.9)
+    assert flagged == [4]
+    (row,) = rows
+    # Kept: 20, 21, 22, 23 -> median 21.5, quartiles 20.75 and 22.25: spread 0.75 / 21.5.
+    assert row["median"] == pytest.approx(21.5) and row["repeats"] == 4
+    assert row["spread"] == pytest.approx(0.75 / 21.5)
+    assert row["target"] == 0.0  # at 90% busy the spread alone judges
+    assert row["error"] == pytest.approx(30.8 / 21.5 - 1) and row["verdict"] == "outside"
+    # Below 90% the statistic's target applies.
+    rows, _ = judge_cells(real[:4], busy[:4], {"latency_p50_ms": 22.0}, ["latency_p50_ms"],
+                          {"latency_p50_ms": 0.03}, 0.6)
+    assert rows[0]["target"] == 0.03
