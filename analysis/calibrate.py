@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from offramp.common.errors import InputError
+from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile, save_profile
 from offramp.profiling.shipped import resolve_profile
 
@@ -70,7 +71,7 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
     return out
 
 
-def _provenance(plan: dict[str, Any], manifest: dict[str, Any], requests: int) -> dict[str, Any]:
+def _provenance(plan: ValidationPlan, manifest: dict[str, Any], requests: int) -> dict[str, Any]:
     """What a calibration was fitted on: loads (target and real busy), modes, batching,
     stream lengths, device, machine, software, date."""
     import numpy as np
@@ -79,13 +80,13 @@ def _provenance(plan: dict[str, Any], manifest: dict[str, Any], requests: int) -
     busy = {}
     for run in manifest["runs"]:
         busy.setdefault(run["key"], []).append(run.get("busy_fraction"))
-    return {"loads": [x.get("utilisation") for x in plan["loads"]],
+    return {"loads": [x.get("utilisation") for x in plan.loads],
             "busy": {key: round(float(np.median(v)), 4) for key, v in busy.items()
                      if all(isinstance(b, float) for b in v)},
-            "modes": plan["modes"], "max_batch": plan["max_batch"],
-            "max_wait_ms": plan["max_wait_ms"], "requests_per_stream": requests,
+            "modes": [m.value for m in plan.modes], "max_batch": plan.max_batch,
+            "max_wait_ms": plan.max_wait_ms, "requests_per_stream": requests,
             "streams": len(manifest["runs"]) + len(manifest.get("served", [])),
-            "device": plan["device"], "machine": manifest.get("machine"),
+            "device": plan.device, "machine": manifest.get("machine"),
             "software": {"python": platform.python_version(), "torch": torch.__version__},
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": plan.get("command")}
+            "command": plan.command}

@@ -20,6 +20,7 @@ from offramp.common.outputs import output_dir
 
 from .demo import DEMO_OUTPUTS, demo_pairs, jobs_per_model, run_demo_model
 from .options import integer
+from .report import costs_line
 
 
 def _table(frame, title: str) -> Table:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                                          encoding="utf-8")
     if args.json:
         print(json.dumps({name: {"profile": r["profile"], "capacity_no_exit_rps": r["capacity_no_exit_rps"],
-                                 "slo_ms": r["slo_ms"],
+                                 "slo_ms": r["slo_ms"], "stage_costs": r["stage_costs"],
                                  "policies": json.loads(r["policies"].to_json(orient="records")),
                                  "sweep": json.loads(r["sweep"].to_json(orient="records")),
                                  "capacity": json.loads(r["capacity"].to_json(orient="records"))}
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                  f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s) · max_batch {args.max_batch} · "
                  f"SLO {r['slo_ms']} ms · {args.replications} replications × {args.requests} requests")
         console.print(_table(r["policies"], title))
+        console.print(f"  {costs_line(r['stage_costs'])}")
         for _, c in r["capacity"].iterrows():
             console.print(f"  {c['policy']}/{c['exit_mode']}: capacity with 99% of requests "
                           f"within SLO: {c['capacity_rps']:.0f} ± {c['plus_minus_rps']:.0f} "

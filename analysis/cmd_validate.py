@@ -49,10 +49,39 @@ def calibration_points(items: list[str]) -> list[dict[str, str]]:
     return points
 
 
+def _loads(args: argparse.Namespace) -> list[dict[str, float]]:
+    if args.rates:
+        return [{"rate_rps": r} for r in _floats(args.rates, "--rates")]
+    loads = [{"utilisation": u} for u in _floats(args.utilisation, "--utilisation")]
+    if any(u >= 1 for u in (x["utilisation"] for x in loads)):
+        raise InputError("--utilisation", None, "busy fractions must be below 1", "e.g. 0.3,0.6,0.9")
+    return loads
+
+
+def _prepare(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
+    """Check the real side's options and write the plan folder."""
+    import torch
+
+    from .validate import prepare
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", None, "CUDA is not available on this machine",
+                         "run on an NVIDIA GPU box, or use --device cpu")
+    loads, modes = _loads(args), exit_modes(args.modes)
+    for name in ("repeats", "requests"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
+    prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
+            args.precision, Path(args.profile) if args.profile else None,
+            calib_requests=args.calib_requests, profile_runs=args.profile_runs,
+            own=own_model(args), served_requests=args.served_requests,
+            served_seconds=args.served_seconds, core=args.core,
+            checkpoint=str(args.checkpoint) if args.checkpoint else None, seq_len=args.seq_len)
+
+
 def run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .resolve import fit_policy, load_study_profile, load_study_trace
-    from .validate import prepare
     from .validation import compare
 
     out = Path(args.output)
@@ -68,27 +97,7 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.config).parent
     calibrate_on = calibration_points(args.calibrate_on)
     if args.real_from is None:
-        import torch
-
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device", None, "CUDA is not available on this machine",
-                             "run on an NVIDIA GPU box, or use --device cpu")
-        if args.rates:
-            loads = [{"rate_rps": r} for r in _floats(args.rates, "--rates")]
-        else:
-            loads = [{"utilisation": u} for u in _floats(args.utilisation, "--utilisation")]
-            if any(u >= 1 for u in (x["utilisation"] for x in loads)):
-                raise InputError("--utilisation", None, "busy fractions must be below 1",
-                                 "e.g. 0.3,0.6,0.9")
-        modes = exit_modes(args.modes)
-        for name in ("repeats", "requests"):
-            if getattr(args, name) < 1:
-                raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
-        own = own_model(args)
-        prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
-                args.precision, Path(args.profile) if args.profile else None,
-                calib_requests=args.calib_requests, profile_runs=args.profile_runs, own=own,
-                served_requests=args.served_requests, served_seconds=args.served_seconds)
+        _prepare(args, cfg, base, out)
         from offramp.profiling.validate_real import run_plan
 
         run_plan(out, log=(lambda *_: None) if args.quiet else print)
@@ -190,6 +199,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooled-served", action="store_true",
                    help="one served-cost table from every load's served streams for every "
                         "load (default: each load's from its own, served-profile-L*.json)")
+    p.add_argument("--core", type=integer(0), default=None,
+                   help="CPU core the real side pins to (default: the last one allowed)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="trained weights for the real model (default: the shipped checkpoint)")
+    p.add_argument("--seq-len", type=integer(1), default=64,
+                   help="tokens per sample for rt-minilm6 (default: 64)")
     p.add_argument("--calibrate-on", action="append", default=[], metavar="load=U,mode=M",
                    help="fit the served-cost model only on the served streams of these "
                         "operating points (repeatable); every other cell is judged held out")

@@ -120,5 +120,10 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
     curve.to_csv(out / f"{trace_name}-load-sweep.csv", index=False)
     caps.to_csv(out / f"{trace_name}-capacity.csv", index=False)
     plot_sweep(curve, trace_name, slo, out / f"{trace_name}-load-sweep.png")
+    from offramp.profiling.latency import describe_costs
+
+    from .resolve import load_study_profile, load_study_trace, study_costs
+
+    costs = describe_costs(study_costs(base, load_study_profile(base, load_study_trace(base))))
     return {"profile": profile_name, "capacity_no_exit_rps": cap, "slo_ms": slo,
-            "policies": table, "sweep": curve, "capacity": caps}
+            "stage_costs": costs, "policies": table, "sweep": curve, "capacity": caps}

@@ -173,8 +173,9 @@ def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) 
         sections += [
             (f"{name} on {r['profile']}: policies at 60% of the no-exit capacity "
              f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s), SLO {r['slo_ms']} ms",
-             _table(rows, ["policy", "fit", "exit mode", "throughput req/s", "p50 ms",
-                           "p99 ms", "accuracy", "SLO met"])),
+             f"<p class='muted'>{html.escape(costs_line(r.get('stage_costs')))}</p>"
+             + _table(rows, ["policy", "fit", "exit mode", "throughput req/s", "p50 ms",
+                             "p99 ms", "accuracy", "SLO met"])),
             (f"{name}: capacity with 99% of requests within {r['slo_ms']} ms",
              _table(caps, ["policy", "exit mode", "capacity req/s", "probes"])),
             (f"{name}: load sweep", _png(folder / f"{name}-load-sweep.png"))]

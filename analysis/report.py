@@ -63,6 +63,10 @@ def costs_line(costs: dict[str, Any] | None) -> str:
     where = Path(str(costs.get("profile", "?"))).name
     line = f"stage costs: {costs.get('model')} calibration of {where}"
     if costs.get("device") or costs.get("measured"):
-        line += f" ({costs.get('device') or '?'}, measured {str(costs.get('measured') or '?')[:10]})"
+        line += f" ({costs.get('device') or '?'}, measured {str(costs.get('measured') or '?')[:10]}"
+        fitted = (costs.get("calibration") or {}).get("fitted_on") or {}
+        if fitted.get("date"):
+            line += f", calibrated {str(fitted['date'])[:10]} at loads {fitted.get('loads')}"
+        line += ")"
     return line
 

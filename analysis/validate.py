@@ -21,6 +21,7 @@ import numpy as np
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.core.modes import ExitMode
+from offramp.core.plan import PlanError, ValidationPlan
 from offramp.policies.base import ExitPolicy
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.traces.format import ExitTrace
@@ -108,7 +109,8 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
             profile_runs: int = 30, own: dict[str, Any] | None = None,
-            served_requests: int = 2000, served_seconds: float = 0.0) -> Path:
+            served_requests: int = 2000, served_seconds: float = 0.0, core: int | None = None,
+            checkpoint: str | None = None, seq_len: int = 64) -> Path:
     """Write the plan folder for the real side; return it. ``own``: a user's model
     (``model_factory``, ``model_args``, ``data_factory``, ``data_args``) instead of a shipped
     one. A served stream holds ``served_requests``, or as many as arrive in ``served_seconds``
@@ -133,25 +135,20 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     svc = ServiceTimes.from_latency(stage_costs(guess), n_exits=trace.n_exits, max_batch=mb,
                                     mode=ExitMode.KEEP, sampled=False)
     full_ms = 1000.0 * svc.plan_s(no_exit(mb, trace.n_exits))
-    plan = {"model": trace.model_id, "trace": trace.source, "device": device,
-            "precision": precision, "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms,
-            "rule": rule, "policy": policy.get_params(), "modes": modes, "loads": loads,
-            "repeats": repeats, "requests": requests, "calib_requests": calib_requests,
-            "served_requests": served_requests, "served_seconds": served_seconds,
-            "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
-            "rate0_rps": 1000.0 * mb / full_ms,
-            "measure_profile": profile_given is None,
-            "profile_batches": sorted({b for b in PROFILE_BATCHES if b < mb} | {1, mb}),
-            "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]]),
-            **({"model_factory": own["model_factory"],
-                "model_args": list(own.get("model_args", []))} if own else {})}
-    text = json.dumps(plan, indent=1, default=_json) + "\n"
-    old = out / "plan.json"
-    if (out / "real" / "manifest.json").exists() and old.exists():
-        before = {k: v for k, v in json.loads(old.read_text()).items() if k != "command"}
-        if before != {k: v for k, v in json.loads(text).items() if k != "command"}:
-            raise InputError(out, "plan.json", "this folder holds real runs of a different plan",
-                             "choose a new -o folder (or delete this one) to run this plan")
+    plan = ValidationPlan.from_dict(json.loads(json.dumps({
+        "model": trace.model_id, "trace": trace.source, "device": device, "precision": precision,
+        "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms, "rule": rule,
+        "policy": policy.get_params(), "modes": modes, "loads": loads, "repeats": repeats,
+        "requests": requests, "calib_requests": calib_requests,
+        "served_requests": served_requests, "served_seconds": served_seconds,
+        "seed": cfg.run.seed, "warmup_fraction": cfg.run.warmup_fraction,
+        "rate0_rps": 1000.0 * mb / full_ms, "measure_profile": profile_given is None,
+        "profile_batches": sorted({b for b in PROFILE_BATCHES if b < mb} | {1, mb}),
+        "profile_runs": profile_runs, "command": shlex.join(["offramp", *sys.argv[1:]]),
+        "core": core, "checkpoint": checkpoint, "seq_len": seq_len,
+        **({"model_factory": own["model_factory"],
+            "model_args": list(own.get("model_args", []))} if own else {})}, default=_json)))
+    _check_folder(out, plan)
     # Only now, with the plan known to fit this folder, is anything written.
     out.mkdir(parents=True, exist_ok=True)
     (out / "real").mkdir(exist_ok=True)
@@ -163,9 +160,22 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
                             **{f"x{i}": p for i, p in enumerate(parts)})
     if profile_given is not None:
         save_profile(guess, out / "real" / "profile.json")
-    with atomic_path(old) as tmp:
-        tmp.write_text(text)
+    with atomic_path(out / "plan.json") as tmp:
+        tmp.write_text(plan.to_json())
     return out
+
+
+def _check_folder(out: Path, plan: ValidationPlan) -> None:
+    """Refuse a folder that holds real runs of a different plan (before anything is written)."""
+    old = out / "plan.json"
+    if (out / "real" / "manifest.json").exists() and old.exists():
+        try:
+            same = plan.same_plan(ValidationPlan.from_json(old.read_text()))
+        except PlanError:
+            same = False
+        if not same:
+            raise InputError(out, "plan.json", "this folder holds real runs of a different plan",
+                             "choose a new -o folder (or delete this one) to run this plan")
 
 
 def _json(x: Any) -> Any:

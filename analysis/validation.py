@@ -24,6 +24,7 @@ import pandas as pd
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.core.modes import CostModel, ExitMode, StageKind
+from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile, load_profile
 from offramp.profiling.latency import LatencyModel, stage_costs
 from offramp.sim.metrics import combine, summarize_run
@@ -55,7 +56,7 @@ class _Folder:
     """What judging one (mode, load) of a validation folder needs."""
 
     plan_dir: Path
-    plan: dict[str, Any]
+    plan: ValidationPlan
     manifest: dict[str, Any]
     trace: ExitTrace
     policy: Any
@@ -89,7 +90,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     ``calibrate_on``: one table from the served streams of these operating points only
     ({"load": busy fraction or rate as given, "mode": ...}); every other cell is held out."""
     plan, manifest = read_real_side(plan_dir)
-    if json.loads(json.dumps(policy.get_params(), default=_json)) != plan["policy"]:
+    if json.loads(json.dumps(policy.get_params(), default=_json)) != plan.policy:
         raise InputError(plan_dir / "plan.json", "policy", "the study's policy is not the one "
                          "the real runs served", "compare with the study they were run from")
     profile = load_profile(plan_dir / "real" / "profile.json")
@@ -114,7 +115,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     for name, frames in (("real.parquet", real_frames), ("sim.parquet", sim_frames)):
         with atomic_path(plan_dir / name) as tmp:
             pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
-    doc = {"plan": plan, "machine": manifest.get("machine"), "streams": manifest["streams"],
+    doc = {"plan": plan.to_dict(), "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
            "served_costs": profiles[None].meta.get("served_costs") if in_loop else None,
            "served_costs_by_load": {f"L{li}": p.meta["served_costs"] for li, p in profiles.items()
@@ -135,7 +136,7 @@ def _judge_key(f: _Folder, key: str, runs: list[dict[str, Any]]) -> tuple[list, 
     """One (mode, load): its real repeats scored, its simulated side run, every cell judged.
     Returns (table rows, real frames, simulated frames, stage frames)."""
     st, trace, k = f.manifest["streams"][key], f.trace, f.trace.n_exits
-    warm, mode = f.plan["warmup_fraction"], ExitMode.parse(st["mode"])
+    warm, mode = f.plan.warmup_fraction, ExitMode.parse(st["mode"])
     li = runs[0].get("load") if runs[0].get("load") in f.profiles else None
     # Served costs where this load has them, else the profiler's in-loop (or isolated) ones.
     cost_model = None if f.in_loop else CostModel.ISOLATED

@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 
 from offramp.common.errors import InputError
+from offramp.core.plan import PlanError, ValidationPlan
 from offramp.sim.records import RunRecords
 from offramp.traces.format import ExitTrace
 
 RUN_ARRAYS = ("arrival", "sample", "dispatch", "finish", "exit", "pred", "batch",
               "batch_dispatch", "batch_finish", "batch_sizes", "batch_reason", "stage_batch",
               "stage_kind", "stage_k", "stage_size", "stage_ms")
-PLAN_FIELDS = {"max_batch": int, "max_wait_ms": (int, float), "warmup_fraction": (int, float),
-               "seed": int, "policy": dict, "model": str}
 
 
 def _json_file(path: Path, what: str) -> Any:
@@ -31,21 +30,16 @@ def _json_file(path: Path, what: str) -> Any:
                          "rerun the real side (offramp validate --real-only)") from None
 
 
-def read_real_side(plan_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_real_side(plan_dir: Path) -> tuple[ValidationPlan, dict[str, Any]]:
     """The plan and the real runs' manifest of a validation folder, checked."""
     if not plan_dir.is_dir():
         raise InputError(plan_dir, None, "is not a validation folder",
                          "pass a folder written by offramp validate (--real-only)")
-    plan = _json_file(plan_dir / "plan.json", "plan")
-    if not isinstance(plan, dict):
-        raise InputError(plan_dir / "plan.json", None, "must be a mapping", "rerun offramp validate")
-    for key, kind in PLAN_FIELDS.items():
-        if key not in plan or not isinstance(plan[key], kind) or isinstance(plan[key], bool):
-            raise InputError(plan_dir / "plan.json", key, "missing or of the wrong type",
-                             "rerun offramp validate")
-    if plan["max_batch"] < 1 or plan["max_wait_ms"] < 0 or not 0 <= plan["warmup_fraction"] < 1:
-        raise InputError(plan_dir / "plan.json", "max_batch", "max_batch, max_wait_ms or "
-                         "warmup_fraction out of range", "rerun offramp validate")
+    try:
+        plan = ValidationPlan.from_dict(_json_file(plan_dir / "plan.json", "plan"))
+    except PlanError as exc:
+        raise InputError(plan_dir / "plan.json", exc.field, exc.problem,
+                         "rerun offramp validate") from None
     real_dir = plan_dir / "real"
     if not (real_dir / "profile.json").is_file():
         raise InputError(real_dir, None, "no real runs here (manifest.json and profile.json)",

@@ -8,6 +8,7 @@ from typing import Any
 
 from offramp.common.errors import InputError
 from offramp.core.modes import CostModel
+from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
@@ -40,7 +41,7 @@ def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, 
     return fitted
 
 
-def _calibration_keys(plan: dict[str, Any], manifest: dict[str, Any],
+def _calibration_keys(plan: ValidationPlan, manifest: dict[str, Any],
                       points: list[dict[str, str]]) -> set[str]:
     """The (mode, load) keys ``--calibrate-on`` names; one error if it names none."""
     keys = set()
@@ -52,8 +53,8 @@ def _calibration_keys(plan: dict[str, Any], manifest: dict[str, Any],
                 keys.add(key)
     if not keys:
         raise InputError("--calibrate-on", None, f"names none of this folder's operating points "
-                         f"(loads {[next(iter(x.values())) for x in plan['loads']]}, modes "
-                         f"{plan['modes']})", "name a load and mode the folder served")
+                         f"(loads {[next(iter(x.values())) for x in plan.loads]}, modes "
+                         f"{[m.value for m in plan.modes]})", "name a load and mode the folder served")
     return keys
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from offramp.common.atomic import atomic_path
 from offramp.core.modes import CostModel, ExitMode
+from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import load_profile
 from offramp.sim.scenario import Scenario
 from offramp.sim.workload import workload_from
@@ -27,7 +28,7 @@ from .config import StudyConfig, parse_config
 from .resolve import build_service, resolve_workload
 
 
-def sim_study(trace: ExitTrace, plan: dict[str, Any], mode: ExitMode, profile_path: Path,
+def sim_study(trace: ExitTrace, plan: ValidationPlan, mode: ExitMode, profile_path: Path,
               costs: CostModel | None, arrivals: Path, requests: int, replications: int,
               policy: dict[str, Any]) -> dict[str, Any]:
     """The study mapping of one (mode, load): paths absolute, the run as validate simulates it."""
@@ -35,11 +36,11 @@ def sim_study(trace: ExitTrace, plan: dict[str, Any], mode: ExitMode, profile_pa
             "profile": {"path": str(profile_path.resolve()), "latency": "sampled",
                         **({"costs": costs.value} if costs is not None else {})},
             "workload": {"kind": "replay", "path": str(arrivals.resolve())},
-            "server": {"max_batch": plan["max_batch"], "max_wait_ms": plan["max_wait_ms"],
+            "server": {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms,
                        "exit_mode": mode.value},
             "policy": policy,
             "run": {"requests": max(requests, 1), "replications": replications,
-                    "warmup_fraction": plan["warmup_fraction"], "seed": plan["seed"]}}
+                    "warmup_fraction": plan.warmup_fraction, "seed": plan.seed}}
 
 
 def sim_scenario(study: dict[str, Any], trace: ExitTrace, policy) -> tuple[StudyConfig, Scenario]:

@@ -42,7 +42,7 @@ PACKAGES = ["common", "core", "traces", "profiling", "policies", "sim", "analysi
 
 # Group -> modules mutated. "summaries" are the run metrics; the validators are the input checks.
 CORE = {
-    "sim": ["sim/fast.py", "sim/reference.py", "sim/service.py", "sim/workload.py",
+    "sim": ["sim/fast.py", "sim/reference.py", "sim/service.py", "sim/workload.py", "sim/replay.py",
             "sim/runner.py", "sim/records.py", "sim/scenario.py", "core/execution.py",
             "core/batching.py", "core/modes.py"],
     "summaries": ["sim/metrics.py"],

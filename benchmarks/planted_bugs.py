@@ -105,7 +105,7 @@ BUGS = [
      "steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())",
      "steps = batch_steps(\"shrink\" if mode == \"keep\" else mode, size, "
      "sc.policy.active_exits(k_exits).tolist())", "test_examples"),
-    ("replay-ignores-rate-scale", "sim/workload.py", "arr = rec.arrival_s / cfg.rate_scale",
+    ("replay-ignores-rate-scale", "sim/replay.py", "arr = rec.arrival_s / cfg.rate_scale",
      "arr = rec.arrival_s", "test_replay"),
     ("show-any-as-all", "traces/summary.py", "trace.correct[idx].any(axis=1).mean()",
      "trace.correct[idx].all(axis=1).mean()", "test_cmd_traces::test_show_shipped_by_name"),

@@ -199,11 +199,25 @@ class FromFileConfig(BaseModel):
         return "from_file"
 
 
-def configs() -> dict[str, type[PolicyConfigBase]]:
-    """Every registered policy's config class, by name (from the registry)."""
-    from .registry import REGISTRY
+# The registry (policies/registry.py) hands itself over when it is built: this module never
+# imports it (no import cycle); entries are looked up when a policy is parsed.
+_REGISTRY: dict[str, Any] = {}
 
-    return {name: entry.config for name, entry in REGISTRY.items()}
+
+def use_registry(registry: dict[str, Any]) -> None:
+    """Parse policies against ``registry`` (name -> entry with ``.config``)."""
+    global _REGISTRY
+    _REGISTRY = registry
+
+
+def config_name(config: type[PolicyConfigBase]) -> str:
+    """The registry key of a config class: its ``name`` default, without a ``:K`` argument."""
+    return str(config.model_fields["name"].default).partition(":")[0]
+
+
+def configs() -> dict[str, type[PolicyConfigBase]]:
+    """Every registered policy's config class, by name."""
+    return {name: entry.config for name, entry in _REGISTRY.items()}
 
 
 def _tag(value: Any) -> str | None:

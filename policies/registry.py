@@ -7,7 +7,8 @@ budgeted oracle); it is None in :func:`make_policy`, which builds what needs onl
 :func:`build_policy` returns a policy fitted on a split, for every name.
 
 Adding a policy: a config class (:mod:`policies.configs` style), a policy class, a build
-function, and one :data:`REGISTRY` line (or :func:`register` from outside the package).
+function, and one :data:`BUILTIN` line (or :func:`register` from outside the package); the
+name comes from the config class.
 """
 
 from __future__ import annotations
@@ -110,31 +111,38 @@ class Registered(NamedTuple):
     policy: type[ExitPolicy]
     build: Callable[[Any, FitContext | None], ExitPolicy]
 
+    @property
+    def name(self) -> str:
+        """The registry key, from the config class (one place spells a policy's name)."""
+        return C.config_name(self.config)
 
-REGISTRY: dict[str, Registered] = {
-    "none": Registered(C.NoneConfig, NoExit, lambda cfg, ctx: NoExit()),
-    "static": Registered(C.StaticConfig, StaticExit, lambda cfg, ctx: StaticExit(cfg.exit)),
-    "maxprob": Registered(C.MaxProbConfig, MaxProb, _confidence(MaxProb)),
-    "entropy": Registered(C.EntropyConfig, Entropy, _confidence(Entropy)),
-    "oracle": Registered(C.OracleConfig, Oracle, _oracle),
-    "patience": Registered(C.PatienceConfig, Patience,
-                           lambda cfg, ctx: Patience(cfg.patience, cfg.tolerance_pct)),
-    "eenet": Registered(C.EENetConfig, EENet, _eenet),
-    "pame": Registered(C.PAMEConfig, PAME, _pame),
-    "gati": Registered(C.GatiConfig, Gati, _gati),
-    "dynamic-ofa": Registered(C.DynamicOFAConfig, DynamicOFA, _dynamic_ofa),
-    "margin": Registered(MarginConfig, Margin, lambda cfg, ctx: Margin(cfg.min_margin)),
-}
+
+BUILTIN = (
+    Registered(C.NoneConfig, NoExit, lambda cfg, ctx: NoExit()),
+    Registered(C.StaticConfig, StaticExit, lambda cfg, ctx: StaticExit(cfg.exit)),
+    Registered(C.MaxProbConfig, MaxProb, _confidence(MaxProb)),
+    Registered(C.EntropyConfig, Entropy, _confidence(Entropy)),
+    Registered(C.OracleConfig, Oracle, _oracle),
+    Registered(C.PatienceConfig, Patience, lambda cfg, ctx: Patience(cfg.patience, cfg.tolerance_pct)),
+    Registered(C.EENetConfig, EENet, _eenet),
+    Registered(C.PAMEConfig, PAME, _pame),
+    Registered(C.GatiConfig, Gati, _gati),
+    Registered(C.DynamicOFAConfig, DynamicOFA, _dynamic_ofa),
+    Registered(MarginConfig, Margin, lambda cfg, ctx: Margin(cfg.min_margin)),
+)
+REGISTRY: dict[str, Registered] = {entry.name: entry for entry in BUILTIN}
 POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.items()}
+C.use_registry(REGISTRY)
 
 
-def register(name: str, config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
-             build: Callable[[Any, FitContext | None], ExitPolicy]) -> None:
-    """Add a policy from outside the package (its config joins the ``policy`` union)."""
-    if config.model_fields["name"].default != name:
-        raise ValueError(f"{config.__name__}.name must default to {name!r}")
-    REGISTRY[name] = Registered(config, policy, build)
-    POLICIES[name] = policy
+def register(config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
+             build: Callable[[Any, FitContext | None], ExitPolicy]) -> str:
+    """Add a policy from outside the package; its name is its config's ``name`` default (its
+    config joins the ``policy`` union). Returns the name."""
+    entry = Registered(config, policy, build)
+    REGISTRY[entry.name] = entry
+    POLICIES[entry.name] = policy
+    return entry.name
 
 
 def _config(cfg: Any) -> C.PolicyConfigBase:

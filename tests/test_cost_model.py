@@ -54,21 +54,26 @@ def _summary(tmp_path, name, *args):
 
 
 def test_simulate_uses_and_says_the_cost_model(tmp_path):
+    # The shipped fmnist profile is calibrated on the real loop: studies default to that.
     default = _summary(tmp_path, "default")
-    assert default["stage_costs"]["model"] == "in_loop"  # the shipped profiles hold in-loop tables
+    assert default["stage_costs"]["model"] == "served"
     assert default["stage_costs"]["profile"].endswith("fmnist-resnet-cpu.json")
+    assert default["stage_costs"]["calibration"]["fitted_on"]["modes"] == ["none", "keep", "shrink"]
+    loop = _summary(tmp_path, "loop", "--set", "profile.costs=in_loop")
     iso = _summary(tmp_path, "iso", "--set", "profile.costs=isolated")
-    assert iso["stage_costs"]["model"] == "isolated"
+    assert (loop["stage_costs"]["model"], iso["stage_costs"]["model"]) == ("in_loop", "isolated")
     # Inside the loop the stages cost more than the profiler timed them alone.
-    p50 = {s["stage_costs"]["model"]: s["metrics"]["latency_p50_ms"]["mean"] for s in (default, iso)}
+    p50 = {s["stage_costs"]["model"]: s["metrics"]["latency_p50_ms"]["mean"] for s in (loop, iso)}
     assert p50["in_loop"] > p50["isolated"]
+    # A profile without a served calibration (MiniLM's) cannot be asked for one.
     assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / "x"),
+                 "--set", "trace.path=rt-minilm6", "--set", "profile.path=rt-minilm6-cpu",
                  "--set", "profile.costs=served"]) == 2
 
 
 def test_fit_takes_its_costs_from_the_same_model(tmp_path, capsys):
     profile = resolve_profile("fmnist-resnet-cpu")
-    for extra, model in (([], CostModel.IN_LOOP), (["--costs", "isolated"], CostModel.ISOLATED)):
+    for extra, model in (([], CostModel.SERVED), (["--costs", "isolated"], CostModel.ISOLATED)):
         capsys.readouterr()
         assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu",
                      "--policy", "maxprob", "--param", "budget_ms=3.0", "--json",

@@ -60,3 +60,16 @@ def test_a_saturated_repeat_cannot_make_a_cell_pass():
     rows, _ = judge_cells(real[:4], busy[:4], {"latency_p50_ms": 22.0}, ["latency_p50_ms"],
                           {"latency_p50_ms": 0.03}, 0.6)
     assert rows[0]["target"] == 0.03
+
+
+def test_the_overall_line_counts_and_advises():
+    import pandas as pd
+
+    from offramp.analysis.cmd_validate import overall
+
+    table = pd.DataFrame({"key": ["a", "a", "b", "b"], "within": [True, False, False, True],
+                          "verdict": ["within", "outside", "too noisy", "within"],
+                          "flagged": [[], [], [2], [2]]})
+    line = overall(table)
+    assert line.startswith("overall: 2 of 4 cells within, 1 outside, 1 too noisy to judge")
+    assert "stage table" in line and "more repeats" in line and "1 repeats left out" in line

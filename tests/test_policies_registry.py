@@ -187,7 +187,7 @@ def test_a_registered_policy_works_by_name_and_as_a_dynamic_ofa_level():
         name: Literal["last-test"] = "last-test"
 
     parse_policy({"name": "none"})  # the union was built before the registration
-    register("last-test", LastConfig, StaticExit, lambda cfg, ctx: StaticExit(3))
+    assert register(LastConfig, StaticExit, lambda cfg, ctx: StaticExit(3)) == "last-test"
     try:
         assert type(parse_policy({"name": "last-test"})) is LastConfig
         dofa = parse_policy({"name": "dynamic-ofa", "levels": [{"name": "last-test"}],

@@ -147,7 +147,11 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     assert main(["validate", str(study), "--real-from", str(out)]) == 0
     assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs"]) == 0
     doc = json.loads((out / "validation.json").read_text())
-    assert doc["served_costs"] is None and {r["costs"] for r in doc["table"]} == {"profiler"}
+    # The given profile's own costs (the shipped one is calibrated: its served table, not one
+    # fitted on this folder's streams).
+    given = load_profile(out / "real" / "profile.json").meta.get("served_costs")
+    assert doc["served_costs"] == given and {r["costs"] for r in doc["table"]} == {"profiler"}
+    assert given is None or given["sources"] != [s["file"] for s in manifest["served"]]
     # Another plan into the same folder: one line, and nothing of the folder touched.
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
