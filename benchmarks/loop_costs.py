@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from offramp.analysis.plots import save_png
+        from offramp.analysis.report.plots import save_png
 
         fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
         for ax, (name, (_, rows)) in zip(axes[0], results.items(), strict=True):

@@ -53,12 +53,12 @@ CORE = {
                  "policies/dynamic_ofa.py", "policies/registry.py"],
     "latency": ["profiling/latency.py"],
     "validators": ["traces/format.py", "profiling/format.py", "sim/config.py",
-                   "analysis/config.py", "core/plan.py"],
+                   "analysis/study/config.py", "core/plan.py"],
     # Added 2026-12-06 (not yet run: docs/testing.md): the judge and the validation pipeline's
     # pure parts, the capacity search, sweeps and overrides, the served-cost fit.
-    "validation": ["analysis/judge.py", "analysis/validation_served.py",
-                   "analysis/validation_sim.py", "profiling/served.py"],
-    "studies": ["analysis/capacity.py", "analysis/sweep.py", "analysis/overrides.py"],
+    "validation": ["analysis/validation/judge.py", "analysis/validation/served.py",
+                   "analysis/validation/sim.py", "profiling/served.py"],
+    "studies": ["analysis/studies/capacity.py", "analysis/studies/sweep.py", "analysis/study/overrides.py"],
 }
 # Tests that train, record or profile real models: slow, and they guard no core module.
 SKIP_TESTS = ["test_models.py", "test_datasets.py", "test_record.py", "test_measure.py",

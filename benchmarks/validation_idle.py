@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offramp.analysis.validation import batch_times
+from offramp.analysis.validation.compare import batch_times
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import LatencyModel
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import affine_profile
 
 from offramp.analysis.cli import main
-from offramp.analysis.config import parse_config
+from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 from offramp.profiling.format import (
     check_profile_matches,

@@ -13,9 +13,9 @@ import math
 
 import pytest
 
-from offramp.analysis.capacity import find_capacity
 from offramp.analysis.cli import main
-from offramp.analysis.config import parse_config
+from offramp.analysis.studies.capacity import find_capacity
+from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 
 

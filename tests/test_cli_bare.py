@@ -9,8 +9,8 @@ from offramp.analysis.cli import COMMANDS, main
 
 
 def test_missing_dependency_disables_only_the_commands_that_need_it(monkeypatch, capsys):
-    for module in list(COMMANDS.values()) + ["offramp.analysis.config",
-                                              "offramp.analysis.report"]:
+    for module in list(COMMANDS.values()) + ["offramp.analysis.study.config",
+                                              "offramp.analysis.report.tables"]:
         monkeypatch.delitem(sys.modules, module, raising=False)
     for missing in ("rich", "rich.console", "rich.progress", "rich.table", "yaml", "pydantic"):
         monkeypatch.setitem(sys.modules, missing, None)

@@ -12,7 +12,7 @@ import pytest
 from helpers import affine_profile, crafted_trace, scored_trace
 from pydantic import ValidationError
 
-from offramp.analysis.config import parse_config
+from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 from offramp.policies import policy_config
 from offramp.policies.base import StatefulPolicy

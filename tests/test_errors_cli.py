@@ -234,7 +234,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words):
 def test_a_bug_is_one_line_and_debug_shows_it(monkeypatch, tmp_path, capsys):
     import importlib
 
-    cmd = importlib.import_module("offramp.analysis.cmd_profile")  # the one the CLI will use
+    cmd = importlib.import_module("offramp.analysis.cli.profile")  # the one the CLI will use
 
     def boom(*args):
         raise ZeroDivisionError("planted")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offramp.analysis.config import load_config
-from offramp.analysis.study import run_study
+from offramp.analysis.study.config import load_config
+from offramp.analysis.study.run import run_study
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 

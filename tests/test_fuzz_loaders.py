@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from offramp.analysis.config import load_config
+from offramp.analysis.study.config import load_config
 from offramp.common.errors import InputError
 from offramp.profiling.format import load_profile
 from offramp.profiling.latency import stage_costs

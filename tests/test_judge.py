@@ -1,10 +1,10 @@
-"""How validate judges a cell, worked out by hand (analysis/judge.py)."""
+"""How validate judges a cell, worked out by hand (analysis/validation/judge.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from offramp.analysis.judge import Verdict, flag_repeats, judge, judge_cells, kept, robust_spread
+from offramp.analysis.validation.judge import Verdict, flag_repeats, judge, judge_cells, kept, robust_spread
 
 
 def test_robust_spread_ignores_one_stray_repeat():
@@ -65,7 +65,7 @@ def test_a_saturated_repeat_cannot_make_a_cell_pass():
 def test_the_overall_line_counts_and_advises():
     import pandas as pd
 
-    from offramp.analysis.cmd_validate import overall
+    from offramp.analysis.cli.validate import overall
 
     table = pd.DataFrame({"key": ["a", "a", "b", "b"], "within": [True, False, False, True],
                           "verdict": ["within", "outside", "too noisy", "within"],

@@ -114,7 +114,7 @@ def test_measurement_modules_import_only_torch_numpy_stdlib():
             "import offramp.profiling.backends.tensorrt, offramp.profiling.backends.onnxruntime\n"
             "import offramp.profiling.job, offramp.profiling.summary, offramp.profiling.shipped\n"
             "import offramp.profiling.real_runs, offramp.profiling.validate_real\n"
-            "import offramp.analysis.cmd_profile\n"
+            "import offramp.analysis.cli.profile\n"
             f"print([m for m in {heavy!r} if m in sys.modules])\n")
     import subprocess
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import scored_trace
 
-from offramp.analysis.config import parse_config
+from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 from offramp.policies import build_policy, make_policy, policy_config
 from offramp.policies.margin import Margin, MarginConfig

@@ -113,8 +113,8 @@ def test_importing_the_models_logits_equals_recording_it(tmp_path):
     pass: identical arrays, identical policy fits, identical simulation results."""
     import torch
 
-    from offramp.analysis.config import parse_config
-    from offramp.analysis.study import run_study
+    from offramp.analysis.study.config import parse_config
+    from offramp.analysis.study.run import run_study
     from offramp.policies import build_policy
     from offramp.traces.format import SPLITS, make_trace, save_trace
     from offramp.traces.models import images_to_tensor

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import affine_profile
 
-from offramp.analysis.config import parse_config
+from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 from offramp.profiling.format import LatencyProfile, check_profile_matches, validate_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig

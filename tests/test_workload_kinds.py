@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from offramp.analysis.cli import main
-from offramp.analysis.config import parse_config
+from offramp.analysis.study.config import parse_config
 from offramp.sim.workload import OPEN_KINDS, ClosedLoop, workload_from
 
 BASE = {"trace": {"path": "fmnist-resnet"}, "profile": {"path": "fmnist-resnet-cpu"},

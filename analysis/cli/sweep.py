@@ -14,10 +14,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 from rich.console import Console
 
+from offramp.analysis.cli.options import integer
 from offramp.common.errors import InputError
 from offramp.traces.progress import rich_progress
-
-from .options import integer
 
 
 @contextlib.contextmanager
@@ -48,7 +47,7 @@ def executor_for(args: argparse.Namespace) -> Iterator[tuple[Executor, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .sweep import check_sweep, run_sweep
+    from offramp.analysis.studies.sweep import check_sweep, run_sweep
 
     if args.scheduler and args.dask_local:
         raise InputError("--scheduler", None, "given with --dask-local", "give one of them")

@@ -13,11 +13,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from offramp.analysis.cli.options import integer, number
+from offramp.analysis.study.config import load_config, naming_study, parse_config
+from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
-
-from .config import load_config, naming_study, parse_config
-from .options import integer, number
-from .overrides import apply_sets
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -33,7 +32,7 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .capacity import find_capacity
+    from offramp.analysis.studies.capacity import find_capacity
 
     if (args.slo_p99_ms is None) == (args.slo_mean_ms is None):
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "

@@ -10,13 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from offramp.analysis.cli.options import integer, number
+from offramp.analysis.study.config import parse_config, parse_value
+from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
 from offramp.core.modes import CostModel
-
-from .config import parse_config, parse_value
-from .options import integer, number
-from .overrides import apply_sets
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
@@ -30,16 +29,15 @@ def _study(args: argparse.Namespace, policy: dict | None = None):
 
 
 def _inputs(args: argparse.Namespace, cfg):
-    from .resolve import load_study_profile, load_study_trace
+    from offramp.analysis.study.resolve import load_study_profile, load_study_trace
 
     trace = load_study_trace(cfg, Path.cwd())
     return trace, load_study_profile(cfg, trace, Path.cwd())
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from offramp.analysis.study.fitting import fit_and_report
     from offramp.policies.table import save_policy
-
-    from .fitting import fit_and_report
 
     policy = {"name": args.policy}
     for key, value in (("budget_ms", args.budget_ms), ("tolerance_pct", args.tolerance),
@@ -80,7 +78,12 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_frontier(args: argparse.Namespace) -> int:
-    from .frontier import FRONTIER_OUTPUTS, compute_frontier, frontier_configs, write_frontier
+    from offramp.analysis.studies.frontier import (
+        FRONTIER_OUTPUTS,
+        compute_frontier,
+        frontier_configs,
+        write_frontier,
+    )
 
     check_output_dir(args.output, FRONTIER_OUTPUTS)
     cfg = _study(args)

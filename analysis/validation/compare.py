@@ -1,7 +1,7 @@
 """Judge the simulation against the real runs of a validation folder (``offramp validate``).
 
 Real and simulated runs are scored by the same function (``sim.metrics.summarize_run``). Per
-(mode, load) and statistic, :func:`offramp.analysis.judge.judge` gives the real runs' median,
+(mode, load) and statistic, :func:`offramp.analysis.validation.judge.judge` gives the real runs' median,
 their robust spread (median to quartile), the simulated value, its error against the real
 median, and a verdict: within when |error| <= max(spread, target), too noisy when the spread
 exceeds 25%; targets are 3% for p50 and the mean, 5% for p90/p99, 3% for throughput and busy
@@ -21,6 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offramp.analysis.validation.io import read_real_side, read_run, real_records
+from offramp.analysis.validation.judge import judge_cells
+from offramp.analysis.validation.prepare import STATS, _json
+from offramp.analysis.validation.served import (
+    _calibration_keys,
+    _served_profiles,
+    served_profile,
+    served_profile_name,
+)
+from offramp.analysis.validation.sim import sim_scenario, sim_study, write_sim_study
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.core.modes import CostModel, ExitMode, StageKind
@@ -31,12 +41,6 @@ from offramp.sim.metrics import combine, summarize_run
 from offramp.sim.records import RunRecords
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
-
-from .judge import judge_cells
-from .validate import STATS, _json
-from .validation_io import read_real_side, read_run, real_records
-from .validation_served import _calibration_keys, _served_profiles, served_profile, served_profile_name
-from .validation_sim import sim_scenario, sim_study, write_sim_study
 
 TARGETS = {"latency_p50_ms": 0.03, "latency_mean_ms": 0.03, "latency_p90_ms": 0.05,
            "latency_p99_ms": 0.05, "throughput_rps": 0.03, "utilisation": 0.03}
@@ -124,7 +128,7 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
            "table": json.loads(table.to_json(orient="records"))}
     with atomic_path(plan_dir / "validation.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    from .plots import plot_validation
+    from offramp.analysis.report.plots import plot_validation
 
     plot_validation(pd.concat(real_frames, ignore_index=True),
                     pd.concat(sim_frames, ignore_index=True),

@@ -17,9 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from offramp.analysis.report.tables import ROWS, costs_line
 from offramp.common.errors import InputError
-
-from .report import ROWS, costs_line
 
 PACKAGES = ("offramp", "numpy", "scipy", "pandas", "simpy", "pydantic", "matplotlib", "torch",
             "dask", "distributed")

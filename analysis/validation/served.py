@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from offramp.analysis.validation.io import read_run
 from offramp.common.errors import InputError
 from offramp.core.modes import CostModel
 from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
-
-from .validation_io import read_run
 
 
 def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, Any],

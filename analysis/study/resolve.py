@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from offramp.analysis.study.config import StudyConfig
 from offramp.common.errors import InputError
 from offramp.policies import ExitPolicy
 from offramp.policies.configs import FromFileConfig
@@ -16,8 +17,6 @@ from offramp.sim.scenario import Scenario
 from offramp.sim.service import ServiceTimes
 from offramp.sim.workload import workload_from
 from offramp.traces.format import ExitTrace, load_trace, require_splits
-
-from .config import StudyConfig
 
 
 def _shipped_trace(name: str) -> Path | None:

@@ -15,12 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from offramp.analysis.cli.options import integer
+from offramp.analysis.report.tables import costs_line
+from offramp.analysis.studies.demo import DEMO_OUTPUTS, demo_pairs, jobs_per_model, run_demo_model
 from offramp.common.errors import InputError
 from offramp.common.outputs import output_dir
-
-from .demo import DEMO_OUTPUTS, demo_pairs, jobs_per_model, run_demo_model
-from .options import integer
-from .report import costs_line
 
 
 def _table(frame, title: str) -> Table:
@@ -54,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
             results[trace_name] = run_demo_model(
                 trace_name, profile_name, tmp, args.max_batch, args.requests, args.replications,
                 args.seed, progress=lambda: bar.advance(task))
+        from offramp.analysis.report.html import demo_report
         from offramp.common.machine import command_line
-
-        from .html_report import demo_report
 
         (tmp / "report.html").write_text(demo_report(tmp, results, command_line()),
                                          encoding="utf-8")

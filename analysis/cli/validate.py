@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from offramp.analysis.cli.options import exit_modes, integer, number, own_model
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 from offramp.core.modes import ExitMode
-
-from .options import exit_modes, integer, number, own_model
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -62,7 +61,7 @@ def _prepare(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
     """Check the real side's options and write the plan folder."""
     import torch
 
-    from .validate import prepare
+    from offramp.analysis.validation.prepare import prepare
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", None, "CUDA is not available on this machine",
@@ -80,17 +79,17 @@ def _prepare(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .resolve import fit_policy, load_study_profile, load_study_trace
-    from .validation import compare
+    from offramp.analysis.study.config import load_config
+    from offramp.analysis.study.resolve import fit_policy, load_study_profile, load_study_trace
+    from offramp.analysis.validation.compare import compare
 
     out = Path(args.output)
     if args.real_from is None:
         check_output_dir(out, VALIDATE_OUTPUTS, "validation folder")
     cfg = load_config(args.config)
     if args.set:
-        from .config import parse_config
-        from .overrides import apply_sets
+        from offramp.analysis.study.config import parse_config
+        from offramp.analysis.study.overrides import apply_sets
 
         cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True), args.set),
                            f"{args.config} with --set")

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from offramp.analysis.study.config import StudyConfig
+from offramp.analysis.study.resolve import build_scenario, load_study_trace, resolve_workload
 from offramp.common.errors import InputError
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import simulate
 from offramp.sim.workload import OpenLoop, workload_from
-
-from .config import StudyConfig
-from .resolve import build_scenario, load_study_trace, resolve_workload
 
 MAX_PROBES = 40
 

@@ -8,14 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from offramp.analysis.study.config import StudyConfig, parse_config
+from offramp.analysis.study.overrides import apply_fields
+from offramp.analysis.study.resolve import build_scenario, build_service, load_study_profile, load_study_trace
 from offramp.core import execution as stages
 from offramp.core.modes import ExitMode
 from offramp.sim.runner import simulate
 from offramp.traces.format import ExitTrace
-
-from .config import StudyConfig, parse_config
-from .overrides import apply_fields
-from .resolve import build_scenario, build_service, load_study_profile, load_study_trace
 
 HEADLINE = ["throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "agreement",
             "utilisation", "slo_attainment", "batch_size_stage_0"]

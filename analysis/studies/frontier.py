@@ -130,7 +130,7 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save_png
+    from offramp.analysis.report.plots import save_png
 
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))

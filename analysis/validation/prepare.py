@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from offramp.analysis.study.config import StudyConfig
+from offramp.analysis.study.resolve import fit_policy, load_study_profile, load_study_trace, resolve_workload
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.core.modes import ExitMode
@@ -25,9 +27,6 @@ from offramp.core.plan import PlanError, ValidationPlan
 from offramp.policies.base import ExitPolicy
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.traces.format import ExitTrace
-
-from .config import StudyConfig
-from .resolve import fit_policy, load_study_profile, load_study_trace, resolve_workload
 
 STATS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
          "throughput_rps", "utilisation"]

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .compare import full_batch_capacity_rps, run_grid
-from .config import StudyConfig, parse_config
+from offramp.analysis.studies.compare import full_batch_capacity_rps, run_grid
+from offramp.analysis.study.config import StudyConfig, parse_config
 
 POLICIES = [
     {"name": "none"},
@@ -55,7 +55,7 @@ def demo_study(trace_name: str, profile_name: str, max_batch: int, requests: int
 
     Batches wait up to a quarter of a full batch's time; the SLO is 3x a full batch's time.
     """
-    from .resolve import load_study_trace
+    from offramp.analysis.study.resolve import load_study_trace
 
     base = parse_config({
         "trace": {"path": trace_name}, "profile": {"path": profile_name},
@@ -87,7 +87,7 @@ def capacities(base: StudyConfig, start_rps: float, slo_ms: float, requests: int
     """The highest load within the SLO (99% of requests) for no exits and entropy τ=99 with
     keep and shrink, by the capacity search (:mod:`.capacity`; probes of up to 10,000
     requests x 2 replications)."""
-    from .capacity import find_capacity
+    from offramp.analysis.studies.capacity import find_capacity
 
     rows = []
     run = base.run.model_copy(update={"requests": min(requests, 10_000), "replications": 2})
@@ -108,7 +108,7 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
                    replications: int, seed: int, progress: Callable[[], None] | None = None
                    ) -> dict[str, Any]:
     """Run one model's demo, write its CSVs and plot under ``out``, return the results."""
-    from .plots import plot_sweep
+    from offramp.analysis.report.plots import plot_sweep
 
     base, cap, slo = demo_study(trace_name, profile_name, max_batch, requests, replications, seed)
     import pandas as pd
@@ -120,9 +120,8 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
     curve.to_csv(out / f"{trace_name}-load-sweep.csv", index=False)
     caps.to_csv(out / f"{trace_name}-capacity.csv", index=False)
     plot_sweep(curve, trace_name, slo, out / f"{trace_name}-load-sweep.png")
+    from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
     from offramp.profiling.latency import describe_costs
-
-    from .resolve import load_study_profile, load_study_trace, study_costs
 
     costs = describe_costs(study_costs(base, load_study_profile(base, load_study_trace(base))))
     return {"profile": profile_name, "capacity_no_exit_rps": cap, "slo_ms": slo,

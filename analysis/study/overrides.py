@@ -13,10 +13,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from offramp.analysis.study.config import parse_value
 from offramp.common.errors import InputError
 from offramp.sim.config import WorkloadConfig
-
-from .config import parse_value
 
 REPLACES_POLICY = ("name", "from_file")
 

@@ -6,13 +6,12 @@ import argparse
 import json
 from typing import Any
 
+from offramp.analysis.cli.options import integer, number
 from offramp.common.errors import InputError
 from offramp.common.machine import command_line
 from offramp.common.outputs import check_output_file
 from offramp.traces.format import load_trace
 from offramp.traces.summary import summarize
-
-from .options import integer, number
 
 MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
 
@@ -53,7 +52,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     trace = load_trace(resolve_trace(args.trace))
     summary = summarize(trace)
     if args.plot:
-        from .plots import plot_confidence
+        from offramp.analysis.report.plots import plot_confidence
 
         summary["plot"] = str(plot_confidence(trace, args.plot))
     if args.json:

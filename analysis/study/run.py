@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from offramp.analysis.study.config import StudyConfig
+from offramp.analysis.study.resolve import build_scenario, load_study_trace, resolve_workload
 from offramp.common.machine import command_line
 from offramp.common.outputs import output_dir
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.format import ExitTrace
-
-from .config import StudyConfig
-from .resolve import build_scenario, load_study_trace, resolve_workload
 
 
 @dataclass
@@ -100,7 +99,7 @@ RUN_OUTPUTS = ("config.resolved.yaml", "requests.parquet", "summary.json", "late
 
 def write_run(out: StudyOutput, dest: Path) -> Path:
     """Write the run folder atomically (temp folder, then rename)."""
-    from .plots import plot_run
+    from offramp.analysis.report.plots import plot_run
 
     dest = Path(dest)
     with output_dir(dest, RUN_OUTPUTS, "run folder") as tmp:

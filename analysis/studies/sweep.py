@@ -25,11 +25,10 @@ from typing import Any
 
 import pandas as pd
 
+from offramp.analysis.study.config import load_yaml, parse_config
+from offramp.analysis.study.overrides import apply_fields
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
-
-from .config import load_yaml, parse_config
-from .overrides import apply_fields
 
 SWEEP_OUTPUTS = ("points", "sweep.parquet", "sweep.json", "report.html")
 
@@ -85,7 +84,7 @@ def run_point(base: dict[str, Any], point: dict[str, Any], study_dir: str, dest:
               source: str) -> str:
     """Run one point and write its result file atomically; returns its name. Runs in a
     worker process (everything it needs comes in its arguments)."""
-    from .study import run_study
+    from offramp.analysis.study.run import run_study
 
     cfg = point_study(base, point, source)
     out = run_study(cfg, Path(study_dir))
@@ -103,10 +102,9 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path, sets: list
     """Everything checked before a point runs: the output folder, the base study (with
     ``--set`` items ``sets`` applied), the grid and every point as a study. Returns (base
     study mapping, points, names, folder)."""
+    from offramp.analysis.study.config import load_config
+    from offramp.analysis.study.overrides import apply_sets
     from offramp.common.outputs import check_output_dir
-
-    from .config import load_config
-    from .overrides import apply_sets
 
     out = check_output_dir(out, SWEEP_OUTPUTS, "sweep folder")
     base = load_config(study).model_dump(mode="json", exclude_unset=True)

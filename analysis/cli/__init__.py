@@ -7,22 +7,21 @@ import importlib
 import os
 import sys
 
+from offramp.analysis.cli.options import Parser
 from offramp.common.errors import InputError
-
-from .options import Parser
 
 # (module, attribute) of each subcommand group's ``register(subparsers)``; imported lazily so
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
 COMMANDS = {
-    "capacity": "offramp.analysis.cmd_capacity",
-    "demo": "offramp.analysis.cmd_demo",
-    "fit": "offramp.analysis.cmd_fit",
-    "profile": "offramp.analysis.cmd_profile",
-    "report": "offramp.analysis.cmd_report",
-    "simulate": "offramp.analysis.cmd_simulate",
-    "sweep": "offramp.analysis.cmd_sweep",
-    "traces": "offramp.analysis.cmd_traces",
-    "validate": "offramp.analysis.cmd_validate",
+    "capacity": "offramp.analysis.cli.capacity",
+    "demo": "offramp.analysis.cli.demo",
+    "fit": "offramp.analysis.cli.fit",
+    "profile": "offramp.analysis.cli.profile",
+    "report": "offramp.analysis.cli.report",
+    "simulate": "offramp.analysis.cli.simulate",
+    "sweep": "offramp.analysis.cli.sweep",
+    "traces": "offramp.analysis.cli.traces",
+    "validate": "offramp.analysis.cli.validate",
 }
 
 
@@ -95,6 +94,3 @@ def main(argv: list[str] | None = None) -> int:
               "and report it)", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from offramp.analysis.study.config import StudyConfig
+from offramp.analysis.study.resolve import fit_policy, study_costs
 from offramp.policies.costs import average_cost, exit_costs
 from offramp.policies.table import ExitTable
 from offramp.profiling.format import LatencyProfile
 from offramp.traces.format import ExitTrace
-
-from .config import StudyConfig
-from .resolve import fit_policy, study_costs
 
 
 def fit_and_report(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile,

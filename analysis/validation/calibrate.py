@@ -18,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from offramp.analysis.study.config import parse_config
+from offramp.analysis.study.resolve import load_study_trace
 from offramp.common.errors import InputError
 from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile, save_profile
 from offramp.profiling.shipped import resolve_profile
-
-from .config import parse_config
-from .resolve import load_study_trace
 
 
 def calibrate_profile(profile: str, output: Path, device: str = "cpu",
@@ -35,10 +34,9 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
                       keep: Path | None = None, own: dict[str, Any] | None = None,
                       log: Callable[..., None] = print) -> LatencyProfile:
     """Serve the real loop, fit, and write the calibrated profile to ``output``."""
+    from offramp.analysis.validation.compare import read_real_side, served_profile
+    from offramp.analysis.validation.prepare import prepare
     from offramp.profiling.validate_real import run_plan
-
-    from .validate import prepare
-    from .validation import read_real_side, served_profile
 
     if not all(0 < u < 1 for u in loads):
         raise InputError("--loads", None, "busy fractions must be in (0, 1)", "e.g. 0.3,0.6,0.9")

@@ -10,7 +10,7 @@ from offramp.common.outputs import check_output_file
 
 
 def run(args: argparse.Namespace) -> int:
-    from .html_report import report
+    from offramp.analysis.report.html import report
 
     out = Path(args.output) if args.output else Path(args.folder) / "report.html"
     check_output_file(out, "report file", ".html")

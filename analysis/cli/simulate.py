@@ -9,16 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from offramp.analysis.study.config import load_config, naming_study, parse_config
+from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
-
-from .config import load_config, naming_study, parse_config
-from .overrides import apply_sets
 
 
 def run(args: argparse.Namespace) -> int:
+    from offramp.analysis.study.run import RUN_OUTPUTS, run_study, summary_doc, write_run
     from offramp.common.outputs import check_output_dir, check_output_file
-
-    from .study import RUN_OUTPUTS, run_study, summary_doc, write_run
 
     check_output_dir(args.output, RUN_OUTPUTS, "run folder")
     if args.save_arrivals:
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
-        from .report import costs_line, print_summary
+        from offramp.analysis.report.tables import costs_line, print_summary
 
         title = (f"{out.trace.model_id} · {cfg.policy.name} · {cfg.server.exit_mode} · "
                  f"{len(out.result.runs)} replications ({out.result.engine} engine)")

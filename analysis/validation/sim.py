@@ -4,7 +4,7 @@ For each (mode, load) of a validation folder, the simulated side is the study a 
 write: the folder's calibrated profile (``served-profile-L*.json``, or the profiler's), the
 real stream's arrivals replayed, the plan's server and seed. :func:`sim_study` writes that
 mapping; ``offramp validate`` builds its stage tables and workload from it with the same
-functions as ``offramp simulate`` (:func:`offramp.analysis.resolve.build_service`), and saves
+functions as ``offramp simulate`` (:func:`offramp.analysis.study.resolve.build_service`), and saves
 it as ``sim-study-KEY.yaml``, so ``offramp simulate`` on it gives validate's simulated side to
 the request.
 """
@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from offramp.analysis.study.config import StudyConfig, parse_config
+from offramp.analysis.study.resolve import build_service, resolve_workload
 from offramp.common.atomic import atomic_path
 from offramp.core.modes import CostModel, ExitMode
 from offramp.core.plan import ValidationPlan
@@ -23,9 +25,6 @@ from offramp.profiling.format import load_profile
 from offramp.sim.scenario import Scenario
 from offramp.sim.workload import workload_from
 from offramp.traces.format import ExitTrace
-
-from .config import StudyConfig, parse_config
-from .resolve import build_service, resolve_workload
 
 
 def sim_study(trace: ExitTrace, plan: ValidationPlan, mode: ExitMode, profile_path: Path,

@@ -1,7 +1,7 @@
 """``offramp profile run|show|list|compare``: measure, inspect and compare latency profiles.
 
 The work lives in ``profiling/`` (``job`` runs a measurement, ``summary`` describes and
-compares profiles, ``shipped`` resolves names); plots in :mod:`offramp.analysis.plots`. The
+compares profiles, ``shipped`` resolves names); plots in :mod:`offramp.analysis.report.plots`. The
 measurement side imports only torch, numpy and the standard library; this module adds rich
 for the progress bar, when installed, and matplotlib for ``show --plot``.
 """
@@ -13,13 +13,12 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from offramp.analysis.cli.options import integer, number
 from offramp.common.outputs import check_output_file
 from offramp.profiling.format import load_profile, save_profile
 from offramp.profiling.job import BACKENDS, DEFAULT_SEQ_LEN, MODELS, ProfileJob
 from offramp.profiling.shipped import list_shipped, resolve_profile, shipped_profile_path
 from offramp.profiling.summary import compare_profiles, profile_summary, stage_summary
-
-from .options import integer, number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,9 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from offramp.analysis.cli.progress import progress_bar
     from offramp.profiling.job import run_job
-
-    from .progress import progress_bar
 
     job = ProfileJob(**{f.name: getattr(args, f.name) for f in fields(ProfileJob)})
     check_output_file(job.output, "profile file")
@@ -146,10 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from offramp.analysis.cli.options import exit_modes, own_model
+    from offramp.analysis.validation.calibrate import calibrate_profile
     from offramp.common.errors import InputError
-
-    from .calibrate import calibrate_profile
-    from .options import exit_modes, own_model
 
     check_output_file(args.output, "profile file")
     try:
@@ -218,7 +215,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     profile = resolve_profile(args.profile)
     stages = stage_summary(profile)
     if args.plot:
-        from .plots import plot_profile
+        from offramp.analysis.report.plots import plot_profile
 
         plot_profile(profile, args.plot, args.scale)
     if args.json:

@@ -1,0 +1,2 @@
+"""Studies built on the simulator: capacity search, sweeps, the policy frontier, the demo, grids
+of variants."""
