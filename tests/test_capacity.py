@@ -63,3 +63,20 @@ def test_capacity_refuses_what_has_no_rate(capsys):
         find_capacity(cfg, None, 10.0)
     assert main(["capacity", "nope.yaml", "--slo-p99-ms", "10", "--slo-mean-ms", "3"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_capacity_takes_the_study_slo_when_no_bound_is_given(tmp_path, capsys):
+    import yaml
+
+    study = tmp_path / "q.yaml"
+    study.write_text(yaml.safe_dump({**_queue("exponential"), "slo": {"latency_ms": 10.0},
+                                     "run": {"requests": 4000, "replications": 2, "seed": 1}}))
+    runs = []
+    for extra in ([], ["--slo-p99-ms", "10"]):
+        capsys.readouterr()
+        assert main(["capacity", str(study), "--json", "--tol", "0.05", *extra]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    assert runs[0] == runs[1]
+    study.write_text(yaml.safe_dump(_queue("exponential")))  # no SLO anywhere: one clear error
+    assert main(["capacity", str(study)]) == 2
+    assert "slo.latency_ms in the study" in capsys.readouterr().err

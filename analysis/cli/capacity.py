@@ -34,11 +34,13 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import find_capacity
 
-    if (args.slo_p99_ms is None) == (args.slo_mean_ms is None):
-        raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
-                         "--slo-mean-ms", "e.g. --slo-p99-ms 20")
     base = Path(args.config).parent
     cfg0 = load_config(args.config)
+    if args.slo_p99_ms is None and args.slo_mean_ms is None and cfg0.slo.latency_ms is not None:
+        args.slo_p99_ms = cfg0.slo.latency_ms  # the study's own SLO, at --attainment
+    if (args.slo_p99_ms is None) == (args.slo_mean_ms is None):
+        raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
+                         "--slo-mean-ms (or slo.latency_ms in the study)", "e.g. --slo-p99-ms 20")
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
@@ -76,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("capacity", help="the highest arrival rate that meets a latency SLO",
                        description=__doc__)
     p.add_argument("config", help="study YAML (its workload rate is where the search starts)")
-    p.add_argument("--slo-p99-ms", type=number(0), help="latency bound for the --attainment "
+    p.add_argument("--slo-p99-ms", type=number(0), help="(default: the study's slo.latency_ms) "
+                   "latency bound for the --attainment "
                    "quantile (default p99)")
     p.add_argument("--attainment", type=number(0, 1), default=0.99,
                    help="share of requests within the bound (0.99: p99)")
