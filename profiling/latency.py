@@ -195,3 +195,22 @@ def describe_costs(model: LatencyModel) -> dict:
                               if k in served}
     return doc
 
+
+
+def noisy_stages(model: LatencyModel, max_batch: int, ratio: float = 5.0,
+                 min_extra_ms: float = 0.5) -> list[str]:
+    """Stages whose sampled tail is implausible for a study up to ``max_batch``: p99 more than
+    ``ratio`` × p50 and more than ``min_extra_ms`` above it at some batch size (a profile too
+    noisy to trust there; its p99 would put absurd tails into the simulation)."""
+    out = []
+    for kind, k in sorted({(r["kind"], r["k"]) for r in model.profile.rows}):
+        for b in range(1, max_batch + 1):
+            try:
+                p50, sigma = model.lookup(StageKind(kind), k, b)
+            except InputError:
+                break
+            p99 = p50 * math.exp(sigma * Z99)
+            if p50 > 0 and p99 > ratio * p50 and p99 - p50 > min_extra_ms:
+                out.append(f"{kind} {k} at batch {b}: p99 {p99:.3g} ms = {p99 / p50:.1f}x p50")
+                break
+    return out

@@ -18,7 +18,7 @@ from scipy.signal import lfilter
 
 from offramp.core.execution import BatchPlan
 from offramp.core.modes import ExitMode, StageKind
-from offramp.profiling.latency import LatencyModel, describe_costs
+from offramp.profiling.latency import LatencyModel, describe_costs, noisy_stages
 
 ROWS_PER_CHUNK = 1024
 
@@ -232,6 +232,9 @@ class ServiceTimes:
             svc.wake = [[model.wake_ms(b, 1000.0 * t) / 1000.0 for t in cls.IDLE_GRID_S]
                         for b in range(max_batch + 1)]
         svc.costs = describe_costs(model)
+        noisy = noisy_stages(model, max_batch) if sampled else []
+        if noisy:  # a tail too wide to trust: say so wherever the costs are shown
+            svc.costs["noisy_stages"] = noisy
         return svc
 
     @classmethod

@@ -121,3 +121,27 @@ def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path,
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stage_costs"]["model"] == "served"
     assert summary["stage_costs"]["calibration"]["fitted_on"]["loads"] == [0.5]
+
+
+def test_a_profile_too_noisy_to_trust_is_named(tmp_path):
+    # Synthetic profile (a unit-test input): every stage's p99 is 10x its p50.
+    from offramp.profiling.format import save_profile
+    from offramp.profiling.latency import noisy_stages
+
+    noisy = synthetic_profile(n_exits=4, spread=9.0)
+    assert noisy_stages(stage_costs(noisy), 8)[0].startswith("head 0 at batch")
+    assert noisy_stages(stage_costs(synthetic_profile(spread=0.1)), 8) == []
+    from offramp.traces.format import save_trace
+    from offramp.traces.synthetic import synthetic_trace
+
+    save_trace(synthetic_trace(400, seed=1, n_exits=4), tmp_path / "t.npz")
+    save_profile(noisy, tmp_path / "p.json")
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"trace": {"path": "t.npz"},
+                                     "profile": {"path": "p.json", "latency": "sampled"},
+                                     "policy": {"name": "none"}, "server": {"exit_mode": "none"},
+                                     "workload": {"rate_rps": 200.0},
+                                     "run": {"requests": 300, "replications": 1}}))
+    assert main(["simulate", str(study), "-o", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage_costs"]["noisy_stages"]

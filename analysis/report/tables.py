@@ -68,5 +68,8 @@ def costs_line(costs: dict[str, Any] | None) -> str:
         if fitted.get("date"):
             line += f", calibrated {str(fitted['date'])[:10]} at loads {fitted.get('loads')}"
         line += ")"
+    if costs.get("noisy_stages"):
+        line += ("; too noisy to trust (p99 > 5x p50): " + "; ".join(costs["noisy_stages"][:3])
+                 + (" ..." if len(costs["noisy_stages"]) > 3 else ""))
     return line
 
