@@ -34,12 +34,15 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import find_capacity
 
+    if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
+        raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
+                         "--slo-mean-ms", "e.g. --slo-p99-ms 20")
     base = Path(args.config).parent
     cfg0 = load_config(args.config)
     if args.slo_p99_ms is None and args.slo_mean_ms is None and cfg0.slo.latency_ms is not None:
         args.slo_p99_ms = cfg0.slo.latency_ms  # the study's own SLO, at --attainment
-    if (args.slo_p99_ms is None) == (args.slo_mean_ms is None):
-        raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
+    if args.slo_p99_ms is None and args.slo_mean_ms is None:
+        raise InputError("capacity", "--slo-p99-ms", "give one of --slo-p99-ms and "
                          "--slo-mean-ms (or slo.latency_ms in the study)", "e.g. --slo-p99-ms 20")
     console = Console(stderr=True)
     results = []
