@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from offramp.policies.base import ExitPolicy
 from offramp.profiling.format import LatencyProfile
@@ -110,3 +111,20 @@ def knapsack_bound(correct: np.ndarray, costs: np.ndarray, budget: float) -> flo
             got += room / w
             break
     return got / n
+
+
+def _have_fmnist() -> bool:
+    try:
+        from offramp.traces.datasets import fashion_mnist_dir
+
+        fashion_mnist_dir()
+        return True
+    except Exception:  # noqa: BLE001 - the dataset package is missing
+        return False
+
+
+# Tests that serve real Fashion-MNIST images (CI installs Debian's dataset-fashion-mnist as root).
+HAVE_FMNIST = _have_fmnist()
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
+                                  reason="Debian dataset-fashion-mnist is not installed")
+

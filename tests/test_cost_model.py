@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from helpers import needs_fmnist
 
 from offramp.analysis.cli import main
 from offramp.common.errors import InputError
@@ -90,17 +91,7 @@ def test_an_analytic_service_takes_no_costs(tmp_path):
     assert main(["simulate", str(path), "-o", str(tmp_path / "o")]) == 2
 
 
-def _have_fmnist() -> bool:
-    try:
-        from offramp.traces.datasets import fashion_mnist_dir
-
-        fashion_mnist_dir()
-        return True
-    except Exception:  # noqa: BLE001 - the dataset package is missing
-        return False
-
-
-@pytest.mark.skipif(not _have_fmnist(), reason="Debian dataset-fashion-mnist is not installed")
+@needs_fmnist
 def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path, capsys):
     out = tmp_path / "cal.json"
     assert main(["profile", "calibrate", "fmnist-resnet-cpu", "-o", str(out), "--loads", "0.5",

@@ -10,18 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import needs_fmnist
 
 from offramp.analysis.cli import main
 from offramp.profiling.real_runs import calibrate_rate
 from offramp.traces.shipped import resolve_trace
-
-try:
-    from offramp.traces.datasets import fashion_mnist_dir
-
-    fashion_mnist_dir()
-    HAVE_DATA = True
-except Exception:  # noqa: BLE001 - the dataset package is missing
-    HAVE_DATA = False
 
 
 def test_calibration_finds_the_rate_of_a_known_curve():
@@ -33,7 +26,7 @@ def test_calibration_finds_the_rate_of_a_known_curve():
         assert len(probes) <= 7
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="Debian dataset-fashion-mnist is not installed")
+@needs_fmnist
 def test_a_short_real_validation_is_sound(tmp_path, capsys):
     from offramp.policies import build_policy
     from offramp.traces.format import load_trace
