@@ -8,6 +8,8 @@ leaves (``exit_index``), which lets the simulator compute all exits up front.
 
 from __future__ import annotations
 
+import inspect
+from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,13 +64,59 @@ class ExitPolicy:
         out[-1] = True
         return out
 
+    # Constructor parameters get_params leaves out (objects with no JSON form, e.g. a profile).
+    unsaved_params: ClassVar[tuple[str, ...]] = ()
+
     def get_params(self) -> dict[str, Any]:
-        """Constructor parameters and fitted state, JSON-ready, for saving a fitted policy."""
-        return {"name": self.name}
+        """Constructor parameters and, once fitted, the fitted values: plain JSON types.
+
+        The parameters come from ``__init__``'s signature (as in scikit-learn), each read from
+        the attribute of the same name; one left at a ``None`` default is omitted. A fitted
+        policy adds :meth:`fitted_params` (a ``None`` there removes a parameter it replaces).
+        """
+        out: dict[str, Any] = {"name": self.name}
+        for p in inspect.signature(type(self).__init__).parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
+                    or p.name in self.unsaved_params:
+                continue
+            value = getattr(self, p.name)
+            if value is not None or p.default is not None:
+                out[p.name] = plain(value)
+        if hasattr(self, "n_exits_"):
+            for key, value in self.fitted_params().items():
+                if value is None:
+                    out.pop(key, None)
+                else:
+                    out[key] = plain(value)
+        return out
+
+    def fitted_params(self) -> dict[str, Any]:
+        """What fitting learned, for :meth:`get_params` (``None`` drops a replaced parameter)."""
+        return {}
 
     def __repr__(self) -> str:
         params = {k: v for k, v in self.get_params().items() if k != "name"}
         return f"{type(self).__name__}({params})"
+
+
+def plain(value: Any, finite: bool = False) -> Any:
+    """``value`` in plain Python types: arrays and NumPy scalars, enums, nested policies
+    (their ``get_params``); with ``finite``, non-finite floats become strings (strict JSON)."""
+    if isinstance(value, ExitPolicy):
+        value = value.get_params()
+    if isinstance(value, dict):
+        return {str(k): plain(v, finite) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [plain(v, finite) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Enum):
+        return value.value
+    if finite and isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
 
 
 class Controller:

@@ -64,15 +64,9 @@ class ConfidencePolicy(ExitPolicy):
         mask[:, :-1] = conf[:, :-1] >= self.conf_thresholds_[None, :]
         return mask
 
-    def get_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        if hasattr(self, "thresholds_"):
-            out["thresholds"] = [float(x) for x in self.thresholds_]
-        else:
-            for key in ("thresholds", "fractions", "tolerance_pct"):
-                if getattr(self, key) is not None:
-                    out[key] = getattr(self, key)
-        return out
+    def fitted_params(self) -> dict[str, Any]:
+        # The fitted thresholds replace however they were chosen.
+        return {"thresholds": self.thresholds_, "fractions": None, "tolerance_pct": None}
 
 
 class MaxProb(ConfidencePolicy):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -90,12 +89,6 @@ class DynamicOFA(StatefulPolicy):
         self._check_fitted_any()
         return ManagerRun(self, n_replicas)
 
-    def get_params(self) -> dict[str, Any]:
-        return {"name": self.name, "levels": [lvl.get_params() for lvl in self.levels],
-                "latency_target_ms": self.latency_target_ms,
-                "accuracy_target": self.accuracy_target, "window": self.window,
-                "warmup": self.warmup, "up_after": self.up_after,
-                "switch_cost_ms": self.switch_cost_ms, "lock": self.lock, "hold_s": self.hold_s}
 
 
 class ManagerRun(Controller):

@@ -253,11 +253,6 @@ class EENet(LearnedScorePolicy):
             raw, _ = _forward(self.net_, *eenet_features(trace))
         return raw.numpy().astype(np.float64)
 
-    def get_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "budget_ms": self.budget_ms,
-                               "costs": [float(x) for x in self.costs]}
-        if hasattr(self, "thresholds_"):
-            out.update(thresholds=[float(x) for x in self.thresholds_],
-                       fractions=[float(x) for x in self.fractions_],
-                       val_cost_ms=self.val_cost_ms_, val_accuracy=self.val_accuracy_)
-        return out
+    def fitted_params(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds_, "fractions": self.fractions_,
+                "val_cost_ms": self.val_cost_ms_, "val_accuracy": self.val_accuracy_}

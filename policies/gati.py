@@ -137,11 +137,7 @@ class Gati(LearnedScorePolicy):
     def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
         return self._selector_probs(trace, np.arange(trace.n_samples))
 
-    def get_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "accuracy_target": self.accuracy_target,
-                               "costs": [float(x) for x in self.costs]}
-        if hasattr(self, "exits_"):
-            out.update(exits=self.exits_, threshold=self.threshold_, feasible=self.feasible_,
-                       val_accuracy=self.val_accuracy_,
-                       expected_latency_ms=self.expected_latency_ms_)
-        return out
+    def fitted_params(self) -> dict[str, Any]:
+        return {"exits": self.exits_, "threshold": self.threshold_, "feasible": self.feasible_,
+                "val_accuracy": self.val_accuracy_,
+                "expected_latency_ms": self.expected_latency_ms_}

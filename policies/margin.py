@@ -11,7 +11,7 @@ and one line in :data:`offramp.policies.registry.REGISTRY`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,5 +49,3 @@ class Margin(ExitPolicy):
         top2 = np.sort(np.asarray(trace.softmax[samples], dtype=np.float64), axis=2)[:, :, -2:]
         return (top2[:, :, 1] - top2[:, :, 0]) >= self.min_margin
 
-    def get_params(self) -> dict[str, Any]:
-        return {"name": self.name, "min_margin": self.min_margin}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -112,6 +111,3 @@ class BudgetedOracle(ExitPolicy):
         mask[np.arange(len(samples)), self.exits_[samples]] = True
         return mask
 
-    def get_params(self) -> dict[str, Any]:
-        return {"name": self.name, "budget_ms": self.budget_ms,
-                "costs": [float(x) for x in self.costs]}

@@ -98,6 +98,7 @@ class PAME(ExitPolicy):
     """PAME's precision-aware thresholds and greedy exit placement for batches of ``max_batch``."""
 
     name = "pame"
+    unsaved_params = ("latency",)  # a profile: the study names it
 
     def __init__(self, tolerance_pct: float, latency: LatencyModel | LatencyProfile,
                  max_batch: int, exit_mode: ExitMode | str = ExitMode.SHRINK,
@@ -222,9 +223,5 @@ class PAME(ExitPolicy):
         mask[:, :-1] = mp[:, :-1] >= self.thresholds_[None, :]
         return mask
 
-    def get_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "tolerance_pct": self.tolerance_pct,
-                               "max_batch": self.max_batch, "exit_mode": str(self.exit_mode)}
-        if hasattr(self, "exits_"):
-            out.update(exits=self.exits_, thresholds=[float(x) for x in self.thresholds_])
-        return out
+    def fitted_params(self) -> dict[str, Any]:
+        return {"exits": self.exits_, "thresholds": self.thresholds_}

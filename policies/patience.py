@@ -76,12 +76,5 @@ class Patience(ExitPolicy):
     def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
         return unchanged_counts(trace.pred[samples]) >= self.patience_
 
-    def get_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        if hasattr(self, "patience_"):
-            out["patience"] = self.patience_
-        elif self.patience is not None:
-            out["patience"] = self.patience
-        else:
-            out["tolerance_pct"] = self.tolerance_pct
-        return out
+    def fitted_params(self) -> dict[str, Any]:
+        return {"patience": self.patience_, "tolerance_pct": None}

@@ -24,6 +24,7 @@ from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
 
 from . import configs as C
+from . import parse
 from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit
 from .confidence import Entropy, MaxProb
@@ -36,7 +37,7 @@ from .oracle_lp import BudgetedOracle
 from .pame import PAME
 from .patience import Patience
 
-parse_policy = C.parse_policy
+parse_policy = parse.parse_policy
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Registered(NamedTuple):
     @property
     def name(self) -> str:
         """The registry key, from the config class (one place spells a policy's name)."""
-        return C.config_name(self.config)
+        return parse.config_name(self.config)
 
 
 BUILTIN = (
@@ -132,7 +133,7 @@ BUILTIN = (
 )
 REGISTRY: dict[str, Registered] = {entry.name: entry for entry in BUILTIN}
 POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.items()}
-C.use_registry(REGISTRY)
+parse.use_registry(REGISTRY)
 
 
 def register(config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
@@ -146,7 +147,7 @@ def register(config: type[C.PolicyConfigBase], policy: type[ExitPolicy],
 
 
 def _config(cfg: Any) -> C.PolicyConfigBase:
-    return cfg if isinstance(cfg, C.PolicyConfigBase) else C.parse_policy(cfg)
+    return cfg if isinstance(cfg, C.PolicyConfigBase) else parse.parse_policy(cfg)
 
 
 def make_policy(cfg: C.PolicyConfigBase | dict) -> ExitPolicy:

@@ -19,7 +19,7 @@ from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
-from .base import ExitPolicy
+from .base import ExitPolicy, plain
 
 FORMAT = "offramp-policy"
 VERSION = 1
@@ -53,7 +53,7 @@ class ExitTable(ExitPolicy):
             raise InputError("policy", "name", f"{policy.name!r} is stateful and has no exit table",
                              "save a static policy")
         exits = policy.exit_index(trace, np.arange(trace.n_samples))
-        return cls(exits, trace_fingerprint(trace), policy.name, _jsonable(policy.get_params()),
+        return cls(exits, trace_fingerprint(trace), policy.name, plain(policy.get_params(), finite=True),
                    policy.active_exits(trace.n_exits).tolist())
 
     def fit(self, trace: ExitTrace, split: str = "val") -> ExitTable:
@@ -146,17 +146,3 @@ def load_policy(path: str | Path) -> ExitTable:
     table.source_file = str(path)
     return table
 
-
-def _jsonable(value: Any) -> Any:
-    """Parameters with NumPy values turned into plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value

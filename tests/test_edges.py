@@ -18,7 +18,6 @@ from offramp.policies import policy_config
 from offramp.policies.base import StatefulPolicy
 from offramp.policies.baselines import NoExit, StaticExit
 from offramp.policies.confidence import MaxProb
-from offramp.policies.configs import configs
 from offramp.policies.costs import check_costs
 from offramp.policies.dynamic_ofa import DynamicOFA
 from offramp.policies.eenet import EENet
@@ -26,6 +25,7 @@ from offramp.policies.gati import Gati
 from offramp.policies.mixing import upper_hull
 from offramp.policies.oracle_lp import oracle_lp
 from offramp.policies.pame import PAME
+from offramp.policies.parse import configs
 from offramp.policies.patience import Patience
 from offramp.policies.table import load_policy
 from offramp.policies.thresholds import from_tolerance

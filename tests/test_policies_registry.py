@@ -146,7 +146,8 @@ def test_config_round_trips_through_a_dump():
 
 def test_registry_is_name_to_config_policy_build():
     from offramp.policies import REGISTRY
-    from offramp.policies.configs import PolicyConfigBase, configs
+    from offramp.policies.configs import PolicyConfigBase
+    from offramp.policies.parse import configs
 
     assert set(REGISTRY) == set(configs()) == set(POLICIES)
     for name, entry in REGISTRY.items():
@@ -199,3 +200,27 @@ def test_a_registered_policy_works_by_name_and_as_a_dynamic_ofa_level():
     finally:
         REGISTRY.pop("last-test")
         POLICIES.pop("last-test")
+
+
+@pytest.mark.parametrize("make, given", [
+    (lambda: MaxProb(tolerance_pct=99), {"tolerance_pct": 99}),
+    (lambda: Entropy(fractions=[0.4, 0.3, 0.2, 0.1]), {"fractions": [0.4, 0.3, 0.2, 0.1]}),
+    (lambda: Patience(tolerance_pct=98), {"tolerance_pct": 98}),
+    (lambda: Gati(0.85, COSTS1, lookup_ms=0.1, l2=2.0), {"lookup_ms": 0.1, "l2": 2.0}),
+    (lambda: BudgetedOracle(2.0, COSTS1), {"budget_ms": 2.0}),
+    (lambda: EENet(2.5, COSTS1, n_fits=1, epochs=10, lr=5e-3, seed=3),
+     {"n_fits": 1, "epochs": 10, "lr": 5e-3, "seed": 3}),
+], ids=["maxprob", "entropy", "patience", "gati", "oracle-budget", "eenet"])
+def test_params_come_from_the_signature_and_rebuild_the_policy(make, given):
+    pol = make()
+    params = pol.get_params()
+    assert given.items() <= params.items()  # every argument given, none forgotten
+    rebuilt = type(pol)(**{k: v for k, v in params.items() if k != "name"})
+    assert rebuilt.get_params() == params
+    pol.fit(TRACE)
+    fitted = pol.get_params()
+    assert set(params) - {"fractions", "tolerance_pct"} <= set(fitted)
+    json.dumps(fitted)
+    if isinstance(pol, (MaxProb, Entropy, Patience)):  # the fitted values alone reproduce it
+        again = type(pol)(**{k: v for k, v in fitted.items() if k != "name"}).fit(TRACE)
+        assert same_exits(again, pol)

@@ -15,10 +15,11 @@ import pandas as pd
 
 from offramp.common.outputs import output_dir
 from offramp.core.modes import CostModel
-from offramp.policies.configs import PolicyConfigBase, parse_policy
+from offramp.policies.configs import PolicyConfigBase
 from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
 from offramp.policies.oracle_lp import oracle_frontier
+from offramp.policies.parse import parse_policy
 from offramp.policies.registry import build_policy
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import stage_costs

@@ -19,7 +19,8 @@ from pydantic import (
 )
 
 from offramp.common.errors import InputError
-from offramp.policies.configs import FromFileConfig, NoneConfig, PolicyConfigBase, parse_policy
+from offramp.policies.configs import FromFileConfig, NoneConfig, PolicyConfigBase
+from offramp.policies.parse import parse_policy
 from offramp.sim.config import RunConfig, ServerConfig, ServiceConfig, WorkloadConfig
 
 
