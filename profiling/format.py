@@ -27,10 +27,11 @@ from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
 from offramp.core.modes import StageKind
 
+from .format_meta import KINDS, MAX_MS, integer, number, validate_loop_meta
+
 FORMAT = "offramp-profile"
 VERSION = 2
 READS = (1, 2)
-KINDS = tuple(kind.value for kind in StageKind)  # the canonical order (offramp.core)
 # Stages a profile may leave out; the latency model then takes them as 0 ms.
 OPTIONAL_KINDS = tuple(kind.value for kind in StageKind if kind.optional)
 _NOTICED: set[str] = set()
@@ -69,7 +70,6 @@ class LatencyProfile:
         return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
 
-MAX_MS = 3.6e6  # an hour: no stage of a served model takes longer
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -139,163 +139,60 @@ def validate_profile(p: LatencyProfile) -> None:
         raise InputError(src, "meta.model_id", f"must be a name of letters, digits, '.', '_' "
                          f"and '-', got {model_id!r}", "rename the model (it names files)")
     k_exits = p.meta["n_exits"]
-    if not _integer(k_exits) or k_exits < 1:
+    if not integer(k_exits) or k_exits < 1:
         raise InputError(src, "meta.n_exits", f"must be a positive integer, got {k_exits!r}", fix)
     if not isinstance(p.rows, list) or not p.rows:
         raise InputError(src, "rows", "profile has no rows", fix)
-    seen = set()
+    seen: set[tuple] = set()
     for i, r in enumerate(p.rows):
-        where = f"rows[{i}]"
-        if not isinstance(r, dict):
-            raise InputError(src, where, "must be a mapping", fix)
-        for c in COLUMNS:
-            if c not in r:
-                raise InputError(src, f"{where}.{c}", "missing", fix)
-        if r["kind"] not in KINDS:
-            raise InputError(src, f"{where}.kind", f"{r['kind']!r} is not one of {KINDS}", fix)
-        k_max = {"segment": k_exits, "head": k_exits, "compact": k_exits - 1,
-                 "check": k_exits - 1, "handoff": k_exits - 1, "overhead": 1}
-        if not _integer(r["k"]) or not 0 <= r["k"] < k_max[r["kind"]]:
-            what = {"check": "an early exit (decisions are taken at exits 0..K-2)",
-                    "handoff": "a segment boundary (0..K-2)", "compact": "an early exit (0..K-2)",
-                    "overhead": "0 (overhead is per batch)"}.get(r["kind"], "an exit (0..K-1)")
-            raise InputError(src, f"{where}.k", f"exit index {r['k']!r} out of range for "
-                             f"kind {r['kind']} with {k_exits} exits: must be {what}", fix)
-        if not _integer(r["batch"]) or r["batch"] < 1:
-            raise InputError(src, f"{where}.batch", f"must be a positive integer, got {r['batch']!r}",
-                             fix)
-        for c in ("p50_ms", "mean_ms", "p99_ms", "std_ms"):
-            v = r[c]
-            if not _number(v) or not math.isfinite(v) or v < 0:
-                raise InputError(src, f"{where}.{c}", f"must be a finite number >= 0, got {v!r}", fix)
-            if v > MAX_MS:
-                raise InputError(src, f"{where}.{c}", f"{v!r} ms is not a stage time: must be at "
-                                 f"most {MAX_MS:g} ms (an hour)", fix)
-        if StageKind(r["kind"]).is_model and r["p50_ms"] <= 0:
-            raise InputError(src, f"{where}.p50_ms", f"a {r['kind']} must take some time: must "
-                             f"be > 0 ms, got {r['p50_ms']!r}", fix)
-        if r["p99_ms"] < r["p50_ms"]:
-            raise InputError(src, f"{where}.p99_ms", f"p99 {r['p99_ms']} < p50 {r['p50_ms']}", fix)
-        if not _integer(r["runs"]) or r["runs"] < 1:
-            raise InputError(src, f"{where}.runs", f"must be a positive integer, got {r['runs']!r}",
-                             fix)
-        key = (r["kind"], r["k"], r["batch"])
+        key = _check_row(r, f"rows[{i}]", k_exits, src, fix)
         if key in seen:
-            raise InputError(src, where, f"duplicate row for {key}", fix)
+            raise InputError(src, f"rows[{i}]", f"duplicate row for {key}", fix)
         seen.add(key)
     for kind in (kind for kind in StageKind if kind.is_model):
         for k in range(k_exits):
             if not any(s[0] == kind and s[1] == k for s in seen):
                 raise InputError(src, "rows", f"no rows for {kind} {k}",
                                  "measure every segment and head")
-    _validate_loop_meta(p, fix)
+    validate_loop_meta(p.meta, src, fix)
 
 
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _integer(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _validate_loop_meta(p: LatencyProfile, fix: str) -> None:
-    """The optional in-loop metadata the latency model reads: the wake-up table, the served
-    per-size times and the stage-noise correlation."""
-    src, meta = p.source, p.meta
-
-    def bad(field: str, problem: str) -> InputError:
-        return InputError(src, f"meta.{field}", problem, fix)
-
-    wake = meta.get("wake_ms")
-    if wake is not None:
-        if not isinstance(wake, dict) or not all(k in wake for k in ("batch", "idle_ms", "extra_ms")):
-            raise bad("wake_ms", "must hold batch, idle_ms and extra_ms")
-        b, idle, extra = wake["batch"], wake["idle_ms"], wake["extra_ms"]
-        ok = (isinstance(b, list) and b and all(_integer(x) and x >= 1 for x in b)
-              and isinstance(idle, list) and idle and all(_number(x) and x >= 0 for x in idle)
-              and isinstance(extra, list) and len(extra) == len(b)
-              and all(isinstance(row, list) and len(row) == len(idle)
-                      and all(_number(x) and math.isfinite(x) and 0 <= x <= MAX_MS for x in row)
-                      for row in extra))
-        if not ok:
-            raise bad("wake_ms", "extra_ms must be one row of finite ms >= 0 per batch size, "
-                      "one value per idle time")
-        if any(nxt <= cur for cur, nxt in zip(idle, idle[1:], strict=False)) or \
-                any(nxt <= cur for cur, nxt in zip(b, b[1:], strict=False)):
-            raise bad("wake_ms", "batch and idle_ms must increase")
-    def check_tail(tail: object, field: str, empty_ok: bool = False) -> None:
-        ok = (isinstance(tail, dict) and isinstance(tail.get("batch"), list)
-              and isinstance(tail.get("ms"), list) and (tail["batch"] or empty_ok)
-              and len(tail["batch"]) == len(tail["ms"])
-              and all(_integer(b) and b >= 1 for b in tail["batch"])
-              and all(_number(x) and math.isfinite(x) and 0 <= x <= MAX_MS for x in tail["ms"]))
-        if not ok:
-            raise bad(field, "must hold batch (sizes) and ms (one finite ms >= 0 each)")
-
-    def check_corr(corr: object, field: str) -> None:
-        if not isinstance(corr, dict) or not all(
-                _number(corr.get(k)) and 0 <= corr[k] < 1 for k in ("within", "across")):
-            raise bad(field, "must hold within and across, each in [0, 1)")
-
-    if meta.get("batch_tail_ms") is not None:
-        check_tail(meta["batch_tail_ms"], "batch_tail_ms")
-    if meta.get("stage_noise_corr") is not None:
-        check_corr(meta["stage_noise_corr"], "stage_noise_corr")
-    served = meta.get("served_costs")
-    if served is not None:
-        _validate_served(served, bad, check_tail, check_corr)
-    residual = meta.get("in_loop_residual_ms")
-    if residual is not None:
-        if not isinstance(residual, dict):
-            raise bad("in_loop_residual_ms", "must be a mapping")
-        for key, v in residual.items():
-            if not isinstance(v, dict) or not _number(v.get("median_ms")) \
-                    or not math.isfinite(v["median_ms"]):
-                raise bad(f"in_loop_residual_ms.{key}", "must hold median_ms (a number)")
-            for name in ("served_p50_ms", "served_p99_ms"):
-                pts = v.get(name)
-                if pts is None:
-                    continue
-                if not isinstance(pts, list) or not all(
-                        isinstance(q, list) and len(q) == 2 and _integer(q[0]) and _number(q[1])
-                        and math.isfinite(q[1]) and 0 < q[1] <= MAX_MS for q in pts):
-                    raise bad(f"in_loop_residual_ms.{key}.{name}",
-                              "must be [[batch, ms > 0], ...]")
-
-
-def _validate_served(served: object, bad, check_tail, check_corr) -> None:
-    """``served_costs`` (profiling/served.py): the idle bins, an idle-factor table per stage
-    kind, a (batch, p50 ms, σ, count) table per stage, the noise correlation and the tail."""
-    if not isinstance(served, dict):
-        raise bad("served_costs", "must be a mapping")
-    idle = served.get("idle_edges_ms")
-    if not (isinstance(idle, list) and idle and all(_number(e) and 0 <= e <= MAX_MS for e in idle)
-            and all(b > a for a, b in zip(idle, idle[1:], strict=False))):
-        raise bad("served_costs.idle_edges_ms", "must be increasing times in ms")
-    factor = served.get("factor")
-    if not isinstance(factor, dict) or not all(k in factor for k in KINDS):
-        raise bad("served_costs.factor", f"must hold a table for every stage kind "
-                  f"({', '.join(KINDS)})")
-    for kind, f in factor.items():
-        if not (isinstance(f, dict) and isinstance(f.get("idle"), list)
-                and len(f["idle"]) == len(idle) + 1
-                and all(_number(x) and math.isfinite(x) and 0 < x <= 1000 for x in f["idle"])):
-            raise bad(f"served_costs.factor.{kind}", "must hold idle factors (one finite "
-                      "number > 0 per idle bin)")
-    stages = served.get("stages")
-    if not isinstance(stages, dict):
-        raise bad("served_costs.stages", "must be a mapping of stage to rows")
-    for key, rows in stages.items():
-        if not isinstance(rows, list) or not rows or not all(
-                isinstance(r, list) and len(r) == 4 and _integer(r[0]) and r[0] >= 1
-                and _number(r[1]) and math.isfinite(r[1]) and 0 < r[1] <= MAX_MS
-                and _number(r[2]) and math.isfinite(r[2]) and 0 <= r[2] <= 10 and _integer(r[3])
-                for r in rows) or any(b[0] <= a[0] for a, b in zip(rows, rows[1:], strict=False)):
-            raise bad(f"served_costs.stages.{key}", "must be [[batch, p50 ms > 0, sigma >= 0, "
-                      "count], ...] by increasing batch")
-    check_corr(served.get("noise_corr"), "served_costs.noise_corr")
-    check_tail(served.get("batch_tail_ms"), "served_costs.batch_tail_ms", empty_ok=True)
+def _check_row(r: object, where: str, k_exits: int, src: str | None, fix: str) -> tuple:
+    """One row's columns, kind, exit index, batch and times; returns its (kind, k, batch)."""
+    if not isinstance(r, dict):
+        raise InputError(src, where, "must be a mapping", fix)
+    for c in COLUMNS:
+        if c not in r:
+            raise InputError(src, f"{where}.{c}", "missing", fix)
+    if r["kind"] not in KINDS:
+        raise InputError(src, f"{where}.kind", f"{r['kind']!r} is not one of {KINDS}", fix)
+    k_max = {"segment": k_exits, "head": k_exits, "compact": k_exits - 1,
+             "check": k_exits - 1, "handoff": k_exits - 1, "overhead": 1}
+    if not integer(r["k"]) or not 0 <= r["k"] < k_max[r["kind"]]:
+        what = {"check": "an early exit (decisions are taken at exits 0..K-2)",
+                "handoff": "a segment boundary (0..K-2)", "compact": "an early exit (0..K-2)",
+                "overhead": "0 (overhead is per batch)"}.get(r["kind"], "an exit (0..K-1)")
+        raise InputError(src, f"{where}.k", f"exit index {r['k']!r} out of range for "
+                         f"kind {r['kind']} with {k_exits} exits: must be {what}", fix)
+    if not integer(r["batch"]) or r["batch"] < 1:
+        raise InputError(src, f"{where}.batch", f"must be a positive integer, got {r['batch']!r}",
+                         fix)
+    for c in ("p50_ms", "mean_ms", "p99_ms", "std_ms"):
+        v = r[c]
+        if not number(v) or not math.isfinite(v) or v < 0:
+            raise InputError(src, f"{where}.{c}", f"must be a finite number >= 0, got {v!r}", fix)
+        if v > MAX_MS:
+            raise InputError(src, f"{where}.{c}", f"{v!r} ms is not a stage time: must be at "
+                             f"most {MAX_MS:g} ms (an hour)", fix)
+    if StageKind(r["kind"]).is_model and r["p50_ms"] <= 0:
+        raise InputError(src, f"{where}.p50_ms", f"a {r['kind']} must take some time: must "
+                         f"be > 0 ms, got {r['p50_ms']!r}", fix)
+    if r["p99_ms"] < r["p50_ms"]:
+        raise InputError(src, f"{where}.p99_ms", f"p99 {r['p99_ms']} < p50 {r['p50_ms']}", fix)
+    if not integer(r["runs"]) or r["runs"] < 1:
+        raise InputError(src, f"{where}.runs", f"must be a positive integer, got {r['runs']!r}",
+                         fix)
+    return (r["kind"], r["k"], r["batch"])
 
 
 def check_profile_matches(profile: LatencyProfile, model_id: str, n_exits: int,

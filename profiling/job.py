@@ -174,7 +174,8 @@ def run_job(job: ProfileJob, progress: Callable[[str, int, int], None] | None = 
     """Measure the job's model; ``on_model(n_stages)`` is called once it is loaded."""
     import torch
 
-    from .measure import RunPolicy, profile_model
+    from .measure import RunPolicy
+    from .profile_model import profile_model
 
     job = job.resolved()
     if job.device == "cuda" and not torch.cuda.is_available():

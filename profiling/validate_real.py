@@ -136,7 +136,8 @@ def _real_model(plan: ValidationPlan, plan_dir: Path, out: Path, log):
                            rule=loop_rule, table=table)
 
     if plan.measure_profile and not (out / "profile.json").exists():
-        from .measure import RunPolicy, profile_model
+        from .measure import RunPolicy
+        from .profile_model import profile_model
 
         log(f"measuring the in-loop profile on {device} (batches {list(plan.profile_batches)})")
         prof = profile_model(model, "eager", device, plan.precision, example,

@@ -16,11 +16,11 @@ from offramp.profiling.measure import (
     RunPolicy,
     default_batches,
     parse_batches,
-    profile_model,
     stage_plan,
     summarize,
     time_call,
 )
+from offramp.profiling.profile_model import profile_model
 from offramp.traces.models import FmnistResNet
 
 FEW = RunPolicy(runs=3, warmup=1, warmup_s=0.01)

@@ -16,7 +16,8 @@ from offramp.profiling.format import (
     save_profile,
     validate_profile,
 )
-from offramp.profiling.measure import RunPolicy, profile_model
+from offramp.profiling.measure import RunPolicy
+from offramp.profiling.profile_model import profile_model
 from offramp.profiling.shipped import list_shipped, shipped_profile_path
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.traces.synthetic import synthetic_trace

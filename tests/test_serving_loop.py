@@ -54,7 +54,8 @@ def test_loop_takes_the_thresholds_exits_and_runs_the_rules_stages(model, mode, 
 
 def test_profile_rows_for_the_loops_stages(model):
     from offramp.profiling.format import validate_profile
-    from offramp.profiling.measure import RunPolicy, profile_model
+    from offramp.profiling.measure import RunPolicy
+    from offramp.profiling.profile_model import profile_model
 
     prof = profile_model(model, "eager", "cpu", "fp32", model.example_input, [1, 3],
                          RunPolicy(runs=3, warmup=1, warmup_s=0.01), "test")

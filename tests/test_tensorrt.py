@@ -27,7 +27,8 @@ def test_buckets_cover_the_batches_in_powers_of_two():
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_profile(precision, tmp_path):
     from offramp.profiling.format import validate_profile
-    from offramp.profiling.measure import RunPolicy, profile_model
+    from offramp.profiling.measure import RunPolicy
+    from offramp.profiling.profile_model import profile_model
     from offramp.traces.models import FmnistResNet
 
     torch.manual_seed(0)
