@@ -61,14 +61,33 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
     """
     if kind not in KINDS:
         raise InputError(source, "kind", f"{kind!r} is not one of {KINDS}", "--kind logits|probs")
-    out = np.asarray(outputs)
+    probs = _probabilities(np.asarray(outputs), kind, source)
+    n, k, c = probs.shape
+    lab = _labels(np.asarray(labels), n, c, source)
+    sp = choose_split(split, val_fraction, seed, n, source)
+    positions, names = exit_layout(exit_positions, exit_names, k, source)
+    prov = {"command": "import_trace", "imported_from": source, "kind": kind,
+            "split": "given" if split is not None else {"val_fraction": val_fraction,
+                                                         "seed": seed},
+            "python": platform.python_version(), "numpy": np.__version__,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(provenance or {})}
+    meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
+            "exit_positions": positions, "produced_by": prov, "synthetic": False}
+    keep = c <= 100 if keep_softmax is None else keep_softmax
+    trace = make_trace(lab, sp, probs, meta, keep_softmax=keep)
+    require_both_splits(trace, source)
+    return trace
+
+
+def _probabilities(out: np.ndarray, kind: str, source: str) -> np.ndarray:
+    """(N, K, C) probabilities from checked logits or probabilities."""
     if out.ndim != 3 or min(out.shape) < 1:
         raise InputError(source, "outputs", f"must have shape (N samples, K exits, C classes), "
                          f"got {out.shape}", "stack each exit's outputs along axis 1")
     if not np.issubdtype(out.dtype, np.number) or np.issubdtype(out.dtype, np.complexfloating):
         raise InputError(source, "outputs", f"must be real numbers, got {out.dtype}",
                          "save the outputs as float arrays")
-    n, k, c = out.shape
+    c = out.shape[2]
     if c < 2:
         raise InputError(source, "outputs", f"has {c} class, needs at least 2",
                          "store every class's logit or probability")
@@ -78,18 +97,20 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
         i, j, m = np.argwhere(bad)[0]
         raise InputError(source, "outputs", f"{int(bad.sum())} values are NaN or infinite "
                          f"(first: sample {i}, exit {j}, class {m})", "fix the model outputs")
-    if kind == "probs":
-        sums = out.sum(axis=2)
-        worst = np.abs(sums - 1).max()
-        if out.min() < 0 or worst > PROB_TOLERANCE:
-            i, j = np.unravel_index(int(np.abs(sums - 1).argmax()), sums.shape)
-            raise InputError(source, "outputs", f"probabilities must be >= 0 and sum to 1 per "
-                             f"sample and exit (sample {i}, exit {j} sums to {sums[i, j]:.4f})",
-                             "pass logits with --kind logits, or normalise them")
-        probs = out / sums[:, :, None]
-    else:
-        probs = _softmax(out)
-    lab = np.asarray(labels)
+    if kind != "probs":
+        return _softmax(out)
+    sums = out.sum(axis=2)
+    worst = np.abs(sums - 1).max()
+    if out.min() < 0 or worst > PROB_TOLERANCE:
+        i, j = np.unravel_index(int(np.abs(sums - 1).argmax()), sums.shape)
+        raise InputError(source, "outputs", f"probabilities must be >= 0 and sum to 1 per "
+                         f"sample and exit (sample {i}, exit {j} sums to {sums[i, j]:.4f})",
+                         "pass logits with --kind logits, or normalise them")
+    return out / sums[:, :, None]
+
+
+def _labels(lab: np.ndarray, n: int, c: int, source: str) -> np.ndarray:
+    """One integer class id in [0, C) per sample."""
     if lab.shape != (n,):
         raise InputError(source, "labels", f"must have shape ({n},), one per sample, got "
                          f"{lab.shape}", "give one label per row of the outputs")
@@ -103,15 +124,25 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
     if lab.min() < 0 or lab.max() >= c:
         raise InputError(source, "labels", f"class ids must be in [0, {c}), got "
                          f"[{lab.min()}, {lab.max()}]", "labels must index the output classes")
+    return lab
+
+
+def choose_split(split: np.ndarray | Sequence[str] | None, val_fraction: float | None,
+                 seed: int, n: int, source: str) -> np.ndarray:
+    """The split codes: the given ``split``, or one drawn with ``val_fraction`` (not both)."""
     if split is not None and val_fraction is not None:
         raise InputError(source, "split", "given and --val-fraction too",
                          "give either a split or --val-fraction")
-    if split is None:
-        if val_fraction is None:
-            raise InputError(source, "split", "missing", "give a split column or --val-fraction")
-        sp = split_by_fraction(n, val_fraction, seed)
-    else:
-        sp = _split_codes(np.asarray(split), n, source)
+    if split is not None:
+        return _split_codes(np.asarray(split), n, source)
+    if val_fraction is None:
+        raise InputError(source, "split", "missing", "give a split column or --val-fraction")
+    return split_by_fraction(n, val_fraction, seed)
+
+
+def exit_layout(exit_positions: Sequence[float] | None, exit_names: Sequence[str] | None,
+                k: int, source: str) -> tuple[list[float], list[str]]:
+    """The exits' positions (default 1..K) and names (default exit0..), one per exit."""
     positions = list(exit_positions) if exit_positions is not None else list(range(1, k + 1))
     names = list(exit_names) if exit_names is not None else [f"exit{i}" for i in range(k)]
     if len(positions) != k:
@@ -121,20 +152,15 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
     if len(names) != k:
         raise InputError(source, "exit_names", f"lists {len(names)} names for {k} exits",
                          f"give {k} names")
-    prov = {"command": "import_trace", "imported_from": source, "kind": kind,
-            "split": "given" if split is not None else {"val_fraction": val_fraction,
-                                                         "seed": seed},
-            "python": platform.python_version(), "numpy": np.__version__,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(provenance or {})}
-    meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
-            "exit_positions": positions, "produced_by": prov, "synthetic": False}
-    keep = c <= 100 if keep_softmax is None else keep_softmax
-    trace = make_trace(lab, sp, probs, meta, keep_softmax=keep)
+    return positions, names
+
+
+def require_both_splits(trace: ExitTrace, source: str) -> None:
+    """Both val (fitting) and test (judging) need samples."""
     for name in SPLITS:
         if not (trace.split == SPLITS.index(name)).any():
             raise InputError(source, "split", f"has no {name} samples",
                              "both val (fitting) and test (judging) need samples")
-    return trace
 
 
 def _split_codes(split: np.ndarray, n: int, source: str) -> np.ndarray:
@@ -216,91 +242,6 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
                          "store each sample's outputs as K lists of C numbers") from None
     sp = frame["split"].to_numpy() if "split" in frame.columns else None
     return out, frame["label"].to_numpy(), sp
-
-
-PREDICTION_COLUMNS = ("sample", "exit", "pred", "confidence", "label")
-
-
-def import_predictions(path: str | Path, *, num_classes: int, model_id: str, dataset: str,
-                       val_fraction: float | None = None, seed: int = 0,
-                       exit_positions: Sequence[float] | None = None,
-                       exit_names: Sequence[str] | None = None,
-                       provenance: dict[str, Any] | None = None) -> ExitTrace:
-    """A trace from a long table (CSV or Parquet), one row per (sample, exit): ``sample``,
-    ``exit`` (0..K-1), ``pred``, ``confidence`` (max softmax probability), ``label``, and
-    optionally ``entropy`` (normalised, in [0, 1]) and ``split`` (val/test or 0/1). Without the
-    softmax, policies that need it (EENet, margin) and, without ``entropy``, those that read
-    the entropy (entropy, Gati) say so in one line."""
-    import pandas as pd
-
-    from .format import validate_trace
-
-    path = Path(path)
-    src = str(path)
-    if not path.is_file():
-        raise InputError(path, None, "no such file" if not path.exists() else "is not a file",
-                         "check the path")
-    try:
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") \
-            else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to the user
-        raise InputError(src, None, "not a readable CSV or Parquet table ("
-                         + " ".join(str(exc).split()) + ")", "one row per sample and exit"
-                         ) from None
-    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(src, missing[0], f"column missing (has {list(frame.columns)})",
-                         f"columns: {', '.join(PREDICTION_COLUMNS)}, optional entropy, split")
-    for col in ("sample", "exit", "pred", "label"):
-        v = pd.to_numeric(frame[col], errors="coerce")
-        if v.isna().any() or (v != v.round()).any() or (v < 0).any():
-            row = int(np.flatnonzero(v.isna() | (v != v.round()) | (v < 0))[0])
-            raise InputError(src, col, f"row {row}: {frame[col].iloc[row]!r} is not an id >= 0",
-                             "use whole numbers")
-        frame[col] = v.astype(np.int64)
-    samples = np.unique(frame["sample"])
-    k = int(frame["exit"].max()) + 1
-    n = samples.size
-    if len(frame) != n * k or frame.duplicated(["sample", "exit"]).any():
-        raise InputError(src, "exit", f"needs one row per sample and exit ({n} samples x {k} "
-                         f"exits = {n * k} rows, got {len(frame)})", "fill in every exit once")
-    frame = frame.sort_values(["sample", "exit"])
-    grid = {c: frame[c].to_numpy().reshape(n, k) for c in ("pred", "label")}
-    labels = grid["label"][:, 0]
-    if (grid["label"] != labels[:, None]).any():
-        raise InputError(src, "label", "differs between exits of one sample", "one label each")
-    conf = pd.to_numeric(frame["confidence"], errors="coerce").to_numpy(float).reshape(n, k)
-    entropy_recorded = "entropy" in frame.columns
-    ent = (pd.to_numeric(frame["entropy"], errors="coerce").to_numpy(float).reshape(n, k)
-           if entropy_recorded else np.full((n, k), np.nan))
-    if "split" in frame.columns:
-        if val_fraction is not None:
-            raise InputError(src, "split", "given and --val-fraction too", "give one of them")
-        sp = _split_codes(frame["split"].to_numpy()[::k], n, src)
-    elif val_fraction is not None:
-        sp = split_by_fraction(n, val_fraction, seed)
-    else:
-        raise InputError(src, "split", "missing", "add a split column or give --val-fraction")
-    positions = list(exit_positions) if exit_positions is not None else list(range(1, k + 1))
-    names = list(exit_names) if exit_names is not None else [f"exit{i}" for i in range(k)]
-    correct = grid["pred"] == labels[:, None]
-    test = sp == SPLITS.index("test")
-    meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
-            "exit_positions": positions, "num_classes": int(num_classes),
-            "full_model_accuracy": float(correct[test, -1].mean()) if test.any() else 0.0,
-            "entropy_recorded": entropy_recorded, "synthetic": False,
-            "produced_by": {"command": "import_predictions", "imported_from": src,
-                            "sample_ids": [int(samples[0]), int(samples[-1])],
-                            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                            **(provenance or {})}}
-    trace = ExitTrace(labels=labels, split=sp, pred=grid["pred"], maxprob=conf.astype(np.float32),
-                      entropy=ent.astype(np.float32), correct=correct, meta=meta, source=src)
-    validate_trace(trace)
-    for name in SPLITS:
-        if not (trace.split == SPLITS.index(name)).any():
-            raise InputError(src, "split", f"has no {name} samples",
-                             "both val (fitting) and test (judging) need samples")
-    return trace
 
 
 def trace_summary_line(trace: ExitTrace) -> str:

@@ -131,7 +131,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     check_output_file(args.output, "trace file")
     if args.kind == "predictions":
-        from offramp.traces.imports import import_predictions
+        from offramp.traces.predictions import import_predictions
 
         if args.num_classes is None:
             raise InputError("traces import", "--num-classes", "missing with --kind "
