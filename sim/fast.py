@@ -10,15 +10,17 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from math import exp
+from typing import Any
 
 import numpy as np
 
 from offramp.core.batching import dispatch
 from offramp.core.execution import batch_plan
-from offramp.core.modes import StageKind
+from offramp.core.modes import ExitMode, StageKind
 
 from .records import RunRecords, number_batches
 from .scenario import Replication, Scenario
+from .service import ServiceTimes
 from .workload import ClosedLoop
 
 
@@ -31,6 +33,43 @@ def supports(scenario: Scenario) -> str | None:
     if scenario.server.routing == "jsq":
         return "join-shortest-queue routing depends on server state"
     return None
+
+
+def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], size: int,
+                  going: tuple[int, ...]) -> tuple[list[tuple], list[int]]:
+    """(timed steps, stage sizes) of a batch of ``size`` with ``going`` survivors past each
+    consulted exit: each step is (table, sigmas, noise slot, batch size, the exit whose leavers
+    finish when it ends or -1)."""
+    bp = batch_plan(mode, size, going, active)
+    done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
+    steps, sizes, pending = [], [0] * svc.n_exits, []
+    for s_i, st in enumerate(bp.stages):
+        if st.kind not in svc.skip:
+            slot = svc.slot(st.kind, st.k)
+            steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1])
+        if s_i in done_at:
+            pending.append(done_at[s_i])
+        if pending and steps:
+            for k in pending:  # an exit ends with the last timed stage before it
+                steps[-1][4] = k
+            pending = []
+        if st.kind is StageKind.SEGMENT:
+            sizes[st.k] = st.batch
+    return [tuple(x) for x in steps], sizes
+
+
+def _run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int
+               ) -> tuple[float, list[float]]:
+    """Add each stage's time, base * exp(sigma * z) * slowdown * loop-state factor, in the
+    reference engine's order (same floating-point timestamps); returns the finish time and
+    when each exit's leavers finish."""
+    _exp = exp
+    ends = [0.0] * k_exits
+    for tb, ts, zi, b, leave in steps:
+        t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
+        if leave >= 0:
+            ends[leave] = t
+    return t, ends
 
 
 def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
@@ -49,42 +88,19 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     n = len(arr)
     # reach[k][i]: how many of the first i requests go on past exit k (exit index > k).
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
-             for k in range(k_exits - 1)]
-    reach_early = reach if mode.consults_early_exits else []
-    base, sig, wake, tail, state = svc.base, svc.sigma, svc.wake, svc.tail, svc.state
+             for k in range(k_exits - 1)] if mode.consults_early_exits else []
+    base, wake, tail, state = svc.base, svc.wake, svc.tail, svc.state
     slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
     noise = rep.noise
-    _exp, _bisect, _dispatch = exp, bisect_right, dispatch
+    _bisect, _dispatch = bisect_right, dispatch
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
-
-    def compile_plan(size: int, going: tuple[int, ...]) -> tuple:
-        """(timed steps, stage sizes): each step is (table, sigmas, noise slot, batch size, the
-        exit whose leavers finish when it ends or -1)."""
-        bp = batch_plan(mode, size, going, active)
-        done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
-        steps, sizes, pending = [], [0] * k_exits, []
-        for s_i, st in enumerate(bp.stages):
-            if st.kind not in svc.skip:
-                slot = svc.slot(st.kind, st.k)
-                steps.append([base[slot], sig[slot], slot, st.batch, -1])
-            if s_i in done_at:
-                pending.append(done_at[s_i])
-            if pending and steps:
-                for k in pending:  # an exit ends with the last timed stage before it
-                    steps[-1][4] = k
-                pending = []
-            if st.kind is StageKind.SEGMENT:
-                sizes[st.k] = st.batch
-        return [tuple(x) for x in steps], sizes
-
+    unscaled = [1.0] * len(base)  # no loop-state factors: every stage x 1.0 (exact)
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
-    o_size, o_rep, o_loc, o_disp, o_fin = (out["size"], out["replica"], out["local"],
-                                           out["dispatch"], out["finish"])
-    o_ends, o_sizes = out["ends"], out["sizes"]
+    rows, o_ends, o_sizes = [], out["ends"], out["sizes"]
     i = 0
     while i < n:
         f, r = heapq.heappop(free)
@@ -92,43 +108,29 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         size = j - i
         m = local[r]
         local[r] = m + 1
-        o = noise[r].offset(m)
-        z = noise[r].flat
+        o, z = noise[r].offset(m), noise[r].flat
         at, factors = slow[r]
         x = factors[_bisect(at, d) - 1]
-        key = (size, *[rk[j] - rk[i] for rk in reach_early])
+        key = (size, *[rk[j] - rk[i] for rk in reach])
         entry = compiled.get(key)
         if entry is None:
-            entry = compiled[key] = compile_plan(size, key[1:])
+            entry = compiled[key] = _compile_plan(svc, mode, active, size, key[1:])
         steps, sizes = entry
-        # Each stage: base * exp(sigma * z) * slowdown, as the reference computes it; first,
-        # the loop's wake-up cost after an idle spell, where the profile measured one.
-        t = d
-        if wake is not None:
-            t += svc.wake_s(size, d - f)
-        ends = [0.0] * k_exits
-        if state is None:
-            for tb, ts, zi, b, leave in steps:
-                t += tb[b] * _exp(ts[b] * z[o + zi]) * x
-                if leave >= 0:
-                    ends[leave] = t
-        else:  # every stage scaled by the replica's idle time before the batch
-            fac = state.at_dispatch(d - f)
-            for tb, ts, zi, b, leave in steps:
-                t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
-                if leave >= 0:
-                    ends[leave] = t
+        # First the loop's wake-up cost after an idle spell, where the profile measured one.
+        t = d if wake is None else d + svc.wake_s(size, d - f)
+        # Every stage scaled by the replica's idle time before the batch, where measured.
+        fac = unscaled if state is None else state.at_dispatch(d - f)
+        t, ends = _run_steps(steps, z, o, x, fac, t, k_exits)
         if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
             t += tail[size]
-        o_size.append(size)
-        o_rep.append(r)
-        o_loc.append(m)
-        o_disp.append(d)
-        o_fin.append(t)
+        rows.append((size, r, m, d, t))
         o_ends.extend(ends)
         o_sizes.extend(sizes)
         heapq.heappush(free, (t, r))
         i = j
+    for col, values in zip(("size", "replica", "local", "dispatch", "finish"),
+                           zip(*rows, strict=True), strict=False):  # no rows: no batches
+        out[col].extend(values)
 
 
 def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:

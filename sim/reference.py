@@ -10,6 +10,7 @@ model the fast engine is checked against.
 from __future__ import annotations
 
 from bisect import bisect_right
+from functools import partial
 
 import numpy as np
 import simpy
@@ -65,6 +66,7 @@ class ReferenceServer:
         self.batch_count = [0] * srv.replicas
         self.free_at = [0.0] * srv.replicas  # when each replica finished its last batch
         self.slow = srv.slowdown()
+        self.unscaled = [1.0] * len(scenario.service.base)  # stage factors without a loop state
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.ended = False  # the open-loop stream has no more requests: the rest go at once
         self.rr = 0
@@ -181,26 +183,18 @@ class ReferenceServer:
             wake = svc.wake_s(size, start - self.free_at[r])
             if wake > 0:
                 yield env.timeout(wake)
-        fac = None
-        if svc.state is not None:
-            fac = svc.state.at_dispatch(start - self.free_at[r])
+        # Loop-state factors where measured, else every stage x 1.0 (exact).
+        fac = self.unscaled if svc.state is None else svc.state.at_dispatch(start - self.free_at[r])
         sizes = [0] * k_exits
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
-        if ctrl is not None:
-            def decider(trace, k, samples):
-                return ctrl.decide(trace, k, samples, r)
-        else:
-            decider = sc.policy.decide
+        decider = sc.policy.decide if ctrl is None else partial(ctrl.decide, replica=r)
         item = next(steps)
         while item is not None:
             if isinstance(item, Stage):
                 if item.kind not in svc.skip:
                     slot = svc.slot(item.kind, item.k)
-                    if fac is None:
-                        yield env.timeout(svc.duration(slot, item.batch, z) * x)
-                    else:
-                        yield env.timeout(svc.duration(slot, item.batch, z) * x * fac[slot])
+                    yield env.timeout(svc.duration(slot, item.batch, z) * x * fac[slot])
                 if item.kind is StageKind.SEGMENT:
                     sizes[item.k] = item.batch
                 item = next(steps, None)

@@ -26,7 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("profile", help="measure, show, list and compare latency "
                                    "profiles", description=__doc__)
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    _add_run(sub)
+    _add_import(sub)
+    _add_show(sub)
+    _add_list(sub)
+    _add_calibrate(sub)
+    _add_compare(sub)
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="measure every stage of a model per batch size")
     run.add_argument("--model", choices=MODELS, help="a shipped model")
     run.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="or: your own "
@@ -58,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json)")
     run.set_defaults(func=cmd_run)
 
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="a profile from measurements taken elsewhere (CSV, "
                          "trtexec --exportTimes)", description="Build a validated profile from "
                          "a tidy CSV (kind,k,batch and latency_ms samples, or p50_ms and "
@@ -78,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json)")
     imp.set_defaults(func=cmd_import)
 
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
     show = sub.add_parser("show", help="summarise a profile; plot latency vs batch size")
     show.add_argument("profile", help="profile file or shipped name (see `offramp profile list`)")
     show.add_argument("--plot", type=Path, help="write a PNG of latency vs batch size per stage")
@@ -85,10 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(func=cmd_show)
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     lst = sub.add_parser("list", help="list the shipped profiles")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
 
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     cal = sub.add_parser("calibrate", help="fit a profile's served-cost model on the real "
                          "serving loop (short streams at a few loads and exit modes)",
                          description="Serve short streams of the real model through the real "
@@ -117,6 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser("compare", help="per-stage p50 difference of two profiles")
     cmp.add_argument("a")
     cmp.add_argument("b")

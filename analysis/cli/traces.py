@@ -189,7 +189,14 @@ def register(subparsers: Any) -> None:
     """Add the ``traces`` command group."""
     group = subparsers.add_parser("traces", help="train models, record and inspect exit traces")
     sub = group.add_subparsers(dest="traces_command", required=True, metavar="ACTION")
+    _add_train(sub)
+    _add_record(sub)
+    _add_import(sub)
+    _add_show(sub)
+    _add_list(sub)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a multi-exit model on CPU and write a checkpoint")
     p.add_argument("--model", required=True, choices=MODEL_IDS)
     p.add_argument("--epochs", type=integer(1), default=None, help="default: 15 (CNN), 4 (MiniLM)")
@@ -202,6 +209,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_record(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("record", help="record a trace (val + test) from a checkpoint")
     p.add_argument("--model", default=None, choices=MODEL_IDS, help="check the checkpoint is this")
     p.add_argument("--checkpoint", help="a checkpoint of a shipped model (traces train)")
@@ -220,6 +229,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=integer(1), default=None)
     p.set_defaults(func=cmd_record)
 
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="a trace from your own model's per-exit outputs",
                        description="Build a validated trace from per-exit logits or "
                        "probabilities (N, K, C) of your own multi-exit model: .npz (outputs, "
@@ -244,12 +255,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
     p.set_defaults(func=cmd_import)
 
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="per-exit accuracy, agreement and oracle depth of a trace")
     p.add_argument("trace", metavar="FILE|NAME", help="a trace file or a shipped trace name")
     p.add_argument("--plot", default=None, metavar="PNG", help="write confidence histograms")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_show)
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="the shipped traces")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
+

@@ -86,6 +86,33 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
                   max_replications: int | None = None,
                   progress: Callable[[Probe], None] | None = None) -> CapacityResult:
     """The study's capacity under the SLO (see the module docstring)."""
+    _check_slo(slo_ms, attainment, statistic)
+    cfg = resolve_workload(cfg, base)
+    if not isinstance(workload_from(cfg.workload), OpenLoop):
+        raise InputError("capacity", "workload.kind", "a closed loop has no arrival rate to "
+                         "search", "use an open-loop workload (poisson, gamma, replay, mmpp, "
+                         "diurnal)")
+    trace = load_study_trace(cfg, base)
+    scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
+    reps0 = cfg.run.replications
+    prober = _Prober(scenario, cfg.run, slo_ms, attainment, statistic,
+                     max_replications or max(reps0, 4 * reps0), progress)
+    # Each workload kind knows its mean rate and how to run at another (sim/workload.py).
+    open_loop = scenario.workload
+    start = float(getattr(open_loop.config, open_loop.SCALES)) * open_loop.unit_rate()
+    lo, hi = _bracket(prober, start)
+    while (hi - lo) > rel_tol * lo:
+        mid = 0.5 * (lo + hi)
+        if prober(mid).holds:
+            lo = mid
+        else:
+            hi = mid
+    slo = {"latency_ms": slo_ms, "statistic": statistic,
+           "attainment": attainment if statistic == "attainment" else None}
+    return CapacityResult(lo, hi, prober.probes, slo)
+
+
+def _check_slo(slo_ms: float, attainment: float, statistic: str) -> None:
     if statistic not in ("attainment", "mean"):
         raise InputError("capacity", "statistic", f"{statistic!r} is not attainment or mean",
                          "use --slo-p99-ms (with --attainment) or --slo-mean-ms")
@@ -95,49 +122,54 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
     if not 0 < attainment < 1:
         raise InputError("capacity", "--attainment", f"must be in (0, 1), got {attainment}",
                          "e.g. 0.99 for p99")
-    cfg = resolve_workload(cfg, base)
-    if not isinstance(workload_from(cfg.workload), OpenLoop):
-        raise InputError("capacity", "workload.kind", "a closed loop has no arrival rate to "
-                         "search", "use an open-loop workload (poisson, gamma, replay, mmpp, "
-                         "diurnal)")
-    trace = load_study_trace(cfg, base)
-    scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
-    reps0 = cfg.run.replications
-    max_reps = max_replications or max(reps0, 4 * reps0)
-    # Each workload kind knows its mean rate and how to run at another (sim/workload.py).
-    open_loop = scenario.workload
-    start, unit = float(getattr(open_loop.config, open_loop.SCALES)), open_loop.unit_rate()
-    probes: list[Probe] = []
-    cache: dict[float, Probe] = {}
 
-    def probe(rate: float) -> Probe:
-        if rate in cache:
-            return cache[rate]
-        if len(probes) >= MAX_PROBES:
+
+@dataclasses.dataclass
+class _Prober:
+    """Probes one rate: the SLO statistic over replications (all sharing the base seed's random
+    numbers), doubled until its confidence interval excludes the target or the cap is met."""
+
+    scenario: Any
+    run: Any
+    slo_ms: float
+    attainment: float
+    statistic: str
+    max_reps: int
+    progress: Callable[[Probe], None] | None
+    probes: list[Probe] = dataclasses.field(default_factory=list)
+    cache: dict[float, Probe] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, rate: float) -> Probe:
+        if rate in self.cache:
+            return self.cache[rate]
+        if len(self.probes) >= MAX_PROBES:
             raise InputError("capacity", None, f"no bracket within {MAX_PROBES} probes",
                              "check the SLO: it may hold at no rate or at every rate")
-        workload = open_loop.at_rate(rate)
-        sc = dataclasses.replace(scenario, workload=workload)
-        reps = reps0
+        sc = dataclasses.replace(self.scenario, workload=self.scenario.workload.at_rate(rate))
+        reps = self.run.replications
+        attain = self.statistic == "attainment"
         while True:
-            run = cfg.run.model_copy(update={"replications": reps})
-            values = _statistic(simulate(sc, run).records, run.warmup_fraction, slo_ms,
-                                statistic)
+            run = self.run.model_copy(update={"replications": reps})
+            values = _statistic(simulate(sc, run).records, run.warmup_fraction, self.slo_ms,
+                                self.statistic)
             mean, ci = float(values.mean()), _ci(values)
-            target = attainment if statistic == "attainment" else slo_ms
-            certain = abs(mean - target) > ci
-            if certain or reps >= max_reps:
+            certain = abs(mean - (self.attainment if attain else self.slo_ms)) > ci
+            if certain or reps >= self.max_reps:
                 break
-            reps = min(2 * reps, max_reps)
-        holds = mean >= attainment if statistic == "attainment" else mean <= slo_ms
+            reps = min(2 * reps, self.max_reps)
+        holds = mean >= self.attainment if attain else mean <= self.slo_ms
         p = Probe(rate, mean, ci, bool(holds), reps, bool(certain))
-        probes.append(p)
-        cache[rate] = p
-        if progress is not None:
-            progress(p)
+        self.probes.append(p)
+        self.cache[rate] = p
+        if self.progress is not None:
+            self.progress(p)
         return p
 
-    rate = start * unit
+
+def _bracket(probe: _Prober, start: float) -> tuple[float, float]:
+    """(lo, hi): a rate where the SLO holds and one where it fails, doubling or halving from
+    ``start``."""
+    rate = start
     lo = hi = None
     if probe(rate).holds:
         lo = rate
@@ -151,19 +183,11 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
         hi = rate
         while lo is None:
             rate /= 2.0
-            if rate < 1e-6 * start * unit:
+            if rate < 1e-6 * start:
                 raise InputError("capacity", "slo", f"the SLO does not hold even at "
                                  f"{rate:.3g} req/s", "loosen the SLO or check the study")
             if probe(rate).holds:
                 lo = rate
             else:
                 hi = rate
-    while (hi - lo) > rel_tol * lo:
-        mid = 0.5 * (lo + hi)
-        if probe(mid).holds:
-            lo = mid
-        else:
-            hi = mid
-    slo = {"latency_ms": slo_ms, "statistic": statistic,
-           "attainment": attainment if statistic == "attainment" else None}
-    return CapacityResult(lo, hi, probes, slo)
+    return lo, hi
