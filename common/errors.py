@@ -24,3 +24,7 @@ class InputError(ValueError):
         if fix:
             msg += f" (fix: {fix})"
         super().__init__(msg)
+
+    def __reduce__(self) -> tuple:
+        # Crosses process boundaries whole (a worker's error reaches the command intact).
+        return (type(self), (self.source, self.field, self.problem, self.fix))

@@ -16,6 +16,7 @@ COMMANDS = {
     "capacity": "offramp.analysis.cli.capacity",
     "demo": "offramp.analysis.cli.demo",
     "fit": "offramp.analysis.cli.fit",
+    "optimize": "offramp.analysis.cli.optimize",
     "profile": "offramp.analysis.cli.profile",
     "report": "offramp.analysis.cli.report",
     "simulate": "offramp.analysis.cli.simulate",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import NoReturn
+
+from offramp.common.errors import InputError
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +64,6 @@ def number(low: float = 0.0, high: float = math.inf, low_open: bool = True
 def own_model(args: argparse.Namespace) -> dict | None:
     """A user's model from ``--model-factory`` / ``--data-factory`` (and their ``--*-arg``s),
     or None; one error where the data factory is missing."""
-    from offramp.common.errors import InputError
 
     if not args.model_factory:
         return None
@@ -81,3 +85,44 @@ def exit_modes(text: str, option: str = "--modes") -> list[str]:
         raise InputError(option, None, f"unknown exit mode {bad[0] if bad else text!r}",
                          ", ".join(ExitMode))
     return modes
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--dask-local`` and ``--scheduler``: where the work runs."""
+    p.add_argument("--workers", type=integer(1), default=None,
+                   help="local process pool size (default: the CPU count)")
+    p.add_argument("--dask-local", type=integer(1), default=None, metavar="N",
+                   help="run on a Dask LocalCluster of N worker processes")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask distributed cluster")
+
+
+@contextlib.contextmanager
+def executor_for(args: argparse.Namespace) -> Iterator[tuple[Executor, str]]:
+    """The executor the work runs on, and a line saying which."""
+    if args.scheduler and args.dask_local:
+        raise InputError("--scheduler", None, "given with --dask-local", "give one of them")
+    if args.scheduler or args.dask_local:
+        try:
+            from distributed import Client, LocalCluster
+        except ModuleNotFoundError:
+            raise InputError("--scheduler" if args.scheduler else "--dask-local", None,
+                             "needs dask.distributed", "pip install 'dask[distributed]'") from None
+        if args.scheduler:
+            try:
+                client = Client(args.scheduler, timeout="10s")
+            except OSError as exc:
+                raise InputError("--scheduler", args.scheduler, f"cannot reach it ({exc})",
+                                 "check the address (tcp://HOST:PORT) and that it runs") from None
+            with client:
+                yield client.get_executor(), f"Dask cluster {args.scheduler}"
+            return
+        with LocalCluster(n_workers=args.dask_local, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client.get_executor(), f"Dask LocalCluster, {args.dask_local} workers"
+        return
+    workers = args.workers or max(1, (os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield pool, f"process pool, {workers} workers"
+
+

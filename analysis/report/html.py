@@ -36,7 +36,7 @@ img{max-width:100%;border:1px solid #eee}.muted{color:#5c6670;font-size:.9rem}
 """
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in PACKAGES:
         try:
@@ -46,12 +46,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _png(path: Path) -> str:
+def png_tag(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def _fig_png(fig) -> str:
+def fig_png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -60,7 +60,7 @@ def _fig_png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _table(rows: list[list[Any]], head: list[str]) -> str:
+def html_table(rows: list[list[Any]], head: list[str]) -> str:
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
@@ -68,7 +68,7 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
             "</table></div>")
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
+def fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -76,7 +76,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _page(title: str, sections: list[tuple[str, str]], subtitle: str) -> str:
+def page(title: str, sections: list[tuple[str, str]], subtitle: str) -> str:
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
             f"{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>"
@@ -88,26 +88,26 @@ def run_report(folder: Path) -> str:
     """The page of a run folder (``offramp simulate -o``)."""
     doc = json.loads((folder / "summary.json").read_text())
     metrics = doc["metrics"]
-    rows = [[label, _fmt(metrics[key]["mean"], 5), _fmt(metrics[key]["ci95"], 3), unit]
+    rows = [[label, fmt(metrics[key]["mean"], 5), fmt(metrics[key]["ci95"], 3), unit]
             for key, label, unit, _ in ROWS if key in metrics]
     k = sum(1 for key in metrics if key.startswith("exit_fraction_"))
-    rows += [[f"exits at {i}", _fmt(metrics[f"exit_fraction_{i}"]["mean"], 4),
-              _fmt(metrics[f"exit_fraction_{i}"]["ci95"], 3), ""] for i in range(k)]
+    rows += [[f"exits at {i}", fmt(metrics[f"exit_fraction_{i}"]["mean"], 4),
+              fmt(metrics[f"exit_fraction_{i}"]["ci95"], 3), ""] for i in range(k)]
     config = (folder / "config.resolved.yaml").read_text()
     sections = [("Results (mean over replications, 95% CI)",
-                 _table(rows, ["metric", "mean", "± 95% CI", "unit"])),
-                ("Latency and exits", _png(folder / "latency.png")),
+                 html_table(rows, ["metric", "mean", "± 95% CI", "unit"])),
+                ("Latency and exits", png_tag(folder / "latency.png")),
                 ("Fitted policy", f"<pre>{html.escape(json.dumps(doc['policy'], indent=1))}</pre>"),
                 ("Study config (resolved)", f"<pre>{html.escape(config)}</pre>"),
                 ("Reproduce", "<pre>" + html.escape(doc.get("command") or
                                                     f"offramp simulate STUDY.yaml -o {folder}")
                  + "</pre><p class='muted'>the resolved config above is the study; the same "
                  "config and seed give identical results</p>"),
-                ("Software", _table([[k, v] for k, v in _versions().items()],
+                ("Software", html_table([[k, v] for k, v in versions().items()],
                                     ["package", "version"]))]
     subtitle = (f"{doc['model_id']} · {doc['replications']} replications · "
                 f"{doc['engine']} engine · {costs_line(doc.get('stage_costs'))} · {folder}")
-    return _page(f"offramp run: {folder.name}", sections, subtitle)
+    return page(f"offramp run: {folder.name}", sections, subtitle)
 
 
 def sweep_report(folder: Path) -> str:
@@ -123,7 +123,7 @@ def sweep_report(folder: Path) -> str:
     fields = [c for c in frame.columns if c.split(".")[0] in sections_ and "." in c]
     show = [m for m in ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy",
                         "slo_attainment") if m in frame.columns]
-    rows = [[*(r[f] for f in fields), *(_fmt(r[m], 4) for m in show)]
+    rows = [[*(r[f] for f in fields), *(fmt(r[m], 4) for m in show)]
             for _, r in frame.iterrows()]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     group = next((f for f in fields if f.endswith("exit_mode")), None)
@@ -144,16 +144,16 @@ def sweep_report(folder: Path) -> str:
     config = study.read_text() if study.is_file() else "(the study file is not here)"
     grid = Path(info.get("grid_file", info["grid"]))
     grid_text = grid.read_text() if grid.is_file() else "(the grid file is not here)"
-    sections = [("p99 latency against throughput", _fig_png(fig)),
-                ("Points", _table(rows, [*fields, *show])),
+    sections = [("p99 latency against throughput", fig_png(fig)),
+                ("Points", html_table(rows, [*fields, *show])),
                 ("Study", f"<pre>{html.escape(config)}</pre>"),
                 ("Grid", f"<pre>{html.escape(grid_text)}</pre>"),
                 ("Reproduce", "<pre>" + html.escape(
                     f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}")
                  + "</pre><p class='muted'>a re-run skips finished points</p>"),
-                ("Software", _table([[k, v] for k, v in _versions().items()],
+                ("Software", html_table([[k, v] for k, v in versions().items()],
                                     ["package", "version"]))]
-    return _page(f"offramp sweep: {folder.name}", sections,
+    return page(f"offramp sweep: {folder.name}", sections,
                  f"{len(frame)} points · {', '.join(fields)} · {folder}")
 
 
@@ -163,7 +163,7 @@ def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) 
     sections = []
     for name, r in results.items():
         pol = r["policies"]
-        rows = [[x["policy"], x["policy_fit"], x["exit_mode"], _fmt(x["throughput_rps"], 5),
+        rows = [[x["policy"], x["policy_fit"], x["exit_mode"], fmt(x["throughput_rps"], 5),
                  f"{x['latency_p50_ms']:.2f} ± {x['latency_p50_ms_ci95']:.2f}",
                  f"{x['latency_p99_ms']:.2f} ± {x['latency_p99_ms_ci95']:.2f}",
                  f"{x['accuracy']:.4f}", f"{x['slo_attainment']:.3f}"] for _, x in pol.iterrows()]
@@ -173,15 +173,15 @@ def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) 
             (f"{name} on {r['profile']}: policies at 60% of the no-exit capacity "
              f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s), SLO {r['slo_ms']} ms",
              f"<p class='muted'>{html.escape(costs_line(r.get('stage_costs')))}</p>"
-             + _table(rows, ["policy", "fit", "exit mode", "throughput req/s", "p50 ms",
+             + html_table(rows, ["policy", "fit", "exit mode", "throughput req/s", "p50 ms",
                              "p99 ms", "accuracy", "SLO met"])),
             (f"{name}: capacity with 99% of requests within {r['slo_ms']} ms",
-             _table(caps, ["policy", "exit mode", "capacity req/s", "probes"])),
-            (f"{name}: load sweep", _png(folder / f"{name}-load-sweep.png"))]
+             html_table(caps, ["policy", "exit mode", "capacity req/s", "probes"])),
+            (f"{name}: load sweep", png_tag(folder / f"{name}-load-sweep.png"))]
     sections += [("Reproduce", f"<pre>{html.escape(command)}</pre>"),
-                 ("Software", _table([[k, v] for k, v in _versions().items()],
+                 ("Software", html_table([[k, v] for k, v in versions().items()],
                                      ["package", "version"]))]
-    return _page("offramp demo", sections, "every shipped model with a shipped profile; "
+    return page("offramp demo", sections, "every shipped model with a shipped profile; "
                  "policies fitted on val, judged on test; 95% CIs over replications")
 
 
@@ -194,6 +194,41 @@ def report(folder: str | Path) -> str:
         return run_report(folder)
     if (folder / "sweep.parquet").exists() and (folder / "sweep.json").exists():
         return sweep_report(folder)
-    raise InputError(folder, None, "is neither a run folder (summary.json) nor a sweep folder "
-                     "(sweep.parquet)", "pass what offramp simulate -o or offramp sweep -o "
-                     "wrote")
+    if (folder / "optimize.json").exists():
+        return optimize_report(folder)
+    raise InputError(folder, None, "is neither a run folder (summary.json), a sweep folder "
+                     "(sweep.parquet) nor an optimize folder (optimize.json)", "pass what "
+                     "offramp simulate -o, sweep -o or optimize -o wrote")
+
+
+def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
+    """The page of an optimize folder (``offramp optimize -o``)."""
+    doc = doc or json.loads((folder / "optimize.json").read_text())
+    head = ["", "configuration", doc["objective_label"], "± 95% CI", "× no exits",
+            "test rel. accuracy [95% CI]", "compute ms/sample (val)", "p99 ms", "replicas"]
+    rows = []
+    for r in doc["table"]:
+        ci = r["test_relative_accuracy_ci95"]
+        acc = fmt(r["test_relative_accuracy"], 4) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+        rows.append([r["label"], r["config"], fmt(r["value"], 5), fmt(r["value_ci95"], 3),
+                     fmt(r["vs_no_exits"], 3), acc, fmt(r["cost_ms"], 4), fmt(r["p99_ms"], 4),
+                     r["replicas"]])
+    spent = doc["simulated_requests"]
+    sections = [
+        ("Result", "<p>" + html.escape(doc["goal_line"] if "goal_line" in doc else "")
+         + "</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in doc["why"]) + "</ul>"
+         + html_table(rows, head)),
+        ("Accuracy against the objective", png_tag(folder / "front.png")
+         if (folder / "front.png").exists() else "<p class='muted'>no plot</p>"),
+        ("The winner as a study (best.yaml)",
+         f"<pre>{html.escape((folder / 'best.yaml').read_text())}</pre>"
+         if (folder / "best.yaml").exists() else ""),
+        ("Search space", f"<pre>{html.escape(json.dumps(doc['space'], indent=1))}</pre>"),
+        ("Spent", html_table([[k, f"{v:,}", fmt(doc["seconds"].get(k), 3)]
+                              for k, v in spent.items()],
+                             ["phase", "simulated requests", "seconds"])),
+        ("Reproduce", f"<pre>{html.escape(doc['command'])}</pre>"),
+        ("Software", html_table([[k, v] for k, v in versions().items()],
+                                ["package", "version"]))]
+    subtitle = f"{doc['study']} · {doc['trials']} candidates screened · {folder}"
+    return page(f"offramp optimize: {folder.name}", sections, subtitle)

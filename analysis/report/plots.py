@@ -172,3 +172,30 @@ def plot_validation(real: pd.DataFrame, sim: pd.DataFrame, stages: pd.DataFrame,
     ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def plot_front(trials: list[dict], marks: dict[str, dict], value_label: str, path: Path) -> None:
+    """Every screened candidate's test relative accuracy against its objective value (colour:
+    policy; the non-dominated ones joined), and the finalized winner and baselines with their
+    95% CIs (``marks``: label -> {x, x_lo, x_hi, y, y_ci})."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    by_policy: dict[str, list[tuple[float, float]]] = {}
+    for t in trials:
+        if t["feasible"] and t["x"] is not None:
+            by_policy.setdefault(t["policy"], []).append((t["x"], t["y"]))
+    for name, pts in sorted(by_policy.items()):
+        xs, ys = zip(*pts, strict=True)
+        ax.scatter(xs, ys, s=14, alpha=0.45, label=f"{name} (screened)")
+    front = sorted((t["x"], t["y"]) for t in trials if t.get("front"))
+    if front:
+        ax.step(*zip(*front, strict=True), where="post", color="0.4", lw=1, label="front")
+    for i, (label, m) in enumerate(marks.items()):
+        ax.errorbar([m["x"]], [m["y"]], yerr=[[m.get("y_ci") or 0], [m.get("y_ci") or 0]],
+                    xerr=[[m["x"] - m["x_lo"]], [m["x_hi"] - m["x"]]], fmt="*^so<>dv"[i % 9],
+                    ms=11 if i == 0 else 8, capsize=3, label=label, zorder=5)
+    ax.set_xlabel("relative accuracy on test (chosen on val)")
+    ax.set_ylabel(value_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    save_png(fig, path)

@@ -26,8 +26,10 @@ from scipy import stats
 from offramp.analysis.study.config import StudyConfig
 from offramp.analysis.study.resolve import build_scenario, load_study_trace, resolve_workload
 from offramp.common.errors import InputError
+from offramp.sim.config import RunConfig
 from offramp.sim.metrics import measured_mask
 from offramp.sim.runner import simulate
+from offramp.sim.scenario import Scenario
 from offramp.sim.workload import OpenLoop, workload_from
 
 MAX_PROBES = 40
@@ -94,13 +96,26 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
                          "diurnal)")
     trace = load_study_trace(cfg, base)
     scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
-    reps0 = cfg.run.replications
-    prober = _Prober(scenario, cfg.run, slo_ms, attainment, statistic,
+    return search_capacity(scenario, cfg.run, slo_ms, attainment, statistic, rel_tol,
+                           max_replications, progress)
+
+
+def search_capacity(scenario: Scenario, run: RunConfig, slo_ms: float, attainment: float = 0.99,
+                    statistic: str = "attainment", rel_tol: float = 0.01,
+                    max_replications: int | None = None,
+                    progress: Callable[[Probe], None] | None = None,
+                    start_rps: float | None = None, step: float = 2.0) -> CapacityResult:
+    """The capacity of a built scenario (an open-loop workload) under the SLO: bracket from
+    ``start_rps`` (default: the workload's own rate) by factors of ``step``, then bisect to
+    ``rel_tol`` (a start near the answer, e.g. a shorter search's, takes a smaller step)."""
+    _check_slo(slo_ms, attainment, statistic)
+    reps0 = run.replications
+    prober = _Prober(scenario, run, slo_ms, attainment, statistic,
                      max_replications or max(reps0, 4 * reps0), progress)
     # Each workload kind knows its mean rate and how to run at another (sim/workload.py).
     open_loop = scenario.workload
-    start = float(getattr(open_loop.config, open_loop.SCALES)) * open_loop.unit_rate()
-    lo, hi = _bracket(prober, start)
+    start = start_rps or float(getattr(open_loop.config, open_loop.SCALES)) * open_loop.unit_rate()
+    lo, hi = _bracket(prober, start, step)
     while (hi - lo) > rel_tol * lo:
         mid = 0.5 * (lo + hi)
         if prober(mid).holds:
@@ -110,6 +125,16 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
     slo = {"latency_ms": slo_ms, "statistic": statistic,
            "attainment": attainment if statistic == "attainment" else None}
     return CapacityResult(lo, hi, prober.probes, slo)
+
+
+def holds_at(scenario: Scenario, run: RunConfig, rate_rps: float, slo_ms: float,
+             attainment: float = 0.99, statistic: str = "attainment",
+             max_replications: int | None = None) -> Probe:
+    """One probe: whether the SLO holds at ``rate_rps`` (replications doubled while unsure)."""
+    _check_slo(slo_ms, attainment, statistic)
+    reps0 = run.replications
+    return _Prober(scenario, run, slo_ms, attainment, statistic,
+                   max_replications or max(reps0, 4 * reps0), None)(rate_rps)
 
 
 def _check_slo(slo_ms: float, attainment: float, statistic: str) -> None:
@@ -166,15 +191,15 @@ class _Prober:
         return p
 
 
-def _bracket(probe: _Prober, start: float) -> tuple[float, float]:
-    """(lo, hi): a rate where the SLO holds and one where it fails, doubling or halving from
-    ``start``."""
+def _bracket(probe: _Prober, start: float, step: float = 2.0) -> tuple[float, float]:
+    """(lo, hi): a rate where the SLO holds and one where it fails, multiplying or dividing
+    ``start`` by ``step``."""
     rate = start
     lo = hi = None
     if probe(rate).holds:
         lo = rate
         while hi is None:
-            rate *= 2.0
+            rate *= step
             if probe(rate).holds:
                 lo = rate
             else:
@@ -182,7 +207,7 @@ def _bracket(probe: _Prober, start: float) -> tuple[float, float]:
     else:
         hi = rate
         while lo is None:
-            rate /= 2.0
+            rate /= step
             if rate < 1e-6 * start:
                 raise InputError("capacity", "slo", f"the SLO does not hold even at "
                                  f"{rate:.3g} req/s", "loosen the SLO or check the study")
@@ -191,3 +216,15 @@ def _bracket(probe: _Prober, start: float) -> tuple[float, float]:
             else:
                 hi = rate
     return lo, hi
+
+
+def probe_requests(run: RunConfig, rate_rps: float) -> int:
+    """Requests one replication of a probe at ``rate_rps`` simulates."""
+    if run.requests:
+        return int(run.requests)
+    return int(rate_rps * run.duration_s) if run.duration_s else 100_000
+
+
+def simulated_requests(result: CapacityResult, run: RunConfig) -> int:
+    """Requests a capacity search simulated, over all its probes and replications."""
+    return sum(p.replications * probe_requests(run, p.rate_rps) for p in result.probes)

@@ -1,0 +1,141 @@
+"""``offramp optimize STUDY.yaml --slo-p99-ms X -o OUT``: the configuration that meets a
+latency SLO at the load with the accuracy and compute budget kept.
+
+One objective: ``--maximize load`` (the capacity at the SLO, default), ``--minimize replicas
+--load-rps L`` or ``--maximize accuracy --load-rps L``; constraints ``--min-relative-accuracy``
+or ``--min-accuracy`` (checked on val, reported on test), ``--budget-ms`` (average compute per
+sample at batch 1), ``--max-replicas``. The space: the policies' own search ranges, exit
+mode, max_batch and max_wait_ms (``--space FILE`` replaces any of them; docs/optimize.md).
+Optuna's TPE screens candidates on short simulations with common random numbers; the best
+few re-run on the study's run at several seeds; baselines (no exits at its best batching,
+PAME, EENet, a grid given the same simulated requests) run beside. Writes OUT/best.yaml (a
+study: simulate, capacity and validate take it), trials.parquet, optimize.json, front.png,
+report.html; resumable (OUT/optuna.db).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from offramp.analysis.cli.options import add_executor_args, executor_for, integer, number
+from offramp.common.errors import InputError
+
+
+def goal_from(args: argparse.Namespace, study_slo: float | None):
+    """The goal the options ask for (the study's slo.latency_ms when no --slo-p99-ms)."""
+    from offramp.analysis.optimize.goal import Goal, Objective
+
+    if args.minimize and args.maximize:
+        raise InputError("optimize", "--minimize", "given with --maximize", "give one objective")
+    objective = Objective(args.minimize or args.maximize or "load")
+    slo = args.slo_p99_ms if args.slo_p99_ms is not None else study_slo
+    if slo is None:
+        raise InputError("optimize", "--slo-p99-ms", "missing (and the study sets no "
+                         "slo.latency_ms)", "e.g. --slo-p99-ms 25")
+    return Goal(objective, slo, args.attainment, args.load_rps, args.min_relative_accuracy,
+                args.min_accuracy, args.budget_ms, args.max_replicas,
+                args.cost_per_replica_hour)
+
+
+def run(args: argparse.Namespace) -> int:
+    from offramp.analysis.optimize.output import rows, value_label, why, write
+    from offramp.analysis.optimize.run import optimize, prepare
+    from offramp.analysis.optimize.search import Settings
+    from offramp.analysis.study.config import load_config
+    from offramp.common.machine import command_line
+    from offramp.traces.progress import rich_progress
+
+    goal = goal_from(args, load_config(args.config).slo.latency_ms)
+    settings = Settings(trials=args.trials, finalists=args.finalists, seeds=args.seeds,
+                        screen_requests=args.screen_requests, seed=args.seed)
+    _, _, space, _, _ = prepare(args.config, goal, args.space, args.output)  # before workers
+    console = Console(stderr=True)
+    if not args.quiet:
+        console.print(f"goal: {goal.describe()}\nspace:\n  " + space.describe().replace(
+            "\n", "\n  "))
+    with executor_for(args) as (executor, where), rich_progress(
+            console=console, disable=args.quiet or not console.is_terminal) as bar:
+        if not args.quiet:
+            console.print(f"running on a {where}")
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        result = optimize(args.config, goal, args.output, executor, settings, args.space,
+                          baselines=not args.no_baselines, progress=progress)
+    paths = write(result, Path(args.output), command_line())
+    _print(result, rows(result), value_label(result), why(result))
+    print(f"wrote {paths['best.yaml']} (the winner as a study), trials.parquet, optimize.json, "
+          f"front.png and report.html in {args.output}")
+    return 0
+
+
+def _print(result, table_rows: list[dict], label: str, reasons: list[str]) -> None:
+    table = Table(title=f"offramp optimize: {result.goal.describe()}")
+    for head in ("", "configuration", label, "±95% CI", "× no exits", "test rel. acc [95% CI]",
+                 "ms/sample", "p99 ms"):
+        table.add_column(head, justify="left" if head in ("", "configuration") else "right")
+    for r in table_rows:
+        ci = r["test_relative_accuracy_ci95"]
+        acc = "–" if r["test_relative_accuracy"] is None else (
+            f"{r['test_relative_accuracy']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        table.add_row(r["label"], r["config"], _f(r["value"], 5), _f(r["value_ci95"], 3),
+                      _f(r["vs_no_exits"], 3), acc, _f(r["cost_ms"], 4), _f(r["p99_ms"], 4))
+    out = Console()
+    if not out.is_terminal:  # a file or a pipe: the whole table, not squeezed into 80 columns
+        out = Console(width=180)
+    out.print(table)
+    for line in reasons:
+        print(f"- {line}")
+    s = result.spent
+    print(f"simulated requests: search {s['search']:,} ({result.seconds['search']:.1f} s), "
+          f"finalists {s['finalists']:,} ({result.seconds['finalists']:.1f} s)"
+          + (f", baselines {result.seconds['baselines']:.1f} s" if "baselines" in
+             result.seconds else ""))
+
+
+def _f(v, digits: int) -> str:
+    return "–" if v is None else f"{v:.{digits}g}"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("optimize", help="search the config that meets a latency SLO at the "
+                       "load with the accuracy kept", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="the study YAML (its trace, profile, workload and run)")
+    p.add_argument("-o", "--output", required=True, help="optimize folder (resumable)")
+    p.add_argument("--slo-p99-ms", type=number(0), help="latency SLO (default: the study's "
+                   "slo.latency_ms)")
+    p.add_argument("--attainment", type=number(0, 1), default=0.99,
+                   help="fraction of requests within the SLO (0.99: p99)")
+    p.add_argument("--maximize", choices=("load", "accuracy"), help="objective (default: load)")
+    p.add_argument("--minimize", choices=("replicas",), help="or: fewest replicas")
+    p.add_argument("--load-rps", type=number(0), help="the load (req/s) --minimize replicas "
+                   "and --maximize accuracy are judged at")
+    p.add_argument("--min-relative-accuracy", type=number(0, 1, low_open=True),
+                   help="accuracy / full model's, at least (on val), e.g. 0.99")
+    p.add_argument("--min-accuracy", type=number(0, 1), help="absolute accuracy, at least")
+    p.add_argument("--budget-ms", type=number(0), help="average compute per sample at batch 1, "
+                   "at most (EENet's budget)")
+    p.add_argument("--max-replicas", type=integer(1), default=1,
+                   help="with --minimize replicas: the most to use")
+    p.add_argument("--cost-per-replica-hour", type=number(0),
+                   help="price of a replica-hour: results also read as cost per million requests")
+    p.add_argument("--space", type=Path, help="YAML replacing dimensions of the search space")
+    p.add_argument("--trials", type=integer(1), default=60, help="candidates simulated")
+    p.add_argument("--finalists", type=integer(1), default=3, help="re-run on the full run")
+    p.add_argument("--seeds", type=integer(1), default=3, help="seeds per finalist (CIs)")
+    p.add_argument("--screen-requests", type=integer(100), default=10_000,
+                   help="requests per replication of a screening probe")
+    p.add_argument("--seed", type=integer(0), default=0, help="the search's seed")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    add_executor_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

@@ -1,0 +1,169 @@
+"""``optimize``: search, finalists, baselines, outputs (the whole command's work)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offramp.analysis.optimize import baselines as B
+from offramp.analysis.optimize.evaluate import Outcome
+from offramp.analysis.optimize.goal import Goal
+from offramp.analysis.optimize.search import (
+    Job,
+    Settings,
+    best_of,
+    finalize,
+    open_study,
+    screen,
+    screened,
+    spent,
+)
+from offramp.analysis.optimize.space import SearchSpace, default_space, load_space, study_params
+from offramp.analysis.study.config import StudyConfig, load_config
+from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
+from offramp.common.errors import InputError
+from offramp.common.outputs import check_output_dir
+from offramp.policies.costs import full_model_cost
+from offramp.traces.format import has_entropy
+
+OUTPUTS = ("optuna.db", "trials.parquet", "optimize.json", "best.yaml", "front.png",
+           "report.html")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Result:
+    """Everything ``optimize`` found: the winner, the finalists, every screened trial, the
+    baselines (label -> outcome) and what the search spent."""
+
+    study: str
+    goal: Goal
+    space: SearchSpace
+    settings: Settings
+    winner: Outcome
+    finalists: list[Outcome]
+    trials: list[Outcome]
+    baselines: dict[str, Outcome] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    full_cost_ms: float = 0.0
+
+
+def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: str | Path
+            ) -> tuple[StudyConfig, dict[str, Any], SearchSpace, float, Path]:
+    """Everything checked before a candidate runs: the output folder, the study (an open-loop
+    workload with a latency profile), the space. Returns (study, its mapping, space, the full
+    model's per-sample cost at batch 1, output folder)."""
+    folder = check_output_dir(out, OUTPUTS, "optimize folder")
+    cfg = load_config(study)
+    if cfg.profile.kind != "profile":
+        raise InputError(study, "profile.kind", "an analytic service time has no stages to "
+                         "exit from", "optimize a study with a latency profile")
+    if cfg.workload.kind == "closed":
+        raise InputError(study, "workload.kind", "a closed loop has no arrival rate to search",
+                         "use an open-loop workload (poisson, gamma, replay, mmpp, diurnal)")
+    base_dir = Path(study).parent
+    trace = load_study_trace(cfg, base_dir)
+    profile = load_study_profile(cfg, trace, base_dir)
+    full = full_model_cost(study_costs(cfg, profile), 1)
+    batches = sorted({int(r["batch"]) for r in profile.rows})
+    name = getattr(cfg.policy, "base", "none")
+    space = default_space(name, has_entropy(trace), batches, trace.n_exits,
+                          goal.min_relative_accuracy)
+    if space_file is not None:
+        space = load_space(space_file, space)
+    return cfg, cfg.model_dump(mode="json", exclude_unset=True), space, full, folder
+
+
+def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
+             settings: Settings | None = None, space_file: str | Path | None = None,
+             baselines: bool = True, progress: Progress | None = None) -> Result:
+    """Search the space for the goal's best configuration (module docstrings of
+    :mod:`.search` and :mod:`.baselines`); writes nothing but the Optuna storage."""
+    settings = settings or Settings()
+    cfg, base, space, full, folder = prepare(study, goal, space_file, out)
+    job = Job(base, goal, str(Path(study).parent.resolve()), str(study))
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    opt = open_study(folder, goal, space, settings)
+    job = dataclasses.replace(job, store=opt)  # finalists and baselines kept as they finish
+    screen(opt, job, space, settings, executor, full, cfg.server.replicas,
+           study_params(cfg, space, full),
+           None if progress is None else lambda d, t: progress("search", d, t))
+    trials = screened(opt)
+    top = best_of(trials, goal, settings.finalists)
+    if not top:
+        reasons = sorted({o.reason for o in trials if o.reason})
+        raise InputError(str(study), None, f"no candidate of {len(trials)} met the goal "
+                         f"({goal.describe()}); seen: {'; '.join(reasons[:3])}",
+                         "loosen a constraint or the SLO, or widen the space (--space)")
+    search_s = time.perf_counter() - t0
+    run = {"requests": cfg.run.requests, "replications": cfg.run.replications,
+           "duration_s": cfg.run.duration_s}
+    if progress is not None:
+        progress("finalists", 0, len(top))
+    finals = finalize(job, executor, top, settings, run)
+    winners = best_of(finals, goal, 1)
+    if not winners:
+        raise InputError(str(study), None, "no finalist held the goal on the full run",
+                         "raise --finalists or the screening run's length")
+    result = Result(str(study), goal, space, settings, winners[0], finals, trials,
+                    full_cost_ms=full)
+    result.spent = {"search": spent(trials), "finalists": spent(finals)}
+    result.seconds = {"search": round(search_s, 2),
+                      "finalists": round(time.perf_counter() - t0 - search_s, 2)}
+    if baselines:
+        t1 = time.perf_counter()
+        result.baselines = run_baselines(job, executor, cfg, space, settings, result, run,
+                                         progress)
+        result.seconds["baselines"] = round(time.perf_counter() - t1, 2)
+    return result
+
+
+def run_baselines(job: Job, executor: Executor, cfg: StudyConfig, space: SearchSpace,
+                  settings: Settings, result: Result, run: dict[str, Any],
+                  progress: Progress | None = None) -> dict[str, Outcome]:
+    """Each baseline screened like a trial, its best re-run like a finalist."""
+    goal = job.goal
+    trace = load_study_trace(cfg, Path(job.study_dir))
+    picks: dict[str, dict[str, Any]] = {}
+    screen_run = settings.screen_run()
+    none = job.run(executor, B.no_exit_points(space), screen_run, 1, settings.rel_tol, False)
+    best_none = best_of(none, goal, 1)
+    if best_none:
+        picks["no exits (best batching)"] = best_none[0].point
+    mode = cfg.server.exit_mode if cfg.server.exit_mode.consults_early_exits else \
+        space.exit_modes[-1]
+    picks[f"PAME τ={B.pame_point(goal, mode)['policy.tolerance_pct']:g}"] = \
+        B.pame_point(goal, mode)
+    if has_entropy(trace) and trace.softmax is not None:
+        budget = goal.budget_ms or result.winner.cost_ms
+        picks[f"EENet budget {budget:.3g} ms"] = B.eenet_point(budget, mode)
+    grid = _grid(job, executor, space, settings, result, screen_run)
+    if grid is not None:
+        picks["grid (same simulated requests)"] = grid.point
+    picks["the study as given"] = {}
+    if progress is not None:
+        progress("baselines", 0, len(picks))
+    outs = job.run(executor, list(picks.values()), run, settings.seeds, 0.01, True)
+    return dict(zip(picks, outs, strict=True))
+
+
+def _grid(job: Job, executor: Executor, space: SearchSpace, settings: Settings,
+          result: Result, screen_run: dict[str, Any]) -> Outcome | None:
+    """The best feasible grid point evaluated within the search's simulated requests."""
+    budget = result.spent["search"]
+    seen: list[Outcome] = []
+    for chunk in B.grid_batches(B.grid_points(space, result.full_cost_ms, settings.seed),
+                                settings.batch):
+        if spent(seen) >= budget:
+            break
+        seen += job.run(executor, chunk, screen_run, 1, settings.rel_tol, False)
+    best = best_of(B.within_budget(seen, budget), job.goal, 1)
+    return best[0] if best else None

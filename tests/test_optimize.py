@@ -1,0 +1,157 @@
+"""``offramp optimize`` on synthetic traces and profiles (tests only, labelled synthetic) where
+the optimum is known by construction, resumed after a kill, on two executors, and from the
+command line with bad input."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import yaml
+
+from offramp.analysis.cli import main
+from offramp.analysis.optimize.goal import Goal, Objective
+from offramp.analysis.optimize.run import optimize
+from offramp.analysis.optimize.search import Settings
+from offramp.analysis.study.config import load_config
+from offramp.profiling.format import save_profile
+from offramp.profiling.synthetic import synthetic_profile
+from offramp.traces.format import SPLITS, make_trace, save_trace
+
+FAST = Settings(trials=8, batch=4, startup=4, screen_requests=2000, screen_replications=2,
+                finalists=1, seeds=2)
+
+
+def _easy_trace(n: int = 2000, k: int = 4, c: int = 10):
+    """Synthetic: every exit answers right, exit 0 with probability 0.99 — exiting at 0 loses
+    nothing, so the best policy sends (almost) everything out there."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, c, n)
+    soft = np.full((n, k, c), 0.01 / (c - 1))
+    soft[np.arange(n), :, labels] = 0.99
+    split = np.where(rng.random(n) < 0.5, SPLITS.index("val"), SPLITS.index("test"))
+    meta = {"model_id": "synthetic-net", "dataset": "synthetic",
+            "exit_names": [f"exit{i}" for i in range(k)],
+            "exit_positions": [float(i + 1) / k for i in range(k)],
+            "produced_by": {"command": "tests/test_optimize.py"}, "synthetic": True}
+    return make_trace(labels, split, soft, meta)
+
+
+def _study(tmp_path, trace, **sections) -> str:
+    save_trace(trace, tmp_path / "t.npz")
+    save_profile(synthetic_profile(segment_ms=1.0), tmp_path / "p.json")
+    doc = {"trace": {"path": "t.npz"}, "profile": {"path": "p.json"},
+           "workload": {"kind": "poisson", "rate_rps": 300.0},
+           "server": {"max_batch": 16, "max_wait_ms": 1.0, "exit_mode": "shrink"},
+           "policy": {"name": "maxprob", "tolerance_pct": 99},
+           "run": {"requests": 3000, "replications": 2, "seed": 0}, **sections}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_finds_the_exit_that_is_always_right_and_cheap(tmp_path):
+    study = _study(tmp_path, _easy_trace())
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"policies": ["none", "maxprob"], "exit_modes": ["shrink"],
+                                     "max_batch": [16], "max_wait_ms": {"low": 0.5, "high": 2}}))
+    goal = Goal(Objective.LOAD, 30.0, min_relative_accuracy=0.99)
+    with ThreadPoolExecutor(1) as ex:
+        res = optimize(study, goal, tmp_path / "out", ex, FAST, space, baselines=True)
+    win, none = res.winner, res.baselines["no exits (best batching)"]
+    assert win.point["policy.name"] == "maxprob" and win.exit_fractions[0] > 0.95
+    assert win.test_relative_accuracy == pytest.approx(1.0)
+    # Exiting after the first of four equal segments serves well over twice the load.
+    assert win.value > 2.0 * none.value > 0
+    assert res.spent["search"] > 0 and len(res.trials) >= FAST.trials
+
+
+def test_finds_the_only_batching_that_meets_the_slo(tmp_path):
+    # At 1000 req/s one request per batch cannot keep up (~4.3 ms each), and with a 40 ms
+    # wait a 64-batch waits ~64 ms to fill: only max_batch 8 holds p99 <= 25 ms.
+    study = _study(tmp_path, _easy_trace())
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"policies": ["none"], "max_batch": [1, 8, 64],
+                                     "max_wait_ms": {"low": 40, "high": 50}}))
+    goal = Goal(Objective.ACCURACY, 25.0, load_rps=1000.0)
+    with ThreadPoolExecutor(1) as ex:
+        res = optimize(study, goal, tmp_path / "out", ex, FAST, space, baselines=False)
+    assert res.winner.point["server.max_batch"] == 8
+    held = {o.point["server.max_batch"] for o in res.trials if o.feasible}
+    assert held == {8}
+
+
+def _kill_after(n: int):
+    def progress(what: str, done: int, total: int) -> None:
+        if what == "search" and done >= n:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_a_killed_search_resumes_where_it_stopped(tmp_path):
+    study = _study(tmp_path, _easy_trace())
+    goal = Goal(Objective.LOAD, 30.0, min_relative_accuracy=0.99)
+    with ThreadPoolExecutor(1) as ex:
+        whole = optimize(study, goal, tmp_path / "whole", ex, FAST, baselines=False)
+        with pytest.raises(KeyboardInterrupt):
+            optimize(study, goal, tmp_path / "cut", ex, FAST, baselines=False,
+                     progress=_kill_after(1))
+        import optuna
+
+        kept = optuna.load_study(study_name="offramp-optimize",
+                                 storage=f"sqlite:///{tmp_path / 'cut' / 'optuna.db'}")
+        assert 0 < len(kept.trials) < len(whole.trials)
+        resumed = optimize(study, goal, tmp_path / "cut", ex, FAST, baselines=False)
+    assert [o.point for o in resumed.trials] == [o.point for o in whole.trials]
+    assert resumed.winner.point == whole.winner.point
+    assert resumed.winner.value == whole.winner.value
+
+
+def test_same_result_on_a_process_pool(tmp_path):
+    study = _study(tmp_path, _easy_trace())
+    goal = Goal(Objective.LOAD, 30.0, min_relative_accuracy=0.99)
+    with ThreadPoolExecutor(1) as ex:
+        one = optimize(study, goal, tmp_path / "a", ex, FAST, baselines=False)
+    with ProcessPoolExecutor(2) as ex:
+        two = optimize(study, goal, tmp_path / "b", ex, FAST, baselines=False)
+    assert [o.as_dict() | {"seconds": 0} for o in one.trials] == \
+        [o.as_dict() | {"seconds": 0} for o in two.trials]
+    assert one.winner.value == two.winner.value
+
+
+def test_cli_writes_a_study_that_simulates(tmp_path, capsys):
+    study = _study(tmp_path, _easy_trace())
+    out = tmp_path / "out"
+    assert main(["optimize", study, "--slo-p99-ms", "30", "--min-relative-accuracy", "0.99",
+                 "-o", str(out), "--trials", "6", "--finalists", "1", "--seeds", "2",
+                 "--screen-requests", "2000", "--no-baselines", "--workers", "1",
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "optimizer's choice" in text and "wrote" in text
+    doc = json.loads((out / "optimize.json").read_text())
+    assert doc["winner"]["feasible"] and doc["why"]
+    best = load_config(out / "best.yaml")
+    assert best.policy.name == doc["winner"]["point"]["policy.name"]
+    assert best.slo.latency_ms == 30.0
+    assert main(["simulate", str(out / "best.yaml"), "--set", "run.requests=2000",
+                 "-o", str(tmp_path / "run")]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "offramp optimize" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--minimize", "replicas"], "--load-rps"),
+    (["--maximize", "load", "--load-rps", "100"], "--load-rps"),
+    (["--space", "SPACE"], "policies"),
+])
+def test_cli_bad_goals_and_spaces_are_one_clear_error(tmp_path, capsys, args, field):
+    study = _study(tmp_path, _easy_trace())
+    (tmp_path / "space.yaml").write_text("policies: [static]\n")
+    args = [str(tmp_path / "space.yaml") if a == "SPACE" else a for a in args]
+    assert main(["optimize", study, "--slo-p99-ms", "30", "-o", str(tmp_path / "o"),
+                 *args]) != 0
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
