@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import needs_fmnist
 
 from offramp.analysis.cli import main
 from offramp.analysis.optimize.goal import Goal, Objective
@@ -155,3 +157,46 @@ def test_cli_bad_goals_and_spaces_are_one_clear_error(tmp_path, capsys, args, fi
                  *args]) != 0
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
+
+
+def test_the_real_capacity_is_where_attainment_crosses_the_target():
+    from offramp.analysis.validation.real_capacity import crossing
+
+    # Held at 100 and 110 (0.995, 0.991), failed at 120 (0.981): 110 + 10 * 0.001 / 0.010.
+    assert crossing({100.0: 0.995, 110.0: 0.991, 120.0: 0.981}, 0.99) == \
+        pytest.approx((111.0, ""))
+    assert crossing({100.0: 0.999, 120.0: 0.995}, 0.99) == (120.0, ">=")
+    assert crossing({100.0: 0.95, 120.0: 0.90}, 0.99) == (100.0, "<")
+    # A dip below and back: the last rate that held, then the first failure above it.
+    assert crossing({100.0: 0.98, 110.0: 0.995, 120.0: 0.97}, 0.99) == \
+        pytest.approx((110.0 + 10.0 * 0.005 / 0.025, ""))
+
+
+def test_validate_needs_the_load_objective(tmp_path, capsys):
+    study = _study(tmp_path, _easy_trace())
+    assert main(["optimize", study, "--slo-p99-ms", "30", "--maximize", "accuracy",
+                 "--load-rps", "100", "--validate", "-o", str(tmp_path / "o")]) != 0
+    assert "--validate" in capsys.readouterr().err
+
+
+@needs_fmnist
+def test_validate_measures_the_winner_and_no_exits_on_the_real_loop(tmp_path, capsys):
+    out = tmp_path / "opt"
+    study = Path(__file__).resolve().parent.parent / "examples" / "capacity-fmnist.yaml"
+    assert main(["optimize", str(study), "--slo-p99-ms", "25",
+                 "--min-relative-accuracy", "0.99", "--trials", "4", "--finalists", "1",
+                 "--seeds", "1", "--screen-requests", "1000", "-o", str(out), "--workers", "1",
+                 "--baselines", "none", "--validate", "--validate-repeats", "1",
+                 "--validate-requests", "400",
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "predicted vs measured capacity" in text and "ordering" in text
+    doc = json.loads((out / "validation.json").read_text())
+    labels = [r["label"] for r in doc["rows"]]
+    assert labels == ["optimizer's choice", "no exits (best batching)"]
+    for r in doc["rows"]:
+        cap = json.loads((Path(r["folder"]) / "capacity.json").read_text())
+        # Five rates around the prediction, each served once for real.
+        assert len(cap["rates_rps"]) == 5 and len(cap["attained"]["0"]) == 5
+        assert cap["rates_rps"][0] <= r["measured_rps"] <= cap["rates_rps"][-1]
+        assert r["predicted_rps"] == pytest.approx(cap["predicted_rps"])

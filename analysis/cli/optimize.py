@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from offramp.traces.progress import rich_progress
 
     goal = goal_from(args, load_config(args.config).slo.latency_ms)
+    if args.validate and goal.objective.value != "load":
+        raise InputError("--validate", None, "measures the capacity: it needs --maximize load",
+                         "drop --validate, or optimize the load")
+    chosen = False if args.no_baselines else _baselines(args.baselines)
     settings = Settings(trials=args.trials, finalists=args.finalists, seeds=args.seeds,
                         screen_requests=args.screen_requests, seed=args.seed)
     _, _, space, _, _ = prepare(args.config, goal, args.space, args.output)  # before workers
@@ -69,12 +73,46 @@ def run(args: argparse.Namespace) -> int:
             bar.update(tasks[what], completed=done, total=total)
 
         result = optimize(args.config, goal, args.output, executor, settings, args.space,
-                          baselines=not args.no_baselines, progress=progress)
+                          baselines=chosen, progress=progress)
     paths = write(result, Path(args.output), command_line())
     _print(result, rows(result), value_label(result), why(result))
     print(f"wrote {paths['best.yaml']} (the winner as a study), trials.parquet, optimize.json, "
           f"front.png and report.html in {args.output}")
+    if args.validate:
+        from offramp.analysis.optimize.validate import validate_choice
+
+        doc = validate_choice(result, Path(args.output), args.device, args.validate_repeats,
+                              args.validate_requests, args.core,
+                              log=(lambda *_: None) if args.quiet else print)
+        _print_validation(doc)
     return 0
+
+
+def _print_validation(doc: dict) -> None:
+    table = Table(title=f"predicted vs measured capacity on this {doc['device']} "
+                  f"({doc['repeats']} repeats x {doc['requests']} requests per rate)")
+    for head in ("", "predicted req/s", "measured (median)", "real spread", "error", "verdict"):
+        table.add_column(head, justify="left" if head in ("", "verdict") else "right")
+    for r in doc["rows"]:
+        lo, hi = r["measured_spread_rps"]
+        table.add_row(r["label"], f"{r['predicted_rps']:.4g}", f"{r['measured_rps']:.4g}",
+                      f"{lo:.4g}..{hi:.4g}", f"{r['error']:+.1%}",
+                      "within" if r["within"] else "OUTSIDE")
+    Console(width=140).print(table)
+    if doc["ordering_agrees"] is not None:
+        print("ordering " + ("agrees" if doc["ordering_agrees"] else "DISAGREES") +
+              " (winner vs no exits)")
+
+
+def _baselines(text: str) -> list[str]:
+    from offramp.analysis.optimize.run import BASELINES
+
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise InputError("--baselines", bad[0], "is not a baseline",
+                         f"name some of {', '.join(BASELINES)}")
+    return names
 
 
 def _print(result, table_rows: list[dict], label: str, reasons: list[str]) -> None:
@@ -135,7 +173,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--screen-requests", type=integer(100), default=10_000,
                    help="requests per replication of a screening probe")
     p.add_argument("--seed", type=integer(0), default=0, help="the search's seed")
+    p.add_argument("--baselines", default="none,pame,eenet,grid,study",
+                   help="baselines to run beside: none (no exits at its best batching), pame, "
+                   "eenet, grid (same simulated requests), study (as given)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument("--validate", action="store_true", help="then measure the winner's and no "
+                   "exits' capacity on the real serving loop of this machine")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="for --validate")
+    p.add_argument("--validate-repeats", type=integer(1), default=3,
+                   help="real streams per rate (5 rates around the prediction)")
+    p.add_argument("--validate-requests", type=integer(200), default=6000,
+                   help="requests per real stream")
+    p.add_argument("--core", type=integer(0), default=None, help="for --validate: the CPU "
+                   "core the real loop runs on")
     add_executor_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -87,11 +87,12 @@ def rows(result: Result) -> list[dict[str, Any]]:
     out = []
     for label, o in entries:
         ci = (o.detail or {}).get("test_relative_accuracy_ci95")
-        out.append({"label": label, "config": describe(o.point), "feasible": o.feasible,
-                    "value": o.value, "value_ci95": o.capacity_ci95_rps
+        config = describe(o.point) + ("" if o.feasible else f" — refused: {o.reason}")
+        out.append({"label": label, "config": config, "feasible": o.feasible,
+                    "value": o.value if o.feasible else None, "value_ci95": o.capacity_ci95_rps
                     if result.goal.objective is Objective.LOAD else None,
-                    "vs_no_exits": ratio(o.value, base.value) if base is not None and
-                    result.goal.objective is Objective.LOAD else None,
+                    "vs_no_exits": ratio(o.value, base.value) if o.feasible and base is not None
+                    and result.goal.objective is Objective.LOAD else None,
                     "test_relative_accuracy": o.test_relative_accuracy,
                     "test_relative_accuracy_ci95": ci, "cost_ms": o.cost_ms,
                     "replicas": o.replicas,

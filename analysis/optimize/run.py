@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ OUTPUTS = ("optuna.db", "trials.parquet", "optimize.json", "best.yaml", "front.p
            "report.html")
 
 Progress = Callable[[str, int, int], None]
+BASELINES = ("none", "pame", "eenet", "grid", "study")
 
 
 @dataclass
@@ -83,9 +84,11 @@ def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: s
 
 def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
              settings: Settings | None = None, space_file: str | Path | None = None,
-             baselines: bool = True, progress: Progress | None = None) -> Result:
+             baselines: bool | Sequence[str] = True, progress: Progress | None = None
+             ) -> Result:
     """Search the space for the goal's best configuration (module docstrings of
-    :mod:`.search` and :mod:`.baselines`); writes nothing but the Optuna storage."""
+    :mod:`.search` and :mod:`.baselines`); writes nothing but the Optuna storage.
+    ``baselines``: all (True), none (False) or those named (:data:`BASELINES`)."""
     settings = settings or Settings()
     cfg, base, space, full, folder = prepare(study, goal, space_file, out)
     job = Job(base, goal, str(Path(study).parent.resolve()), str(study))
@@ -116,39 +119,55 @@ def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
     result = Result(str(study), goal, space, settings, winners[0], finals, trials,
                     full_cost_ms=full)
     result.spent = {"search": spent(trials), "finalists": spent(finals)}
-    result.seconds = {"search": round(search_s, 2),
-                      "finalists": round(time.perf_counter() - t0 - search_s, 2)}
-    if baselines:
+    result.seconds = {"search": _clock(opt, "search", search_s),
+                      "finalists": _clock(opt, "finalists", time.perf_counter() - t0 - search_s)}
+    chosen = BASELINES if baselines is True else () if baselines is False else tuple(baselines)
+    if chosen:
         t1 = time.perf_counter()
         result.baselines = run_baselines(job, executor, cfg, space, settings, result, run,
-                                         progress)
-        result.seconds["baselines"] = round(time.perf_counter() - t1, 2)
+                                         progress, chosen)
+        result.seconds["baselines"] = _clock(opt, "baselines", time.perf_counter() - t1)
     return result
+
+
+def _clock(opt: Any, phase: str, seconds: float) -> float:
+    """Wall seconds a phase took over every run of this search (a resumed run adds its own)."""
+    key = f"seconds:{phase}"
+    total = float(opt.user_attrs.get(key, 0.0)) + seconds
+    opt.set_user_attr(key, total)
+    return round(total, 2)
 
 
 def run_baselines(job: Job, executor: Executor, cfg: StudyConfig, space: SearchSpace,
                   settings: Settings, result: Result, run: dict[str, Any],
-                  progress: Progress | None = None) -> dict[str, Outcome]:
-    """Each baseline screened like a trial, its best re-run like a finalist."""
+                  progress: Progress | None = None, chosen: Sequence[str] = ()
+                  ) -> dict[str, Outcome]:
+    """Each baseline named in ``chosen`` screened like a trial, its best re-run like a
+    finalist."""
     goal = job.goal
     trace = load_study_trace(cfg, Path(job.study_dir))
     picks: dict[str, dict[str, Any]] = {}
     screen_run = settings.screen_run()
-    none = job.run(executor, B.no_exit_points(space), screen_run, 1, settings.rel_tol, False)
-    best_none = best_of(none, goal, 1)
-    if best_none:
-        picks["no exits (best batching)"] = best_none[0].point
+    if "none" in chosen:
+        none = job.run(executor, B.no_exit_points(space), screen_run, 1, settings.rel_tol,
+                       False)
+        best_none = best_of(none, goal, 1)
+        if best_none:
+            picks["no exits (best batching)"] = best_none[0].point
     mode = cfg.server.exit_mode if cfg.server.exit_mode.consults_early_exits else \
         space.exit_modes[-1]
-    picks[f"PAME τ={B.pame_point(goal, mode)['policy.tolerance_pct']:g}"] = \
-        B.pame_point(goal, mode)
-    if has_entropy(trace) and trace.softmax is not None:
+    if "pame" in chosen:
+        pame = B.pame_point(goal, mode)
+        picks[f"PAME τ={pame['policy.tolerance_pct']:g}"] = pame
+    if "eenet" in chosen and has_entropy(trace) and trace.softmax is not None:
         budget = goal.budget_ms or result.winner.cost_ms
         picks[f"EENet budget {budget:.3g} ms"] = B.eenet_point(budget, mode)
-    grid = _grid(job, executor, space, settings, result, screen_run)
+    grid = _grid(job, executor, space, settings, result, screen_run) if "grid" in chosen \
+        else None
     if grid is not None:
         picks["grid (same simulated requests)"] = grid.point
-    picks["the study as given"] = {}
+    if "study" in chosen:
+        picks["the study as given"] = {}
     if progress is not None:
         progress("baselines", 0, len(picks))
     outs = job.run(executor, list(picks.values()), run, settings.seeds, 0.01, True)

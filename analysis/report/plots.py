@@ -188,7 +188,7 @@ def plot_front(trials: list[dict], marks: dict[str, dict], value_label: str, pat
         ax.scatter(xs, ys, s=14, alpha=0.45, label=f"{name} (screened)")
     front = sorted((t["x"], t["y"]) for t in trials if t.get("front"))
     if front:
-        ax.step(*zip(*front, strict=True), where="post", color="0.4", lw=1, label="front")
+        ax.step(*zip(*front, strict=True), where="pre", color="0.4", lw=1, label="front")
     for i, (label, m) in enumerate(marks.items()):
         ax.errorbar([m["x"]], [m["y"]], yerr=[[m.get("y_ci") or 0], [m.get("y_ci") or 0]],
                     xerr=[[m["x"] - m["x_lo"]], [m["x_hi"] - m["x"]]], fmt="*^so<>dv"[i % 9],
