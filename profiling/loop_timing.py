@@ -18,6 +18,7 @@ from offramp.core.modes import StageKind
 
 from .backends.base import Backend
 from .measure import Progress, RunPolicy, summarize
+from .served import ar1_from_series
 
 
 def singles(batch: Any, b: int) -> list[Any]:
@@ -206,14 +207,7 @@ def stage_noise_corr(per_batch: Sequence[tuple[int, list[tuple[str, int, float]]
     off = c[~np.eye(len(keys), dtype=bool)]
     off = off[np.isfinite(off)]
     within = float(np.clip(off.mean(), 0.0, 0.99)) if off.size else 0.0
-    mean = res.mean(axis=1) - res.mean()
-    lags = np.arange(1, 11)
-    ac = np.array([np.corrcoef(mean[:-lag], mean[lag:])[0, 1] for lag in lags])
-    ok = np.isfinite(ac) & (ac > 0.02)
-    across = 0.0
-    if within > 0 and ok.sum() >= 2:
-        slope = np.polyfit(lags[ok], np.log(ac[ok]), 1)[0]
-        across = float(np.clip(math.exp(slope), 0.0, 0.99))
+    across = ar1_from_series(res.mean(axis=1)) if within > 0 else 0.0  # one home: served.py
     return {"within": round(within, 4), "across": round(across, 4)}
 
 

@@ -73,7 +73,7 @@ def _fill(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def ar1_from_series(mean: np.ndarray) -> float:
     """φ of a series whose autocorrelation at lag L (1..10) is fitted as c·φ^L; 0 when the
-    autocorrelation is not positive at two lags at least."""
+    autocorrelation is not positive at two lags at least, or does not decay."""
     if mean.size < 50:
         return 0.0
     mean = mean - mean.mean()
@@ -84,6 +84,8 @@ def ar1_from_series(mean: np.ndarray) -> float:
     if ok.sum() < 2:
         return 0.0
     slope = np.polyfit(lags[ok], np.log(ac[ok]), 1)[0]
+    if slope >= 0:  # an autocorrelation that does not decay with the lag is noise, not memory
+        return 0.0
     return float(np.clip(math.exp(slope), 0.0, 0.99))
 
 

@@ -1,0 +1,240 @@
+"""Exact tests on hand-built inputs for the served-cost fit, the capacity search's rules, the
+sweep's grid checks and the calibration points (each value worked out by hand or by an
+independent formula here; synthetic inputs, tests only)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from offramp.analysis.studies import capacity as C
+from offramp.analysis.studies.sweep import check_sweep, load_grid
+from offramp.analysis.validation.served import _calibration_keys
+from offramp.common.errors import InputError
+from offramp.core.modes import StageKind
+from offramp.profiling import served as S
+
+# --- the served-cost fit -------------------------------------------------------------------
+
+
+def _ar1(phi: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x
+
+
+@pytest.mark.parametrize("phi", [0.6, 0.2])
+def test_ar1_from_series_recovers_phi(phi):
+    # 0.2: only lags 1 and 2 have an autocorrelation above 0.02 (0.04, 0.008): two lags fit.
+    assert S.ar1_from_series(_ar1(phi, 200_000, 1)) == pytest.approx(phi, abs=0.03)
+
+
+def test_ar1_from_series_is_zero_without_memory():
+    assert S.ar1_from_series(np.random.default_rng(2).normal(size=5000)) == 0.0
+    # A period of 6: autocorrelation 0.5 at lags 1 and 5, 1 at 6, 0.5 at 7: not decaying.
+    assert S.ar1_from_series(np.sin(np.arange(5000) * 2 * np.pi / 6)) == 0.0
+    assert S.ar1_from_series(_ar1(0.6, 49, 3)) == 0.0  # under 50 points
+
+
+def test_noise_corr_within_is_the_pairwise_formula():
+    rng = np.random.default_rng(4)
+    n_b = 3000
+    sizes = rng.integers(2, 6, n_b)
+    batch = np.repeat(np.arange(n_b), sizes)
+    z = rng.normal(size=batch.size) + np.repeat(rng.normal(size=n_b) * 0.8, sizes)
+    kind = np.where(rng.random(batch.size) < 0.5, 1, 2)  # segments and heads only count
+    got = S._noise_corr({"kind": kind, "batch": batch}, z)
+    num = den = 0.0
+    for j in range(n_b):
+        v = z[batch == j]
+        num += v.sum() ** 2 - (v ** 2).sum()  # sum over ordered pairs i != l of z_i z_l
+        den += (v.size - 1) * (v ** 2).sum()
+    assert got["within"] == pytest.approx(round(min(max(num / den, 0.0), 0.99), 4))
+    assert 0.2 < got["within"] < 0.6  # a common batch effect of variance 0.64 vs 1
+    assert got["across"] == 0.0  # independent batches
+
+
+def _cells(kind: int, k: int, b: int, base_ms: float, factors: dict[int, tuple[float, int]]):
+    """Stage times of one (kind, k, b): in each idle bin, ``count`` times base x factor."""
+    rows = []
+    mid = {0: 0.05, 3: 1.5, 5: 7.0}
+    for bin_, (factor, count) in factors.items():
+        rows += [(kind, k, b, base_ms * factor, mid[bin_])] * count
+    return rows
+
+
+def test_additive_fit_recovers_bases_and_idle_factors_exactly():
+    seg, head = StageKind.SEGMENT.code, StageKind.HEAD.code
+    rows = (_cells(seg, 0, 1, 2.0, {0: (1.0, 60), 3: (1.5, 40)})
+            + _cells(seg, 0, 4, 3.0, {0: (1.0, 60), 3: (1.5, 40)})
+            # heads: most often after a 1.5 ms idle, 1.2x faster right after a batch
+            + _cells(head, 0, 1, 0.5, {0: (1 / 1.2, 35), 3: (1.0, 80)}))
+    kind, k, b, ms, idle = (np.array(c) for c in zip(*rows, strict=True))
+    t = {"kind": kind, "k": k, "b": b, "ms": ms, "idle": idle, "batch": np.arange(ms.size)}
+    fit = S._fit_additive(t)
+    base = {tuple(key): math.exp(v) for key, v in zip(fit["keys"].tolist(), fit["base"],
+                                                       strict=True)}
+    # Each kind's factors are relative to its most common idle bin, whose times are the base.
+    assert base[(seg, 0, 1)] == pytest.approx(2.0)
+    assert base[(seg, 0, 4)] == pytest.approx(3.0)
+    assert base[(head, 0, 1)] == pytest.approx(0.5)
+    assert math.exp(fit["c"][seg][3]) == pytest.approx(1.5)
+    assert math.exp(fit["c"][head][0]) == pytest.approx(1 / 1.2)
+    assert fit["c"][seg][0] == fit["c"][head][3] == 0.0
+    assert np.allclose(fit["resid"], 0.0)
+
+
+def _run(n_batches: int, stages_per_batch: int = 2) -> dict[str, np.ndarray]:
+    d = np.arange(n_batches) * 0.01
+    sb = np.repeat(np.arange(n_batches), stages_per_batch)
+    return {"batch_dispatch": d, "batch_finish": d + 0.004,
+            "batch_sizes": np.tile([[4, 4]], (n_batches, 1)),
+            "stage_batch": sb, "stage_kind": np.tile([StageKind.SEGMENT.code,
+                                                      StageKind.HEAD.code], n_batches),
+            "stage_k": np.zeros(sb.size, dtype=int), "stage_size": np.full(sb.size, 4),
+            "stage_ms": np.tile([2.0, 1.0], n_batches)}
+
+
+def test_fit_counts_batches_and_scales_unseen_stages_by_the_reference():
+    runs = [_run(40), _run(25)]
+    ref = {("segment", 0): 1.0, ("head", 0): 0.5, ("segment", 1): 0.7}
+    out = S.fit_served_costs(runs, lambda kind, k, b: ref[(str(kind), k)] * b / 4,
+                             [("segment", 0, [4, 8]), ("head", 0, [4]), ("segment", 1, [4])])
+    assert out["batches"] == 65 and out["stage_times"] == 130
+    # segment 0 ran at 4 only (2.0 ms vs reference 1.0): size 8 is the reference x that ratio.
+    assert out["stages"]["segment 0"] == [[4, 2.0, 0.0, 65], [8, 4.0, 0.0, 0]]
+    # segment 1 never ran: its kind's ratio does not carry over to another k; 1.0 x reference.
+    assert out["stages"]["segment 1"][0][1] == pytest.approx(0.7)
+    assert out["batch_tail_ms"] == {"batch": [4], "ms": [1.0]}  # 4 ms busy, 3 ms of stages
+
+
+# --- the capacity search -------------------------------------------------------------------
+
+
+def test_ci_is_the_t_interval_and_infinite_for_one_value():
+    assert C._ci(np.array([0.5])) == math.inf
+    # mean 2, sd sqrt(2): t(0.975, 1) * sqrt(2) / sqrt(2) = 12.7062...
+    assert C._ci(np.array([1.0, 3.0])) == pytest.approx(12.7062047, rel=1e-6)
+
+
+@pytest.mark.parametrize("slo, attainment, stat", [
+    (25.0, 1.0, "attainment"), (25.0, 1.5, "attainment"), (25.0, 0.0, "attainment"),
+    (0.0, 0.99, "attainment"), (math.inf, 0.99, "mean"), (25.0, 0.99, "median")])
+def test_slo_checks(slo, attainment, stat):
+    with pytest.raises(InputError):
+        C._check_slo(slo, attainment, stat)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    workload: Any
+
+
+def _stub(monkeypatch, holds_up_to: float, at_target: bool = False):
+    """simulate/_statistic stubs: a rate holds when it is at most ``holds_up_to``; every
+    probe's replications are recorded with their run's seed (which must not change)."""
+    seen: list[tuple[float, int, int]] = []
+
+    def simulate(sc, run):
+        rate = sc.workload.rate
+        seen.append((rate, run.replications, run.seed))
+        return SimpleNamespace(records=[rate] * run.replications)
+
+    def statistic(records, warm, slo, stat):
+        if at_target:  # exactly at the target, every replication: never certain
+            return np.full(len(records), 0.99)
+        return np.array([1.0 if r <= holds_up_to else 0.5 for r in records])
+
+    monkeypatch.setattr(C, "simulate", simulate)
+    monkeypatch.setattr(C, "_statistic", statistic)
+    return seen
+
+
+def _scenario(rate: float):
+    def at_rate(r):
+        return SimpleNamespace(rate=r, at_rate=at_rate, config=SimpleNamespace(rate_rps=r),
+                               SCALES="rate_rps", unit_rate=lambda: 1.0)
+    return _Scenario(workload=at_rate(rate))
+
+
+def _run_cfg(reps: int = 2):
+    return SimpleNamespace(replications=reps, warmup_fraction=0.1, seed=7,
+                           model_copy=lambda update: SimpleNamespace(
+                               **{**{"replications": reps, "warmup_fraction": 0.1, "seed": 7},
+                                  **update}))
+
+
+def test_the_search_doubles_then_bisects_with_the_same_seeds(monkeypatch):
+    seen = _stub(monkeypatch, holds_up_to=1000.0)
+    res = C.search_capacity(_scenario(300.0), _run_cfg(), 25.0, rel_tol=0.01)
+    rates = [p.rate_rps for p in res.probes]
+    assert rates[:3] == [300.0, 600.0, 1200.0]  # doubling until it fails
+    assert rates[3:5] == [900.0, 1050.0]  # then halves of the bracket
+    assert res.capacity_rps <= 1000.0 < res.failed_rps <= res.capacity_rps * 1.01
+    assert {seed for _, _, seed in seen} == {7}  # common random numbers
+    assert all(p.holds == (p.rate_rps <= 1000.0) and p.certain for p in res.probes)
+
+
+def test_the_search_halves_when_the_start_fails(monkeypatch):
+    _stub(monkeypatch, holds_up_to=100.0)
+    res = C.search_capacity(_scenario(300.0), _run_cfg(), 25.0, rel_tol=0.01)
+    assert [p.rate_rps for p in res.probes][:3] == [300.0, 150.0, 75.0]
+
+
+def test_an_uncertain_probe_runs_up_to_four_times_the_replications(monkeypatch):
+    seen = _stub(monkeypatch, 0.0, at_target=True)
+    probe = C.holds_at(_scenario(500.0), _run_cfg(2), 500.0, 25.0, 0.99)
+    assert [reps for _, reps, _ in seen] == [2, 4, 8]
+    assert probe.replications == 8 and not probe.certain
+    assert probe.holds  # exactly at the target holds (>=)
+
+
+# --- the sweep's grid checks and calibration points ----------------------------------------
+
+
+@pytest.mark.parametrize("doc, field", [
+    ([1, 2], None), ({}, None), ({"grid": {"server.max_batch": [8]}, "extra": 1}, None),
+    ({"points": {"server.max_batch": 8}}, "points"), ({"points": [[8]]}, "points"),
+    ({"points": [{}]}, "points"), ({"grid": {"max_batch": [8]}}, "max_batch")])
+def test_bad_grids_are_refused(tmp_path, doc, field):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError) as err:
+        load_grid(path)
+    assert err.value.field == field
+
+
+def test_a_sweep_resumed_with_other_sets_is_refused(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"trace": {"path": "fmnist-resnet"},
+                                     "profile": {"path": "fmnist-resnet-cpu"}}))
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"grid": {"server.max_batch": [8, 16]}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"set": ["server.max_wait_ms=1"]}))
+    with pytest.raises(InputError, match="another -o folder"):
+        check_sweep(study, grid, out, [])
+    _, points, _, _ = check_sweep(study, grid, out, ["server.max_wait_ms=1"])
+    assert points == [{"server.max_batch": 8}, {"server.max_batch": 16}]
+
+
+def test_calibration_points_pick_only_the_named_load_and_mode():
+    manifest = {"streams": {
+        "shrink-L0": {"mode": "shrink", "load": {"utilisation": 0.3}},
+        "shrink-L1": {"mode": "shrink", "load": {"utilisation": 0.6}},
+        "keep-L0": {"mode": "keep", "load": {"utilisation": 0.3}}}}
+    assert _calibration_keys(None, manifest, [{"load": "0.3"}]) == {"shrink-L0", "keep-L0"}
+    assert _calibration_keys(None, manifest, [{"load": "0.3", "mode": "keep"}]) == {"keep-L0"}
+    assert _calibration_keys(None, manifest, [{"mode": "shrink"}]) == {"shrink-L0", "shrink-L1"}
