@@ -165,6 +165,45 @@ def _tail(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, list]:
     return {"batch": out_b, "ms": out_ms}
 
 
+def fill_ratio(served_at: dict[int, float], b: int) -> float:
+    """Served / profiled time at a batch size the streams did not serve often enough: the
+    ratio at the trusted sizes of the same stage (``served_at``: size -> ratio), linear in the
+    size between the two around ``b`` and held at the nearest beyond them, so the profile's
+    own shape carries a stage from the sizes served to those never served (1 where the stage
+    has no trusted size)."""
+    if not served_at:
+        return 1.0
+    sizes = sorted(served_at)
+    if b <= sizes[0]:
+        return served_at[sizes[0]]
+    if b >= sizes[-1]:
+        return served_at[sizes[-1]]
+    hi = next(x for x in sizes if x > b)
+    lo = max(x for x in sizes if x < b)
+    return served_at[lo] + (served_at[hi] - served_at[lo]) * (b - lo) / (hi - lo)
+
+
+def fill_rows(rows: list[list], reference: Callable[[int], float]) -> list[list]:
+    """One stage's ``[batch, p50 ms, sigma, count]`` rows with every size counted fewer than
+    :data:`MIN_CELL` times filled from the trusted ones (:func:`fill_ratio`) and the profile's
+    own time at that size (``reference(b)``)."""
+    served_at = {int(b): p50 / reference(int(b)) for b, p50, _, n in rows
+                 if n >= MIN_CELL and reference(int(b)) > 0}
+    return [[int(b), round(p50 if n >= MIN_CELL else reference(int(b)) * fill_ratio(
+        served_at, int(b)), 6), round(float(sig), 4), int(n)] for b, p50, sig, n in rows]
+
+
+def refill(served: dict[str, Any], reference: Callable[[str, int, int], float]
+           ) -> dict[str, Any]:
+    """A ``served_costs`` table fitted before :func:`fill_ratio` with its untrusted sizes
+    filled again by it (the trusted rows, factors and noise unchanged)."""
+    stages = {}
+    for key, rows in served["stages"].items():
+        kind, k = key.split()
+        stages[key] = fill_rows(rows, lambda b, kind=kind, k=int(k): reference(kind, k, b))
+    return {**served, "stages": stages}
+
+
 def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
                      reference: Callable[[str, int, int], float],
                      stages: Sequence[tuple[str, int, Sequence[int]]],
@@ -173,8 +212,9 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
     ``real_runs.serve_stream`` writes them).
 
     ``stages``: every (kind, k, batch sizes) the profile covers; ``reference(kind, k, b)``:
-    the profile's own p50 (ms) for a stage, used where the streams never ran that size, scaled
-    by the kind's median ratio of served base to reference where they did."""
+    the profile's own p50 (ms) for a stage, used where the streams did not run a size at least
+    :data:`MIN_CELL` times, scaled by the served/reference ratio of the nearest sizes they did
+    (:func:`fill_rows`)."""
     if not runs:
         raise ValueError("fit_served_costs needs at least one served stream")
     t = _stage_table(runs)
@@ -191,22 +231,16 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
     table: dict[str, list[list[float]]] = {}
     for kind, k, sizes in stages:
         kind = StageKind(kind)
-        own = [seen[(kind, k, b)] for b in sizes if (kind, k, b) in seen]
         kind_sig = [sigma[i] for i in range(len(keys)) if StageKind.from_code(keys[i, 0]) is kind
                     and np.isfinite(sigma[i])]
-        ratio = [math.exp(base[i]) / reference(kind, k, int(keys[i, 2])) for i in own
-                 if counts[i] >= MIN_CELL and reference(kind, k, int(keys[i, 2])) > 0]
-        scale = float(np.median(ratio)) if ratio else 1.0
         sig0 = float(np.median(kind_sig)) if kind_sig else 0.0
         rows = []
         for b in sizes:
             i = seen.get((kind, k, b))
-            trusted = i is not None and counts[i] >= MIN_CELL
-            p50 = math.exp(base[i]) if trusted else reference(kind, k, b) * scale
-            sig = sigma[i] if trusted and np.isfinite(sigma[i]) else sig0
-            rows.append([int(b), round(p50, 6), round(float(sig), 4),
-                         int(counts[i]) if i is not None else 0])
-        table[f"{kind} {k}"] = rows
+            n = int(counts[i]) if i is not None else 0
+            sig = sigma[i] if n >= MIN_CELL and np.isfinite(sigma[i]) else sig0
+            rows.append([int(b), math.exp(base[i]) if n >= MIN_CELL else None, sig, n])
+        table[f"{kind} {k}"] = fill_rows(rows, lambda b, kind=kind, k=k: reference(kind, k, b))
     sig_of_key = np.array([s if np.isfinite(s) else 0.0 for s in sigma])
     z = resid / np.maximum(sig_of_key[key_id], 1e-3)
     return {

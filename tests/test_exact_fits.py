@@ -238,3 +238,17 @@ def test_calibration_points_pick_only_the_named_load_and_mode():
     assert _calibration_keys(None, manifest, [{"load": "0.3"}]) == {"shrink-L0", "keep-L0"}
     assert _calibration_keys(None, manifest, [{"load": "0.3", "mode": "keep"}]) == {"keep-L0"}
     assert _calibration_keys(None, manifest, [{"mode": "shrink"}]) == {"shrink-L0", "shrink-L1"}
+
+
+def test_unserved_sizes_follow_the_profile_from_the_nearest_served_ones():
+    # Served 1.5x the profile at size 2, 1.0x at 6; the profile is 1 + b ms.
+    ref = {b: 1.0 + b for b in (1, 2, 4, 6, 16)}
+    rows = [[1, None, 0.1, 3], [2, 4.5, 0.2, 40], [4, None, 0.1, 0], [6, 7.0, 0.2, 35],
+            [16, None, 0.1, 5]]
+    got = S.fill_rows(rows, ref.__getitem__)
+    assert [r[1] for r in got] == pytest.approx([2.0 * 1.5, 4.5, 5.0 * 1.25, 7.0, 17.0 * 1.0])
+    assert [r[3] for r in got] == [3, 40, 0, 35, 5] and got[0][2] == 0.1
+    assert S.fill_ratio({}, 5) == 1.0  # nothing served: the profile's own time
+    table = {"stages": {"segment 0": rows}, "factor": {"x": 1}}
+    assert S.refill(table, lambda kind, k, b: ref[b]) == {"stages": {"segment 0": got},
+                                                          "factor": {"x": 1}}
