@@ -19,13 +19,17 @@ class ConfidencePolicy(ExitPolicy):
 
     Give exactly one of ``thresholds`` (K-1 values, in the policy's own units), ``fractions``
     (K target exit fractions, fitted on val) or ``tolerance_pct`` (PAME's τ, fitted on val).
+    ``exits``: the early exits consulted (default all); the others never take a sample and the
+    server skips their heads (with ``thresholds`` or ``tolerance_pct``).
     """
 
     def __init__(self, thresholds: Sequence[float] | None = None,
-                 fractions: Sequence[float] | None = None, tolerance_pct: float | None = None):
+                 fractions: Sequence[float] | None = None, tolerance_pct: float | None = None,
+                 exits: Sequence[int] | None = None):
         self.thresholds = thresholds
         self.fractions = fractions
         self.tolerance_pct = tolerance_pct
+        self.exits = exits
 
     def confidence(self, trace: ExitTrace) -> np.ndarray:
         """(N, K) score where higher means more confident."""
@@ -41,6 +45,7 @@ class ConfidencePolicy(ExitPolicy):
             raise InputError("policy", self.name, "give exactly one of thresholds, fractions, "
                              "tolerance_pct", "set one way to choose the thresholds")
         k_exits = trace.n_exits
+        enabled = self._enabled(k_exits)
         if self.thresholds is not None:
             t = np.asarray(self.thresholds, dtype=float)
             if t.shape != (k_exits - 1,):
@@ -54,9 +59,24 @@ class ConfidencePolicy(ExitPolicy):
                 self.conf_thresholds_ = from_fractions(conf, self.fractions)
             else:
                 self.conf_thresholds_ = from_tolerance(conf, trace.correct[ids],
-                                                       float(self.tolerance_pct))
+                                                       float(self.tolerance_pct), enabled)
+        self.conf_thresholds_ = np.where(enabled, self.conf_thresholds_, np.inf)
+        self.active_exits_ = np.r_[enabled, True]
         self.thresholds_ = self._to_conf(self.conf_thresholds_)
         return super().fit(trace, split)
+
+    def _enabled(self, k_exits: int) -> np.ndarray:
+        """(K-1,) bool: the early exits ``exits`` names (all without it), checked."""
+        if self.exits is None:
+            return np.ones(k_exits - 1, dtype=bool)
+        bad = [e for e in self.exits if not 0 <= int(e) < k_exits - 1]
+        if bad or len(set(self.exits)) != len(self.exits):
+            raise InputError("policy", "exits", f"{list(self.exits)} must name distinct early "
+                             f"exits among 0..{k_exits - 2}", "list each early exit once")
+        if self.fractions is not None:
+            raise InputError("policy", "exits", "fractions already say where samples leave",
+                             "use exits with tolerance_pct or thresholds")
+        return np.isin(np.arange(k_exits - 1), np.asarray(self.exits, dtype=int))
 
     def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
         conf = self.confidence(trace)[samples]

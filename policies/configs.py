@@ -81,6 +81,8 @@ class ConfidenceConfig(PolicyConfigBase):
     budget_ms: float | None = Field(None, gt=0, description="average cost per sample: EENet's "
                                     "geometric exit fractions (needs a latency profile)")
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
+    exits: list[int] | None = Field(None, min_length=1, description="early exits consulted "
+                                    "(0..K-2; default all): the others' heads are skipped")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ConfidenceConfig:

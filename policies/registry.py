@@ -67,9 +67,12 @@ def _confidence(cls: type[MaxProb] | type[Entropy]) -> Callable:
     def build(cfg: C.ConfidenceConfig, ctx: FitContext | None) -> ExitPolicy:
         if cfg.budget_ms is not None:
             costs = _need(ctx, cfg).costs(cfg, cfg.cost_batch)
+            if cfg.exits is not None:
+                raise InputError("policy", "exits", "budget_ms fits fractions over every exit",
+                                 "use exits with tolerance_pct or thresholds")
             return cls(fractions=exp_fractions(costs, cfg.budget_ms))
         return cls(thresholds=cfg.thresholds, fractions=cfg.fractions,
-                   tolerance_pct=cfg.tolerance_pct)
+                   tolerance_pct=cfg.tolerance_pct, exits=cfg.exits)
     return build
 
 

@@ -41,8 +41,11 @@ def from_fractions(conf: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
     return thresholds
 
 
-def from_tolerance(conf: np.ndarray, correct: np.ndarray, tolerance_pct: float) -> np.ndarray:
-    """PAME's precision-aware thresholds (K-1,) for a relative tolerance τ (percent).
+def from_tolerance(conf: np.ndarray, correct: np.ndarray, tolerance_pct: float,
+                   enabled: np.ndarray | None = None) -> np.ndarray:
+    """PAME's precision-aware thresholds (K-1,) for a relative tolerance τ (percent);
+    ``enabled`` (K-1 bools): the early exits that may take samples (the others keep an infinite
+    threshold and pass their whole share of the tolerance on).
 
     ``correct`` is (N, K) on the fitting split. The mixed accuracy over all samples stays
     >= A·τ/100, A the last exit's accuracy. Exit by exit, the threshold admitting the most
@@ -58,6 +61,8 @@ def from_tolerance(conf: np.ndarray, correct: np.ndarray, tolerance_pct: float) 
     active = np.ones(n, dtype=bool)
     thresholds = np.full(k_exits - 1, np.inf)
     for k in range(k_exits - 1):
+        if enabled is not None and not enabled[k]:
+            continue
         idx = np.flatnonzero(active)
         m = idx.size
         if m == 0:

@@ -224,3 +224,23 @@ def test_params_come_from_the_signature_and_rebuild_the_policy(make, given):
     if isinstance(pol, (MaxProb, Entropy, Patience)):  # the fitted values alone reproduce it
         again = type(pol)(**{k: v for k, v in fitted.items() if k != "name"}).fit(TRACE)
         assert same_exits(again, pol)
+
+
+def test_exits_turn_early_exits_off_and_give_their_share_to_the_others():
+    full = make_policy(parse_policy({"name": "maxprob", "tolerance_pct": 99})).fit(TRACE)
+    some = make_policy(parse_policy({"name": "maxprob", "tolerance_pct": 99,
+                                     "exits": [1, 2]})).fit(TRACE)
+    assert some.active_exits(TRACE.n_exits).tolist() == [False, True, True, True]
+    assert full.active_exits(TRACE.n_exits).tolist() == [True] * 4
+    exits = some.exit_index(TRACE, TEST_IDS)
+    assert not (exits == 0).any() and (exits == 1).any()
+    # Exit 0's share of the tolerance goes to exit 1: it takes more than with exit 0 on.
+    assert (exits == 1).mean() > (full.exit_index(TRACE, TEST_IDS) == 1).mean()
+    again = type(some)(**{k: v for k, v in some.get_params().items() if k != "name"}).fit(TRACE)
+    assert same_exits(again, some) and again.active_exits(4).tolist() == [False, True, True, True]
+    for bad in ({"exits": [3]}, {"exits": [1, 1]}):
+        with pytest.raises(InputError, match="exits"):
+            make_policy(parse_policy({"name": "entropy", "tolerance_pct": 99, **bad})).fit(TRACE)
+    with pytest.raises(InputError, match="exits"):
+        make_policy(parse_policy({"name": "maxprob", "fractions": [0.4, 0.3, 0.2, 0.1],
+                                  "exits": [1]})).fit(TRACE)

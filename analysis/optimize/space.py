@@ -25,6 +25,7 @@ from offramp.policies.registry import REGISTRY
 
 # The largest max_batch candidates; a profile's own largest measured size caps them.
 MAX_BATCH_CHOICES = (4, 8, 16, 32, 64, 128)
+MAX_SEARCHED_EXITS = 5  # with more early exits, which are on is not searched by default
 
 
 def unsearchable(name: str) -> str | None:
@@ -55,6 +56,8 @@ class SearchSpace(BaseModel):
     max_wait_ms: Tunable = Tunable(low=0.25, high=16.0, log=True)
     routing: list[str] = Field(["round_robin"], min_length=1)
     params: dict[str, dict[str, Tunable]] = {}
+    exit_sets: list[str] = Field([], description="early-exit sets a policy with an exits field "
+                                 "may consult, as '0,2' (empty: all, not searched)")
 
     @field_validator("policies")
     @classmethod
@@ -79,6 +82,15 @@ class SearchSpace(BaseModel):
             raise ValueError("batch sizes must be >= 1")
         return sorted(set(sizes))
 
+    @field_validator("exit_sets")
+    @classmethod
+    def _sets(cls, sets: list[str]) -> list[str]:
+        for item in sets:
+            parts = item.split(",")
+            if not all(p.strip().isdigit() for p in parts) or len(set(parts)) != len(parts):
+                raise ValueError(f"exit set {item!r} must list distinct exit indices, e.g. '0,2'")
+        return sets
+
     @field_validator("routing")
     @classmethod
     def _routing(cls, names: list[str]) -> list[str]:
@@ -100,6 +112,9 @@ class SearchSpace(BaseModel):
                  + (" (log)" if self.max_wait_ms.log else "")]
         if len(self.routing) > 1:
             lines.append(f"routing: {', '.join(self.routing)}")
+        if self.exit_sets:
+            lines.append(f"early exits on: {len(self.exit_sets)} sets ({', '.join(self.exit_sets[:4])}"
+                         f"{', ...' if len(self.exit_sets) > 4 else ''})")
         for name in self.policies:
             for f, t in self.tunables(name).items():
                 per = f" x {t.per}" if t.per else ""
@@ -111,7 +126,8 @@ def default_space(study_policy: str, has_entropy: bool, profile_batches: list[in
                   n_exits: int, min_relative_accuracy: float | None = None) -> SearchSpace:
     """No exits, max-prob, entropy (when the trace holds it), patience and the study's own
     policy; exit modes keep and shrink; max_batch among 4..128 up to the profile's largest
-    size; max_wait 0.25..16 ms; patience up to K-1 (K exits). With a relative-accuracy floor,
+    size; max_wait 0.25..16 ms; patience up to K-1 (K exits); for policies with an ``exits``
+    field, every non-empty set of early exits (up to 5 early exits). With a relative-accuracy floor,
     the τ ranges start a quarter point below it (τ is fitted on val to keep τ % of the full
     model's accuracy, so a candidate further below cannot keep the floor)."""
     names = ["none", "maxprob", *(["entropy"] if has_entropy else []), "patience"]
@@ -126,11 +142,14 @@ def default_space(study_policy: str, has_entropy: bool, profile_batches: list[in
             if t is not None:
                 low = min(t.high, max(t.low, 100.0 * min_relative_accuracy - 0.25))
                 params[name] = {"tolerance_pct": t.model_copy(update={"low": low})}
+    early = n_exits - 1
+    sets = [",".join(str(e) for e in range(early) if mask >> e & 1)
+            for mask in range(1, 2 ** early)] if 1 < early <= MAX_SEARCHED_EXITS else []
     if "patience" in names:
         t = REGISTRY["patience"].config.tunable["patience"]
         params["patience"] = {"patience": t.model_copy(update={
             "high": float(max(t.low, min(t.high, n_exits - 1)))})}
-    return SearchSpace(policies=names, max_batch=sizes, params=params)
+    return SearchSpace(policies=names, max_batch=sizes, params=params, exit_sets=sets)
 
 
 def load_space(path: str | Path, default: SearchSpace) -> SearchSpace:
@@ -166,6 +185,9 @@ def suggest(trial: Any, space: SearchSpace, full_cost_ms: float, replicas: int =
         else:
             value = round(trial.suggest_float(key, t.low * scale, t.high * scale, log=t.log), 6)
         point[f"policy.{field}"] = value
+    if space.exit_sets and "exits" in REGISTRY[name].config.model_fields:
+        chosen = trial.suggest_categorical(f"{name}.exits", space.exit_sets)
+        point["policy.exits"] = [int(e) for e in chosen.split(",")]
     point["server.max_batch"] = trial.suggest_categorical("max_batch", space.max_batch)
     w = space.max_wait_ms
     point["server.max_wait_ms"] = round(trial.suggest_float("max_wait_ms", w.low, w.high,
@@ -191,6 +213,12 @@ def study_params(cfg: Any, space: SearchSpace, full_cost_ms: float) -> dict[str,
         if cfg.server.exit_mode not in space.exit_modes:
             return None
         params["exit_mode"] = cfg.server.exit_mode.value
+    if space.exit_sets and "exits" in type(cfg.policy).model_fields:
+        exits = cfg.policy.exits or sorted({int(e) for item in space.exit_sets
+                                            for e in item.split(",")})
+        params[f"{name}.exits"] = ",".join(str(e) for e in exits)
+        if params[f"{name}.exits"] not in space.exit_sets:
+            return None
     for field, t in space.tunables(name).items():
         value = getattr(cfg.policy, field, None)
         scale = full_cost_ms if t.per == "full_cost_ms" else 1.0
