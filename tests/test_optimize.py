@@ -205,10 +205,16 @@ def test_validate_measures_the_winner_and_no_exits_on_the_real_loop(tmp_path, ca
 def test_the_space_searches_which_early_exits_are_on():
     import optuna
 
-    from offramp.analysis.optimize.space import default_space, study_params, suggest
+    from offramp.analysis.optimize.space import (
+        default_space,
+        every_exit_set,
+        study_params,
+        suggest,
+    )
     from offramp.analysis.study.config import parse_config
 
-    space = default_space("maxprob", True, [1, 8, 16, 32], n_exits=4)
+    assert default_space("maxprob", True, [1, 8, 16, 32], n_exits=4).exit_sets == []
+    space = default_space("maxprob", True, [1, 8, 16, 32], n_exits=4, search_exits=True)
     assert space.exit_sets == ["0", "1", "0,1", "2", "0,2", "1,2", "0,1,2"]
     trial = optuna.trial.FixedTrial({"policy": "maxprob", "exit_mode": "shrink",
                                      "maxprob.tolerance_pct": 99.5, "maxprob.exits": "1,2",
@@ -218,4 +224,4 @@ def test_the_space_searches_which_early_exits_are_on():
     cfg = parse_config({"policy": {"name": "maxprob", "tolerance_pct": 99.5},
                         "server": {"max_batch": 16, "max_wait_ms": 1.0}})
     assert study_params(cfg, space, 2.0)["maxprob.exits"] == "0,1,2"  # all on, as given
-    assert default_space("maxprob", True, [32], n_exits=8).exit_sets == []  # 7 early: not searched
+    assert every_exit_set(8) == []  # 7 early exits: not searched

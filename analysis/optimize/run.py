@@ -23,7 +23,13 @@ from offramp.analysis.optimize.search import (
     screened,
     spent,
 )
-from offramp.analysis.optimize.space import SearchSpace, default_space, load_space, study_params
+from offramp.analysis.optimize.space import (
+    SearchSpace,
+    default_space,
+    every_exit_set,
+    load_space,
+    study_params,
+)
 from offramp.analysis.study.config import StudyConfig, load_config
 from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
 from offramp.common.errors import InputError
@@ -79,6 +85,8 @@ def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: s
                           goal.min_relative_accuracy)
     if space_file is not None:
         space = load_space(space_file, space)
+    if space.exit_sets == "all":
+        space = space.model_copy(update={"exit_sets": every_exit_set(trace.n_exits)})
     return cfg, cfg.model_dump(mode="json", exclude_unset=True), space, full, folder
 
 

@@ -13,7 +13,7 @@ replicas serve). A ``--space`` YAML file replaces any of the defaults:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -56,8 +56,9 @@ class SearchSpace(BaseModel):
     max_wait_ms: Tunable = Tunable(low=0.25, high=16.0, log=True)
     routing: list[str] = Field(["round_robin"], min_length=1)
     params: dict[str, dict[str, Tunable]] = {}
-    exit_sets: list[str] = Field([], description="early-exit sets a policy with an exits field "
-                                 "may consult, as '0,2' (empty: all, not searched)")
+    exit_sets: list[str] | Literal["all"] = Field(
+        [], description="early-exit sets a policy with an exits field may consult, as '0,2' "
+        "(empty: all on, not searched; 'all': every non-empty set)")
 
     @field_validator("policies")
     @classmethod
@@ -84,7 +85,9 @@ class SearchSpace(BaseModel):
 
     @field_validator("exit_sets")
     @classmethod
-    def _sets(cls, sets: list[str]) -> list[str]:
+    def _sets(cls, sets: list[str] | str) -> list[str] | str:
+        if sets == "all":
+            return sets
         for item in sets:
             parts = item.split(",")
             if not all(p.strip().isdigit() for p in parts) or len(set(parts)) != len(parts):
@@ -122,12 +125,24 @@ class SearchSpace(BaseModel):
         return "\n".join(lines)
 
 
+def every_exit_set(n_exits: int) -> list[str]:
+    """Every non-empty set of the early exits, as '0,2' (none when there are more than
+    :data:`MAX_SEARCHED_EXITS`)."""
+    early = n_exits - 1
+    if not 1 < early <= MAX_SEARCHED_EXITS:
+        return []
+    return [",".join(str(e) for e in range(early) if mask >> e & 1)
+            for mask in range(1, 2 ** early)]
+
+
 def default_space(study_policy: str, has_entropy: bool, profile_batches: list[int],
-                  n_exits: int, min_relative_accuracy: float | None = None) -> SearchSpace:
+                  n_exits: int, min_relative_accuracy: float | None = None,
+                  search_exits: bool = False) -> SearchSpace:
     """No exits, max-prob, entropy (when the trace holds it), patience and the study's own
     policy; exit modes keep and shrink; max_batch among 4..128 up to the profile's largest
-    size; max_wait 0.25..16 ms; patience up to K-1 (K exits); for policies with an ``exits``
-    field, every non-empty set of early exits (up to 5 early exits). With a relative-accuracy floor,
+    size; max_wait 0.25..16 ms; patience up to K-1 (K exits); with ``search_exits``, for
+    policies with an ``exits`` field, every non-empty set of early exits (:func:`every_exit_set`).
+    With a relative-accuracy floor,
     the τ ranges start a quarter point below it (τ is fitted on val to keep τ % of the full
     model's accuracy, so a candidate further below cannot keep the floor)."""
     names = ["none", "maxprob", *(["entropy"] if has_entropy else []), "patience"]
@@ -142,9 +157,7 @@ def default_space(study_policy: str, has_entropy: bool, profile_batches: list[in
             if t is not None:
                 low = min(t.high, max(t.low, 100.0 * min_relative_accuracy - 0.25))
                 params[name] = {"tolerance_pct": t.model_copy(update={"low": low})}
-    early = n_exits - 1
-    sets = [",".join(str(e) for e in range(early) if mask >> e & 1)
-            for mask in range(1, 2 ** early)] if 1 < early <= MAX_SEARCHED_EXITS else []
+    sets = every_exit_set(n_exits) if search_exits else []
     if "patience" in names:
         t = REGISTRY["patience"].config.tunable["patience"]
         params["patience"] = {"patience": t.model_copy(update={
