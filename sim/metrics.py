@@ -39,6 +39,11 @@ def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
         "throughput_rps": keep.sum() / window,
         "latency_mean_ms": float(lat_ms.mean()),
         "wait_mean_ms": float(wait_ms.mean()),
+        "wait_p50_ms": float(np.percentile(wait_ms, 50)),
+        "wait_p99_ms": float(np.percentile(wait_ms, 99)),
+        "in_service_mean_ms": float((lat_ms - wait_ms).mean()),
+        "in_service_p50_ms": float(np.percentile(lat_ms - wait_ms, 50)),
+        "in_service_p99_ms": float(np.percentile(lat_ms - wait_ms, 99)),
     }
     for name, q in PERCENTILES.items():
         out[f"latency_{name}_ms"] = float(np.percentile(lat_ms, q))

@@ -3,6 +3,7 @@ its records obey the configuration it states."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,20 @@ def test_example_runs_as_configured(path):
         events = np.r_[np.ones(n), -np.ones(n)][np.argsort(np.r_[rec.arrival, rec.finish],
                                                            kind="stable")]
         assert np.cumsum(events).max() <= cfg.workload.clients
+
+
+def test_requests_break_latency_into_queueing_and_service(tmp_path):
+    import pandas as pd
+
+    from offramp.analysis.cli import main
+
+    study = Path(__file__).resolve().parent.parent / "examples" / "capacity-fmnist.yaml"
+    assert main(["simulate", str(study), "--set", "run.requests=3000", "-o",
+                 str(tmp_path / "run")]) == 0
+    frame = pd.read_parquet(tmp_path / "run" / "requests.parquet")
+    # queue + service = latency, per request, to the microsecond; both parts non-negative.
+    assert ((frame.queue_ms + frame.service_ms - frame.latency_ms).abs() < 1e-3).all()
+    assert (frame.queue_ms >= 0).all() and (frame.service_ms > 0).all()
+    doc = json.loads((tmp_path / "run" / "summary.json").read_text())
+    kept = frame[~frame.warmup & (frame.replication == 0)]
+    assert doc["per_replication"][0]["wait_p99_ms"] == pytest.approx(kept.queue_ms.quantile(0.99))

@@ -48,6 +48,11 @@ def test_percentiles_throughput_window_without_warmup():
     assert out["requests"] == 10
     assert out["latency_mean_ms"] == pytest.approx(5.5)
     assert out["wait_mean_ms"] == pytest.approx(0.5)
+    # The breakdown: every request queues 0.5 ms, then is in service latency - 0.5 ms.
+    assert out["wait_p50_ms"] == pytest.approx(0.5) and out["wait_p99_ms"] == pytest.approx(0.5)
+    assert out["in_service_mean_ms"] == pytest.approx(5.0)
+    assert out["in_service_p50_ms"] == pytest.approx(5.0)
+    assert out["in_service_p99_ms"] == pytest.approx(9.41)
     # numpy's linear percentile of 1..10: p50 = 5.5, p90 = 9.1, p95 = 9.55, p99 = 9.91.
     assert out["latency_p50_ms"] == pytest.approx(5.5)
     assert out["latency_p90_ms"] == pytest.approx(9.1)

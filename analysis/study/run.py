@@ -56,6 +56,10 @@ def requests_frame(out: StudyOutput) -> pd.DataFrame:
             "dispatch_s": rec.dispatch,
             "finish_s": rec.finish,
             "latency_ms": (rec.finish - rec.arrival) * 1000.0,
+            # The breakdown: queueing until the batch is dispatched, then in service until
+            # the request's exit (queue_ms + service_ms = latency_ms).
+            "queue_ms": (rec.dispatch - rec.arrival) * 1000.0,
+            "service_ms": (rec.finish - rec.dispatch) * 1000.0,
             "exit_index": rec.exit,
             "correct": trace.correct[rec.sample, rec.exit],
             "agree": trace.agree[rec.sample, rec.exit],
