@@ -171,6 +171,12 @@ def test_import_predictions_without_softmax(tmp_path, capsys):
                  "--model-id", "fmnist-resnet", "--dataset", "fashion-mnist", "-o", str(out)]) == 0
     trace = load_trace(out)
     assert trace.softmax is None and not trace.meta["entropy_recorded"]
+    assert trace.meta["synthetic"] is False  # real outputs unless said otherwise
+    marked = tmp_path / "marked.npz"
+    assert main(["traces", "import", str(table), "--kind", "predictions", "--num-classes", "10",
+                 "--model-id", "fmnist-resnet", "--dataset", "fashion-mnist", "--synthetic",
+                 "-o", str(marked)]) == 0
+    assert load_trace(marked).meta["synthetic"] is True
     assert np.array_equal(trace.pred, SHIPPED.pred[np.sort(ids)])
     study = tmp_path / "s.yaml"
     for policy, ok in (({"name": "maxprob", "tolerance_pct": 99}, True),

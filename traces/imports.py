@@ -52,12 +52,13 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
                  dataset: str, exit_positions: Sequence[float] | None = None,
                  exit_names: Sequence[str] | None = None, source: str = "outputs",
                  provenance: dict[str, Any] | None = None,
-                 keep_softmax: bool | None = None) -> ExitTrace:
+                 keep_softmax: bool | None = None, synthetic: bool = False) -> ExitTrace:
     """A validated trace from per-exit ``outputs`` (N, K, C) of ``kind`` logits or probs.
 
     ``split``: per sample 0/1 or ``"val"``/``"test"``; else ``val_fraction`` and ``seed`` draw
     one. ``exit_positions`` (default 1..K) and ``exit_names`` (default exit0..) describe where
     the exits sit. ``keep_softmax`` (default: when C <= 100) stores the probabilities too.
+    ``synthetic``: the outputs were not produced by a real model on real data (labelled so).
     """
     if kind not in KINDS:
         raise InputError(source, "kind", f"{kind!r} is not one of {KINDS}", "--kind logits|probs")
@@ -72,7 +73,7 @@ def import_trace(outputs: np.ndarray, labels: np.ndarray, *, kind: str = "logits
             "python": platform.python_version(), "numpy": np.__version__,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(provenance or {})}
     meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
-            "exit_positions": positions, "produced_by": prov, "synthetic": False}
+            "exit_positions": positions, "produced_by": prov, "synthetic": bool(synthetic)}
     keep = c <= 100 if keep_softmax is None else keep_softmax
     trace = make_trace(lab, sp, probs, meta, keep_softmax=keep)
     require_both_splits(trace, source)

@@ -22,7 +22,8 @@ def import_predictions(path: str | Path, *, num_classes: int, model_id: str, dat
                        val_fraction: float | None = None, seed: int = 0,
                        exit_positions: Sequence[float] | None = None,
                        exit_names: Sequence[str] | None = None,
-                       provenance: dict[str, Any] | None = None) -> ExitTrace:
+                       provenance: dict[str, Any] | None = None,
+                       synthetic: bool = False) -> ExitTrace:
     """A trace from a long table (CSV or Parquet), one row per (sample, exit): ``sample``,
     ``exit`` (0..K-1), ``pred``, ``confidence`` (max softmax probability), ``label``, and
     optionally ``entropy`` (normalised, in [0, 1]) and ``split`` (val/test or 0/1). Without the
@@ -66,7 +67,7 @@ def import_predictions(path: str | Path, *, num_classes: int, model_id: str, dat
     meta = {"model_id": model_id, "dataset": dataset, "exit_names": names,
             "exit_positions": positions, "num_classes": int(num_classes),
             "full_model_accuracy": float(correct[test, -1].mean()) if test.any() else 0.0,
-            "entropy_recorded": entropy_recorded, "synthetic": False,
+            "entropy_recorded": entropy_recorded, "synthetic": bool(synthetic),
             "produced_by": {"command": "import_predictions", "imported_from": src,
                             "sample_ids": [int(samples[0]), int(samples[-1])],
                             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

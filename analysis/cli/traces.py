@@ -141,7 +141,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             dataset=args.dataset, val_fraction=args.val_fraction, seed=args.seed,
             exit_positions=_list(args.exit_positions, "--exit-positions", float),
             exit_names=_list(args.exit_names, "--exit-names"),
-            provenance={"command": command_line()})
+            provenance={"command": command_line()}, synthetic=args.synthetic)
         save_trace(trace, args.output)
         print(f"wrote {args.output}: {trace_summary_line(trace)}")
         return 0
@@ -151,7 +151,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         seed=args.seed, model_id=args.model_id, dataset=args.dataset,
         exit_positions=_list(args.exit_positions, "--exit-positions", float),
         exit_names=_list(args.exit_names, "--exit-names"), source=str(args.outputs),
-        provenance={"command": command_line()})
+        provenance={"command": command_line()}, synthetic=args.synthetic)
     save_trace(trace, args.output)
     print(f"wrote {args.output}: {trace_summary_line(trace)}")
     return 0
@@ -252,6 +252,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exit-positions", default=None, help="where each exit sits, e.g. 2,4,6,8 "
                    "(layers or blocks; default 1..K)")
     p.add_argument("--exit-names", default=None, help="comma-separated names (default exit0..)")
+    p.add_argument("--synthetic", action="store_true", help="the outputs are not a real model's "
+                   "on real data: label the trace synthetic (meta.synthetic)")
     p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
     p.set_defaults(func=cmd_import)
 
