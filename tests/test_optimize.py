@@ -225,3 +225,23 @@ def test_the_space_searches_which_early_exits_are_on():
                         "server": {"max_batch": 16, "max_wait_ms": 1.0}})
     assert study_params(cfg, space, 2.0)["maxprob.exits"] == "0,1,2"  # all on, as given
     assert every_exit_set(8) == []  # 7 early exits: not searched
+
+
+def test_front_search_keeps_both_objectives_and_the_same_winner_rule(tmp_path):
+    import optuna
+
+    study = _study(tmp_path, _easy_trace())
+    goal = Goal(Objective.LOAD, 30.0)
+    settings = Settings(trials=8, batch=4, screen_requests=2000, finalists=1, seeds=1,
+                        front=True)
+    with ThreadPoolExecutor(1) as ex:
+        res = optimize(study, goal, tmp_path / "out", ex, settings, baselines=False)
+    kept = optuna.load_study(study_name="offramp-optimize",
+                             storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+    assert len(kept.directions) == 2
+    done = [t for t in kept.trials if t.values is not None]
+    assert done and all(len(t.values) == 2 for t in done)
+    # Each trial's second value is its val relative accuracy.
+    for t in done:
+        assert t.values[1] == pytest.approx(t.user_attrs["outcome"]["val_relative_accuracy"] or 0)
+    assert res.winner.feasible and res.winner.value == max(o.value for o in res.finalists)

@@ -54,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--validate", None, "measures the capacity: it needs --maximize load",
                          "drop --validate, or optimize the load")
     chosen = False if args.no_baselines else _baselines(args.baselines)
-    settings = Settings(trials=args.trials, finalists=args.finalists, seeds=args.seeds,
+    if args.front and goal.objective.value == "accuracy":
+        raise InputError("--front", None, "accuracy is already the objective",
+                         "drop --front, or optimize the load or the replicas")
+    settings = Settings(front=args.front, trials=args.trials, finalists=args.finalists,
+                        seeds=args.seeds,
                         screen_requests=args.screen_requests, seed=args.seed)
     _, _, space, _, _ = prepare(args.config, goal, args.space, args.output)  # before workers
     console = Console(stderr=True)
@@ -173,6 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--screen-requests", type=integer(100), default=10_000,
                    help="requests per replication of a screening probe")
     p.add_argument("--seed", type=integer(0), default=0, help="the search's seed")
+    p.add_argument("--front", action="store_true", help="search the front of the objective "
+                   "and val accuracy (NSGA-II) instead of the objective alone (TPE); the winner "
+                   "is still the best that keeps the constraints")
     p.add_argument("--baselines", default="none,pame,eenet,grid,study",
                    help="baselines to run beside: none (no exits at its best batching), pame, "
                    "eenet, grid (same simulated requests), study (as given)")

@@ -33,7 +33,9 @@ MAX_ASKS = 5  # at most this many trials asked per simulated one (the rest refus
 class Settings:
     """How hard to search: ``trials`` simulated candidates (those refused on val by a
     constraint cost nothing and are not counted), asked in batches of ``batch`` (fixed, so
-    results do not depend on the number of workers), the first ``startup`` at random, each
+    results do not depend on the number of workers), the first ``startup`` at random (with
+    ``front``: NSGA-II on the objective and the val relative accuracy, populations of 4
+    batches), each
     screened on ``screen_requests`` x ``screen_replications`` per probe to ``rel_tol``; then
     the best ``finalists`` re-run with the study's run at ``seeds`` seeds."""
 
@@ -46,6 +48,7 @@ class Settings:
     finalists: int = 3
     seeds: int = 3
     seed: int = 0
+    front: bool = False  # NSGA-II on (objective, val relative accuracy) instead of TPE on one
 
     def __post_init__(self) -> None:
         for name in ("trials", "batch", "screen_requests", "screen_replications", "finalists",
@@ -111,9 +114,10 @@ def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings) ->
     storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
     setup = json.loads(json.dumps({"goal": goal.as_dict(), "space": space.model_dump(
         mode="json"), "settings": asdict(settings)}))
+    direction = "maximize" if goal.objective.maximize else "minimize"
+    directions = [direction, "maximize"] if settings.front else [direction]
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-                                direction="maximize" if goal.objective.maximize
-                                else "minimize")
+                                directions=directions)
     before = study.user_attrs.get("setup")
     if before is None:
         study.set_user_attr("setup", setup)
@@ -130,6 +134,9 @@ def _sampler(settings: Settings, batch_index: int) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.front:  # the accuracy-objective front: a population of 4 batches
+            return optuna.samplers.NSGAIISampler(
+                seed=settings.seed * 100_003 + batch_index, population_size=4 * settings.batch)
         return optuna.samplers.TPESampler(
             seed=settings.seed * 100_003 + batch_index, n_startup_trials=settings.startup,
             multivariate=True, group=True)
@@ -140,7 +147,10 @@ def _tell(study: Any, trial: Any, outcome: Outcome) -> None:
     trial.set_constraint("violation", max(outcome.violations.values(), default=0.0))
     trial.set_constraint("infeasible", 0.0 if outcome.feasible else 1.0)
     trial.set_user_attr("outcome", json.loads(json.dumps(outcome.as_dict(), default=float)))
-    study.tell(trial, outcome.value)
+    if len(study.directions) == 2:  # the front: the objective and val relative accuracy
+        study.tell(trial, [outcome.value, outcome.val_relative_accuracy or 0.0])
+    else:
+        study.tell(trial, outcome.value)
 
 
 def screen(study: Any, job: Job, space: SearchSpace, settings: Settings, executor: Executor,
