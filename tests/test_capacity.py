@@ -55,6 +55,32 @@ def test_capacity_cli_compares_variants(tmp_path, capsys):
     # Early exits with compaction serve more than the full model at the same SLO.
     assert shrink["capacity_rps"] > none["capacity_rps"] > 0
     assert shrink["slo"] == {"latency_ms": 40.0, "statistic": "attainment", "attainment": 0.99}
+    # Each capacity explains itself: what holds there, on the study's own run.
+    there = shrink["at_capacity"]
+    assert there["rate_rps"] == shrink["capacity_rps"] and there["latency_p99_ms"] > 0
+    assert sum(there["exit_fractions"]) == pytest.approx(1.0)
+    assert none["at_capacity"]["exit_fractions"][-1] == pytest.approx(1.0)  # no exits: all last
+    assert shrink["at_capacity"]["policy"]["name"] == "entropy"
+
+
+def test_capacity_writes_a_folder_with_a_plot_and_a_page(tmp_path, capsys):
+    import yaml
+
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": "fmnist-resnet"}, "profile": {"path": "fmnist-resnet-cpu"},
+        "server": {"max_batch": 16, "max_wait_ms": 2.0, "exit_mode": "shrink"},
+        "policy": {"name": "entropy", "tolerance_pct": 99}, "slo": {"latency_ms": 40},
+        "workload": {"rate_rps": 400.0}, "run": {"requests": 3000, "replications": 2}}))
+    out = tmp_path / "cap"
+    assert main(["capacity", str(study), "--tol", "0.05", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "p99 ms there" in text and "accuracy" in text
+    doc = json.loads((out / "capacity.json").read_text())
+    assert list(doc["variants"]) == ["study"]
+    assert (out / "capacity.png").stat().st_size > 0
+    assert main(["report", str(out)]) == 0
+    assert "offramp capacity" in (out / "report.html").read_text()
 
 
 def test_capacity_refuses_what_has_no_rate(capsys):

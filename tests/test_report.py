@@ -56,7 +56,7 @@ def test_run_and_sweep_pages(folders):
 
 def test_report_refuses_other_folders(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert "neither a run folder" in capsys.readouterr().err
+    assert "is not a run (summary.json)" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")

@@ -17,6 +17,7 @@ from offramp.analysis.cli.options import integer, number
 from offramp.analysis.study.config import load_config, naming_study, parse_config
 from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
+from offramp.common.outputs import check_output_dir
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -32,7 +33,7 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offramp.analysis.studies.capacity import find_capacity
+    from offramp.analysis.studies.capacity import at_capacity, find_capacity
 
     if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.slo_p99_ms is None and args.slo_mean_ms is None:
         raise InputError("capacity", "--slo-p99-ms", "give one of --slo-p99-ms and "
                          "--slo-mean-ms (or slo.latency_ms in the study)", "e.g. --slo-p99-ms 20")
+    if args.output is not None:
+        check_output_dir(args.output, CAPACITY_OUTPUTS, "capacity folder")
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
@@ -61,20 +64,55 @@ def run(args: argparse.Namespace) -> int:
         with naming_study(args.config):
             res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
                                 args.max_replications, progress=show)
-        results.append((label, res))
+        with naming_study(args.config):
+            there = at_capacity(cfg, base, res)
+        results.append((label, res, there))
+    doc = {label: {**r.as_dict(), "at_capacity": there} for label, r, there in results}
+    if args.output is not None:
+        _write(Path(args.output), doc, args)
     if args.json:
-        print(json.dumps({label: r.as_dict() for label, r in results}, indent=1))
+        print(json.dumps(doc, indent=1, default=_plain))
         return 0
     what = (f"p{100 * args.attainment:g} <= {args.slo_p99_ms} ms" if args.slo_p99_ms
             is not None else f"mean latency <= {args.slo_mean_ms} ms")
     table = Table(title=f"capacity of {args.config} at {what}")
-    for col in ("variant", "capacity req/s", "± req/s", "probes", "uncertain probes"):
+    for col in ("variant", "capacity req/s", "± req/s", "p99 ms there", "accuracy",
+                "exit fractions", "busy", "probes (uncertain)"):
         table.add_column(col, justify="left" if col == "variant" else "right")
-    for label, r in results:
+    for label, r, there in results:
         table.add_row(label, f"{r.capacity_rps:.1f}", f"{r.plus_minus_rps:.1f}",
-                      str(len(r.probes)), str(sum(not p.certain for p in r.probes)))
-    Console(width=None if Console().is_terminal else 140).print(table)
+                      f"{there['latency_p99_ms']:.2f}", f"{there['accuracy']:.4f}",
+                      " ".join(f"{f:.2f}" for f in there["exit_fractions"]),
+                      f"{there['utilisation']:.2f}",
+                      f"{len(r.probes)} ({sum(not p.certain for p in r.probes)})")
+    Console(width=None if Console().is_terminal else 160).print(table)
+    if args.output is not None:
+        print(f"wrote {args.output}/capacity.json, capacity.png and report.html")
     return 0
+
+
+CAPACITY_OUTPUTS = ("capacity.json", "capacity.png", "report.html")
+
+
+def _plain(value):
+    return float(value)
+
+
+def _write(folder: Path, doc: dict, args: argparse.Namespace) -> None:
+    """capacity.json (every variant: the search, its probes, what holds at the capacity),
+    capacity.png and report.html, each atomically."""
+    from offramp.analysis.report.html import capacity_report
+    from offramp.analysis.report.plots import plot_capacity
+    from offramp.common.atomic import atomic_path
+    from offramp.common.machine import command_line
+
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {"study": str(args.config), "command": command_line(), "variants": doc}
+    with atomic_path(folder / "capacity.json") as tmp:
+        tmp.write_text(json.dumps(full, indent=1, default=_plain) + "\n")
+    plot_capacity(doc, folder / "capacity.png")
+    with atomic_path(folder / "report.html") as tmp:
+        tmp.write_text(capacity_report(folder, json.loads(json.dumps(full, default=_plain))))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,4 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-replications", type=integer(1), default=None,
                    help="most replications of an uncertain probe (default 4x the study's)")
     p.add_argument("--json", action="store_true", help="print every probe as JSON")
+    p.add_argument("-o", "--output", default=None, help="also write capacity.json, capacity.png "
+                   "and report.html to this folder")
     p.set_defaults(func=run)

@@ -196,9 +196,11 @@ def report(folder: str | Path) -> str:
         return sweep_report(folder)
     if (folder / "optimize.json").exists():
         return optimize_report(folder)
-    raise InputError(folder, None, "is neither a run folder (summary.json), a sweep folder "
-                     "(sweep.parquet) nor an optimize folder (optimize.json)", "pass what "
-                     "offramp simulate -o, sweep -o or optimize -o wrote")
+    if (folder / "capacity.json").exists():
+        return capacity_report(folder)
+    raise InputError(folder, None, "is not a run (summary.json), sweep (sweep.parquet), optimize "
+                     "(optimize.json) or capacity (capacity.json) folder", "pass what offramp "
+                     "simulate, sweep, optimize or capacity wrote with -o")
 
 
 def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
@@ -232,3 +234,37 @@ def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
                                 ["package", "version"]))]
     subtitle = f"{doc['study']} · {doc['trials']} candidates screened · {folder}"
     return page(f"offramp optimize: {folder.name}", sections, subtitle)
+
+
+def capacity_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
+    """The page of a capacity folder (``offramp capacity -o``)."""
+    doc = doc or json.loads((folder / "capacity.json").read_text())
+    rows = []
+    for label, v in doc["variants"].items():
+        there = v["at_capacity"]
+        rows.append([label, fmt(v["capacity_rps"], 5), fmt(v["plus_minus_rps"], 3),
+                     fmt(there["latency_p50_ms"], 4), fmt(there["latency_p99_ms"], 4),
+                     fmt(there["accuracy"], 4),
+                     " ".join(f"{f:.3f}" for f in there["exit_fractions"]),
+                     fmt(there["batch_size_stage_0"], 3), fmt(there["utilisation"], 3),
+                     len(v["probes"])])
+    slo = next(iter(doc["variants"].values()))["slo"]
+    head = ["variant", "capacity req/s", "± (half bracket)", "p50 ms there", "p99 ms there",
+            "accuracy", "exit fractions", "first-stage batch", "busy", "probes"]
+    probes = [[label, fmt(p["rate_rps"], 5), fmt(p["value"], 4), fmt(p["ci95"], 3),
+               "holds" if p["holds"] else "fails", p["replications"]]
+              for label, v in doc["variants"].items() for p in v["probes"]]
+    sections = [("Capacity within the SLO", html_table(rows, head)),
+                ("Capacity by variant", png_tag(folder / "capacity.png")
+                 if (folder / "capacity.png").exists() else ""),
+                ("Probes", html_table(probes, ["variant", "rate req/s", "statistic",
+                                               "± 95% CI", "", "replications"])),
+                ("Fitted policies", "<pre>" + html.escape(json.dumps(
+                    {k: v["at_capacity"]["policy"] for k, v in doc["variants"].items()},
+                    indent=1)) + "</pre>"),
+                ("Reproduce", f"<pre>{html.escape(doc['command'])}</pre>"),
+                ("Software", html_table([[k, v] for k, v in versions().items()],
+                                        ["package", "version"]))]
+    what = (f"p{100 * slo['attainment']:g} <= {slo['latency_ms']:g} ms"
+            if slo.get("attainment") else f"mean <= {slo['latency_ms']:g} ms")
+    return page(f"offramp capacity: {folder.name}", sections, f"{doc['study']} · {what} · {folder}")

@@ -199,3 +199,25 @@ def plot_front(trials: list[dict], marks: dict[str, dict], value_label: str, pat
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     save_png(fig, path)
+
+
+def plot_capacity(doc: dict, path: Path) -> None:
+    """Each variant's capacity (the final bracket as the error bar), labelled with its accuracy
+    and p99 at the capacity."""
+    labels = list(doc)
+    caps = [doc[k]["capacity_rps"] for k in labels]
+    err = [doc[k]["plus_minus_rps"] for k in labels]
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.55 * len(labels)))
+    ax.barh(range(len(labels)), caps, xerr=err, color="#4c78a8", capsize=3)
+    for i, k in enumerate(labels):
+        there = doc[k]["at_capacity"]
+        ax.text(caps[i], i, f"  acc {there['accuracy']:.4f}, p99 {there['latency_p99_ms']:.1f} ms",
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)), [k if len(k) < 48 else k[:45] + "..." for k in labels],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("capacity within the SLO (req/s)")
+    ax.set_xlim(0, max(caps) * 1.45)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)

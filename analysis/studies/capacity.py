@@ -228,3 +228,22 @@ def probe_requests(run: RunConfig, rate_rps: float) -> int:
 def simulated_requests(result: CapacityResult, run: RunConfig) -> int:
     """Requests a capacity search simulated, over all its probes and replications."""
     return sum(p.replications * probe_requests(run, p.rate_rps) for p in result.probes)
+
+
+def at_capacity(cfg: StudyConfig, base: Path | None, result: CapacityResult) -> dict[str, Any]:
+    """What the study does at its capacity (one run of the study's ``run`` there): p50 and p99
+    latency, accuracy, exit fractions, batch size, busy fraction, the fitted policy — so a
+    capacity explains itself."""
+    cfg = resolve_workload(cfg, base)
+    trace = load_study_trace(cfg, base)
+    scenario = build_scenario(cfg, trace, base)
+    sc = dataclasses.replace(scenario, workload=scenario.workload.at_rate(result.capacity_rps),
+                             slo_ms=result.slo.get("latency_ms"))
+    summary = simulate(sc, cfg.run).summary
+    mean = {k: v["mean"] for k, v in summary.items()}
+    return {"rate_rps": result.capacity_rps, "latency_p50_ms": mean["latency_p50_ms"],
+            "latency_p99_ms": mean["latency_p99_ms"], "accuracy": mean["accuracy"],
+            "full_model_accuracy": mean["full_model_accuracy"],
+            "exit_fractions": [mean[f"exit_fraction_{k}"] for k in range(trace.n_exits)],
+            "batch_size_stage_0": mean["batch_size_stage_0"], "utilisation": mean["utilisation"],
+            "policy": scenario.policy.get_params()}
