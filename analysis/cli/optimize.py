@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from offramp.traces.progress import rich_progress
 
     goal = goal_from(args, load_config(args.config).slo.latency_ms)
-    if args.validate and goal.objective.value != "load":
-        raise InputError("--validate", None, "measures the capacity: it needs --maximize load",
-                         "drop --validate, or optimize the load")
+    if args.validate:
+        from offramp.analysis.optimize.validate import check_validate
+
+        check_validate(goal)
     chosen = False if args.no_baselines else _baselines(args.baselines)
     if args.front and goal.objective.value == "accuracy":
         raise InputError("--front", None, "accuracy is already the objective",

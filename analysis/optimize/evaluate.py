@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from offramp.analysis.optimize.goal import Goal, Objective
+from offramp.analysis.studies.capacity import _ci as capacity_ci
 from offramp.analysis.studies.capacity import (
     holds_at,
     probe_requests,
@@ -220,12 +221,9 @@ def _replicas_needed(scenario: Any, runs: list, goal: Goal, rel_tol: float) -> d
 
 
 def _ci95(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    return float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    """The capacity search's 95% t-interval half-width (None for one value)."""
+    ci = capacity_ci(np.asarray(values, dtype=float))
+    return None if math.isinf(ci) else ci
 
 
 def _detail(scenario: Any, run: Any, judged: dict[str, Any], trace: ExitTrace, goal: Goal

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from offramp.analysis.optimize.evaluate import Outcome, candidate_study
-from offramp.analysis.optimize.goal import Objective
+from offramp.analysis.optimize.goal import Goal, Objective
 from offramp.analysis.optimize.output import NO_EXITS, describe
 from offramp.analysis.optimize.run import Result
 from offramp.analysis.study.config import load_config
@@ -23,13 +23,18 @@ from offramp.common.errors import InputError
 TOLERANCE = 0.05
 
 
+def check_validate(goal: Goal) -> None:
+    """``--validate`` measures a capacity: one error unless the goal maximizes the load."""
+    if goal.objective is not Objective.LOAD:
+        raise InputError("--validate", None, "measures the capacity: it needs --maximize load",
+                         "drop --validate, or optimize the load")
+
+
 def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: int = 3,
                     requests: int = 6000, core: int | None = None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure both capacities for real; write ``folder/validation.json`` and return it."""
-    if result.goal.objective is not Objective.LOAD:
-        raise InputError("--validate", None, "measures the capacity: it needs --maximize load",
-                         "drop --validate, or optimize the load")
+    check_validate(result.goal)
     base_cfg = load_config(result.study)
     base_dir = Path(result.study).parent
     base = base_cfg.model_dump(mode="json", exclude_unset=True)
