@@ -105,8 +105,27 @@ def _stage_table(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return {c: np.concatenate(v) for c, v in cols.items()}
 
 
+def _backfit_means(y: np.ndarray, key_id: np.ndarray, c_id: np.ndarray, n_keys: int,
+                   n_c: int, tol: float = 1e-10, max_iter: int = 500) -> np.ndarray:
+    """The least-squares c of y = base[key] + c[c_id] (Gauss-Seidel on group means, to
+    convergence): a start that medians alone cannot find when a stage's batch size and its
+    idle time go together (large batches after short idles), where alternating medians stop
+    at c = 0 with each size's base taken from its own most common idle bin."""
+    c = np.zeros(n_c)
+    n_key = np.maximum(np.bincount(key_id, minlength=n_keys), 1)
+    n_cid = np.maximum(np.bincount(c_id, minlength=n_c), 1)
+    for _ in range(max_iter):
+        base = np.bincount(key_id, weights=y - c[c_id], minlength=n_keys) / n_key
+        new = np.bincount(c_id, weights=y - base[key_id], minlength=n_c) / n_cid
+        if np.abs(new - c).max() < tol:
+            return new
+        c = new
+    return c
+
+
 def _fit_additive(t: dict[str, np.ndarray], iterations: int = 4) -> dict[str, Any]:
-    """base per (kind, k, b) + c per (kind, idle bin) in log ms (medians, in turn)."""
+    """base per (kind, k, b) + c per (kind, idle bin) in log ms: least squares (group means)
+    first, then medians in turn from there (robust to the slow outliers)."""
     y = np.log(np.maximum(t["ms"], 1e-6))
     keys, key_id = np.unique(np.stack([t["kind"], t["k"], t["b"]], axis=1), axis=0,
                              return_inverse=True)
@@ -114,7 +133,7 @@ def _fit_additive(t: dict[str, np.ndarray], iterations: int = 4) -> dict[str, An
     ib = idle_bin(t["idle"])
     n_i, n_k = len(IDLE_EDGES_MS) + 1, len(StageKind)
     c_id = t["kind"] * n_i + ib
-    c = np.zeros(n_k * n_i)
+    c = _backfit_means(y, key_id, c_id, len(keys), n_k * n_i)
     for _ in range(iterations):
         base, _ = _group_median(key_id, y - c[c_id], len(keys))
         c_raw, c_n = _group_median(c_id, y - base[key_id], c.size)
@@ -132,13 +151,13 @@ def _fit_additive(t: dict[str, np.ndarray], iterations: int = 4) -> dict[str, An
 
 def _noise_corr(t: dict[str, np.ndarray], z: np.ndarray) -> dict[str, float]:
     """``within``: the mean correlation of two stages' standardised residuals in one batch
-    (segments and heads); ``across``: φ of the batches' mean residual (:func:`ar1_from_series`)."""
-    pick = np.isin(t["kind"], (1, 2))
+    (segments and heads; stages without noise, ``z`` NaN, left out); ``across``: φ of the
+    batches' mean residual (:func:`ar1_from_series`)."""
+    pick = np.isin(t["kind"], (StageKind.SEGMENT.code, StageKind.HEAD.code)) & np.isfinite(z)
     batch, zz = t["batch"][pick], z[pick]
-    nb = int(batch.max()) + 1 if batch.size else 0
-    s1 = np.bincount(batch, weights=zz, minlength=nb)
-    s2 = np.bincount(batch, weights=zz * zz, minlength=nb)
-    n = np.bincount(batch, minlength=nb)
+    s1 = np.bincount(batch, weights=zz)
+    s2 = np.bincount(batch, weights=zz * zz)
+    n = np.bincount(batch)
     ok = n >= 2
     den = float(((n[ok] - 1) * s2[ok]).sum())
     within = float(np.clip(((s1[ok] ** 2 - s2[ok]).sum()) / den, 0.0, 0.99)) if den > 0 else 0.0
@@ -163,6 +182,12 @@ def _tail(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, list]:
             out_b.append(int(b))
             out_ms.append(round(max(0.0, float(g.mean())), 6))
     return {"batch": out_b, "ms": out_ms}
+
+
+def _kind_sigma(keys: np.ndarray, sigma: np.ndarray, kind: StageKind) -> float:
+    """The median of a stage kind's own sigmas (0 when none of its stages has one)."""
+    own = sigma[(keys[:, 0] == kind.code) & np.isfinite(sigma)]
+    return float(np.median(own)) if own.size else 0.0
 
 
 def fill_ratio(served_at: dict[int, float], b: int) -> float:
@@ -228,12 +253,11 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
         r = resid[order[starts[i]:starts[i] + counts[i]]]
         sigma[i] = max(0.0, (float(np.percentile(r, 99)) - float(np.median(r))) / Z99)
     seen = {(StageKind.from_code(kc), int(k), int(b)): i for i, (kc, k, b) in enumerate(keys)}
+    sig0_of = {kind: _kind_sigma(keys, sigma, kind) for kind in StageKind}
     table: dict[str, list[list[float]]] = {}
     for kind, k, sizes in stages:
         kind = StageKind(kind)
-        kind_sig = [sigma[i] for i in range(len(keys)) if StageKind.from_code(keys[i, 0]) is kind
-                    and np.isfinite(sigma[i])]
-        sig0 = float(np.median(kind_sig)) if kind_sig else 0.0
+        sig0 = sig0_of[kind]
         rows = []
         for b in sizes:
             i = seen.get((kind, k, b))
@@ -241,8 +265,12 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
             sig = sigma[i] if n >= MIN_CELL and np.isfinite(sigma[i]) else sig0
             rows.append([int(b), math.exp(base[i]) if n >= MIN_CELL else None, sig, n])
         table[f"{kind} {k}"] = fill_rows(rows, lambda b, kind=kind, k=k: reference(kind, k, b))
-    sig_of_key = np.array([s if np.isfinite(s) else 0.0 for s in sigma])
-    z = resid / np.maximum(sig_of_key[key_id], 1e-3)
+    # Each stage standardised by the sigma the table gives it (its own, else its kind's);
+    # stages that get no noise (sigma 0: z not finite) carry no correlation.
+    used = np.array([s if np.isfinite(s) else sig0_of[StageKind.from_code(kc)]
+                     for s, kc in zip(sigma, keys[:, 0], strict=True)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = resid / used[key_id]
     return {
         "idle_edges_ms": list(IDLE_EDGES_MS),
         "factor": {kind: {"idle": [round(math.exp(x), 4) for x in fit["c"][j]],

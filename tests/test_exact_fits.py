@@ -93,6 +93,13 @@ def test_additive_fit_recovers_bases_and_idle_factors_exactly():
     assert math.exp(fit["c"][head][0]) == pytest.approx(1 / 1.2)
     assert fit["c"][seg][0] == fit["c"][head][3] == 0.0
     assert np.allclose(fit["resid"], 0.0)
+    # Six 10x outliers pull the least-squares start off; the medians after it are exact.
+    rows += [(seg, 0, 4, 30.0, 0.05)] * 6
+    kind, k, b, ms, idle = (np.array(c) for c in zip(*rows, strict=True))
+    fit = S._fit_additive({"kind": kind, "k": k, "b": b, "ms": ms, "idle": idle,
+                           "batch": np.arange(ms.size)})
+    assert np.allclose(fit["resid"][:-6], 0.0)
+    assert np.exp(fit["base"]) == pytest.approx([2.0, 3.0, 0.5])
 
 
 def _run(n_batches: int, stages_per_batch: int = 2) -> dict[str, np.ndarray]:
@@ -117,6 +124,103 @@ def test_fit_counts_batches_and_scales_unseen_stages_by_the_reference():
     # segment 1 never ran: its kind's ratio does not carry over to another k; 1.0 x reference.
     assert out["stages"]["segment 1"][0][1] == pytest.approx(0.7)
     assert out["batch_tail_ms"] == {"batch": [4], "ms": [1.0]}  # 4 ms busy, 3 ms of stages
+    assert out["median_abs_residual"] == 0.0
+
+
+def test_the_median_residual_is_reported_to_four_places():
+    run = _run(40)
+    run["stage_ms"][0::4] = 2.2  # segments alternate 2.0 / 2.2 ms, heads stay at 1.0
+    run["batch_dispatch"] += 0.006  # every batch after the same 6 ms idle (one idle bin)
+    run["batch_finish"] += 0.006
+    out = S.fit_served_costs([run], lambda kind, k, b: 1.0, [("segment", 0, [4])])
+    # Segment residuals are +-log(1.1)/2 around their median, the heads' 0: the median of
+    # the 80 absolute residuals is half of log(1.1)/2.
+    assert out["median_abs_residual"] == round(math.log(1.1) / 4, 4)
+    assert out["stages"]["segment 0"][0][1] == pytest.approx(math.sqrt(2.0 * 2.2))
+
+
+def test_group_median_takes_the_middle_pair_and_zero_for_empty_groups():
+    ids = np.array([0, 0, 0, 0, 2, 2, 2, 3])
+    values = np.array([4.0, 1.0, 3.0, 2.0, 9.0, 7.0, 8.0, 5.0])
+    med, counts = S._group_median(ids, values, 5)
+    assert med.tolist() == [2.5, 0.0, 8.0, 5.0, 0.0]
+    assert counts.tolist() == [4, 0, 3, 1, 0]
+
+
+def test_additive_fit_separates_batch_size_from_idle_time_when_they_go_together():
+    # Size 1 mostly after long idles (bin 3, 1.5x), size 4 mostly right after a batch (bin 0):
+    # medians alone stop at factor 1 with each size's base from its own common bin.
+    seg = StageKind.SEGMENT.code
+    rows = (_cells(seg, 0, 1, 2.0, {0: (1.0, 30), 3: (1.5, 80)})
+            + _cells(seg, 0, 4, 3.0, {0: (1.0, 70), 3: (1.5, 40)}))
+    kind, k, b, ms, idle = (np.array(c) for c in zip(*rows, strict=True))
+    fit = S._fit_additive({"kind": kind, "k": k, "b": b, "ms": ms, "idle": idle,
+                           "batch": np.arange(ms.size)})
+    assert np.allclose(fit["resid"], 0.0, atol=1e-9)
+    # bin 3 is the most common (120 of 220): the bases are the times after a 1.5 ms idle.
+    assert np.exp(fit["base"]) == pytest.approx([3.0, 4.5])
+    assert math.exp(fit["c"][seg][0]) == pytest.approx(1 / 1.5)
+
+
+def _batched(phi: float, n_b: int, seed: int, within_sign: float = 1.0):
+    """z of stages in batches of 2-7 with a batch effect that is AR(1) across batches; with
+    ``within_sign`` -1, each batch's stages are pushed apart (negative pairwise correlation)."""
+    rng = np.random.default_rng(seed)
+    state = _ar1(phi, n_b, seed + 1) * np.sqrt(1 - phi ** 2)
+    sizes = np.where(state > 0, 7, 2)  # slow spells form larger batches
+    batch = np.repeat(np.arange(n_b), sizes)
+    effect = np.repeat(state, sizes)
+    if within_sign > 0:
+        z = effect + rng.normal(size=batch.size)
+    else:  # +d, -d, +d, ... around the batch effect: pairs anti-correlated
+        sign = np.where(np.arange(batch.size) % 2 == 0, 1.0, -1.0)
+        z = 0.3 * effect + 3.0 * sign * np.repeat(rng.normal(size=n_b), sizes)
+    return {"kind": np.full(batch.size, StageKind.SEGMENT.code), "batch": batch}, z
+
+
+def test_noise_corr_across_batches_is_the_ar1_of_the_batch_means():
+    t, z = _batched(0.7, 20_000, 5)
+    got = S._noise_corr(t, z)
+    assert 0.3 < got["within"] < 0.7  # batch effect of variance 1 vs noise of 1
+    assert got["across"] == pytest.approx(0.7, abs=0.05)
+
+
+def test_noise_corr_is_zero_when_stages_in_a_batch_disagree():
+    t, z = _batched(0.7, 5000, 6, within_sign=-1.0)
+    assert S._noise_corr(t, z) == {"within": 0.0, "across": 0.0}
+
+
+def test_noise_corr_is_capped_and_leaves_out_stages_without_noise():
+    batch = np.repeat(np.arange(300), 3)
+    z = np.repeat(np.random.default_rng(7).normal(size=300), 3)  # identical within a batch
+    t = {"kind": np.full(batch.size, StageKind.HEAD.code), "batch": batch}
+    assert S._noise_corr(t, z)["within"] == 0.99
+    assert S._noise_corr(t, z * 1e-3)["within"] == 0.99  # tiny residuals: the same correlation
+    z_nan = z.copy()
+    z_nan[1::3] = np.nan  # one stage per batch has no noise: still identical pairs
+    z_nan[2::3] = -z[2::3]  # the third now disagrees with the first
+    assert S._noise_corr(t, z_nan)["within"] == 0.0
+    checks = {"kind": np.full(batch.size, StageKind.CHECK.code), "batch": batch}
+    assert S._noise_corr(checks, z) == {"within": 0.0, "across": 0.0}  # checks do not count
+
+
+def test_kind_sigma_is_the_median_of_its_own_stages():
+    keys = np.array([[1, 0, 1], [1, 0, 4], [1, 1, 1], [2, 0, 1]])
+    sigma = np.array([0.1, np.nan, 0.3, np.nan])
+    assert S._kind_sigma(keys, sigma, StageKind.SEGMENT) == pytest.approx(0.2)
+    assert S._kind_sigma(keys, sigma, StageKind.HEAD) == 0.0
+
+
+def test_tail_and_rows_are_rounded_and_never_negative():
+    run = _run(30)
+    run["batch_finish"] = run["batch_dispatch"] + 0.0031234567  # 3.1234567 ms busy, 3 timed
+    assert S._tail([run]) == {"batch": [4], "ms": [round(3.1234567 - 3.0, 6)]}
+    run["batch_finish"] = run["batch_dispatch"] + 0.0025  # busy < stage sum: no tail
+    assert S._tail([run]) == {"batch": [4], "ms": [0.0]}
+    assert S._tail([_run(19)]) == {"batch": [], "ms": []}  # under 20 batches of a size
+    assert S._tail([_run(20)])["batch"] == [4]
+    got = S.fill_rows([[4, 1.23456789, 0.123456, 40]], lambda b: 1.0)
+    assert got == [[4, 1.234568, 0.1235, 40]]
 
 
 # --- the capacity search -------------------------------------------------------------------
