@@ -365,3 +365,24 @@ def test_patience_tolerance_is_a_percentage_of_the_full_model():
     tr = crafted_trace(rows * 2, n_val=200)
     assert Patience(tolerance_pct=100).fit(tr).patience_ == 2
     assert Patience(tolerance_pct=99.5).fit(tr).patience_ == 1
+
+
+def test_atomic_outputs_get_the_mode_the_umask_gives(tmp_path):
+    """Temporary files and folders are private (0o600 / 0o700) until renamed; the output then
+    has the mode a plain write would give."""
+    import os
+    import stat
+
+    from offramp.common.atomic import atomic_path
+    from offramp.common.outputs import output_dir
+
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        with output_dir(tmp_path / "d", ["x"]) as d:
+            (d / "x").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750

@@ -60,6 +60,9 @@ def test_eenet_val_cost_within_ten_percent_of_budget(budget):
     assert abs(cost - budget) <= 0.1 * budget
     assert cost == pytest.approx(pol.val_cost_ms_)
     assert np.isclose(pol.fractions_.sum(), 1) and len(pol.fits_) == 2
+    # The fit kept is the most accurate of those within 10% of the budget.
+    within = [f["accuracy"] for f in pol.fits_ if abs(f["cost_ms"] - budget) <= 0.1 * budget]
+    assert within and pol.val_accuracy_ == max(within)
     # Not worse than the exp heuristic by more than noise (both fitted on val).
     exp_acc, _ = evaluate(MaxProb(fractions=exp_fractions(c, budget)).fit(tr), tr, c, "val")
     assert acc >= exp_acc - 0.03

@@ -69,14 +69,14 @@ def test_killed_sweep_resumes_and_keeps_what_it_finished(tmp_path):
         time.sleep(0.01)
     proc.wait()
     finished = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in points.iterdir()
-                if p.suffix == ".json"}
+                if p.suffix == ".json" and not p.name.startswith(".")}
     assert 5 <= len(finished) < 24, "the sweep was not killed part way"
+    (points / ".p.json.x1y2.json").write_text('{"half')  # as a kill during a write leaves
     assert not (out / "sweep.parquet").exists()
     assert main(["sweep", str(study), "--grid", str(grid), "-o", str(out), "--workers", "1",
                  "--quiet"]) == 0
-    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in points.iterdir()
-             if p.suffix == ".json"}
-    assert len(after) == 24
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in points.iterdir()}
+    assert len(after) == 24  # the temporary files are gone
     assert all(after[name] == finished[name] for name in finished)  # skipped, untouched
     # The resumed sweep's table is the one a clean sweep gives.
     assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp_path / "clean"),
@@ -95,3 +95,19 @@ def test_bad_grid_is_one_line(tmp_path, capsys):
     assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp_path / "o"),
                  "--quiet"]) == 2
     assert "section.field" in capsys.readouterr().err
+
+
+def test_a_point_that_names_another_policy_runs_that_policy_alone(tmp_path):
+    # The study's entropy policy has tolerance_pct; "none" takes no field: the point's policy
+    # replaces the study's whole (analysis/study/overrides.py), so it neither fails nor keeps it.
+    study, grid = _files(tmp_path, grid={"points": [{"policy.name": "none"},
+                                                    {"policy.name": "maxprob",
+                                                     "policy.tolerance_pct": 99.5},
+                                                    {"server.max_batch": 16}]})
+    out = tmp_path / "out"
+    assert main(["sweep", str(study), "--grid", str(grid), "-o", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    frame = pd.read_parquet(out / "sweep.parquet")
+    assert frame["exit_fraction_0"].iloc[0] == 0.0  # no exits
+    assert (frame["exit_fraction_0"].iloc[1:] > 0).all()
+    assert frame["policy.name"].iloc[:2].tolist() == ["none", "maxprob"]

@@ -202,9 +202,12 @@ def test_run_and_server_config_boundaries():
     with pytest.raises(ValueError, match=r"outside 0..1"):
         ServerConfig(replicas=2, contention=[{"at_s": 0, "factor": 2, "replicas": [-1]}])
     for kind, field, bad in (("poisson", "rate_rps", 0.0), ("gamma", "cv", 0.0),
-                             ("closed", "clients", 0), ("closed", "think_ms", -1.0)):
+                             ("closed", "clients", 0), ("closed", "think_ms", -1.0),
+                             ("diurnal", "amplitude", 1.0), ("diurnal", "period_s", 0.0),
+                             ("replay", "rate_scale", 0.0)):
         with pytest.raises(ValueError, match=field):
             WorkloadConfig(kind=kind, **{field: bad})
+    assert WorkloadConfig(kind="diurnal", amplitude=0.99).amplitude == 0.99  # never a rate of 0
     assert WorkloadConfig(kind="closed", think_ms=0.0, clients=1).clients == 1
     # A field the kind does not read is an error, not silently ignored.
     with pytest.raises(ValueError, match="kind 'poisson' takes no clients"):

@@ -133,6 +133,8 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
     base, points, names, out = check_sweep(study, grid, out, sets)
     folder = out / "points"
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.json"):  # a point's temporary file a killed sweep left
+        stale.unlink(missing_ok=True)
     todo = [(p, n) for p, n in zip(points, names, strict=True)
             if not (folder / f"{n}.json").exists()]
     done = len(points) - len(todo)
