@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -118,6 +119,29 @@ def test_same_result_on_a_process_pool(tmp_path):
     with ThreadPoolExecutor(1) as ex:
         one = optimize(study, goal, tmp_path / "a", ex, FAST, baselines=False)
     with ProcessPoolExecutor(2) as ex:
+        two = optimize(study, goal, tmp_path / "b", ex, FAST, baselines=False)
+    assert [o.as_dict() | {"seconds": 0} for o in one.trials] == \
+        [o.as_dict() | {"seconds": 0} for o in two.trials]
+    assert one.winner.value == two.winner.value
+
+
+def test_same_result_on_a_dask_cluster(tmp_path):
+    """The search's trials on a Dask cluster reached by its address (as ``--scheduler`` does)
+    are those of one local thread, in the same order."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from offramp.analysis.cli.options import executor_for
+
+    study = _study(tmp_path, _easy_trace())
+    goal = Goal(Objective.LOAD, 30.0, min_relative_accuracy=0.99)
+    with ThreadPoolExecutor(1) as ex:
+        one = optimize(study, goal, tmp_path / "a", ex, FAST, baselines=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, executor_for(SimpleNamespace(
+                          workers=None, dask_local=None,
+                          scheduler=cluster.scheduler_address)) as (ex, where):
+        assert where.startswith("Dask cluster tcp://")
         two = optimize(study, goal, tmp_path / "b", ex, FAST, baselines=False)
     assert [o.as_dict() | {"seconds": 0} for o in one.trials] == \
         [o.as_dict() | {"seconds": 0} for o in two.trials]
