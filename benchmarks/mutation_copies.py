@@ -61,6 +61,8 @@ def make_copy(dest: Path, rev: str) -> None:
     py.mkdir(parents=True)
     for pkg in PACKAGES:
         (py / pkg).symlink_to(dest / pkg, target_is_directory=True)
+    for module in sorted((dest / "api").glob("*.py")):  # api/ is the package offramp itself
+        (py / module.name).symlink_to(module)
     (dest / ".mutation" / "mutation_timing.py").write_text(TIMING_PLUGIN)
     shutil.copy2(REPO / "benchmarks" / "mutation_runner.py", dest / ".mutation" / "runner.py")
     with open(dest / ".git" / "info" / "exclude", "a") as f:

@@ -269,3 +269,16 @@ def test_front_search_keeps_both_objectives_and_the_same_winner_rule(tmp_path):
     for t in done:
         assert t.values[1] == pytest.approx(t.user_attrs["outcome"]["val_relative_accuracy"] or 0)
     assert res.winner.feasible and res.winner.value == max(o.value for o in res.finalists)
+
+
+def test_the_python_twin_finds_what_the_search_finds(tmp_path):
+    import offramp
+
+    study = _study(tmp_path, _easy_trace())
+    with ThreadPoolExecutor(1) as ex:
+        direct = optimize(study, Goal(Objective.LOAD, 30.0, min_relative_accuracy=0.99),
+                          tmp_path / "a", ex, FAST, baselines=False)
+    twin = offramp.optimize(study, tmp_path / "b", workers=1, settings=FAST, baselines=False,
+                            slo_p99_ms=30.0, min_relative_accuracy=0.99)
+    assert twin.winner.point == direct.winner.point and twin.winner.value == direct.winner.value
+    assert (tmp_path / "b" / "best.yaml").exists()  # the folder the command writes

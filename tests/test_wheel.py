@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _source_copy(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
-    for layer in LAYERS:
+    for layer in (*LAYERS, "api"):
         shutil.copytree(REPO / layer, dest / layer, ignore=ignore)
     return dest
 
@@ -51,6 +52,7 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path):
             rel = init.relative_to(REPO).as_posix()
             assert f"offramp/{rel}" in names, f"{rel} is not in the wheel"
     assert any(n.startswith("offramp/traces/data/") and n.endswith(".npz") for n in names)
+    assert {"offramp/__init__.py", "offramp/twins.py"} <= set(names)  # the Python API
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
@@ -66,6 +68,10 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path):
                   "offramp.profiling.backends.eager; print(offramp.sim.__file__)"],
                  cwd=tmp_path, env=env).stdout
     assert str(site) in where  # the wheel's copy, not the source tree
+    api = _run([py, "-c", "import offramp; print(offramp.__version__); "
+                "print(offramp.load_trace('fmnist-resnet').model_id)"], cwd=tmp_path, env=env)
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert api.stdout.split() == [version, "fmnist-resnet"]
     offramp = venv / "bin" / "offramp"
     assert "demo" in _run([offramp, "demo", "--help"], cwd=tmp_path, env=env).stdout
     study = tmp_path / "study.yaml"

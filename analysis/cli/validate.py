@@ -57,11 +57,11 @@ def _loads(args: argparse.Namespace) -> list[dict[str, float]]:
     return loads
 
 
-def _prepare(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
-    """Check the real side's options and write the plan folder."""
+def _serve(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
+    """Check the real side's options, write the plan folder and run it."""
     import torch
 
-    from offramp.analysis.validation.prepare import prepare
+    from offramp.analysis.validation.run import serve_real
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", None, "CUDA is not available on this machine",
@@ -70,18 +70,19 @@ def _prepare(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
     for name in ("repeats", "requests"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name}", None, "must be at least 1", "pass a positive number")
-    prepare(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
-            args.precision, Path(args.profile) if args.profile else None,
-            calib_requests=args.calib_requests, profile_runs=args.profile_runs,
-            own=own_model(args), served_requests=args.served_requests,
-            served_seconds=args.served_seconds, core=args.core,
-            checkpoint=str(args.checkpoint) if args.checkpoint else None, seq_len=args.seq_len)
+    serve_real(cfg, base, out, args.device, modes, loads, args.repeats, args.requests,
+               log=(lambda *_: None) if args.quiet else print, precision=args.precision,
+               profile_given=Path(args.profile) if args.profile else None,
+               calib_requests=args.calib_requests, profile_runs=args.profile_runs,
+               own=own_model(args), served_requests=args.served_requests,
+               served_seconds=args.served_seconds, core=args.core,
+               checkpoint=str(args.checkpoint) if args.checkpoint else None,
+               seq_len=args.seq_len)
 
 
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.study.config import load_config
-    from offramp.analysis.study.resolve import fit_policy, load_study_profile, load_study_trace
-    from offramp.analysis.validation.compare import compare
+    from offramp.analysis.validation.run import judge_folder
 
     out = Path(args.output)
     if args.real_from is None:
@@ -96,24 +97,15 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.config).parent
     calibrate_on = calibration_points(args.calibrate_on)
     if args.real_from is None:
-        _prepare(args, cfg, base, out)
-        from offramp.profiling.validate_real import run_plan
-
-        run_plan(out, log=(lambda *_: None) if args.quiet else print)
+        _serve(args, cfg, base, out)
         if args.real_only:
             print(f"wrote the real runs to {out}/real/ (compare later: offramp validate "
                   f"{args.config} --real-from {out})")
             return 0
     else:
         out = Path(args.real_from)
-    trace = load_study_trace(cfg, base)
-    policy = fit_policy(cfg, trace, load_study_profile(cfg, trace, base), base)
-    section = cfg.policy.model_dump(mode="json", exclude_unset=True)
-    if section.get("from_file"):
-        section["from_file"] = str((base / section["from_file"]).resolve())
-    result = compare(out, trace, policy, args.sim_replications, not args.isolated_stages,
-                     served=not args.profiler_costs, by_load=not args.pooled_served,
-                     policy_section=section, calibrate_on=calibrate_on or None)
+    result = judge_folder(cfg, base, out, args.sim_replications, args.isolated_stages,
+                          args.profiler_costs, args.pooled_served, calibrate_on)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0

@@ -236,10 +236,16 @@ def at_capacity(cfg: StudyConfig, base: Path | None, result: CapacityResult) -> 
     capacity explains itself."""
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
-    scenario = build_scenario(cfg, trace, base)
+    return scenario_at_capacity(build_scenario(cfg, trace, base), cfg.run, result)
+
+
+def scenario_at_capacity(scenario: Scenario, run: RunConfig, result: CapacityResult
+                         ) -> dict[str, Any]:
+    """:func:`at_capacity` of a built scenario (one run of ``run`` at the capacity)."""
+    trace = scenario.trace
     sc = dataclasses.replace(scenario, workload=scenario.workload.at_rate(result.capacity_rps),
                              slo_ms=result.slo.get("latency_ms"))
-    summary = simulate(sc, cfg.run).summary
+    summary = simulate(sc, run).summary
     mean = {k: v["mean"] for k, v in summary.items()}
     return {"rate_rps": result.capacity_rps, "latency_p50_ms": mean["latency_p50_ms"],
             "latency_p99_ms": mean["latency_p99_ms"], "accuracy": mean["accuracy"],

@@ -105,12 +105,15 @@ def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | Non
     return build_policy(cfg.policy, trace, study_costs(cfg, profile), cfg.server, "val")
 
 
-def build_scenario(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None) -> Scenario:
+def build_scenario(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None,
+                   policy: ExitPolicy | None = None) -> Scenario:
     """The frozen scenario a study serves: its profile's stage tables, the policy fitted on
-    val, the server and the workload (a replay path relative to ``base``)."""
+    val (or ``policy``, already fitted), the server and the workload (a replay path relative
+    to ``base``)."""
     cfg = resolve_workload(cfg, base)
     profile = load_study_profile(cfg, trace, base)
     service = build_service(cfg, trace, profile)
-    policy = fit_policy(cfg, trace, profile, base)
+    if policy is None:
+        policy = fit_policy(cfg, trace, profile, base)
     return Scenario(trace=trace, policy=policy, service=service, server=cfg.server,
                     workload=workload_from(cfg.workload), slo_ms=cfg.slo.latency_ms)
