@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -34,7 +35,8 @@ def folders(tmp_path_factory):
     assert main(["simulate", str(study), "-o", str(tmp / "run")]) == 0
     assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp / "sweep"),
                  "--workers", "1", "--quiet"]) == 0
-    for name in ("run", "sweep"):
+    assert main(["capacity", str(study), "--slo-p99-ms", "20", "-o", str(tmp / "capacity")]) == 0
+    for name in ("run", "sweep", "capacity"):
         assert main(["report", str(tmp / name)]) == 0
     return tmp
 
@@ -61,7 +63,7 @@ def test_report_refuses_other_folders(tmp_path, capsys):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_pages_open_in_headless_chromium(folders):
-    for name in ("run", "sweep"):
+    for name in ("run", "sweep", "capacity"):
         page = folders / name / "report.html"
         done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
                                "--dump-dom", page.as_uri()], capture_output=True, text=True,
@@ -69,3 +71,41 @@ def test_pages_open_in_headless_chromium(folders):
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"offramp {name}:" in done.stdout and "</table>" in done.stdout
         assert "Uncaught" not in done.stderr
+
+
+def _grid_frame() -> pd.DataFrame:
+    """A hand-built sweep table (synthetic numbers, tests only): max_batch x max_wait_ms x
+    exit_mode, p99 known per point, one point missing the SLO."""
+    rows = []
+    for mode in ("keep", "shrink"):
+        for b in (8, 32):
+            for w in (0.5, 2.0):
+                p99 = (40.0 if mode == "keep" else 10.0) + b / 8 + w
+                rows.append({"point": f"{mode}-{b}-{w}", "server.max_batch": b,
+                             "server.max_wait_ms": w, "server.exit_mode": mode,
+                             "run.requests": 1000, "throughput_rps": 900.0,
+                             "latency_p50_ms": p99 / 2, "latency_p99_ms": p99, "accuracy": 0.9,
+                             "slo_attainment": 0.5 if (mode, b, w) == ("shrink", 8, 0.5)
+                             else 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_sweep_view_picks_fields_best_points_and_plots_for_the_grid():
+    from offramp.analysis.report.sweep_view import best_points, sweep_figures, swept
+
+    frame = _grid_frame()
+    assert swept(frame) == (["server.max_batch", "server.max_wait_ms"], ["server.exit_mode"])
+    best = best_points(frame, 3)
+    # The lowest p99 (shrink, 8, 0.5: 11.5 ms) misses the SLO, so it is not first.
+    assert best[["server.exit_mode", "server.max_batch", "server.max_wait_ms"]].values.tolist() \
+        == [["shrink", 8, 2.0], ["shrink", 32, 0.5], ["shrink", 32, 2.0]]
+    assert "run.requests" not in best.columns  # not swept
+    titles = [t for t, _ in sweep_figures(frame)]
+    assert titles == ["p99 latency (ms) over server.max_batch × server.max_wait_ms"]
+    one = frame[frame["server.max_wait_ms"] == 2.0]
+    assert [t for t, _ in sweep_figures(one)] == ["latency against server.max_batch"]
+    # Throughput that varies gets its own heatmap and the trade-off plot.
+    varied = frame.assign(throughput_rps=frame["server.max_batch"] * 50.0)
+    assert [t for t, _ in sweep_figures(varied)][1:] == [
+        "throughput (req/s) over server.max_batch × server.max_wait_ms",
+        "p99 latency against throughput"]

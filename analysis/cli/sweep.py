@@ -27,9 +27,25 @@ def run(args: argparse.Namespace) -> int:
         frame = run_sweep(args.config, args.grid, args.output, executor,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total), sets=args.set)
+    _print_best(frame)
     print(f"wrote {args.output}/sweep.parquet ({len(frame)} points) and one result file per "
-          f"point in {args.output}/points/")
+          f"point in {args.output}/points/; its page: offramp report {args.output}")
     return 0
+
+
+def _print_best(frame) -> None:
+    from rich.table import Table
+
+    from offramp.analysis.report.sweep_view import best_points
+
+    best = best_points(frame)
+    table = Table(title=f"best of {len(frame)} points (lowest p99"
+                  f"{', SLO met first' if 'slo_attainment' in frame else ''})")
+    for col in best.columns:
+        table.add_column(col, justify="left" if col == "point" else "right")
+    for row in best.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    Console(width=None if Console().is_terminal else 160).print(table)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

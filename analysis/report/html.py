@@ -111,50 +111,39 @@ def run_report(folder: Path) -> str:
 
 
 def sweep_report(folder: Path) -> str:
-    """The page of a sweep folder (``offramp sweep -o``)."""
+    """The page of a sweep folder (``offramp sweep -o``): plots chosen for the grid, the best
+    points, every point, the study and grid."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from offramp.analysis.report.sweep_view import best_points, grid_fields, sweep_figures
 
     info = json.loads((folder / "sweep.json").read_text())
     frame = pd.read_parquet(folder / "sweep.parquet")
-    sections_ = ("trace", "profile", "workload", "server", "policy", "slo", "run")
-    fields = [c for c in frame.columns if c.split(".")[0] in sections_ and "." in c]
+    fields = grid_fields(frame)
     show = [m for m in ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy",
                         "slo_attainment") if m in frame.columns]
     rows = [[*(r[f] for f in fields), *(fmt(r[m], 4) for m in show)]
             for _, r in frame.iterrows()]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    group = next((f for f in fields if f.endswith("exit_mode")), None)
-    for label, grp in (frame.groupby(group) if group else [("all", frame)]):
-        ax.scatter(grp["throughput_rps"], grp["latency_p99_ms"], s=18, label=str(label))
-    p99 = frame["latency_p99_ms"].to_numpy(dtype=float)
-    if p99.size and p99.min() > 0 and p99.max() / p99.min() > 30:
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("throughput (req/s)")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.grid(alpha=0.3)
-    ax.legend(title=group or "")
-    ax.set_title(f"{len(frame)} points")
+    best = best_points(frame)
     study = Path(info.get("study_file", info["study"]))
     config = study.read_text() if study.is_file() else "(the study file is not here)"
     grid = Path(info.get("grid_file", info["grid"]))
     grid_text = grid.read_text() if grid.is_file() else "(the grid file is not here)"
-    sections = [("p99 latency against throughput", fig_png(fig)),
-                ("Points", html_table(rows, [*fields, *show])),
-                ("Study", f"<pre>{html.escape(config)}</pre>"),
-                ("Grid", f"<pre>{html.escape(grid_text)}</pre>"),
-                ("Reproduce", "<pre>" + html.escape(
-                    f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}")
-                 + "</pre><p class='muted'>a re-run skips finished points</p>"),
-                ("Software", html_table([[k, v] for k, v in versions().items()],
-                                    ["package", "version"]))]
+    sections = [(title, fig_png(fig)) for title, fig in sweep_figures(frame)]
+    sections += [("Best points (lowest p99)", html_table(
+                     [[fmt(v, 4) if isinstance(v, float) else v for v in r]
+                      for r in best.itertuples(index=False)], list(best.columns))),
+                 ("Points", html_table(rows, [*fields, *show])),
+                 ("Study", f"<pre>{html.escape(config)}</pre>"),
+                 ("Grid", f"<pre>{html.escape(grid_text)}</pre>"),
+                 ("Reproduce", "<pre>" + html.escape(
+                     f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}")
+                  + "</pre><p class='muted'>a re-run skips finished points</p>"),
+                 ("Software", html_table([[k, v] for k, v in versions().items()],
+                                         ["package", "version"]))]
     return page(f"offramp sweep: {folder.name}", sections,
-                 f"{len(frame)} points · {', '.join(fields)} · {folder}")
+                f"{len(frame)} points · {', '.join(fields)} · {folder}")
 
 
 def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) -> str:

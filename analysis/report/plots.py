@@ -28,18 +28,28 @@ def save_png(fig, path: str | Path) -> Path:
 
 
 def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path) -> None:
-    """Latency CDF (after warm-up) and exit distribution, side by side, as a PNG."""
+    """After warm-up: the latency tail (the fraction of requests slower than x, log scale, so
+    p90/p99/p99.9 are visible), where requests exit, and where their time goes (queueing vs
+    service, by exit), side by side, as a PNG."""
     kept = frame[~frame["warmup"]]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    floor = 1.0
     for rep, grp in kept.groupby("replication"):
         lat = np.sort(grp["latency_ms"].to_numpy())
-        ax1.plot(lat, np.arange(1, lat.size + 1) / lat.size, lw=1, label=f"replication {rep}")
+        slower = 1.0 - np.arange(lat.size) / lat.size  # P(latency >= x), at least 1/n
+        floor = min(floor, 1.0 / max(lat.size, 1))
+        ax1.step(lat, slower, where="post", lw=1, label=f"replication {rep}")
+    for q, label in ((0.1, "p90"), (0.01, "p99"), (0.001, "p99.9")):
+        if q >= floor:
+            ax1.axhline(q, color="0.6", lw=0.8, ls=":")
+            ax1.text(ax1.get_xlim()[0], q, f" {label}", va="bottom", fontsize=7, color="0.4")
     if slo_ms is not None:
         ax1.axvline(slo_ms, color="k", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
+    ax1.set_yscale("log")
     ax1.set_xlabel("latency (ms)")
-    ax1.set_ylabel("fraction of requests")
-    ax1.set_title("Latency CDF")
-    ax1.grid(alpha=0.3)
+    ax1.set_ylabel("fraction of requests slower")
+    ax1.set_title("Latency tail")
+    ax1.grid(alpha=0.3, which="both")
     ax1.legend(fontsize=7)
     frac = np.bincount(kept["exit_index"], minlength=n_exits) / max(len(kept), 1)
     acc = kept.groupby("exit_index")["correct"].mean().reindex(range(n_exits))
@@ -51,6 +61,17 @@ def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path
     ax2.set_xlabel("exit")
     ax2.set_ylabel("fraction of requests")
     ax2.set_title("Where requests exit")
+    if "queue_ms" in kept:
+        parts = kept.groupby("exit_index")[["queue_ms", "service_ms"]].mean().reindex(
+            range(n_exits)).fillna(0.0)
+        ax3.bar(range(n_exits), parts["queue_ms"], color="tab:orange", label="queueing")
+        ax3.bar(range(n_exits), parts["service_ms"], bottom=parts["queue_ms"], color="tab:green",
+                label="in service")
+        ax3.set_xticks(range(n_exits))
+        ax3.legend(fontsize=7)
+    ax3.set_xlabel("exit")
+    ax3.set_ylabel("mean ms per request")
+    ax3.set_title("Where the time goes")
     fig.tight_layout()
     save_png(fig, path)
 
