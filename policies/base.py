@@ -94,6 +94,11 @@ class ExitPolicy:
         """What fitting learned, for :meth:`get_params` (``None`` drops a replaced parameter)."""
         return {}
 
+    def explain(self) -> str | None:
+        """Why the fit chose what it chose, in a sentence (None where there is nothing to
+        add to its parameters)."""
+        return None
+
     def __repr__(self) -> str:
         params = {k: v for k, v in self.get_params().items() if k != "name"}
         return f"{type(self).__name__}({params})"

@@ -166,6 +166,31 @@ class PAME(ExitPolicy):
         }
         return super().fit(trace, split)
 
+    def explain(self) -> str | None:
+        """Which exits PAME placed and why (from ``report_``), or why it placed none."""
+        r = getattr(self, "report_", None)
+        if r is None:
+            return None
+        none_ms, limit = r["no_exit_batch_ms"], r["tail_limit_ms"]
+        if r["exits"]:
+            return (f"placed exits {r['exits']}: a batch of {r['max_batch']} takes "
+                    f"{r['expected_batch_ms']:.3g} ms on average (worst case "
+                    f"{r['worst_batch_ms']:.3g}) against {none_ms:.3g} ms with none")
+        cands = r["steps"][0]["candidates"] if r["steps"] else {}
+        if not cands:
+            return "placed no exit: the model has no early exit"
+        fast = {e: c for e, c in cands.items() if c["expected_ms"] < none_ms - 1e-9}
+        if not fast:
+            e, c = min(cands.items(), key=lambda ec: ec[1]["expected_ms"])
+            return (f"placed no exit: every early exit makes a batch slower on average (the best, "
+                    f"exit {e}, {c['expected_ms']:.3g} ms against {none_ms:.3g} ms with none): "
+                    "its head costs more than the samples that leave save")
+        e, c = min(fast.items(), key=lambda ec: ec[1]["expected_ms"])
+        return (f"placed no exit: exit {e} would save time on average ({c['expected_ms']:.3g} vs "
+                f"{none_ms:.3g} ms) but its worst-case batch, {c['worst_ms']:.3g} ms, exceeds the "
+                f"tail limit {limit:.3g} ms (tail_tolerance_pct {self.tail_tolerance_pct:g}); "
+                "raise tail_tolerance_pct to allow it")
+
     def _evaluate(self, st: _Stages, data: _ValData, exits: list[int]) -> dict[str, Any]:
         """Thresholds, expected and worst-case batch latency with exits placed at ``exits``."""
         b, n_batches = st.b, data.n_batches

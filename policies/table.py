@@ -96,7 +96,7 @@ def save_policy(table: ExitTable, path: str | Path, report: dict[str, Any] | Non
            "report": report or {}, "exits": table.exits.tolist()}
     path = Path(path)
     with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(doc) + "\n")
+        tmp.write_text(json.dumps(doc, allow_nan=False) + "\n")  # strict JSON, or an error
     return path
 
 

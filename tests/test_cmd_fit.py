@@ -67,3 +67,19 @@ def test_frontier_reports_the_oracle_bound_and_mixes(tmp_path, capsys):
                      if p["family"] != "oracle" and p["test_cost_ms"] <= row["budget_ms"]]
             assert row["best_mix"] >= max(under) - 1e-6
     assert (tmp_path / "synthetic-net-frontier.png").stat().st_size > 10_000
+
+
+def test_a_pame_fit_says_why_and_writes_strict_json(tmp_path, capsys):
+    out = tmp_path / "pame.json"
+    assert main(["fit", "--trace", "rt-minilm6", "--profile", "rt-minilm6-cpu", "--policy",
+                 "pame", "--tolerance", "99", "--max-batch", "4", "--exit-mode", "keep",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "why: placed exits" in printed
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    doc = json.loads(out.read_text(), parse_constant=refuse)  # no Infinity / NaN
+    assert "inf" in doc["report"]["policy_report"]["thresholds"]  # exits not placed
+    assert doc["report"]["why"].startswith("placed exits")

@@ -123,3 +123,18 @@ def test_pame_keep_mode_times_by_hand():
     assert shrink.times_[0][4] == pytest.approx(2.4 + 0.4 + 2 * 1.4 + 0.5)
     # The 8.3 % worst-case rise is over a 5 % tail rule: no exit then.
     assert PAME(100, prof, max_batch=8, exit_mode="keep").fit(tr).exits_ == []
+
+
+def test_pame_says_why_it_placed_what_it_placed():
+    tr = crafted_trace(ALL_RIGHT, n_val=32)
+    costly = affine_profile(3, range(1, 9), head=(20.0, 0.0), last_head=(0.5, 0.0))
+    pol = PAME(100, costly, max_batch=8, tail_tolerance_pct=1000).fit(tr)
+    assert pol.explain().startswith("placed no exit: every early exit makes a batch slower")
+    cheap = affine_profile(3, range(1, 9), head=(0.5, 0.0), last_head=(0.5, 0.0))
+    # Every sample is right at exit 0, so exits save time on average; but a batch where none
+    # leaves pays the heads too, over a tail limit of +0%.
+    tight = PAME(100, cheap, max_batch=8, tail_tolerance_pct=0).fit(tr)
+    assert tight.exits_ == [] and "exceeds the tail limit" in tight.explain()
+    assert "raise tail_tolerance_pct" in tight.explain()
+    loose = PAME(100, cheap, max_batch=8, tail_tolerance_pct=1000).fit(tr)
+    assert loose.exits_ and loose.explain().startswith(f"placed exits {loose.exits_}")

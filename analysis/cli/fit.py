@@ -73,6 +73,8 @@ def run_fit(args: argparse.Namespace) -> int:
                      " ".join(f"{x:.3f}" for x in r["exit_fractions"]))
     out.print(grid)
     out.print(f"parameters: {table.get_params()}")
+    if report.get("why"):
+        out.print(f"why: {report['why']}")
     out.print(f"wrote {path} (use it with `policy: {{from_file: {path}}}` in a study)")
     return 0
 

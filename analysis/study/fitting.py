@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from offramp.analysis.study.config import StudyConfig
 from offramp.analysis.study.resolve import fit_policy, study_costs
+from offramp.policies.base import plain
 from offramp.policies.costs import average_cost, exit_costs
 from offramp.policies.table import ExitTable
 from offramp.profiling.format import LatencyProfile
@@ -33,5 +33,7 @@ def fit_and_report(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile,
                          "exit_fractions": [float((exits == k).mean())
                                             for k in range(trace.n_exits)]}
     if hasattr(fitted, "report_"):
-        report["policy_report"] = json.loads(json.dumps(fitted.report_, default=float))
+        report["policy_report"] = plain(fitted.report_, finite=True)  # strict JSON: "inf"
+    if fitted.explain():
+        report["why"] = fitted.explain()
     return table, report
