@@ -44,6 +44,12 @@ if TYPE_CHECKING:  # torch is imported when a policy is fitted, not with the pac
 COST_SLACK = 0.10  # a fit is "within budget" when its val cost is within 10 % of B
 
 
+def budget_range(costs: Sequence[float]) -> str:
+    """The budgets that mean something for these per-exit costs, as advice."""
+    return (f"give a budget between {costs[0]:.4g} ms (everything at the first exit) and "
+            f"{costs[-1]:.4g} ms (the full model) per sample")
+
+
 def exp_fractions(costs: Sequence[float], budget_ms: float) -> np.ndarray:
     """EENet's geometric exit distribution p_k ∝ q^k with the largest q whose nominal cost
     Σ p_k c_k stays within ``budget_ms`` (a budget at or above the last exit's cost sends
@@ -51,8 +57,7 @@ def exp_fractions(costs: Sequence[float], budget_ms: float) -> np.ndarray:
     c = check_costs(costs, len(costs))
     if budget_ms < c[0]:
         raise InputError("policy", "budget_ms", f"{budget_ms} ms is below the first exit's cost "
-                         f"{c[0]:.4g} ms", f"a budget between {c[0]:.4g} ms (everything at the "
-                         f"first exit) and {c[-1]:.4g} ms (the full model) per sample")
+                         f"{c[0]:.4g} ms", budget_range(c))
     k = np.arange(c.size)
 
     def dist(log_q: float) -> np.ndarray:
@@ -173,7 +178,7 @@ class EENet(LearnedScorePolicy):
         c = check_costs(self.costs, trace.n_exits)
         if self.budget_ms < c[0]:
             raise InputError("policy", "budget_ms", f"{self.budget_ms} ms is below the first "
-                             f"exit's cost {c[0]:.4g} ms", "raise the budget")
+                             f"exit's cost {c[0]:.4g} ms", budget_range(c))
         if trace.n_exits < 2:
             raise InputError(trace.source, "pred", "EENet needs at least two exits",
                              "use a multi-exit trace")
@@ -256,3 +261,18 @@ class EENet(LearnedScorePolicy):
     def fitted_params(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds_, "fractions": self.fractions_,
                 "val_cost_ms": self.val_cost_ms_, "val_accuracy": self.val_accuracy_}
+
+    def explain(self) -> str | None:
+        """The budget against the range the exits allow, and the fit kept."""
+        if not hasattr(self, "fits_"):
+            return None
+        c = np.asarray(self.costs, dtype=float)
+        within = sum(abs(f["cost_ms"] - self.budget_ms) <= COST_SLACK * self.budget_ms
+                     for f in self.fits_)
+        return (f"budget {self.budget_ms:.4g} ms per sample, of the {c[0]:.4g}-{c[-1]:.4g} ms "
+                f"the exits allow; kept the most accurate of {within} of {len(self.fits_)} fits "
+                f"within {COST_SLACK:.0%} of it (val cost {self.val_cost_ms_:.4g} ms, "
+                f"val accuracy {self.val_accuracy_:.4f})" if within else
+                f"budget {self.budget_ms:.4g} ms per sample, of the {c[0]:.4g}-{c[-1]:.4g} ms "
+                f"the exits allow; no fit came within {COST_SLACK:.0%} of it: kept the closest "
+                f"(val cost {self.val_cost_ms_:.4g} ms)")

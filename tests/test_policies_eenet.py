@@ -63,6 +63,7 @@ def test_eenet_val_cost_within_ten_percent_of_budget(budget):
     # The fit kept is the most accurate of those within 10% of the budget.
     within = [f["accuracy"] for f in pol.fits_ if abs(f["cost_ms"] - budget) <= 0.1 * budget]
     assert within and pol.val_accuracy_ == max(within)
+    assert pol.explain().startswith(f"budget {budget:.4g} ms per sample, of the {c[0]:.4g}-")
     # Not worse than the exp heuristic by more than noise (both fitted on val).
     exp_acc, _ = evaluate(MaxProb(fractions=exp_fractions(c, budget)).fit(tr), tr, c, "val")
     assert acc >= exp_acc - 0.03
@@ -70,8 +71,9 @@ def test_eenet_val_cost_within_ten_percent_of_budget(budget):
 
 def test_eenet_rejects_impossible_budget_and_missing_softmax():
     tr = synthetic_trace(200)
-    with pytest.raises(InputError, match="below the first exit"):
+    with pytest.raises(InputError, match="below the first exit") as err:
         EENet(0.1, [1.0, 2.0, 3.0, 4.0]).fit(tr)
+    assert "between 1 ms" in err.value.fix and "and 4 ms (the full model)" in err.value.fix
     with pytest.raises(InputError, match="costs"):
         EENet(2.0, [1.0, 2.0]).fit(tr)
     bare = make_trace(tr.labels, tr.split, tr.softmax, tr.meta, keep_softmax=False)
