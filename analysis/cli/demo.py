@@ -17,7 +17,13 @@ from rich.table import Table
 
 from offramp.analysis.cli.options import integer
 from offramp.analysis.report.tables import costs_line
-from offramp.analysis.studies.demo import DEMO_OUTPUTS, demo_pairs, jobs_per_model, run_demo_model
+from offramp.analysis.studies.demo import (
+    DEMO_OUTPUTS,
+    TABLE_LOAD,
+    demo_pairs,
+    jobs_per_model,
+    run_demo_model,
+)
 from offramp.common.errors import InputError
 from offramp.common.outputs import output_dir
 
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name, r in results.items():
         title = (f"{name} on {r['profile']} · load 60% of no-exit capacity "
-                 f"({0.6 * r['capacity_no_exit_rps']:.0f} req/s) · max_batch {args.max_batch} · "
+                 f"({TABLE_LOAD * r['capacity_no_exit_rps']:.0f} req/s) · max_batch {args.max_batch} · "
                  f"SLO {r['slo_ms']} ms · {args.replications} replications × {args.requests} requests")
         console.print(_table(r["policies"], title))
         console.print(f"  {costs_line(r['stage_costs'])}")
