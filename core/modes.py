@@ -31,6 +31,18 @@ class ExitMode(StrEnum):
         """Whether the batch runs at its dispatched size until nobody is left."""
         return self is ExitMode.KEEP
 
+    def stages_needed(self, n_exits: int) -> list[tuple[StageKind, int]]:
+        """The (stage kind, k) a profile must measure for this mode (kinds a profile may leave
+        out, 0 ms where absent, are not listed): every segment and the last head; the early
+        heads where exits are consulted; the compaction after each early exit where the batch
+        shrinks."""
+        need = [(StageKind.SEGMENT, k) for k in range(n_exits)]
+        early = range(n_exits - 1) if self.consults_early_exits else range(0)
+        need += [(StageKind.HEAD, k) for k in (*early, n_exits - 1)]
+        if self.compacts:
+            need += [(StageKind.COMPACT, k) for k in range(n_exits - 1)]
+        return need
+
     @classmethod
     def parse(cls, value: str | ExitMode, where: str = "exit_mode") -> ExitMode:
         """The member spelled ``value``; ValueError naming the choices otherwise."""

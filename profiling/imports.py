@@ -4,7 +4,7 @@
   or one row per stage and size with quantiles (``kind, k, batch, p50_ms, p99_ms`` and
   optionally ``mean_ms, std_ms, runs``); ``kind`` is a profile stage kind (segment, head,
   overhead, check, compact, handoff), ``k`` the exit index.
-- **trtexec** (:func:`profile_from_trtexec`): the JSON that ``trtexec --exportTimes=FILE``
+- **trtexec** (:mod:`.trtexec`, ``profile_from_trtexec``): the JSON that ``trtexec --exportTimes=FILE``
   writes, one file per (engine, batch size): a list with one record per inference iteration
   (TensorRT 10: ``startEnqMs, endEnqMs, startH2dMs, endH2dMs, startComputeMs, endComputeMs,
   startD2hMs, endD2hMs, h2dMs, computeMs, d2hMs, latencyMs, endToEndMs``; older releases name
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,8 +33,6 @@ from offramp.core.modes import StageKind
 
 from .format import KINDS, LatencyProfile, validate_profile
 
-TRT_COMPUTE = "computeMs"
-TRT_H2D = ("h2dMs", "inMs")  # TensorRT 10, then older releases
 Z99 = 2.3263478740408408
 
 
@@ -56,7 +52,8 @@ def _meta(model_id: str, n_exits: int, device: str, backend: str, precision: str
             "synthetic": False}
 
 
-def _finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> LatencyProfile:
+def finish(rows: list[dict[str, Any]], meta: dict[str, Any], source: str) -> LatencyProfile:
+    """The profile of imported rows, checked as a whole."""
     # Every segment and head is measured at the same batch sizes: a size missing for one of
     # them would be interpolated from its neighbours without anyone having asked for that.
     sizes = {(r["kind"], r["k"]): set() for r in rows if StageKind(r["kind"]).is_model}
@@ -121,6 +118,13 @@ def _key(r: dict[str, str], src: str, line: int) -> tuple[str, int, int]:
 def profile_from_csv(path: str | Path, model_id: str, n_exits: int, device: str,
                      backend: str = "imported", precision: str = "unknown") -> LatencyProfile:
     """A profile from a tidy CSV of samples or quantiles (see the module docstring)."""
+    return finish(*csv_part(path, model_id, n_exits, device, backend, precision))
+
+
+def csv_part(path: str | Path, model_id: str, n_exits: int, device: str,
+             backend: str = "imported", precision: str = "unknown"
+             ) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """(rows, meta, source) of a tidy CSV, checked, before the profile as a whole is."""
     path = Path(path)
     src = str(path)
     rows = _read_csv(path)
@@ -166,127 +170,26 @@ def profile_from_csv(path: str | Path, model_id: str, n_exits: int, device: str,
                          "import one device per profile")
     meta = _meta(model_id, n_exits, devices.pop() if devices else device, backend, precision,
                  src, how)
-    return _finish(out, meta, src)
+    return out, meta, src
 
 
-def read_trtexec_times(path: str | Path) -> tuple[list[float], list[float] | None]:
-    """(per-iteration GPU compute ms, per-iteration host-to-device ms or None) of one
-    ``trtexec --exportTimes`` file, checked against its documented layout."""
-    path = Path(path)
-    src = str(path)
-    if not path.is_file():
-        raise InputError(src, None, "no such file" if not path.exists() else "is not a file",
-                         "check the manifest or the pattern")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(src, None, f"not valid JSON ({exc})",
-                         "pass the file trtexec --exportTimes=FILE wrote") from None
-    if not isinstance(doc, list) or not doc:
-        raise InputError(src, None, "must be a non-empty list of per-iteration records",
-                         "pass the file trtexec --exportTimes=FILE wrote")
-    compute, h2d = [], []
-    last_start = -math.inf
-    for i, rec in enumerate(doc):
-        if not isinstance(rec, dict):
-            raise InputError(src, f"[{i}]", "must be a record of timings", "re-export it")
-        value = rec.get(TRT_COMPUTE)
-        if value is None and "startComputeMs" in rec and "endComputeMs" in rec:
-            value = rec["endComputeMs"] - rec["startComputeMs"]
-        if value is None:
-            raise InputError(src, f"[{i}].{TRT_COMPUTE}", "missing (and no startComputeMs/"
-                             "endComputeMs)", "export with trtexec --exportTimes")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                or not math.isfinite(value) or value <= 0:
-            raise InputError(src, f"[{i}].{TRT_COMPUTE}", f"must be a time > 0 ms, got "
-                             f"{value!r}", "re-export it")
-        start = rec.get("startComputeMs")
-        if start is not None:
-            if not isinstance(start, (int, float)) or not math.isfinite(start) or start < last_start:
-                raise InputError(src, f"[{i}].startComputeMs", f"{start!r} comes before the "
-                                 f"previous iteration's ({last_start}): timestamps must not go "
-                                 "back", "pass the file as trtexec wrote it")
-            end = rec.get("endComputeMs")
-            if isinstance(end, (int, float)) and end < start:
-                raise InputError(src, f"[{i}].endComputeMs", "ends before it starts",
-                                 "pass the file as trtexec wrote it")
-            last_start = start
-        compute.append(float(value))
-        copy = next((rec[k] for k in TRT_H2D if k in rec), None)
-        if copy is not None:
-            if not isinstance(copy, (int, float)) or not math.isfinite(copy) or copy < 0:
-                raise InputError(src, f"[{i}].h2dMs", f"must be a time >= 0 ms, got {copy!r}",
-                                 "re-export it")
-            h2d.append(float(copy))
-    return compute, (h2d if len(h2d) == len(compute) else None)
-
-
-def trtexec_files(manifest: str | Path | None = None, folder: str | Path | None = None,
-                  pattern: str | None = None) -> list[tuple[str, int, int, Path]]:
-    """(kind, k, batch, file) of each trtexec export: from a manifest CSV (``kind,k,batch,
-    file``, paths relative to it) or from ``folder`` files matching ``pattern``."""
-    if manifest is not None:
-        path = Path(manifest)
-        out = []
-        for line, r in enumerate(_read_csv(path), start=2):
-            if "file" not in r:
-                raise InputError(path, "file", "column missing", "columns: kind,k,batch,file")
-            out.append((*_key(r, str(path), line), path.parent / r["file"].strip()))
-        if not out:
-            raise InputError(path, None, "lists no files", "one row per (kind, k, batch)")
-        return out
-    if folder is None or pattern is None:
-        raise InputError("--trtexec", None, "needs a manifest, or a folder and --pattern",
-                         "e.g. --pattern '{kind}{k}_b{batch}.json'")
-    if "{k}" not in pattern or "{batch}" not in pattern:
-        raise InputError("--pattern", None, f"{pattern!r} needs {{k}} and {{batch}}",
-                         "e.g. '{kind}{k}_b{batch}.json' or 'segment{k}_b{batch}.json'")
-    regex = re.escape(pattern)
-    for name, group in (("kind", r"(?P<kind>[a-z]+)"), ("k", r"(?P<k>\d+)"),
-                        ("batch", r"(?P<batch>\d+)")):
-        regex = regex.replace(re.escape("{" + name + "}"), group)
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, None, "is not a folder", "pass the folder of trtexec exports")
-    out = []
-    for p in sorted(folder.iterdir()):
-        m = re.fullmatch(regex, p.name)
-        if m:
-            kind = m.groupdict().get("kind") or "segment"
-            if kind not in KINDS:
-                raise InputError(p, "kind", f"{kind!r} (from the file name) is not one of "
-                                 f"{KINDS}", "rename the file or fix --pattern")
-            out.append((kind, int(m["k"]), int(m["batch"]), p))
-    if not out:
-        raise InputError(folder, None, f"no file matches {pattern!r}", "check --pattern")
-    return out
-
-
-def profile_from_trtexec(files: list[tuple[str, int, int, Path]], model_id: str, n_exits: int,
-                         device: str, precision: str = "unknown", h2d: bool = False,
-                         source: str = "trtexec") -> LatencyProfile:
-    """A profile from trtexec exports (see :func:`trtexec_files`); ``h2d``: the host-to-
-    device copy of segment 0 becomes the per-batch ``overhead`` stage."""
-    rows, seen, copies = [], set(), {}
-    for kind, k, batch, path in files:
-        if (kind, k, batch) in seen:
-            raise InputError(path, None, f"a second file for {kind} {k} at batch {batch}",
-                             "one export per (engine, batch size)")
-        seen.add((kind, k, batch))
-        compute, copy = read_trtexec_times(path)
-        rows.append(_row(kind, k, batch, compute))
-        if StageKind(kind) is StageKind.SEGMENT and k == 0:
-            copies[batch] = (copy, path)
-    if h2d:
-        if not copies:
-            raise InputError(source, "h2d", "no segment 0 exports to take the copy from",
-                             "export segment 0 too, or drop --h2d")
-        for batch, (copy, path) in sorted(copies.items()):
-            if copy is None:
-                raise InputError(path, "h2dMs", "missing in some iterations",
-                                 "export with a trtexec that writes h2dMs, or drop --h2d")
-            rows.append(_row("overhead", 0, batch, copy))
-    meta = _meta(model_id, n_exits, device, "tensorrt (trtexec)", precision, source,
-                 {"format": "trtexec --exportTimes", "files": len(files),
-                  "h2d_as_overhead": h2d, "stage_time": "GPU compute per iteration"})
-    return _finish(rows, meta, source)
+def merge_parts(parts: list[tuple[list[dict[str, Any]], dict[str, Any], str]]) -> LatencyProfile:
+    """One profile from several imports (e.g. trtexec for segments and heads, a CSV for checks,
+    handoffs and compaction): a stage and size given by two of them is an error naming both."""
+    if len(parts) == 1:
+        return finish(*parts[0])
+    rows, owner = [], {}
+    for part_rows, _, src in parts:
+        for r in part_rows:
+            key = (r["kind"], r["k"], r["batch"])
+            if key in owner:
+                raise InputError(src, f"{key[0]} {key[1]}", f"batch {key[2]} is also in "
+                                 f"{owner[key]}", "give each stage and size in one source")
+            owner[key] = src
+            rows.append(r)
+    meta = dict(parts[0][1])
+    source = " + ".join(src for _, _, src in parts)
+    meta["backend"] = " + ".join(dict.fromkeys(m["backend"] for _, m, _ in parts))
+    meta["produced_by"] = {"command": "offramp profile import", "imported_from": source,
+                           "parts": [m["produced_by"] for _, m, _ in parts]}
+    return finish(rows, meta, source)

@@ -112,8 +112,10 @@ class LatencyModel:
         if not rows:
             if StageKind(kind).optional:
                 return 0.0, 0.0
-            raise InputError(self.profile.source, "rows", f"no {kind} rows for exit {k}",
-                             f"measure the {kind} stage (needed by this study)")
+            from offramp.profiling.summary import how_to_supply
+
+            raise InputError(self.profile.source, "rows", f"no {kind} rows for exit {k}, which "
+                             "this study's exit mode needs", how_to_supply([f"{kind} {k}"]))
         size = self._engine_size(b)
         sizes = [r["batch"] for r in rows]
         lo, hi = sizes[0], sizes[-1]

@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from offramp.common.errors import InputError
+from offramp.core.modes import ExitMode
 
 from .format import KINDS, LatencyProfile
 
@@ -73,3 +74,20 @@ def compare_profiles(a: LatencyProfile, b: LatencyProfile, noisy: float = 0.10) 
             "noisy_threshold": noisy,
             "noisy_stages": [f"{s['kind']} {s['k']}" for s in stages if s["noisy"]],
             "stages": stages}
+
+
+def missing_by_mode(profile: LatencyProfile) -> dict[ExitMode, list[str]]:
+    """Per exit mode, the stages (``"compact 0"``) the profile lacks to serve it."""
+    have = {(r["kind"], int(r["k"])) for r in profile.rows}
+    return {mode: [f"{kind} {k}" for kind, k in mode.stages_needed(int(profile.meta["n_exits"]))
+                   if (kind.value, k) not in have] for mode in ExitMode}
+
+
+def how_to_supply(missing: list[str]) -> str:
+    """Advice for stages a profile lacks: measure them, or import them beside what it has."""
+    kinds = sorted({m.split()[0] for m in missing})
+    rows = ", ".join(f"kind={m.split()[0]},k={m.split()[1]}" for m in missing[:3])
+    return (f"measure them with `offramp profile run` (it times every stage, {' and '.join(kinds)} "
+            f"included; `--model-factory` for your own model), or add CSV rows ({rows}"
+            f"{', ...' if len(missing) > 3 else ''}) and import them with --csv beside what you "
+            "imported (`offramp profile import --trtexec ... --csv ...`)")

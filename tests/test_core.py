@@ -69,3 +69,20 @@ def test_core_imports_only_the_standard_library():
             "('numpy', 'torch', 'pandas', 'scipy', 'pydantic', 'simpy'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("mode", list(ExitMode))
+def test_the_stages_a_mode_needs_are_those_the_execution_rule_runs(mode):
+    """ExitMode.stages_needed (what profile import and show check) against every stage the
+    execution rule runs for batches of 2 with every way of leaving at 4 exits."""
+    import itertools
+
+    from offramp.core.execution import batch_plan
+
+    n = 4
+    seen = set()
+    for left in itertools.product((2, 1, 0), repeat=n - 1):
+        going = tuple(min(left[: i + 1]) for i in range(n - 1))  # never more than before
+        plan = batch_plan(mode, 2, going, (True,) * n)
+        seen |= {(s.kind, s.k) for s in plan.stages if not s.kind.optional}
+    assert seen == set(mode.stages_needed(n))

@@ -17,7 +17,8 @@ import yaml
 from offramp.analysis.cli import main
 from offramp.common.errors import InputError
 from offramp.profiling.format import load_profile
-from offramp.profiling.imports import profile_from_csv, read_trtexec_times
+from offramp.profiling.imports import profile_from_csv
+from offramp.profiling.trtexec import read_trtexec_times
 from offramp.traces.format import save_trace
 from offramp.traces.synthetic import synthetic_trace
 
@@ -134,3 +135,42 @@ def test_bad_imports_are_one_line(tmp_path, capsys):
     assert rc == 2 and "segment 1" in err and "batch size 8" in err
     rc, _ = _import(tmp_path, "--trtexec", str(TRT), "--pattern", "{kind}_b{batch}.json")
     assert rc == 2 and "needs {k} and {batch}" in capsys.readouterr().err
+
+
+def test_trtexec_and_csv_merge_into_a_profile_that_shrinks(tmp_path, capsys):
+    # trtexec times the engines (segments, heads); the gather of survivors is timed elsewhere.
+    rc, alone = _import(tmp_path, "--trtexec", str(TRT / "manifest.csv"))
+    printed = capsys.readouterr().out
+    assert rc == 0 and "exit_mode keep: ready" in printed
+    assert "exit_mode shrink: missing compact 0; measure them with `offramp profile run`" in printed
+    assert "kind=compact,k=0" in printed and "--csv beside" in printed
+    compact = tmp_path / "compact.csv"
+    compact.write_text("kind,k,batch,p50_ms,p99_ms\ncompact,0,1,0.010,0.012\ncompact,0,4,0.020,0.025\n")
+    out = tmp_path / "merged.json"
+    assert main(["profile", "import", "--trtexec", str(TRT / "manifest.csv"), "--csv",
+                 str(compact), "--model-id", "tiny-trt", "--n-exits", "2", "--device",
+                 "NVIDIA H200", "-o", str(out)]) == 0
+    assert "exit_mode shrink: ready" in capsys.readouterr().out
+    merged = load_profile(out)
+    assert _row(merged, "compact", 0, 4)["p50_ms"] == 0.020
+    assert _row(merged, "segment", 0, 1) == _row(load_profile(alone), "segment", 0, 1)
+    assert merged.meta["produced_by"]["imported_from"] == f"{TRT / 'manifest.csv'} + {compact}"
+    # The same stage and size from both sources is refused, naming both.
+    twice = tmp_path / "twice.csv"
+    twice.write_text("kind,k,batch,p50_ms,p99_ms\nsegment,0,1,9.0,9.5\n")
+    assert main(["profile", "import", "--trtexec", str(TRT / "manifest.csv"), "--csv",
+                 str(twice), "--model-id", "tiny-trt", "--n-exits", "2", "--device", "x",
+                 "-o", str(tmp_path / "no.json")]) == 2
+    err = capsys.readouterr().err
+    assert "segment 0" in err and "batch 1 is also in" in err and "manifest.csv" in err
+    # A study in shrink mode on the trtexec-only profile names the stage and the same fix.
+    save_trace(synthetic_trace(600, n_exits=2, model_id="tiny-trt"), tmp_path / "t.npz")
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": "t.npz"}, "profile": {"path": str(alone)},
+        "server": {"max_batch": 4, "exit_mode": "shrink"},
+        "policy": {"name": "entropy", "tolerance_pct": 99},
+        "workload": {"rate_rps": 800.0}, "run": {"requests": 500, "replications": 1}}))
+    assert main(["simulate", str(study), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no compact rows for exit 0" in err and "offramp profile run" in err

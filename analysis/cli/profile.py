@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from offramp.analysis.cli.options import integer, number
+from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_file
 from offramp.profiling.format import load_profile, save_profile
 from offramp.profiling.job import BACKENDS, DEFAULT_SEQ_LEN, MODELS, ProfileJob
@@ -74,9 +75,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                          "p99_ms) or from TensorRT trtexec --exportTimes JSON files, one per "
                          "(engine, batch size): listed in a manifest CSV (kind,k,batch,file) or "
                          "found in a folder by --pattern. docs/profiling.md has the formats.")
-    src = imp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, help="tidy CSV of samples or quantiles (ms)")
-    src.add_argument("--trtexec", type=Path, help="a manifest CSV, or a folder with --pattern")
+    imp.add_argument("--csv", type=Path, help="tidy CSV of samples or quantiles (ms); with "
+                     "--trtexec, the stages trtexec does not time (checks, handoffs, compaction)")
+    imp.add_argument("--trtexec", type=Path, help="a manifest CSV, or a folder with --pattern")
     imp.add_argument("--pattern", help="file names in the --trtexec folder, e.g. "
                      "'{kind}{k}_b{batch}.json' ({kind} optional: segment)")
     imp.add_argument("--h2d", action="store_true", help="trtexec: segment 0's host-to-device "
@@ -185,25 +186,40 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from offramp.profiling.imports import profile_from_csv, profile_from_trtexec, trtexec_files
+    from offramp.profiling.imports import csv_part, merge_parts
+    from offramp.profiling.trtexec import trtexec_files, trtexec_part
 
+    if args.csv is None and args.trtexec is None:
+        raise InputError("profile import", "--csv", "give --csv, --trtexec or both",
+                         "e.g. --trtexec exports/ --pattern '{kind}{k}_b{batch}.json'")
     check_output_file(args.output, "profile file")
+    parts = []
+    if args.trtexec is not None:
+        files = (trtexec_files(folder=args.trtexec, pattern=args.pattern)
+                 if args.trtexec.is_dir() else trtexec_files(manifest=args.trtexec))
+        parts.append(trtexec_part(files, args.model_id, args.n_exits, args.device,
+                                  args.precision, args.h2d, str(args.trtexec)))
     if args.csv is not None:
-        profile = profile_from_csv(args.csv, args.model_id, args.n_exits, args.device,
-                                   precision=args.precision)
-    elif args.trtexec.is_dir():
-        files = trtexec_files(folder=args.trtexec, pattern=args.pattern)
-        profile = profile_from_trtexec(files, args.model_id, args.n_exits, args.device,
-                                       args.precision, args.h2d, str(args.trtexec))
-    else:
-        files = trtexec_files(manifest=args.trtexec)
-        profile = profile_from_trtexec(files, args.model_id, args.n_exits, args.device,
-                                       args.precision, args.h2d, str(args.trtexec))
+        parts.append(csv_part(args.csv, args.model_id, args.n_exits, args.device,
+                              precision=args.precision))
+    profile = merge_parts(parts)
     save_profile(profile, args.output)
     kinds = sorted({r["kind"] for r in profile.rows})
     print(f"wrote {args.output}: {len(profile.rows)} rows ({', '.join(kinds)}), batches "
           f"{profile.meta['batches']}")
+    _print_coverage(profile)
     return 0
+
+
+def _print_coverage(profile) -> None:
+    """Which exit modes the profile serves, and for the others what is missing and the fix."""
+    from offramp.profiling.summary import how_to_supply, missing_by_mode
+
+    for mode, missing in missing_by_mode(profile).items():
+        if not missing:
+            print(f"  exit_mode {mode}: ready")
+        else:
+            print(f"  exit_mode {mode}: missing {', '.join(missing)}; {how_to_supply(missing)}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -257,6 +273,7 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{str(s['batch_min']) + '-' + str(s['batch_max']):<10} {runs:<8} "
               f"{_fmt(s['p50_ms_min_batch']):>11} {_fmt(s['p50_ms_b32']):>9} "
               f"{_fmt(s['p50_ms_max_batch']):>9}")
+    _print_coverage(profile)
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
