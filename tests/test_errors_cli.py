@@ -323,3 +323,18 @@ SWEEP_CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
 @pytest.mark.parametrize("case,build,words", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES])
 def test_swept_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words):
     test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words)
+
+
+def test_help_has_no_markup_or_internal_notes():
+    """Every command's --help reads as plain text: no reST markup, no pointers into the source."""
+    import re
+    import subprocess
+    import sys
+
+    commands = ["", "simulate", "capacity", "sweep", "report", "demo", "fit", "frontier",
+                "optimize", "validate", "profile", "profile run", "profile import",
+                "profile calibrate", "traces", "traces import", "traces record"]
+    for cmd in commands:
+        out = subprocess.run([sys.executable, "-m", "offramp.analysis.cli", *cmd.split(),
+                              "--help"], capture_output=True, text=True, check=True).stdout
+        assert not re.search(r"``|:(mod|func|class|data|meth):|The work (is|lives)", out), cmd

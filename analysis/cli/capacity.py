@@ -1,7 +1,7 @@
-"""``offramp capacity STUDY.yaml --slo-p99-ms X``: the highest load that meets the SLO.
-
-The search is :mod:`.capacity`; ``--compare`` runs it for several variants of the study
-(``section.field=value`` overrides, comma-separated) and prints one table.
+"""``offramp capacity STUDY.yaml --slo-p99-ms X``: the highest load that meets the SLO (default:
+the study's slo.latency_ms), with the study's p99, accuracy and exit fractions there.
+``--compare`` runs it for several variants of the study (``section.field=value`` overrides,
+comma-separated) and prints one table; ``-o`` writes it with a plot and a page.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offramp.analysis.cli.options import integer, number
+from offramp.analysis.cli.options import integer, number, user_help
 from offramp.analysis.study.config import load_config, naming_study, parse_config
 from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
@@ -117,7 +117,7 @@ def _write(folder: Path, doc: dict, args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("capacity", help="the highest arrival rate that meets a latency SLO",
-                       description=__doc__)
+                       description=user_help(__doc__))
     p.add_argument("config", help="study YAML (its workload rate is where the search starts)")
     p.add_argument("--slo-p99-ms", type=number(0), help="(default: the study's slo.latency_ms) "
                    "latency bound for the --attainment "

@@ -2,7 +2,8 @@
 
 For every shipped model with a shipped latency profile: compare exit policies and exit modes at
 one load (a table), and sweep the load to show p99 latency and accuracy against throughput
-(a plot) — the what-if capacity study a user starts from. The study is :mod:`.demo`.
+(a plot), and find each variant's capacity within a tight SLO — the what-if capacity study a
+user starts from. Writes CSVs, plots and one HTML page.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from offramp.analysis.cli.options import integer
+from offramp.analysis.cli.options import integer, user_help
 from offramp.analysis.report.tables import costs_line
 from offramp.analysis.studies.demo import (
     DEMO_OUTPUTS,
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compare exit policies on the shipped models (no GPU needed)",
-                       description=__doc__)
+                       description=user_help(__doc__))
     p.add_argument("-o", "--output", default="offramp-demo", help="folder for tables and plots")
     p.add_argument("--requests", type=integer(1), default=20_000, help="requests per replication")
     p.add_argument("--replications", type=integer(1), default=3)

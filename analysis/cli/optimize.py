@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offramp.analysis.cli.options import add_executor_args, executor_for, integer, number
+from offramp.analysis.cli.options import add_executor_args, executor_for, integer, number, user_help
 from offramp.common.errors import InputError
 
 
@@ -150,7 +150,7 @@ def _f(v, digits: int) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("optimize", help="search the config that meets a latency SLO at the "
-                       "load with the accuracy kept", description=__doc__,
+                       "load with the accuracy kept", description=user_help(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="the study YAML (its trace, profile, workload and run)")
     p.add_argument("-o", "--output", required=True, help="optimize folder (resumable)")

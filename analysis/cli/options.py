@@ -126,3 +126,11 @@ def executor_for(args: argparse.Namespace) -> Iterator[tuple[Executor, str]]:
         yield pool, f"process pool, {workers} workers"
 
 
+
+
+def user_help(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: reST markup (``x``, :role:`x`) as plain text."""
+    import re
+
+    text = re.sub(r":(?:mod|func|class|data|meth):`([^`]+)`", r"\1", doc or "")
+    return re.sub(r"``([^`]+)``", r"\1", text).strip()

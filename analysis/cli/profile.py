@@ -1,10 +1,9 @@
-"""``offramp profile run|show|list|compare``: measure, inspect and compare latency profiles.
-
-The work lives in ``profiling/`` (``job`` runs a measurement, ``summary`` describes and
-compares profiles, ``shipped`` resolves names); plots in :mod:`offramp.analysis.report.plots`. The
-measurement side imports only torch, numpy and the standard library; this module adds rich
-for the progress bar, when installed, and matplotlib for ``show --plot``.
+"""``offramp profile run|import|show|list|compare|calibrate``: measure, import, inspect, compare
+and calibrate latency profiles (docs/profiling.md).
 """
+# The work lives in profiling/ (job runs a measurement, summary describes and compares
+# profiles, shipped resolves names); plots in offramp.analysis.report.plots. The measurement
+# side imports only torch, numpy and the standard library.
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from offramp.analysis.cli.options import integer, number
+from offramp.analysis.cli.options import integer, number, user_help
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_file
 from offramp.profiling.format import load_profile, save_profile
@@ -25,7 +24,7 @@ from offramp.profiling.summary import compare_profiles, profile_summary, stage_s
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``profile`` and its actions to the top-level parser."""
     parser = subparsers.add_parser("profile", help="measure, show, list and compare latency "
-                                   "profiles", description=__doc__)
+                                   "profiles", description=user_help(__doc__))
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
     _add_run(sub)
     _add_import(sub)

@@ -1,10 +1,13 @@
-"""``offramp report RUN_OR_SWEEP_DIR``: one self-contained HTML page (:mod:`.html_report`)."""
+"""``offramp report FOLDER``: one self-contained HTML page (tables, plots, the study and the
+command that reproduces it) for what simulate, sweep, capacity, optimize or demo wrote with -o.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from offramp.analysis.cli.options import user_help
 from offramp.common.atomic import atomic_path
 from offramp.common.outputs import check_output_file
 
@@ -23,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page for a run or sweep folder",
-                       description=__doc__)
-    p.add_argument("folder", help="what offramp simulate -o or offramp sweep -o wrote")
+                       description=user_help(__doc__))
+    p.add_argument("folder", help="what offramp simulate, sweep, capacity, optimize or demo wrote with -o")
     p.add_argument("-o", "--output", help="HTML file (default: FOLDER/report.html)")
     p.set_defaults(func=run)

@@ -1,7 +1,7 @@
-"""``offramp sweep STUDY.yaml --grid GRID.yaml -o OUT/``: a study at every point of a grid.
-
-The work is :mod:`.sweep`; here the executor is chosen: a local process pool (``--workers``),
-a Dask ``LocalCluster`` (``--dask-local N``) or an existing Dask cluster (``--scheduler``).
+"""``offramp sweep STUDY.yaml --grid GRID.yaml -o OUT/``: the study at every point of a grid of
+config fields, on a local process pool (``--workers``), a Dask ``LocalCluster``
+(``--dask-local N``) or an existing Dask cluster (``--scheduler``). Resumable: a re-run skips
+finished points. Prints the best points; every point goes to OUT/sweep.parquet.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 
 from rich.console import Console
 
-from offramp.analysis.cli.options import add_executor_args, executor_for
+from offramp.analysis.cli.options import add_executor_args, executor_for, user_help
 from offramp.traces.progress import rich_progress
 
 
@@ -50,7 +50,7 @@ def _print_best(frame) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a study at every point of a grid of config fields",
-                       description=__doc__)
+                       description=user_help(__doc__))
     p.add_argument("config", help="the base study YAML")
     p.add_argument("--grid", required=True, help="grid YAML: grid: {section.field: [values]} "
                    "or points: [{section.field: value}, ...]")

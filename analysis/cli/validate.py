@@ -1,14 +1,16 @@
 """``offramp validate STUDY.yaml --device cpu|cuda -o OUT/``: run the study's config for real,
 repeat it, simulate the same arrivals and samples, and judge the simulation against the real
-runs' spread. The work is in :mod:`.validate` (plan), :mod:`offramp.profiling.validate_real`
-(the real side) and :mod:`.validation` (the comparison); docs/validation.md explains it."""
+runs' spread, cell by cell (docs/validation.md).
+"""
+# The work: analysis/validation/ (prepare the plan, judge, compare) and
+# offramp.profiling.validate_real (the real side).
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from offramp.analysis.cli.options import exit_modes, integer, number, own_model
+from offramp.analysis.cli.options import exit_modes, integer, number, own_model, user_help
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 from offramp.core.modes import ExitMode
@@ -157,7 +159,7 @@ def overall(table) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run the config for real, repeat it, and judge the "
-                       "simulation against the real spread", description=__doc__)
+                       "simulation against the real spread", description=user_help(__doc__))
     p.add_argument("config", help="study YAML (trace, profile, policy, server, run.seed)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
