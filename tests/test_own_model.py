@@ -85,3 +85,46 @@ def test_bad_factory_is_one_error(tmp_path, monkeypatch):
         call_factory("digits_exits:nope", [], "--model-factory", "--model-arg")
     with pytest.raises(InputError, match="the call failed"):
         call_factory("digits_exits:make_model", ["colour=3"], "--model-factory", "--model-arg")
+
+
+class _Tiny:
+    """A 2-exit model (synthetic, tests only) following the protocol, or breaking it."""
+
+    def __init__(self, mismatch: bool = False, numpy_input: bool = False):
+        import torch
+
+        self.segments = torch.nn.ModuleList([torch.nn.Linear(4, 8),
+                                             torch.nn.Linear(5 if mismatch else 8, 8)])
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)])
+        self.numpy_input = numpy_input
+        self.model_id = "tiny"
+
+    def example_input(self, b):
+        import numpy as np
+        import torch
+
+        return np.zeros((b, 4), np.float32) if self.numpy_input else torch.zeros(b, 4)
+
+    def eval(self):
+        return self
+
+
+def test_a_model_or_data_off_the_protocol_is_the_users_error_with_the_fix():
+    import numpy as np
+    import torch
+
+    from offramp.traces.own import check_model, record_from_loaders
+
+    check_model(_Tiny())
+    with pytest.raises(InputError, match=r"example_input\(2\).*is a ndarray, not a torch.Tensor"):
+        check_model(_Tiny(numpy_input=True), "my:factory")
+    with pytest.raises(InputError, match="the model failed on it .RuntimeError") as err:
+        check_model(_Tiny(mismatch=True), "my:factory")
+    assert "segment k takes what segment k-1 gives" in err.value.fix
+    x, y = np.zeros((4, 4), np.float32), np.zeros(4, int)
+    with pytest.raises(InputError, match=r"val\[0\] inputs.*not a torch.Tensor") as err:
+        record_from_loaders(_Tiny(), {"val": [(x, y)], "test": [(x, y)]}, dataset="d")
+    assert "torch.as_tensor" in err.value.fix
+    ok = record_from_loaders(_Tiny(), {"val": [(torch.as_tensor(x), y)] * 2,
+                                       "test": [(torch.as_tensor(x), y)] * 2}, dataset="d")
+    assert ok.n_exits == 2 and ok.n_samples == 16

@@ -43,6 +43,37 @@ def check_model(model: Any, source: str = "model") -> None:
     if not callable(getattr(model, "example_input", None)):
         raise InputError(source, "example_input", "missing: example_input(b) must give an "
                          "input batch of b", "add it (see offramp.traces.own)")
+    x = model.example_input(2)
+    check_inputs(x, source, "example_input(2)")
+    with torch.no_grad():
+        run_exits(model, x, source, "example_input(2)")
+
+
+def check_inputs(x: Any, source: str, where: str) -> None:
+    """One :class:`InputError` unless ``x`` is a tensor or a tuple of tensors."""
+    parts = x if isinstance(x, tuple) else (x,)
+    if not parts or not all(isinstance(t, torch.Tensor) for t in parts):
+        got = type(x).__name__ if not isinstance(x, tuple) else \
+            f"tuple of {', '.join(type(t).__name__ for t in parts)}"
+        raise InputError(source, where, f"is a {got}, not a torch.Tensor (or a tuple of them)",
+                         "give tensors, e.g. torch.as_tensor(x) (the protocol: offramp.traces.own)")
+
+
+def run_exits(model: Any, x: Any, source: str, where: str) -> list[torch.Tensor]:
+    """:func:`forward_exits`, with a failure inside the user's model (or a head that does not
+    give (batch, classes) logits) as one :class:`InputError` naming the input."""
+    try:
+        out = forward_exits(model, x)
+    except Exception as exc:  # the user's code: report it as theirs, with its message
+        raise InputError(source, where, f"the model failed on it ({type(exc).__name__}: "
+                         f"{exc})", "check that segment k takes what segment k-1 gives and "
+                         "head k maps it to logits (the protocol: offramp.traces.own)") from None
+    for k, logits in enumerate(out):
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise InputError(source, f"heads[{k}]", f"gave {shape} on {where}, not (batch, "
+                             "classes) logits", "return logits of shape (batch, classes)")
+    return out
 
 
 def forward_exits(model: Any, x: Any) -> list[torch.Tensor]:
@@ -77,7 +108,9 @@ def record_from_loaders(model: Any, loaders: Mapping[str, Iterable[Any]], *,
                 raise InputError(source, f"{name}[{i}]", "must be an (inputs, labels) pair",
                                  "yield (x, y) batches")
             x, y = batch
-            logits = torch.stack([h.double() for h in forward_exits(model, x)], dim=1)
+            check_inputs(x, source, f"{name}[{i}] inputs")
+            exits = run_exits(model, x, source, f"{name}[{i}] inputs")
+            logits = torch.stack([h.double() for h in exits], dim=1)
             outs.append(torch.softmax(logits, dim=2).cpu().numpy())
             y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
             labels.append(y.reshape(-1))
