@@ -164,9 +164,9 @@ def _own_model(job: ProfileJob) -> tuple[Any, Callable[[int], Any], dict[str, An
 
 def stage_count(job: ProfileJob, n_exits: int) -> int:
     """How many (stage, batch size) measurements the job takes (for a progress bar)."""
-    from .measure import stage_plan
+    from .measure import stage_plan, times_loop_stages
 
-    return len(stage_plan(n_exits, job.batch_sizes()))
+    return len(stage_plan(n_exits, job.batch_sizes(), times_loop_stages(job.backend)))
 
 
 def run_job(job: ProfileJob, progress: Callable[[str, int, int], None] | None = None,

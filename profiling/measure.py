@@ -130,6 +130,12 @@ def summarize(times_ms: Sequence[float]) -> dict[str, Any]:
             "std_ms": round(std, 6), "runs": int(a.size)}
 
 
+def times_loop_stages(backend_name: str) -> bool:
+    """Whether a backend's profile times the serving loop's own stages in the loop (only the
+    eager backend has a serving loop here)."""
+    return backend_name == "eager"
+
+
 def stage_plan(n_exits: int, batches: Sequence[int], loop: bool = False
                ) -> list[tuple[str, int, int]]:
     """Every (kind, k, batch) measured, in measurement order.

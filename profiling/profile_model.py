@@ -18,7 +18,7 @@ from .backends import get_backend
 from .backends.base import EXIT_THRESHOLD, Backend
 from .format import LatencyProfile, validate_profile
 from .loop_timing import measure_loop
-from .measure import Progress, RunPolicy, measure_stages, stage_plan
+from .measure import Progress, RunPolicy, measure_stages, stage_plan, times_loop_stages
 from .provenance import device_info, input_description, software_versions
 
 
@@ -38,7 +38,7 @@ def profile_model(model: nn.Module, backend_name: str, device: str, precision: s
     batches = sorted(set(batches))
     backend = get_backend(backend_name)(model, device, precision, workdir=workdir)
     backend.setup(example(2), batches)
-    in_loop = backend_name == "eager"
+    in_loop = times_loop_stages(backend_name)
     rows = measure_stages(backend, example, batches, policy, progress=progress,
                           overhead=not in_loop)
     loop_meta: dict[str, Any] = {"loop_stages": f"not measured: backend {backend_name} has no "

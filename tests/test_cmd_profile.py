@@ -114,3 +114,15 @@ def test_run_with_a_checkpoint(tmp_path):
     meta = load_profile(out).meta
     assert meta["weights"].startswith("trained checkpoint fm.pt")
     assert f"--checkpoint {ckpt}" in meta["produced_by"]["command"]
+
+
+def test_the_progress_total_is_the_steps_the_run_reports(tmp_path):
+    """profile run's bar: the total announced equals the progress calls (no 128/96)."""
+    from offramp.profiling.job import ProfileJob, run_job
+
+    totals, steps = [], []
+    job = ProfileJob(model="fmnist-resnet", output=tmp_path / "p.json", batches="1,2", runs=2,
+                     warmup=1, random_init=True)
+    run_job(job, progress=lambda kind, k, b: steps.append((str(kind), k, b)),
+            on_model=totals.append)
+    assert totals == [len(steps)] and len(set(steps)) == len(steps)
