@@ -204,7 +204,7 @@ def fill_ratio(served_at: dict[int, float], b: int) -> float:
     if b >= sizes[-1]:
         return served_at[sizes[-1]]
     hi = next(x for x in sizes if x > b)
-    lo = max(x for x in sizes if x < b)
+    lo = max(x for x in sizes if x <= b)  # b itself where it is trusted
     return served_at[lo] + (served_at[hi] - served_at[lo]) * (b - lo) / (hi - lo)
 
 

@@ -245,9 +245,10 @@ class _Scenario:
     workload: Any
 
 
-def _stub(monkeypatch, holds_up_to: float, at_target: bool = False):
+def _stub(monkeypatch, holds_up_to: float, at_target: float | None = None):
     """simulate/_statistic stubs: a rate holds when it is at most ``holds_up_to``; every
-    probe's replications are recorded with their run's seed (which must not change)."""
+    probe's replications are recorded with their run's seed (which must not change). With
+    ``at_target``, the rate ``holds_up_to`` gives exactly that statistic (never certain)."""
     seen: list[tuple[float, int, int]] = []
 
     def simulate(sc, run):
@@ -256,8 +257,8 @@ def _stub(monkeypatch, holds_up_to: float, at_target: bool = False):
         return SimpleNamespace(records=[rate] * run.replications)
 
     def statistic(records, warm, slo, stat):
-        if at_target:  # exactly at the target, every replication: never certain
-            return np.full(len(records), 0.99)
+        if at_target is not None and records[0] == holds_up_to:
+            return np.full(len(records), at_target)
         return np.array([1.0 if r <= holds_up_to else 0.5 for r in records])
 
     monkeypatch.setattr(C, "simulate", simulate)
@@ -297,11 +298,41 @@ def test_the_search_halves_when_the_start_fails(monkeypatch):
 
 
 def test_an_uncertain_probe_runs_up_to_four_times_the_replications(monkeypatch):
-    seen = _stub(monkeypatch, 0.0, at_target=True)
-    probe = C.holds_at(_scenario(500.0), _run_cfg(2), 500.0, 25.0, 0.99)
+    seen = _stub(monkeypatch, 500.0, at_target=0.75)  # 0.75: exact in binary, as its mean is
+    probe = C.holds_at(_scenario(500.0), _run_cfg(2), 500.0, 25.0, 0.75)
     assert [reps for _, reps, _ in seen] == [2, 4, 8]
     assert probe.replications == 8 and not probe.certain
     assert probe.holds  # exactly at the target holds (>=)
+
+
+def test_the_search_caps_uncertain_probes_at_four_times_too(monkeypatch):
+    seen = _stub(monkeypatch, 1000.0, at_target=0.75)  # at 1000 exactly 0.75: unsure
+    res = C.search_capacity(_scenario(1000.0), _run_cfg(3), 25.0, attainment=0.75)
+    assert [reps for rate, reps, _ in seen if rate == 1000.0] == [3, 6, 12]
+    assert res.probes[0].replications == 12 and not res.probes[0].certain
+    assert res.capacity_rps == 1000.0 and all(p.certain for p in res.probes[1:])
+
+
+def test_a_search_that_never_holds_stops_with_the_advice(monkeypatch):
+    _stub(monkeypatch, holds_up_to=-1.0)
+    with pytest.raises(InputError, match="does not hold even at"):
+        C.search_capacity(_scenario(1.0), _run_cfg(), 25.0, step=10.0)
+    # It divides the start by the step down to a millionth of it, and no further.
+    prober = C._Prober(_scenario(1.0), _run_cfg(), 25.0, 0.99, "attainment", 8, None)
+    with pytest.raises(InputError):
+        C._bracket(prober, 1.0, 10.0)
+    assert [p.rate_rps for p in prober.probes] == pytest.approx([10.0 ** -i for i in range(7)])
+
+
+def test_the_statistic_is_in_milliseconds_per_measured_request():
+    arrival = np.arange(10) * 1.0
+    fast = SimpleNamespace(arrival=arrival, finish=arrival + 0.02499)
+    slow = SimpleNamespace(arrival=arrival, finish=arrival + 0.02501)
+    assert C._statistic([fast, slow], 0.0, 25.0, "attainment").tolist() == [1.0, 0.0]
+    assert C._statistic([fast], 0.0, 25.0, "mean") == pytest.approx([24.99])
+    # The warm-up (the first 10% by arrival) is left out.
+    first_slow = SimpleNamespace(arrival=arrival, finish=fast.finish + (arrival == 0) * 1.0)
+    assert C._statistic([first_slow], 0.1, 25.0, "attainment").tolist() == [1.0]
 
 
 # --- the sweep's grid checks and calibration points ----------------------------------------
@@ -353,6 +384,7 @@ def test_unserved_sizes_follow_the_profile_from_the_nearest_served_ones():
     assert [r[1] for r in got] == pytest.approx([2.0 * 1.5, 4.5, 5.0 * 1.25, 7.0, 17.0 * 1.0])
     assert [r[3] for r in got] == [3, 40, 0, 35, 5] and got[0][2] == 0.1
     assert S.fill_ratio({}, 5) == 1.0  # nothing served: the profile's own time
+    assert S.fill_ratio({2: 1.0, 4: 2.0, 6: 1.0}, 4) == 2.0  # a trusted size keeps its own
     table = {"stages": {"segment 0": rows}, "factor": {"x": 1}}
     assert S.refill(table, lambda kind, k, b: ref[b]) == {"stages": {"segment 0": got},
                                                           "factor": {"x": 1}}

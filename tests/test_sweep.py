@@ -111,3 +111,21 @@ def test_a_point_that_names_another_policy_runs_that_policy_alone(tmp_path):
     assert frame["exit_fraction_0"].iloc[0] == 0.0  # no exits
     assert (frame["exit_fraction_0"].iloc[1:] > 0).all()
     assert frame["policy.name"].iloc[:2].tolist() == ["none", "maxprob"]
+
+
+def test_the_sweep_reports_its_progress_from_what_was_already_done(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offramp.analysis.studies.sweep import run_sweep
+
+    study, grid = _files(tmp_path, grid={"grid": {"server.max_batch": [4, 8, 16]}})
+    seen: list[tuple[int, int]] = []
+    with ThreadPoolExecutor(1) as ex:
+        run_sweep(study, grid, tmp_path / "out", ex, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    (tmp_path / "out" / "points" / sorted(p.name for p in (tmp_path / "out" / "points")
+                                          .iterdir())[0]).unlink()
+    seen.clear()
+    with ThreadPoolExecutor(1) as ex:
+        run_sweep(study, grid, tmp_path / "out", ex, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 3), (3, 3)]  # two points kept, one run again

@@ -17,13 +17,11 @@ from typing import Any
 import yaml
 
 from offramp.analysis.study.config import StudyConfig, parse_config
-from offramp.analysis.study.resolve import build_service, resolve_workload
+from offramp.analysis.study.resolve import build_scenario
 from offramp.common.atomic import atomic_path
 from offramp.core.modes import CostModel, ExitMode
 from offramp.core.plan import ValidationPlan
-from offramp.profiling.format import load_profile
 from offramp.sim.scenario import Scenario
-from offramp.sim.workload import workload_from
 from offramp.traces.format import ExitTrace
 
 
@@ -38,16 +36,15 @@ def sim_study(trace: ExitTrace, plan: ValidationPlan, mode: ExitMode, profile_pa
             "server": {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms,
                        "exit_mode": mode.value},
             "policy": policy,
-            "run": {"requests": max(requests, 1), "replications": replications,
+            "run": {"requests": requests, "replications": replications,
                     "warmup_fraction": plan.warmup_fraction, "seed": plan.seed}}
 
 
 def sim_scenario(study: dict[str, Any], trace: ExitTrace, policy) -> tuple[StudyConfig, Scenario]:
     """The study's scenario, built as every command builds it, with the already fitted
     ``policy`` (the one the real side served)."""
-    cfg = resolve_workload(parse_config(study, "validate's simulated side"))
-    service = build_service(cfg, trace, load_profile(cfg.profile.path))
-    return cfg, Scenario(trace, policy, service, cfg.server, workload_from(cfg.workload))
+    cfg = parse_config(study, "validate's simulated side")
+    return cfg, build_scenario(cfg, trace, None, policy)
 
 
 def write_sim_study(study: dict[str, Any], path: Path) -> None:
