@@ -127,6 +127,21 @@ def test_fit_counts_batches_and_scales_unseen_stages_by_the_reference():
     assert out["median_abs_residual"] == 0.0
 
 
+def test_a_stage_served_often_enough_gets_its_own_sigma_from_its_p99():
+    run = _run(150)
+    lift = np.exp(np.linspace(0.0, 0.3, 150))  # segment times spread over +0..35%
+    run["stage_ms"][0::2] = 2.0 * lift
+    run["batch_dispatch"] += 0.006  # one idle bin
+    run["batch_finish"] += 0.006
+    out = S.fit_served_costs([run], lambda kind, k, b: 1.0, [("segment", 0, [4]),
+                                                            ("head", 0, [4])])
+    r = np.log(lift) - np.median(np.log(lift))
+    assert out["stages"]["segment 0"][0][2] == round((np.percentile(r, 99) - 0.0) / S.Z99, 4)
+    assert out["stages"]["head 0"][0][2] == 0.0  # constant: no spread
+    # Where no stage of its kind has a sigma, a stage's noise is left out of the correlation.
+    assert out["noise_corr"] == {"within": 0.0, "across": 0.0}
+
+
 def test_the_median_residual_is_reported_to_four_places():
     run = _run(40)
     run["stage_ms"][0::4] = 2.2  # segments alternate 2.0 / 2.2 ms, heads stay at 1.0
@@ -224,6 +239,10 @@ def test_tail_and_rows_are_rounded_and_never_negative():
 
 
 # --- the capacity search -------------------------------------------------------------------
+
+
+def test_the_capacity_is_given_with_half_its_final_bracket():
+    assert C.CapacityResult(100.0, 110.0).plus_minus_rps == 5.0
 
 
 def test_ci_is_the_t_interval_and_infinite_for_one_value():
