@@ -48,11 +48,13 @@ def test_capacity_cli_compares_variants(tmp_path, capsys):
         "policy": {"name": "entropy", "tolerance_pct": 99},
         "workload": {"rate_rps": 400.0}, "run": {"requests": 4000, "replications": 2}}))
     assert main(["capacity", str(study), "--slo-p99-ms", "40", "--tol", "0.05", "--json",
-                 "--compare", "server.exit_mode=shrink",
+                 "--compare", "server.exit_mode=shrink,server.replicas=2",
+                 "--cost-per-replica-hour", "3",
                  "--compare", "server.exit_mode=none,policy.name=none"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    shrink, none = doc["server.exit_mode=shrink"], doc["server.exit_mode=none,policy.name=none"]
-    # Early exits with compaction serve more than the full model at the same SLO.
+    shrink = doc["server.exit_mode=shrink,server.replicas=2"]
+    none = doc["server.exit_mode=none,policy.name=none"]
+    # Early exits with compaction (on two replicas) serve more than the full model on one.
     assert shrink["capacity_rps"] > none["capacity_rps"] > 0
     assert shrink["slo"] == {"latency_ms": 40.0, "statistic": "attainment", "attainment": 0.99}
     # Each capacity explains itself: what holds there, on the study's own run.
@@ -61,6 +63,10 @@ def test_capacity_cli_compares_variants(tmp_path, capsys):
     assert sum(there["exit_fractions"]) == pytest.approx(1.0)
     assert none["at_capacity"]["exit_fractions"][-1] == pytest.approx(1.0)  # no exits: all last
     assert shrink["at_capacity"]["policy"]["name"] == "entropy"
+    # Priced: a replica-hour of 3 over the requests an hour at the capacity, per million.
+    for v, replicas in ((shrink, 2), (none, 1)):
+        assert v["at_capacity"]["cost_per_million"] == pytest.approx(
+            3 * replicas / (v["capacity_rps"] * 3600) * 1e6)
 
 
 def test_capacity_writes_a_folder_with_a_plot_and_a_page(tmp_path, capsys):

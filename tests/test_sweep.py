@@ -129,3 +129,13 @@ def test_the_sweep_reports_its_progress_from_what_was_already_done(tmp_path):
     with ThreadPoolExecutor(1) as ex:
         run_sweep(study, grid, tmp_path / "out", ex, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 3), (3, 3)]  # two points kept, one run again
+
+
+def test_a_priced_sweep_gives_each_point_its_cost_per_million(tmp_path, capsys):
+    study, grid = _files(tmp_path, grid={"grid": {"server.replicas": [1, 2]}})
+    assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp_path / "out"),
+                 "--workers", "1", "--quiet", "--cost-per-replica-hour", "4"]) == 0
+    frame = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    want = 4 * frame["server.replicas"] / (frame["throughput_rps"] * 3600) * 1e6
+    assert frame["cost_per_million"].tolist() == pytest.approx(want.tolist())
+    assert "cost_per_million" in capsys.readouterr().out  # among the best points printed

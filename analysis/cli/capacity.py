@@ -34,6 +34,7 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import at_capacity, find_capacity
+    from offramp.analysis.study.cost import cost_per_million
 
     if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                                 args.max_replications, progress=show)
         with naming_study(args.config):
             there = at_capacity(cfg, base, res)
+        there["cost_per_million"] = cost_per_million(args.cost_per_replica_hour,
+                                                     cfg.server.replicas, res.capacity_rps)
         results.append((label, res, there))
     doc = {label: {**r.as_dict(), "at_capacity": there} for label, r, there in results}
     if args.output is not None:
@@ -77,14 +80,17 @@ def run(args: argparse.Namespace) -> int:
             is not None else f"mean latency <= {args.slo_mean_ms} ms")
     table = Table(title=f"capacity of {args.config} at {what}")
     for col in ("variant", "capacity req/s", "± req/s", "p99 ms there", "accuracy",
-                "exit fractions", "busy", "probes (uncertain)"):
+                "exit fractions", "busy", "probes (uncertain)",
+                *(["cost per M requests"] if args.cost_per_replica_hour is not None else [])):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for label, r, there in results:
+        cost = there["cost_per_million"]
         table.add_row(label, f"{r.capacity_rps:.1f}", f"{r.plus_minus_rps:.1f}",
                       f"{there['latency_p99_ms']:.2f}", f"{there['accuracy']:.4f}",
                       " ".join(f"{f:.2f}" for f in there["exit_fractions"]),
                       f"{there['utilisation']:.2f}",
-                      f"{len(r.probes)} ({sum(not p.certain for p in r.probes)})")
+                      f"{len(r.probes)} ({sum(not p.certain for p in r.probes)})",
+                      *([f"{cost:.4g}"] if cost is not None else []))
     Console(width=None if Console().is_terminal else 160).print(table)
     if args.output is not None:
         print(f"wrote {args.output}/capacity.json, capacity.png and report.html")
@@ -133,6 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config field for every variant")
     p.add_argument("--max-replications", type=integer(1), default=None,
                    help="most replications of an uncertain probe (default 4x the study's)")
+    p.add_argument("--cost-per-replica-hour", type=number(0), default=None,
+                   help="price of a replica-hour: also give each capacity as the cost of a "
+                   "million requests served there")
     p.add_argument("--json", action="store_true", help="print every probe as JSON")
     p.add_argument("-o", "--output", default=None, help="also write capacity.json, capacity.png "
                    "and report.html to this folder")

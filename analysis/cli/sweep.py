@@ -10,7 +10,7 @@ import argparse
 
 from rich.console import Console
 
-from offramp.analysis.cli.options import add_executor_args, executor_for, user_help
+from offramp.analysis.cli.options import add_executor_args, executor_for, number, user_help
 from offramp.traces.progress import rich_progress
 
 
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"running on a {where}")
         frame = run_sweep(args.config, args.grid, args.output, executor,
                           progress=lambda done, total: bar.update(task, completed=done,
-                                                                  total=total), sets=args.set)
+                                                                  total=total), sets=args.set,
+                          cost_per_replica_hour=args.cost_per_replica_hour)
     _print_best(frame)
     print(f"wrote {args.output}/sweep.parquet ({len(frame)} points) and one result file per "
           f"point in {args.output}/points/; its page: offramp report {args.output}")
@@ -58,5 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_executor_args(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change a field of the base study (repeatable; as in simulate)")
+    p.add_argument("--cost-per-replica-hour", type=number(0), default=None,
+                   help="price of a replica-hour: adds each point's cost per million requests "
+                   "at its throughput (cost_per_million)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -85,9 +85,9 @@ class Goal:
 
     def cost_per_million(self, replicas: int, rate_rps: float) -> float | None:
         """Cost of a million requests served at ``rate_rps`` on ``replicas`` (None: no price)."""
-        if self.cost_per_replica_hour is None or not rate_rps > 0:
-            return None
-        return self.cost_per_replica_hour * replicas / (rate_rps * 3600.0) * 1e6
+        from offramp.analysis.study.cost import cost_per_million
+
+        return cost_per_million(self.cost_per_replica_hour, replicas, rate_rps)
 
     def describe(self) -> str:
         """One line: the objective and every constraint."""

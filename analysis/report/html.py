@@ -236,10 +236,14 @@ def capacity_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
                      fmt(there["accuracy"], 4),
                      " ".join(f"{f:.3f}" for f in there["exit_fractions"]),
                      fmt(there["batch_size_stage_0"], 3), fmt(there["utilisation"], 3),
-                     len(v["probes"])])
+                     len(v["probes"]), *([fmt(there["cost_per_million"], 4)]
+                                         if there.get("cost_per_million") is not None else [])])
     slo = next(iter(doc["variants"].values()))["slo"]
     head = ["variant", "capacity req/s", "± (half bracket)", "p50 ms there", "p99 ms there",
             "accuracy", "exit fractions", "first-stage batch", "busy", "probes"]
+    if any(v["at_capacity"].get("cost_per_million") is not None
+           for v in doc["variants"].values()):
+        head.append("cost per million requests")
     probes = [[label, fmt(p["rate_rps"], 5), fmt(p["value"], 4), fmt(p["ci95"], 3),
                "holds" if p["holds"] else "fails", p["replications"]]
               for label, v in doc["variants"].items() for p in v["probes"]]

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 SECTIONS = ("trace", "profile", "workload", "server", "policy", "slo", "run")
-METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "slo_attainment")
+METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy", "slo_attainment",
+           "cost_per_million")
 
 
 def grid_fields(frame: pd.DataFrame) -> list[str]:

@@ -127,9 +127,10 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path, sets: list
 
 
 def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Executor,
-              progress: Callable[[int, int], None] | None = None, sets: list[str] = ()
-              ) -> pd.DataFrame:
-    """Run every point not yet written under ``out``, then gather ``out/sweep.parquet``."""
+              progress: Callable[[int, int], None] | None = None, sets: list[str] = (),
+              cost_per_replica_hour: float | None = None) -> pd.DataFrame:
+    """Run every point not yet written under ``out``, then gather ``out/sweep.parquet`` (with
+    a price, each point's cost per million requests at its throughput)."""
     base, points, names, out = check_sweep(study, grid, out, sets)
     folder = out / "points"
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,6 +150,14 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
         if progress is not None:
             progress(done, len(points))
     frame = gather(folder, names)
+    if cost_per_replica_hour is not None:
+        from offramp.analysis.study.cost import cost_per_million
+
+        replicas = (frame["server.replicas"] if "server.replicas" in frame
+                    else [parse_config(base, str(study)).server.replicas] * len(frame))
+        frame["cost_per_million"] = [cost_per_million(cost_per_replica_hour, int(r), float(t))
+                                     for r, t in zip(replicas, frame["throughput_rps"],
+                                                     strict=True)]
     with atomic_path(out / "sweep.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "sweep.json") as tmp:
