@@ -14,6 +14,7 @@ from offramp.common.errors import InputError
 # `offramp --help` stays fast and a group's heavy imports (torch) load only when used.
 COMMANDS = {
     "capacity": "offramp.analysis.cli.capacity",
+    "concurrency": "offramp.analysis.cli.concurrency",
     "demo": "offramp.analysis.cli.demo",
     "fit": "offramp.analysis.cli.fit",
     "optimize": "offramp.analysis.cli.optimize",

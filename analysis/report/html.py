@@ -187,9 +187,14 @@ def report(folder: str | Path) -> str:
         return optimize_report(folder)
     if (folder / "capacity.json").exists():
         return capacity_report(folder)
+    if (folder / "concurrency.json").exists():
+        from offramp.analysis.report.concurrency_page import concurrency_report
+
+        return concurrency_report(folder)
     raise InputError(folder, None, "is not a run (summary.json), sweep (sweep.parquet), optimize "
-                     "(optimize.json) or capacity (capacity.json) folder", "pass what offramp "
-                     "simulate, sweep, optimize or capacity wrote with -o")
+                     "(optimize.json), capacity (capacity.json) or concurrency "
+                     "(concurrency.json) folder", "pass what offramp simulate, sweep, "
+                     "optimize, capacity or concurrency wrote with -o")
 
 
 def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:

@@ -29,8 +29,10 @@ def full_batch_capacity_rps(cfg: StudyConfig, trace: ExitTrace, base: Path | Non
 
 
 def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]],
-             base: Path | None = None, progress: Callable[[], None] | None = None) -> pd.DataFrame:
-    """Simulate each variant (section -> field overrides) and return one row per variant."""
+             base: Path | None = None, progress: Callable[[], None] | None = None,
+             metrics: Iterable[str] = HEADLINE) -> pd.DataFrame:
+    """Simulate each variant (section -> field overrides) and return one row per variant
+    (``metrics``: each one's mean and 95% CI)."""
     trace = load_study_trace(base_cfg, base)
     rows = []
     for variant in variants:
@@ -42,7 +44,7 @@ def run_grid(base_cfg: StudyConfig, variants: Iterable[dict[str, dict[str, Any]]
         row: dict[str, Any] = {"model": trace.model_id, "policy": cfg.policy.name,
                                "policy_fit": _fit_label(cfg), "exit_mode": cfg.server.exit_mode.value,
                                "rate_rps": cfg.workload.rate_rps, "engine": res.engine}
-        for key in HEADLINE:
+        for key in metrics:
             if key in res.summary:
                 row[key] = res.summary[key]["mean"]
                 row[key + "_ci95"] = res.summary[key]["ci95"]
