@@ -50,6 +50,9 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
                  "--max-batch", "16", "--eenet-fits", "1", "--eenet-epochs", "5",
                  "-o", "runs/frontier"]) == 0
     assert (work / "runs" / "frontier" / "digits-mlp-frontier.png").is_file()
+    assert main(["report", "runs/frontier"]) == 0  # its page: plot, best points, bound
+    page = (work / "runs" / "frontier" / "report.html").read_text()
+    assert "offramp frontier:" in page and "the oracle bound" in page
     # The chosen config, run for real on the user's model (profile measured in the loop).
     assert main(["validate", "study.yaml", "--model-factory", "digits_exits:make_model",
                  "--model-arg", "epochs=30", "--data-factory", "digits_exits:make_data",

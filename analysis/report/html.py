@@ -187,14 +187,19 @@ def report(folder: str | Path) -> str:
         return optimize_report(folder)
     if (folder / "capacity.json").exists():
         return capacity_report(folder)
+    if any(folder.glob("*-frontier.csv")):
+        from offramp.analysis.report.frontier_page import frontier_report
+
+        return frontier_report(folder)
     if (folder / "concurrency.json").exists():
         from offramp.analysis.report.concurrency_page import concurrency_report
 
         return concurrency_report(folder)
     raise InputError(folder, None, "is not a run (summary.json), sweep (sweep.parquet), optimize "
-                     "(optimize.json), capacity (capacity.json) or concurrency "
-                     "(concurrency.json) folder", "pass what offramp simulate, sweep, "
-                     "optimize, capacity or concurrency wrote with -o")
+                     "(optimize.json), capacity (capacity.json), concurrency "
+                     "(concurrency.json) or frontier (MODEL-frontier.csv) folder", "pass what "
+                     "offramp simulate, sweep, optimize, capacity, concurrency or frontier "
+                     "wrote with -o")
 
 
 def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:

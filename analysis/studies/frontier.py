@@ -155,7 +155,7 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
 
 
 FRONTIER_OUTPUTS = ("*-frontier.csv", "*-frontier-oracle.csv", "*-frontier-eenet.csv",
-                    "*-frontier.png")
+                    "*-frontier.png", "report.html")
 
 
 def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFrame,

@@ -1,0 +1,46 @@
+"""The page of a frontier folder (``offramp frontier -o``): per model, the accuracy–cost plot,
+the best policy per cost budget, the oracle bound and EENet against the heuristics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from offramp.analysis.report.html import fmt, html_table, page, png_tag, versions
+
+
+def _table(frame: pd.DataFrame, digits: int = 4) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "—" if v != v else fmt(v, digits)  # NaN: nothing there (e.g. no mix yet)
+        return v
+
+    return html_table([[cell(v) for v in r] for r in frame.itertuples(index=False)],
+                      list(frame.columns))
+
+
+def frontier_report(folder: Path) -> str:
+    """Every model's frontier in ``folder`` on one page."""
+    sections = []
+    models = sorted(p.name.removesuffix("-frontier.csv") for p in folder.glob("*-frontier.csv"))
+    for model in models:
+        points = pd.read_csv(folder / f"{model}-frontier.csv")
+        best = (points.sort_values("test_cost_ms").assign(
+            best=lambda f: f["test_accuracy"].cummax()).query("test_accuracy == best")
+            .drop_duplicates("test_accuracy"))
+        cols = ["policy", "setting", "val_cost_ms", "test_cost_ms", "test_accuracy",
+                "test_relative_accuracy"]
+        sections.append((f"{model}: test accuracy against cost",
+                         png_tag(folder / f"{model}-frontier.png")))
+        sections.append((f"{model}: the points no cheaper point beats (chosen on val, "
+                         "scored on test)", _table(best[cols])))
+        for suffix, title in (("oracle", "the oracle bound (what any policy could reach)"),
+                              ("eenet", "EENet against the best heuristic at each budget")):
+            path = folder / f"{model}-frontier-{suffix}.csv"
+            if path.exists():
+                sections.append((f"{model}: {title}", _table(pd.read_csv(path))))
+    sections.append(("Software", html_table([[k, v] for k, v in versions().items()],
+                                            ["package", "version"])))
+    return page(f"offramp frontier: {folder.name}", sections,
+                f"{', '.join(models)} · {folder}")
