@@ -91,3 +91,34 @@ def how_to_supply(missing: list[str]) -> str:
             f"included; `--model-factory` for your own model), or add CSV rows ({rows}"
             f"{', ...' if len(missing) > 3 else ''}) and import them with --csv beside what you "
             "imported (`offramp profile import --trtexec ... --csv ...`)")
+
+
+FALL = 0.10  # a model stage's per-batch p50 that falls by more than this fraction ...
+FALL_MS = 0.05  # ... and this many ms as the batch grows (smaller drops are timing noise)
+SPREAD = 10.0  # a p99 more than this many times its p50
+
+
+def profile_warnings(profile: LatencyProfile) -> list[str]:
+    """Rows a careful user would look at again, one line per stage: a segment or head whose
+    per-batch time falls as the batch grows (by more than :data:`FALL` and :data:`FALL_MS`),
+    or a stage whose p99 is more than :data:`SPREAD` times its p50."""
+    out = []
+    for kind, k in sorted({(r["kind"], int(r["k"])) for r in profile.rows}):
+        rows = sorted(profile.stage(kind, k), key=lambda r: r["batch"])
+        falls = [(a, b) for a, b in zip(rows, rows[1:], strict=False)
+                 if kind in ("segment", "head") and b["p50_ms"] < (1 - FALL) * a["p50_ms"]
+                 and a["p50_ms"] - b["p50_ms"] > FALL_MS]
+        if falls:
+            a, b = max(falls, key=lambda ab: ab[0]["p50_ms"] - ab[1]["p50_ms"])
+            more = f" (and {len(falls) - 1} more sizes)" if len(falls) > 1 else ""
+            out.append(f"{kind} {k}: p50 falls from {a['p50_ms']:.4g} ms at batch "
+                       f"{a['batch']} to {b['p50_ms']:.4g} ms at batch {b['batch']}{more}: real for "
+                       "some kernels at aligned sizes, or timing noise; re-measure to tell")
+        wide = [r for r in rows if r["p50_ms"] > 0 and r["p99_ms"] > SPREAD * r["p50_ms"]]
+        if wide:
+            r = max(wide, key=lambda r: r["p99_ms"] / r["p50_ms"])
+            more = f" (and {len(wide) - 1} more sizes)" if len(wide) > 1 else ""
+            out.append(f"{kind} {k} at batch {r['batch']}: p99 {r['p99_ms']:.4g} ms is "
+                       f"{r['p99_ms'] / r['p50_ms']:.0f}x its p50{more}: interference while "
+                       "timing? re-measure with more --runs on a quiet machine")
+    return out

@@ -174,3 +174,25 @@ def test_trtexec_and_csv_merge_into_a_profile_that_shrinks(tmp_path, capsys):
     assert main(["simulate", str(study), "-o", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "no compact rows for exit 0" in err and "offramp profile run" in err
+
+
+def test_rows_worth_a_second_look_are_named(tmp_path, capsys):
+    from offramp.profiling.summary import profile_warnings
+
+    rows = ["kind,k,batch,p50_ms,p99_ms"]
+    for kind in ("segment", "head"):
+        for k in (0, 1):
+            for b, p50 in ((1, 1.0), (8, 3.0), (16, 5.0)):
+                fall = (kind, k, b) == ("segment", 1, 16)  # 3.0 ms at 8, then 2.0 at 16
+                wide = (kind, k, b) == ("head", 0, 8)  # p99 12x the p50
+                rows.append(f"{kind},{k},{b},{2.0 if fall else p50},"
+                            f"{36.0 if wide else (2.0 if fall else p50) * 1.2}")
+    path = tmp_path / "odd.csv"
+    path.write_text("\n".join(rows) + "\n")
+    rc, out = _import(tmp_path, "--csv", str(path))
+    assert rc == 0
+    printed = capsys.readouterr().out
+    warned = profile_warnings(load_profile(out))
+    assert len(warned) == 2 and all(f"warning: {w}" in printed for w in warned)
+    assert warned[0].startswith("head 0 at batch 8: p99 36 ms is 12x its p50")
+    assert warned[1].startswith("segment 1: p50 falls from 3 ms at batch 8 to 2 ms at batch 16")

@@ -158,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sizes = job.batch_sizes()
     print(f"wrote {job.output}: {len(profile.rows)} rows, batches {sizes[0]}..{sizes[-1]}, "
           f"{profile.meta['wall_s']} s")
+    _print_coverage(profile)
     return 0
 
 
@@ -211,8 +212,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _print_coverage(profile) -> None:
-    """Which exit modes the profile serves, and for the others what is missing and the fix."""
-    from offramp.profiling.summary import how_to_supply, missing_by_mode
+    """Which exit modes the profile serves, and for the others what is missing and the fix;
+    then the rows worth a second look."""
+    from offramp.profiling.summary import how_to_supply, missing_by_mode, profile_warnings
+
+    for line in profile_warnings(profile):
+        print(f"  warning: {line}")
 
     for mode, missing in missing_by_mode(profile).items():
         if not missing:
