@@ -56,14 +56,23 @@ def test_trace_class_ids_and_class_count():
 
 def test_trace_probability_ranges():
     c = TRACE.meta["num_classes"]
-    ok = replace(TRACE, maxprob=arr("maxprob", 0, 0, 1.0 / c), softmax=None)
+    ok = replace(TRACE, maxprob=arr("maxprob", 0, 0, 1.0 / c), entropy=arr("entropy", 0, 0, 1.0),
+                 softmax=None)
     validate_trace(ok)
-    validate_trace(replace(ok, maxprob=arr("maxprob", 0, 0, 1.0)))
+    validate_trace(replace(ok, maxprob=arr("maxprob", 0, 0, 1.0), entropy=arr("entropy", 0, 0, 0.0)))
     bad_trace(r"maxprob.*\[1/C, 1\]", maxprob=arr("maxprob", 0, 0, np.nan), softmax=None)
     bad_trace("maxprob", maxprob=arr("maxprob", 0, 0, 1.0 / c - 2e-3), softmax=None)
     bad_trace("maxprob", maxprob=arr("maxprob", 0, 0, 1.0 + 2e-3), softmax=None)
-    validate_trace(replace(TRACE, entropy=arr("entropy", 0, 0, 0.0), softmax=None))
-    validate_trace(replace(TRACE, entropy=arr("entropy", 0, 0, 1.0), softmax=None))
+    # Without the softmax, the entropy is still bounded by what the maxprob allows: 0 only for
+    # a maxprob of 1, 1 only for a uniform distribution (maxprob 1/C).
+    validate_trace(replace(TRACE, entropy=arr("entropy", 0, 0, 0.0),
+                           maxprob=arr("maxprob", 0, 0, 1.0), softmax=None))
+    validate_trace(replace(TRACE, entropy=arr("entropy", 0, 0, 1.0),
+                           maxprob=arr("maxprob", 0, 0, 1.0 / c), softmax=None))
+    bad_trace(r"entropy.*no distribution with their maxprob has.*sample 0, exit 0",
+              entropy=arr("entropy", 0, 0, 1.0), maxprob=arr("maxprob", 0, 0, 0.9), softmax=None)
+    bad_trace(r"entropy.*maxprob 0.500 allows entropy 0.500..0.896",  # two classes at 0.5
+              entropy=arr("entropy", 0, 0, 0.0), maxprob=arr("maxprob", 0, 0, 0.5), softmax=None)
     # With the softmax kept, entropy and pred must be what it says (float16 rounding allowed).
     e00 = float(TRACE.entropy[0, 0])
     validate_trace(replace(TRACE, entropy=arr("entropy", 0, 0, e00 + 0.019)))

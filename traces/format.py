@@ -194,3 +194,5 @@ def validate_trace(t: ExitTrace) -> None:
     schema.check_exits(t, k, bad)
     if t.softmax is not None:
         schema.check_softmax(t, n, k, c, bad)
+    elif schema.has_entropy(t):
+        schema.check_entropy_bounds(t, c, bad)

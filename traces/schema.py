@@ -147,3 +147,30 @@ def check_softmax(t: ExitTrace, n: int, k: int, c: int,
         i, j = np.unravel_index(int(gap.argmax()), gap.shape)
         raise bad("entropy", f"disagrees with the softmax's normalised entropy (sample {i}, "
                   f"exit {j}: {float(t.entropy[i, j]):.3f} vs {float(ent[i, j]):.3f})")
+
+
+def entropy_bounds(p: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The least and most normalised entropy a C-class distribution whose largest probability
+    is ``p`` can have: the rest packed into as few classes as it fits (each at most p), or
+    spread evenly over the other C-1."""
+    p = np.clip(np.asarray(p, dtype=float), 1.0 / c, 1.0)
+
+    def h(x):
+        return np.where(x > 0, -x * np.log(np.maximum(x, 1e-300)), 0.0)
+
+    m = np.floor(1.0 / p + 1e-9)  # classes that can hold p each
+    low = (m * h(p) + h(np.clip(1.0 - m * p, 0.0, 1.0))) / np.log(c)
+    high = (h(p) + (c - 1) * h((1.0 - p) / (c - 1))) / np.log(c)
+    return low, high
+
+
+def check_entropy_bounds(t: ExitTrace, c: int, bad: Bad, tol: float = 2e-2) -> None:
+    """Without the softmax, each exit's entropy must still be one its maxprob allows."""
+    low, high = entropy_bounds(t.maxprob, c)
+    off = (t.entropy < low - tol) | (t.entropy > high + tol)
+    if off.any():
+        i, j = np.argwhere(off)[0]
+        raise bad("entropy", f"{int(off.sum())} entries no distribution with their maxprob has "
+                  f"(first: sample {i}, exit {j}: maxprob {float(t.maxprob[i, j]):.3f} allows "
+                  f"entropy {float(low[i, j]):.3f}..{float(high[i, j]):.3f}, got "
+                  f"{float(t.entropy[i, j]):.3f})")
