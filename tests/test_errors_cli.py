@@ -338,3 +338,18 @@ def test_help_has_no_markup_or_internal_notes():
         out = subprocess.run([sys.executable, "-m", "offramp.analysis.cli", *cmd.split(),
                               "--help"], capture_output=True, text=True, check=True).stdout
         assert not re.search(r"``|:(mod|func|class|data|meth):|The work (is|lives)", out), cmd
+
+
+def test_help_starts_without_the_heavy_libraries():
+    """`offramp --help` (every command registered) imports none of the libraries the work
+    needs: they load when a command runs, so the CLI starts at once."""
+    import subprocess
+    import sys
+
+    heavy = ("scipy", "pandas", "torch", "pydantic", "matplotlib", "optuna", "cvxpy", "simpy",
+             "dask", "distributed", "numba")
+    code = ("import sys\nfrom offramp.analysis.cli import build_parser\nbuild_parser()\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from offramp.analysis.cli.options import integer, number, user_help
-from offramp.analysis.study.config import load_config, naming_study, parse_config
-from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 
@@ -34,7 +32,9 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import at_capacity, find_capacity
+    from offramp.analysis.study.config import load_config, naming_study, parse_config
     from offramp.analysis.study.cost import cost_per_million
+    from offramp.analysis.study.overrides import apply_sets
 
     if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "

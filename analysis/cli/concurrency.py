@@ -13,8 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from offramp.analysis.cli.options import number, user_help
-from offramp.analysis.study.config import load_config, naming_study, parse_config
-from offramp.analysis.study.overrides import apply_sets
 
 OUTPUTS = ("concurrency.csv", "concurrency.json", "concurrency.png", "report.html")
 
@@ -22,6 +20,8 @@ OUTPUTS = ("concurrency.csv", "concurrency.json", "concurrency.png", "report.htm
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.report.concurrency_page import COLUMNS
     from offramp.analysis.studies.concurrency import concurrency_sweep, parse_clients
+    from offramp.analysis.study.config import load_config, naming_study, parse_config
+    from offramp.analysis.study.overrides import apply_sets
     from offramp.common.outputs import check_output_dir
 
     clients = parse_clients(args.clients)

@@ -17,14 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from offramp.analysis.cli.options import integer, user_help
-from offramp.analysis.report.tables import costs_line
-from offramp.analysis.studies.demo import (
-    DEMO_OUTPUTS,
-    TABLE_LOAD,
-    demo_pairs,
-    jobs_per_model,
-    run_demo_model,
-)
 from offramp.common.errors import InputError
 from offramp.common.outputs import output_dir
 
@@ -43,6 +35,15 @@ def _table(frame, title: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from offramp.analysis.report.tables import costs_line
+    from offramp.analysis.studies.demo import (
+        DEMO_OUTPUTS,
+        TABLE_LOAD,
+        demo_pairs,
+        jobs_per_model,
+        run_demo_model,
+    )
+
     pairs = demo_pairs()
     if not pairs:
         raise InputError("offramp package", "traces/data, profiling/data",

@@ -11,14 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from offramp.analysis.cli.options import integer, number
-from offramp.analysis.study.config import parse_config, parse_value
-from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
 from offramp.core.modes import CostModel
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
+    from offramp.analysis.study.config import parse_config
+    from offramp.analysis.study.overrides import apply_sets
+
     """A study config carrying the trace, profile, server and policy given on the command line."""
     data = {"trace": {"path": args.trace},
             "profile": {"path": args.profile, **({"costs": args.costs} if args.costs else {})},
@@ -36,6 +37,7 @@ def _inputs(args: argparse.Namespace, cfg):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from offramp.analysis.study.config import parse_value
     from offramp.analysis.study.fitting import fit_and_report
     from offramp.policies.table import save_policy
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from offramp.analysis.study.config import load_config, naming_study, parse_config
-from offramp.analysis.study.overrides import apply_sets
 from offramp.common.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
+    from offramp.analysis.study.config import load_config, naming_study, parse_config
+    from offramp.analysis.study.overrides import apply_sets
     from offramp.analysis.study.run import RUN_OUTPUTS, run_study, summary_doc, write_run
     from offramp.common.outputs import check_output_dir, check_output_file
 
