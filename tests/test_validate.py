@@ -145,6 +145,12 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     given = load_profile(out / "real" / "profile.json").meta.get("served_costs")
     assert doc["served_costs"] == given and {r["costs"] for r in doc["table"]} == {"profiler"}
     assert given is None or given["sources"] != [s["file"] for s in manifest["served"]]
+    # The Python twin judges the same folder to the same table.
+    import offramp
+
+    twin = offramp.validate(study, out, real_from=out, profiler_costs=True)
+    assert json.loads(json.dumps(twin["doc"]["table"], default=str)) == \
+        json.loads((out / "validation.json").read_text())["table"]
     # Another plan into the same folder: one line, and nothing of the folder touched.
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
