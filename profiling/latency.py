@@ -19,6 +19,11 @@ from offramp.core.modes import CostModel, StageKind
 from .format import LatencyProfile
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
+# A robust tail: a stage's sampled lognormal never puts its p99 beyond this many times its p50
+# (a measured spread past it is interference while timing, not the stage; `offramp profile
+# show` flags spreads past 10x). No shipped profile's stage reaches it.
+MAX_TAIL_RATIO = 20.0
+MAX_SIGMA = math.log(MAX_TAIL_RATIO) / Z99
 
 
 class LatencyModel:
@@ -144,7 +149,7 @@ class LatencyModel:
             extra = self.extra_ms.get((kind, str(k)), 0.0)
             median, tail = median + extra, tail + extra
         sigma = math.log(tail / median) / Z99 if median > 0 and tail > median else 0.0
-        return median, sigma
+        return median, min(sigma, MAX_SIGMA)
 
     def stages_ms(self, stages: Iterable[Stage]) -> float:
         """Total p50 (ms) of a sequence of stages (see :mod:`offramp.profiling.stages`)."""

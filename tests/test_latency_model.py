@@ -191,3 +191,19 @@ def test_in_loop_prefers_the_served_p50_table():
     assert loop.lookup("segment", 0, 3)[0] == pytest.approx(3.0)
     # Outside the table's sizes: isolated + the median residual.
     assert loop.lookup("segment", 0, 4)[0] == pytest.approx(alone.lookup("segment", 0, 4)[0] + 0.25)
+
+
+def test_an_implausible_spread_gets_a_robust_tail():
+    """A stage timed with p99 100x its p50 (interference while profiling) samples a lognormal
+    whose p99 is at most 20x its p50; spreads below that are kept as measured."""
+    from offramp.profiling.latency import MAX_TAIL_RATIO
+
+    prof = synthetic_profile()
+    rows = [dict(r, p99_ms=100 * r["p50_ms"]) if (r["kind"], r["k"]) == ("head", 0) else
+            dict(r, p99_ms=5 * r["p50_ms"]) if (r["kind"], r["k"]) == ("head", 1) else r
+            for r in prof.rows]
+    model = LatencyModel(LatencyProfile(rows=rows, meta=prof.meta))
+    _, wide = model.lookup(StageKind.HEAD, 0, 4)
+    _, kept = model.lookup(StageKind.HEAD, 1, 4)
+    assert math.exp(wide * Z99) == pytest.approx(MAX_TAIL_RATIO) and MAX_TAIL_RATIO == 20.0
+    assert math.exp(kept * Z99) == pytest.approx(5.0)
