@@ -33,6 +33,14 @@ class Tunable(BaseModel):
     integer: bool = False
     per: Literal["", "full_cost_ms"] = ""
 
+    @model_validator(mode="after")
+    def _a_range(self) -> Tunable:
+        if not self.low <= self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        if self.log and not self.low > 0:
+            raise ValueError(f"a log-spaced range needs low > 0, got {self.low:g}")
+        return self
+
 
 class PolicyConfigBase(BaseModel):
     """Fields every policy config has: ``name`` (the registry key)."""

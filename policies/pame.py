@@ -115,11 +115,15 @@ class PAME(ExitPolicy):
             raise InputError("policy", "tolerance_pct", f"must be in (0, 100], got "
                              f"{self.tolerance_pct}", "use e.g. 99 for a 1% relative drop")
         if self.exit_mode not in set(ExitMode) or not ExitMode(self.exit_mode).consults_early_exits:
-            raise InputError("policy", "exit_mode", f"PAME places exits for exit mode 'shrink' or "
-                             f"'keep', got {self.exit_mode!r}", "set server.exit_mode")
+            got = getattr(self.exit_mode, "value", self.exit_mode)
+            raise InputError("policy", "server.exit_mode", f"PAME places exits for exit mode "
+                             f"'shrink' or 'keep', got {got!r}", "set server.exit_mode: shrink "
+                             "(or --exit-mode with offramp fit)")
         if not 1 <= self.max_batch <= n_val:
-            raise InputError("policy", "max_batch", f"need 1 <= max_batch <= {n_val} val samples, "
-                             f"got {self.max_batch}", "lower max_batch or use a larger trace")
+            raise InputError("policy", "server.max_batch", f"PAME needs 1 <= max_batch <= "
+                             f"{n_val} (the val samples), got {self.max_batch}",
+                             "lower server.max_batch (--max-batch with offramp fit) or use a "
+                             "larger trace")
 
     def fit(self, trace: ExitTrace, split: str = "val") -> PAME:
         ids = trace.indices(split)

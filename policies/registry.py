@@ -50,8 +50,9 @@ class FitContext:
     def costs(self, cfg: C.PolicyConfigBase, cost_batch: int = 1) -> list[float]:
         """Per-sample cost of exiting at each exit, at batch ``cost_batch``."""
         if self.latency is None:
-            raise InputError("policy", cfg.base, f"{cfg.name} needs a measured latency profile",
-                             "set profile.kind: profile with a profile path")
+            raise InputError("policy", "profile.kind", f"{cfg.name} needs a measured latency "
+                             "profile (its costs per exit)", "set profile.kind: profile with a "
+                             "profile path")
         return exit_costs(self.latency, cost_batch)
 
 

@@ -126,8 +126,10 @@ class LatencyModel:
         lo, hi = sizes[0], sizes[-1]
         if not lo <= size <= hi:
             raise InputError(self.profile.source, "rows",
-                             f"{kind} {k} is measured for batch sizes {lo}..{hi}, the study needs "
-                             f"{size}", "measure that batch size or lower server.max_batch")
+                             f"{kind} {k} is measured for batch sizes {lo}..{hi}, and a batch of "
+                             f"{size} was asked for (server.max_batch, or a cost batch, above "
+                             f"{hi})", f"use server.max_batch <= {hi} (--max-batch, "
+                             "--cost-batch), or measure larger batches")
         p50 = np.array([r["p50_ms"] for r in rows], dtype=float)
         p99 = np.array([r["p99_ms"] for r in rows], dtype=float)
         median = float(np.interp(size, sizes, p50))

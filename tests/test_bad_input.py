@@ -135,9 +135,9 @@ def test_profile_trace_mismatch_is_rejected():
 def test_latency_model_never_extrapolates():
     model = LatencyModel(affine_profile(3, range(2, 9)))
     assert model.lookup("segment", 0, 5)[0] == pytest.approx(1.5)
-    with pytest.raises(InputError, match="measured for batch sizes 2..8, the study needs 9"):
+    with pytest.raises(InputError, match="measured for batch sizes 2..8, and a batch of 9 was asked for"):
         model.lookup("segment", 0, 9)
-    with pytest.raises(InputError, match="measured for batch sizes 2..8, the study needs 1"):
+    with pytest.raises(InputError, match="measured for batch sizes 2..8, and a batch of 1 was asked for"):
         model.lookup("segment", 0, 1)
     # Interpolation between measured sizes.
     sparse = affine_profile(3, [1, 4, 16])
@@ -162,7 +162,7 @@ def test_cli_bad_input_one_line_no_partial_output(tmp_path, capsys):
     assert main(["simulate", str(study), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
-    assert "the study needs 65" in err[0] and "profile.json" in err[0]
+    assert "a batch of 65 was asked for" in err[0] and "profile.json" in err[0]
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []
 
@@ -191,3 +191,49 @@ def test_cli_simulate_writes_run_folder(tmp_path, capsys):
     assert main(["simulate", str(study), "-o", str(tmp_path / "run2"), "--json"]) == 0
     doc3 = json.loads(capsys.readouterr().out)
     assert doc3 == doc
+
+
+STUDY = "examples/fmnist-entropy-shrink.yaml"
+SHORT = ["--set", "run.requests=2000", "--set", "run.replications=1"]
+
+
+@pytest.mark.parametrize("argv,field,words", [
+    # What the user typed is what the error names (the flag, or the study field).
+    (["simulate", STUDY, *SHORT, "--set", "policy.name=pame", "--set",
+      "policy.tolerance_pct=99", "--set", "server.exit_mode=none", "-o", "{tmp}/r"],
+     "server.exit_mode", "got 'none'"),
+    (["capacity", STUDY, *SHORT, "--slo-p99-ms", "0.0001"], "--slo-p99-ms / slo.latency_ms",
+     "p99 <= 0.0001 ms does not hold"),
+    (["simulate", STUDY, *SHORT, "--set", "server.max_batch=512", "-o", "{tmp}/r"], "rows",
+     "use server.max_batch <= 256"),
+    (["concurrency", STUDY, "--clients", "4-1"], "4-1", "empty range"),
+    (["simulate", STUDY, *SHORT, "--set", "server.max_batchh=3", "-o", "{tmp}/r"],
+     "server.max_batchh", "README.md (Simulating a study)"),
+])
+def test_errors_name_what_the_user_typed(argv, field, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if "req/s ->" not in e]
+    assert len(err) == 1 and f"field '{field}'" in err[0] and words in err[0], err
+
+
+def test_capacity_takes_the_slo_each_variant_sets(capsys, monkeypatch):
+    """A --set or --compare of slo.latency_ms is the bound searched (it was ignored)."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main(["capacity", STUDY, *SHORT, "--compare", "slo.latency_ms=15",
+                 "--compare", "slo.latency_ms=30", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [v["slo"]["latency_ms"] for v in doc.values()] == [15.0, 30.0]
+    assert doc["slo.latency_ms=15"]["capacity_rps"] < doc["slo.latency_ms=30"]["capacity_rps"]
+
+
+def test_a_search_range_must_be_a_range():
+    from pydantic import ValidationError
+
+    from offramp.policies.configs import Tunable
+
+    assert Tunable(low=1, high=1).low == 1
+    with pytest.raises(ValidationError, match="low 5 is above high 1"):
+        Tunable(low=5, high=1)
+    with pytest.raises(ValidationError, match="log-spaced range needs low > 0"):
+        Tunable(low=0, high=1, log=True)

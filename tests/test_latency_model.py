@@ -52,7 +52,7 @@ def test_exact_at_measured_sizes_and_linear_between():
 def test_never_extrapolates_beyond_the_measured_sizes():
     m = LatencyModel(PROF)
     for b in (1, 9):
-        with pytest.raises(InputError, match=f"measured for batch sizes 2..8, the study needs {b}"):
+        with pytest.raises(InputError, match=f"sizes 2..8, and a batch of {b} was asked for"):
             m.lookup("segment", 0, b)
     with pytest.raises(InputError, match="no compact rows for exit 0"):
         m.lookup("compact", 0, 4)

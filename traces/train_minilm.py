@@ -78,8 +78,8 @@ def train_minilm(data: Dataset, epochs: int = DEFAULT_EPOCHS["rt-minilm6"], seed
     gen = torch.Generator().manual_seed(seed)
     model = MiniLMExits(num_classes=len(data.classes), pretrained=pretrained, **model_kwargs)
     if not 0 <= tune_layers <= model.n_exits:
-        raise InputError(None, "tune_layers", f"must be in [0, {model.n_exits}], got {tune_layers}",
-                         "pass --tune-layers 0..6")
+        raise InputError("traces train", "--tune-layers", f"must be in [0, {model.n_exits}], "
+                         f"got {tune_layers}", f"pass --tune-layers 0..{model.n_exits}")
     n_frozen = model.n_exits - tune_layers
     model.requires_grad_(False)
     model.heads.requires_grad_(True)

@@ -30,6 +30,19 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _slo(args: argparse.Namespace, study_slo: float | None) -> tuple[float, str]:
+    """(bound ms, statistic): --slo-p99-ms or --slo-mean-ms, else the study's slo.latency_ms
+    at --attainment."""
+    if args.slo_p99_ms is not None:
+        return args.slo_p99_ms, "attainment"
+    if args.slo_mean_ms is not None:
+        return args.slo_mean_ms, "mean"
+    if study_slo is None:
+        raise InputError("capacity", "--slo-p99-ms", "give one of --slo-p99-ms and "
+                         "--slo-mean-ms (or slo.latency_ms in the study)", "e.g. --slo-p99-ms 20")
+    return study_slo, "attainment"
+
+
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import at_capacity, find_capacity
     from offramp.analysis.study.config import load_config, naming_study, parse_config
@@ -41,18 +54,15 @@ def run(args: argparse.Namespace) -> int:
                          "--slo-mean-ms", "e.g. --slo-p99-ms 20")
     base = Path(args.config).parent
     cfg0 = load_config(args.config)
-    if args.slo_p99_ms is None and args.slo_mean_ms is None and cfg0.slo.latency_ms is not None:
-        args.slo_p99_ms = cfg0.slo.latency_ms  # the study's own SLO, at --attainment
-    if args.slo_p99_ms is None and args.slo_mean_ms is None:
-        raise InputError("capacity", "--slo-p99-ms", "give one of --slo-p99-ms and "
-                         "--slo-mean-ms (or slo.latency_ms in the study)", "e.g. --slo-p99-ms 20")
     if args.output is not None:
         check_output_dir(args.output, CAPACITY_OUTPUTS, "capacity folder")
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
         data = apply_sets(cfg0.model_dump(mode="json", exclude_unset=True), [*args.set, *sets])
-        cfg = parse_config(data, f"{args.config} with {label}" if sets else args.config)
+        named = f"{args.config} with {label}" if sets else (
+            f"{args.config} with --set" if args.set else args.config)
+        cfg = parse_config(data, named)
 
         def show(p, label=label):
             if not args.json:
@@ -60,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
                               f"{p.value:.4f} ± {p.ci95:.4f} "
                               f"({'holds' if p.holds else 'fails'}, {p.replications} reps)")
 
-        slo = args.slo_p99_ms if args.slo_p99_ms is not None else args.slo_mean_ms
-        stat = "attainment" if args.slo_p99_ms is not None else "mean"
-        with naming_study(args.config):
+        # The variant's own SLO (after --set and --compare) where no bound is given.
+        slo, stat = _slo(args, cfg.slo.latency_ms)
+        with naming_study(named):
             res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
                                 args.max_replications, progress=show)
-        with naming_study(args.config):
+        with naming_study(named):
             there = at_capacity(cfg, base, res)
         there["cost_per_million"] = cost_per_million(args.cost_per_replica_hour,
                                                      cfg.server.replicas, res.capacity_rps)
@@ -76,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1, default=_plain))
         return 0
-    what = (f"p{100 * args.attainment:g} <= {args.slo_p99_ms} ms" if args.slo_p99_ms
-            is not None else f"mean latency <= {args.slo_mean_ms} ms")
+    slos = {(r.slo["statistic"], r.slo["latency_ms"]) for _, r, _ in results}
+    stat, bound = next(iter(slos))
+    what = ("each variant's own SLO" if len(slos) > 1 else
+            f"p{100 * args.attainment:g} <= {bound:g} ms" if stat == "attainment"
+            else f"mean latency <= {bound:g} ms")
     table = Table(title=f"capacity of {args.config} at {what}")
     for col in ("variant", "capacity req/s", "± req/s", "p99 ms there", "accuracy",
                 "exit fractions", "busy", "probes (uncertain)",
@@ -128,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-p99-ms", type=number(0), help="(default: the study's slo.latency_ms) "
                    "latency bound for the --attainment "
                    "quantile (default p99)")
-    p.add_argument("--attainment", type=number(0, 1), default=0.99,
+    p.add_argument("--attainment", type=number(0, 1, high_open=True), default=0.99,
                    help="share of requests within the bound (0.99: p99)")
     p.add_argument("--slo-mean-ms", type=number(0), help="or: a bound on the mean latency")
     p.add_argument("--tol", type=number(0, 1), default=0.01,

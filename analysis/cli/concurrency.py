@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.set:
         cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True), args.set),
                            f"{args.config} with --set")
-    with naming_study(args.config):
+    with naming_study(f"{args.config} with --set" if args.set else args.config):
         frame = concurrency_sweep(cfg, Path(args.config).parent, clients, args.think_ms)
     if args.output is not None:
         _write(Path(args.output), frame, args, cfg.slo.latency_ms)

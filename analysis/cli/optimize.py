@@ -156,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="optimize folder (resumable)")
     p.add_argument("--slo-p99-ms", type=number(0), help="latency SLO (default: the study's "
                    "slo.latency_ms)")
-    p.add_argument("--attainment", type=number(0, 1), default=0.99,
+    p.add_argument("--attainment", type=number(0, 1, high_open=True), default=0.99,
                    help="fraction of requests within the SLO (0.99: p99)")
     p.add_argument("--maximize", choices=("load", "accuracy"), help="objective (default: load)")
     p.add_argument("--minimize", choices=("replicas",), help="or: fewest replicas")

@@ -40,9 +40,10 @@ def integer(low: int) -> Callable[[str], int]:
     return parse
 
 
-def number(low: float = 0.0, high: float = math.inf, low_open: bool = True
-           ) -> Callable[[str], float]:
-    """An argparse type: a finite number in (low, high] (or [low, high] with ``low_open`` False)."""
+def number(low: float = 0.0, high: float = math.inf, low_open: bool = True,
+           high_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in (low, high] (``low_open`` False: from low on;
+    ``high_open`` True: below high)."""
 
     def parse(text: str) -> float:
         try:
@@ -50,9 +51,10 @@ def number(low: float = 0.0, high: float = math.inf, low_open: bool = True
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
         above = value > low if low_open else value >= low
-        if not math.isfinite(value) or not above or value > high:
+        below = value < high if high_open else value <= high
+        if not math.isfinite(value) or not above or not below:
             lo = "(" if low_open else "["
-            hi = "inf)" if math.isinf(high) else f"{high:g}]"
+            hi = "inf)" if math.isinf(high) else f"{high:g}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"must be a finite number in {lo}{low:g}, {hi}, "
                                              f"got {text}")
         return value

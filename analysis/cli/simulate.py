@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                   TextColumn("replications"), TimeElapsedColumn(), console=console,
                   disable=args.json or not console.is_terminal) as bar:
         task = bar.add_task("sim", total=cfg.run.replications)
-        with naming_study(args.config):
+        with naming_study(f"{args.config} with --set" if args.set else args.config):
             out = run_study(cfg, base, progress=lambda i: bar.update(task, completed=i))
     dest = write_run(out, Path(args.output))
     if args.save_arrivals:

@@ -23,7 +23,8 @@ def _floats(text: str, what: str) -> list[float]:
         raise InputError(what, None, f"{text!r} is not a comma-separated list of numbers",
                          "e.g. 0.3,0.6,0.9") from None
     if not vals or any(not v > 0 for v in vals):
-        raise InputError(what, None, "needs positive numbers", "e.g. 0.3,0.6,0.9")
+        raise InputError(what, None, "needs positive numbers",
+                         "e.g. --rates 200,500" if what == "--rates" else "e.g. 0.3,0.6,0.9")
     return vals
 
 
@@ -83,7 +84,7 @@ def _serve(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offramp.analysis.study.config import load_config
+    from offramp.analysis.study.config import load_config, naming_study
     from offramp.analysis.validation.run import judge_folder
 
     out = Path(args.output)
@@ -98,16 +99,19 @@ def run(args: argparse.Namespace) -> int:
                            f"{args.config} with --set")
     base = Path(args.config).parent
     calibrate_on = calibration_points(args.calibrate_on)
+    named = f"{args.config} with --set" if args.set else args.config
     if args.real_from is None:
-        _serve(args, cfg, base, out)
+        with naming_study(named):
+            _serve(args, cfg, base, out)
         if args.real_only:
             print(f"wrote the real runs to {out}/real/ (compare later: offramp validate "
                   f"{args.config} --real-from {out})")
             return 0
     else:
         out = Path(args.real_from)
-    result = judge_folder(cfg, base, out, args.sim_replications, args.isolated_stages,
-                          args.profiler_costs, args.pooled_served, calibrate_on)
+    with naming_study(named):
+        result = judge_folder(cfg, base, out, args.sim_replications, args.isolated_stages,
+                              args.profiler_costs, args.pooled_served, calibrate_on)
     print_table(result["table"], result["doc"])
     print(f"wrote {out}/validation.json, real.parquet, sim.parquet, validation.png")
     return 0

@@ -164,12 +164,25 @@ class _Prober:
     probes: list[Probe] = dataclasses.field(default_factory=list)
     cache: dict[float, Probe] = dataclasses.field(default_factory=dict)
 
+    @property
+    def slo_field(self) -> str:
+        """The option that gives this bound (or its study field, slo.latency_ms)."""
+        return "--slo-p99-ms / slo.latency_ms" if self.statistic == "attainment" else \
+            "--slo-mean-ms"
+
+    def describe(self) -> str:
+        """The SLO in words: ``p99 <= 25 ms``."""
+        return (f"p{100 * self.attainment:g} <= {self.slo_ms:g} ms"
+                if self.statistic == "attainment" else f"mean latency <= {self.slo_ms:g} ms")
+
     def __call__(self, rate: float) -> Probe:
         if rate in self.cache:
             return self.cache[rate]
         if len(self.probes) >= MAX_PROBES:
-            raise InputError("capacity", None, f"no bracket within {MAX_PROBES} probes",
-                             "check the SLO: it may hold at no rate or at every rate")
+            top = max(p.rate_rps for p in self.probes)
+            raise InputError("capacity", self.slo_field, f"{self.describe()} still holds at "
+                             f"{top:.3g} req/s after {MAX_PROBES} probes", "tighten the bound, "
+                             "or check the study (a rate-independent latency?)")
         sc = dataclasses.replace(self.scenario, workload=self.scenario.workload.at_rate(rate))
         reps = self.run.replications
         attain = self.statistic == "attainment"
@@ -209,8 +222,9 @@ def _bracket(probe: _Prober, start: float, step: float = 2.0) -> tuple[float, fl
         while lo is None:
             rate /= step
             if rate < 1e-6 * start:
-                raise InputError("capacity", "slo", f"the SLO does not hold even at "
-                                 f"{rate:.3g} req/s", "loosen the SLO or check the study")
+                raise InputError("capacity", probe.slo_field, f"{probe.describe()} does not "
+                                 f"hold even at {rate:.3g} req/s", "raise the bound (a latency "
+                                 "the study can reach at low load)")
             if probe(rate).holds:
                 lo = rate
             else:

@@ -38,8 +38,11 @@ def parse_clients(text: str) -> list[int]:
             else:
                 out += list(range(a, b + 1, int(step) if step else 1))
         except ValueError:
-            raise InputError("--clients", part, "is not N, A-B, A-B:STEP or A-B:xFACTOR",
-                             "e.g. --clients 1,2,4,8 or 1-64:x2") from None
+            raise InputError("--clients", part, "is not N, A-B, A-B:STEP or A-B:xFACTOR (with "
+                             "FACTOR > 1)", "e.g. --clients 1,2,4,8 or 1-64:x2") from None
+        if sep and int(lo) > int(rest.partition(":")[0]):
+            raise InputError("--clients", part, "is an empty range (A must be <= B)",
+                             "e.g. 1-64:x2")
     if not out or min(out) < 1:
         raise InputError("--clients", text, "needs client counts of at least 1", "e.g. 1-64:x2")
     return sorted(set(out))

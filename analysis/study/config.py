@@ -105,7 +105,8 @@ def parse_config(data: Any, source: str = "config") -> StudyConfig:
         loc, msg = _describe(err)
         extra = f" ({err.error_count() - 1} more)" if err.error_count() > 1 else ""
         raise InputError(source, loc, msg + extra,
-                         "see `offramp simulate --help` and examples/ for valid fields") from None
+                         "see the study fields in README.md (Simulating a study) and "
+                         "examples/") from None
 
 
 class _DuplicateKey(Exception):
@@ -171,7 +172,10 @@ def naming_study(path: str | Path) -> Iterator[None]:
     except InputError as exc:
         if exc.source not in SECTIONS:
             raise
-        field = f"{exc.source}.{exc.field}" if exc.field else exc.source
+        if exc.field and exc.field.split(".")[0] in SECTIONS:  # already a study field
+            field = exc.field
+        else:
+            field = f"{exc.source}.{exc.field}" if exc.field else exc.source
         raise InputError(path, field, exc.problem, exc.fix) from None
 
 
