@@ -407,3 +407,14 @@ def test_unserved_sizes_follow_the_profile_from_the_nearest_served_ones():
     table = {"stages": {"segment 0": rows}, "factor": {"x": 1}}
     assert S.refill(table, lambda kind, k, b: ref[b]) == {"stages": {"segment 0": got},
                                                           "factor": {"x": 1}}
+
+
+def test_point_names_are_readable_short_and_unique():
+    from offramp.analysis.studies.sweep import point_name
+
+    long = {"policy.name": "dynamic-ofa", "policy.levels": "x" * 300, "server.max_batch": 8}
+    name = point_name(long)
+    readable, digest = name.rsplit("-", 1)
+    assert len(readable) == 120 and len(digest) == 8  # cut at 120 characters, then the hash
+    assert point_name({**long, "server.max_batch": 16}) != name  # the hash tells them apart
+    assert point_name({"server.max_batch": 8}).startswith("max_batch=8-")
