@@ -346,8 +346,8 @@ def test_help_starts_without_the_heavy_libraries():
     import subprocess
     import sys
 
-    heavy = ("scipy", "pandas", "torch", "pydantic", "matplotlib", "optuna", "cvxpy", "simpy",
-             "dask", "distributed", "numba")
+    heavy = ("numpy", "scipy", "pandas", "torch", "pydantic", "matplotlib", "optuna", "cvxpy",
+             "simpy", "dask", "distributed", "numba")
     code = ("import sys\nfrom offramp.analysis.cli import build_parser\nbuild_parser()\n"
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,8 +10,6 @@ from offramp.analysis.cli.options import integer, number
 from offramp.common.errors import InputError
 from offramp.common.machine import command_line
 from offramp.common.outputs import check_output_file
-from offramp.traces.format import load_trace
-from offramp.traces.summary import summarize
 
 MODEL_IDS = ("fmnist-resnet", "rt-minilm6")
 
@@ -45,7 +43,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from offramp.traces.format import load_trace
     from offramp.traces.shipped import resolve_trace
+    from offramp.traces.summary import summarize
 
     if args.plot:
         check_output_file(args.plot, "plot file", ".png")
