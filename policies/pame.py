@@ -117,13 +117,12 @@ class PAME(ExitPolicy):
         if self.exit_mode not in set(ExitMode) or not ExitMode(self.exit_mode).consults_early_exits:
             got = getattr(self.exit_mode, "value", self.exit_mode)
             raise InputError("policy", "server.exit_mode", f"PAME places exits for exit mode "
-                             f"'shrink' or 'keep', got {got!r}", "set server.exit_mode: shrink "
-                             "(or --exit-mode with offramp fit)")
+                             f"'shrink' or 'keep', got {got!r}", "set server.exit_mode to shrink "
+                             "or keep")
         if not 1 <= self.max_batch <= n_val:
             raise InputError("policy", "server.max_batch", f"PAME needs 1 <= max_batch <= "
                              f"{n_val} (the val samples), got {self.max_batch}",
-                             "lower server.max_batch (--max-batch with offramp fit) or use a "
-                             "larger trace")
+                             "lower server.max_batch or use a larger trace")
 
     def fit(self, trace: ExitTrace, split: str = "val") -> PAME:
         ids = trace.indices(split)

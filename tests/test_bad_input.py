@@ -237,3 +237,19 @@ def test_a_search_range_must_be_a_range():
         Tunable(low=5, high=1)
     with pytest.raises(ValidationError, match="log-spaced range needs low > 0"):
         Tunable(low=0, high=1, log=True)
+
+
+@pytest.mark.parametrize("flags,field,words", [
+    (["--policy", "eenet", "--budget-ms", "0.001"], "--budget-ms", "below the first exit"),
+    (["--policy", "eenet"], "--budget-ms", "give --budget-ms"),
+    (["--policy", "entropy"], "--policy", "give --tolerance, --budget-ms"),
+    (["--policy", "pame", "--tolerance", "99", "--exit-mode", "keep", "--max-batch", "6000"],
+     "--max-batch", "lower --max-batch"),
+    (["--policy", "maxprob", "--budget-ms", "1", "--param", "exits=[0]"], "--param exits",
+     "use --param exits with"),
+])
+def test_fit_errors_name_its_flags(flags, field, words, tmp_path, capsys):
+    assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu", *flags,
+                 "-o", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"offramp fit: field '{field}'" in err[0] and words in err[0], err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -17,16 +19,43 @@ from offramp.core.modes import CostModel
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
+    """A study config carrying the trace, profile, server and policy given on the command line."""
     from offramp.analysis.study.config import parse_config
     from offramp.analysis.study.overrides import apply_sets
 
-    """A study config carrying the trace, profile, server and policy given on the command line."""
     data = {"trace": {"path": args.trace},
             "profile": {"path": args.profile, **({"costs": args.costs} if args.costs else {})},
             "server": {"max_batch": args.max_batch, "exit_mode": args.exit_mode}}
     if policy is not None:
         data["policy"] = policy
     return parse_config(apply_sets(data, getattr(args, "set", []) or []), "command line")
+
+
+FLAGS = {"budget_ms": "--budget-ms", "tolerance_pct": "--tolerance",
+         "accuracy_target": "--accuracy-target", "cost_batch": "--cost-batch",
+         "max_batch": "--max-batch", "exit_mode": "--exit-mode"}
+
+
+@contextlib.contextmanager
+def as_flags() -> Iterator[None]:
+    """Errors about the study this command builds name the flags the user typed
+    (``policy.budget_ms`` -> ``--budget-ms``, another policy field -> ``--param NAME``)."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.source not in ("policy", "command line", "server") and not str(
+                exc.source).startswith("command line"):
+            raise
+        name = (exc.field or "").split(".")[-1]
+        if name in ("", "policy"):  # the policy as a whole: which constraint to give
+            raise InputError("offramp fit", "--policy", exc.problem, "give --tolerance, "
+                             "--budget-ms or --accuracy-target, or --param FIELD=VALUE "
+                             "(docs/policies.md)") from None
+        flag = FLAGS.get(name, f"--param {name}")
+        fix = exc.fix
+        for field in (f"policy.{name}", f"server.{name}", name):
+            fix = fix.replace(f"set {field}", f"give {flag}").replace(field, flag or field)
+        raise InputError("offramp fit", flag, exc.problem, fix) from None
 
 
 def _inputs(args: argparse.Namespace, cfg):
@@ -56,9 +85,10 @@ def run_fit(args: argparse.Namespace) -> int:
             raise InputError("--param", item, "the policy is --policy", "drop --param name=...")
         policy[key] = parse_value(raw, "--param", item)
     check_output_file(args.output, "policy file")
-    cfg = _study(args, policy)
-    trace, profile = _inputs(args, cfg)
-    table, report = fit_and_report(cfg, trace, profile, args.cost_batch)
+    with as_flags():
+        cfg = _study(args, policy)
+        trace, profile = _inputs(args, cfg)
+        table, report = fit_and_report(cfg, trace, profile, args.cost_batch)
     path = save_policy(table, args.output, report)
     if args.json:
         print(json.dumps({"policy": table.get_params(), "report": report, "file": str(path)},
