@@ -172,6 +172,7 @@ def test_cli_writes_a_study_that_simulates(tmp_path, capsys):
     (["--minimize", "replicas"], "--load-rps"),
     (["--maximize", "load", "--load-rps", "100"], "--load-rps"),
     (["--space", "SPACE"], "policies"),
+    (["--budget-ms", "0.0001"], "below the cheapest exit"),  # no candidate could meet it
 ])
 def test_cli_bad_goals_and_spaces_are_one_clear_error(tmp_path, capsys, args, field):
     study = _study(tmp_path, _easy_trace())

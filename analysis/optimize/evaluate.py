@@ -105,7 +105,7 @@ def evaluate(base: dict[str, Any], point: dict[str, Any], goal: Goal, run: dict[
                                  scores["cost_ms"])
     common = dict(point=point, violations=violations, **scores)
     if any(v > 0 for v in violations.values()):
-        bad = ", ".join(k for k, v in violations.items() if v > 0)
+        bad = ", ".join("--" + k.replace("_", "-") for k, v in violations.items() if v > 0)
         return Outcome(feasible=False, value=_worst(goal), reason=f"violates {bad} on val",
                        replicas=cfg.server.replicas, seconds=time.perf_counter() - t0, **common)
     runs = [cfg.run.model_copy(update={"seed": cfg.run.seed + i}) for i in range(seeds)]

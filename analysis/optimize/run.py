@@ -34,7 +34,7 @@ from offramp.analysis.study.config import StudyConfig, load_config
 from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
-from offramp.policies.costs import full_model_cost
+from offramp.policies.costs import exit_costs, full_model_cost
 from offramp.traces.format import has_entropy
 
 OUTPUTS = ("optuna.db", "trials.parquet", "optimize.json", "best.yaml", "front.png",
@@ -79,6 +79,12 @@ def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: s
     trace = load_study_trace(cfg, base_dir)
     profile = load_study_profile(cfg, trace, base_dir)
     full = full_model_cost(study_costs(cfg, profile), 1)
+    cheapest = float(exit_costs(study_costs(cfg, profile), 1)[0])
+    if goal.budget_ms is not None and goal.budget_ms < cheapest:
+        raise InputError("optimize", "--budget-ms", f"{goal.budget_ms:g} ms per sample is below "
+                         f"the cheapest exit ({cheapest:.4g} ms): no configuration meets it",
+                         f"give a budget between {cheapest:.4g} and {full:.4g} ms (the full "
+                         "model)")
     batches = sorted({int(r["batch"]) for r in profile.rows})
     name = getattr(cfg.policy, "base", "none")
     space = default_space(name, has_entropy(trace), batches, trace.n_exits,
