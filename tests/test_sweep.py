@@ -139,3 +139,13 @@ def test_a_priced_sweep_gives_each_point_its_cost_per_million(tmp_path, capsys):
     want = 4 * frame["server.replicas"] / (frame["throughput_rps"] * 3600) * 1e6
     assert frame["cost_per_million"].tolist() == pytest.approx(want.tolist())
     assert "cost_per_million" in capsys.readouterr().out  # among the best points printed
+
+
+def test_a_bad_point_names_the_grid_file_it_came_from(tmp_path, capsys):
+    study, grid = _files(tmp_path, grid={"grid": {"policy.name": ["eenet"],
+                                                  "policy.budget_ms": [0.001]}})
+    assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp_path / "out"),
+                 "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"offramp: error: {grid} at ")
+    assert "field 'policy.budget_ms'" in err[0]

@@ -84,10 +84,12 @@ def run_point(base: dict[str, Any], point: dict[str, Any], study_dir: str, dest:
               source: str) -> str:
     """Run one point and write its result file atomically; returns its name. Runs in a
     worker process (everything it needs comes in its arguments)."""
+    from offramp.analysis.study.config import naming_study
     from offramp.analysis.study.run import run_study
 
     cfg = point_study(base, point, source)
-    out = run_study(cfg, Path(study_dir))
+    with naming_study(f"{source} at {point}"):
+        out = run_study(cfg, Path(study_dir))
     doc = {"point": point, "policy": out.policy_params, "replications": len(out.result.runs),
            "metrics": {k: {"mean": v["mean"], "ci95": v["ci95"]}
                        for k, v in out.result.summary.items()}}
@@ -122,7 +124,7 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path, sets: list
     if len(set(names)) != len(names):
         raise InputError(grid, None, "lists the same point twice", "remove the duplicate")
     for p in points:
-        point_study(base, p, str(study))
+        point_study(base, p, str(grid))  # a bad point names the grid file it came from
     return base, points, names, out
 
 
@@ -142,7 +144,7 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
     if progress is not None:
         progress(done, len(points))
     futures = [executor.submit(run_point, base, p, str(Path(study).parent.resolve()),
-                               str((folder / f"{n}.json").resolve()), str(study))
+                               str((folder / f"{n}.json").resolve()), str(grid))
                for p, n in todo]
     for fut in as_completed(futures):
         fut.result()
