@@ -217,8 +217,11 @@ def sweep(study: Study | str | Path, grid: Mapping[str, Sequence[Any]] | str | P
 
     out = Path(out)
     if isinstance(grid, Mapping):
+        from offramp.common.atomic import atomic_path
+
         path = out.with_name(f"{out.name}.grid.yaml")
-        path.write_text(yaml.safe_dump({"grid": {k: list(v) for k, v in grid.items()}}))
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump({"grid": {k: list(v) for k, v in grid.items()}}))
         grid = path
     with _executor(workers) as ex:
         return run_sweep(_study_file(study, out), grid, out, ex)
