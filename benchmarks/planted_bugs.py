@@ -74,11 +74,11 @@ BUGS = [
      "tail = float(np.interp(size, sizes, p50))", "test_latency_model"),
     ("extrapolates-above", "profiling/latency.py", "if not lo <= size <= hi:", "if not lo <= size:",
      "test_latency_model"),
-    ("trace-nan-maxprob", "traces/format.py", "if not np.isfinite(t.maxprob).all() or ", "if ",
+    ("trace-nan-maxprob", "traces/schema.py", "if not np.isfinite(t.maxprob).all() or ", "if ",
      "test_validators"),
-    ("trace-split-one-past", "traces/format.py", "t.split.max() >= len(SPLITS)",
+    ("trace-split-one-past", "traces/schema.py", "t.split.max() >= len(SPLITS)",
      "t.split.max() > len(SPLITS)", "test_validators"),
-    ("trace-entropy-loose", "traces/format.py", "t.entropy.max() > 1 + 1e-6",
+    ("trace-entropy-loose", "traces/schema.py", "t.entropy.max() > 1 + 1e-6",
      "t.entropy.max() > 1 + 1e-2", "test_validators"),
     ("warmup-fraction-one", "sim/config.py", "Field(0.1, ge=0, lt=1,", "Field(0.1, ge=0, le=1,",
      "test_validators"),
@@ -87,10 +87,10 @@ BUGS = [
     ("profile-compact-last-exit", "profiling/format.py", '"compact": k_exits - 1,',
      '"compact": k_exits,', "test_validators"),
     ("littles-law-finish-a-stage-early", "sim/fast.py",
-     "                t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n                if leave >= 0:\n"
-     "                    ends[leave] = t\n",
-     "                if leave >= 0:\n                    ends[leave] = t\n"
-     "                t += tb[b] * _exp(ts[b] * z[o + zi]) * x\n", "test_queueing::test_littles_law"),
+     "        t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]\n        if leave >= 0:\n"
+     "            ends[leave] = t\n",
+     "        if leave >= 0:\n            ends[leave] = t\n"
+     "        t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]\n", "test_queueing::test_littles_law"),
     ("oracle-bound-budget-slack", "policies/oracle_lp.py", "cost <= budget_ms]",
      "cost <= budget_ms * 1.05]", "test_policies_bound"),
     ("registry-drops-cost-batch", "policies/registry.py",
