@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Group -> modules mutated. "summaries" are the run metrics; the validators are the input checks.
 CORE = {
     "sim": ["sim/fast.py", "sim/reference.py", "sim/service.py", "sim/workload.py", "sim/replay.py",
-            "sim/runner.py", "sim/records.py", "sim/scenario.py", "core/execution.py",
-            "core/batching.py", "core/modes.py"],
+            "sim/runner.py", "sim/records.py", "sim/scenario.py"],
+    # The rules every layer shares (added 2026-12-06; scored on their own).
+    "core": ["core/execution.py", "core/batching.py", "core/modes.py", "core/plan.py"],
     "summaries": ["sim/metrics.py"],
     "policies": ["policies/base.py", "policies/baselines.py", "policies/confidence.py",
                  "policies/thresholds.py", "policies/costs.py", "policies/pame.py",
@@ -24,7 +25,7 @@ CORE = {
                  "policies/dynamic_ofa.py", "policies/registry.py"],
     "latency": ["profiling/latency.py"],
     "validators": ["traces/format.py", "profiling/format.py", "sim/config.py",
-                   "analysis/study/config.py", "core/plan.py"],
+                   "analysis/study/config.py"],
     # Added 2026-12-06 (not yet run: docs/testing.md): the judge and the validation pipeline's
     # pure parts, the capacity search, sweeps and overrides, the served-cost fit.
     "validation": ["analysis/validation/judge.py", "analysis/validation/served.py",
