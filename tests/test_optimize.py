@@ -283,3 +283,22 @@ def test_the_python_twin_finds_what_the_search_finds(tmp_path):
                             slo_p99_ms=30.0, min_relative_accuracy=0.99)
     assert twin.winner.point == direct.winner.point and twin.winner.value == direct.winner.value
     assert (tmp_path / "b" / "best.yaml").exists()  # the folder the command writes
+
+
+def test_a_space_file_changes_the_params_it_names_and_keeps_the_rest(tmp_path):
+    from offramp.analysis.optimize.space import default_space, load_space
+    from offramp.common.errors import InputError
+
+    default = default_space("entropy", True, [1, 8, 32], 4, 0.99)
+    path = tmp_path / "space.yaml"
+    path.write_text("params: {maxprob: {tolerance_pct: {low: 98, high: 99.9}}}\n")
+    space = load_space(path, default)
+    assert space.params["maxprob"]["tolerance_pct"].low == 98.0
+    assert space.params["patience"] == default.params["patience"]  # not dropped
+    assert space.params["entropy"] == default.params["entropy"]
+    for text, words in (("params: {maxprob: {nope: {low: 1, high: 2}}}", "has no field 'nope'"),
+                        ("params: {nosuch: {x: {low: 1, high: 2}}}", "no such policy"),
+                        ("params: {patience: {patience: {low: 0, high: 2}}}", "(ge 1)")):
+        path.write_text(text + "\n")
+        with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            load_space(path, default)

@@ -94,6 +94,26 @@ class SearchSpace(BaseModel):
                 raise ValueError(f"exit set {item!r} must list distinct exit indices, e.g. '0,2'")
         return sets
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, dict[str, Tunable]]) -> dict[str, dict[str, Tunable]]:
+        for name, fields in params.items():
+            if name not in REGISTRY:
+                raise ValueError(f"params.{name}: no such policy (known: {', '.join(REGISTRY)})")
+            known = REGISTRY[name].config.model_fields
+            for field, rng in fields.items():
+                if field not in known or field == "name":
+                    raise ValueError(f"params.{name}.{field}: {name} has no field {field!r} "
+                                     f"(its fields: {', '.join(f for f in known if f != 'name')})")
+                for bound in known[field].metadata:  # the field's own limits (ge, gt, le, lt)
+                    for attr, ok in (("ge", lambda v, b: v >= b), ("gt", lambda v, b: v > b),
+                                     ("le", lambda v, b: v <= b), ("lt", lambda v, b: v < b)):
+                        b = getattr(bound, attr, None)
+                        if b is not None and not (ok(rng.low, b) and ok(rng.high, b)):
+                            raise ValueError(f"params.{name}.{field}: {rng.low:g}..{rng.high:g} "
+                                             f"leaves the field's range ({attr} {b:g})")
+        return params
+
     @field_validator("routing")
     @classmethod
     def _routing(cls, names: list[str]) -> list[str]:
@@ -171,8 +191,14 @@ def load_space(path: str | Path, default: SearchSpace) -> SearchSpace:
     if not isinstance(doc, dict):
         raise InputError(path, None, "must be a mapping of search dimensions",
                          "see `offramp optimize --help` for the format")
+    base = default.model_dump()
+    if isinstance(doc.get("params"), dict):  # per policy and field: the defaults stay
+        given = doc["params"]
+        doc = {**doc, "params": {**base["params"], **{
+            name: {**base["params"].get(name, {}), **fields} if isinstance(fields, dict)
+            else fields for name, fields in given.items()}}}
     try:
-        return SearchSpace(**{**default.model_dump(), **doc})
+        return SearchSpace(**{**base, **doc})
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or None
