@@ -51,7 +51,7 @@ class WorkloadConfig(_Strict):
     @model_validator(mode="after")
     def _replay_has_a_file(self) -> WorkloadConfig:
         if self.kind == "replay" and not self.path:
-            raise ValueError("kind 'replay' needs a path (a CSV or Parquet of arrival_s)")
+            raise ValueError("path: kind 'replay' needs a path (a CSV or Parquet of arrival_s)")
         if self.kind == "mmpp":
             r, s = self.rates_rps, self.sojourn_s
             if not r or not s or len(r) != len(s) or len(r) < 2:
@@ -105,13 +105,13 @@ class ServerConfig(_Strict):
     def _engines_cover_max_batch(self) -> ServerConfig:
         if self.engine_sizes is not None:
             if not self.engine_sizes or min(self.engine_sizes) < 1:
-                raise ValueError("engine_sizes must be positive batch sizes")
+                raise ValueError("engine_sizes: must be positive batch sizes")
             if max(self.engine_sizes) < self.max_batch:
-                raise ValueError(f"engine_sizes {self.engine_sizes} do not cover "
+                raise ValueError(f"engine_sizes: {self.engine_sizes} do not cover "
                                  f"max_batch {self.max_batch}")
         for step in self.contention:
             if step.replicas and not all(0 <= r < self.replicas for r in step.replicas):
-                raise ValueError(f"contention replicas {step.replicas} outside 0..{self.replicas - 1}")
+                raise ValueError(f"contention: replicas {step.replicas} outside 0..{self.replicas - 1}")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,10 @@ def _describe(err: ValidationError) -> tuple[str, str]:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
+    # A section-wide check that is about one of its fields names it ("path: ..." -> .path).
+    lead = re.match(r"([a-z_]+): ", msg)
+    if lead and len(first["loc"]) == 1:
+        loc, msg = f"{loc}.{lead.group(1)}", msg[lead.end():]
     return loc, msg
 
 
