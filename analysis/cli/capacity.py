@@ -86,6 +86,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1, default=_plain))
         return 0
+    _print_table(args, results)
+    if args.output is not None:
+        print(f"wrote {args.output}/capacity.json, capacity.png and report.html")
+    return 0
+
+
+def _print_table(args: argparse.Namespace, results: list) -> None:
+    """One row per variant: its capacity and what holds there."""
     slos = {(r.slo["statistic"], r.slo["latency_ms"]) for _, r, _ in results}
     stat, bound = next(iter(slos))
     what = ("each variant's own SLO" if len(slos) > 1 else
@@ -105,9 +113,6 @@ def run(args: argparse.Namespace) -> int:
                       f"{len(r.probes)} ({sum(not p.certain for p in r.probes)})",
                       *([f"{cost:.4g}"] if cost is not None else []))
     Console(width=None if Console().is_terminal else 160).print(table)
-    if args.output is not None:
-        print(f"wrote {args.output}/capacity.json, capacity.png and report.html")
-    return 0
 
 
 CAPACITY_OUTPUTS = ("capacity.json", "capacity.png", "report.html")
