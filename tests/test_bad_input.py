@@ -254,3 +254,10 @@ def test_fit_errors_name_its_flags(flags, field, words, tmp_path, capsys):
                  "-o", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"offramp fit: field '{field}'" in err[0] and words in err[0], err
+
+
+def test_fit_refuses_a_field_given_twice(tmp_path, capsys):
+    assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu", "--policy",
+                 "entropy", "--tolerance", "99", "--param", "tolerance_pct=98",
+                 "-o", str(tmp_path / "p.json")]) == 2
+    assert "tolerance_pct is also given by --tolerance" in capsys.readouterr().err

@@ -83,6 +83,9 @@ def run_fit(args: argparse.Namespace) -> int:
             raise InputError("--param", item, "must look like field=value", "e.g. --param n_fits=5")
         if key == "name":
             raise InputError("--param", item, "the policy is --policy", "drop --param name=...")
+        if key in policy:  # given by its own flag too: which one wins would be a guess
+            raise InputError("--param", item, f"{key} is also given by {FLAGS.get(key, key)}",
+                             "give it once")
         policy[key] = parse_value(raw, "--param", item)
     check_output_file(args.output, "policy file")
     with as_flags():
