@@ -150,15 +150,11 @@ def simulate(study: Study | str | Path, policy: ExitPolicy | None = None,
              progress: Callable[[int], None] | None = None) -> Run:
     """``offramp simulate``: every replication of the study (``policy``: an already fitted
     policy instead of the study's own fit)."""
-    from offramp.analysis.study.run import StudyOutput
-    from offramp.sim.runner import simulate as run
+    from offramp.analysis.study.run import run_study
 
     study = load_study(study)
-    cfg, scenario = _scenario(study, policy)
-    result = run(scenario, cfg.run, progress)
-    out = StudyOutput(cfg, scenario.trace, result, scenario.policy.get_params(),
-                      scenario.service.costs)
-    return Run(study, Summary(result.summary), scenario.policy, out)
+    out = run_study(study.config, study.base, progress, policy)
+    return Run(study, Summary(out.result.summary), out.policy, out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +172,7 @@ def capacity(study: Study | str | Path, slo_p99_ms: float | None = None,
              policy: ExitPolicy | None = None, rel_tol: float = 0.01) -> Capacity:
     """The study's capacity at ``p{attainment} <= slo_p99_ms`` (default: the study's
     ``slo.latency_ms``) or at a mean latency bound, with common random numbers across probes."""
-    from offramp.analysis.studies.capacity import scenario_at_capacity, search_capacity
+    from offramp.analysis.studies.capacity import capacity_explained
     from offramp.common.errors import InputError
 
     study = load_study(study)
@@ -185,12 +181,10 @@ def capacity(study: Study | str | Path, slo_p99_ms: float | None = None,
     if (slo_p99_ms is None) == (slo_mean_ms is None):
         raise InputError("capacity", "slo_p99_ms", "give one of slo_p99_ms and slo_mean_ms "
                          "(or slo.latency_ms in the study)", "e.g. slo_p99_ms=20")
-    cfg, scenario = _scenario(study, policy)
     stat = "attainment" if slo_p99_ms is not None else "mean"
-    res = search_capacity(scenario, cfg.run, slo_p99_ms or slo_mean_ms, attainment, stat,
-                          rel_tol)
-    return Capacity(res.capacity_rps, res.plus_minus_rps,
-                    scenario_at_capacity(scenario, cfg.run, res), res)
+    res, there = capacity_explained(study.config, study.base, slo_p99_ms or slo_mean_ms,
+                                    attainment, stat, rel_tol, policy=policy)
+    return Capacity(res.capacity_rps, res.plus_minus_rps, there, res)
 
 
 def _study_file(study: Study | str | Path, folder: Path) -> Path:

@@ -44,7 +44,7 @@ def _slo(args: argparse.Namespace, study_slo: float | None) -> tuple[float, str]
 
 
 def run(args: argparse.Namespace) -> int:
-    from offramp.analysis.studies.capacity import at_capacity, find_capacity
+    from offramp.analysis.studies.capacity import capacity_explained
     from offramp.analysis.study.config import load_config, naming_study, parse_config
     from offramp.analysis.study.cost import cost_per_million
     from offramp.analysis.study.overrides import apply_sets
@@ -73,10 +73,8 @@ def run(args: argparse.Namespace) -> int:
         # The variant's own SLO (after --set and --compare) where no bound is given.
         slo, stat = _slo(args, cfg.slo.latency_ms)
         with naming_study(named):
-            res = find_capacity(cfg, base, slo, args.attainment, stat, args.tol,
-                                args.max_replications, progress=show)
-        with naming_study(named):
-            there = at_capacity(cfg, base, res)
+            res, there = capacity_explained(cfg, base, slo, args.attainment, stat, args.tol,
+                                            args.max_replications, progress=show)
         there["cost_per_million"] = cost_per_million(args.cost_per_replica_hour,
                                                      cfg.server.replicas, res.capacity_rps)
         results.append((label, res, there))

@@ -116,13 +116,12 @@ def sweep_report(folder: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    from offramp.analysis.report.sweep_view import best_points, grid_fields, sweep_figures
+    from offramp.analysis.report.sweep_view import METRICS, best_points, grid_fields, sweep_figures
 
     info = json.loads((folder / "sweep.json").read_text())
     frame = pd.read_parquet(folder / "sweep.parquet")
     fields = grid_fields(frame)
-    show = [m for m in ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "accuracy",
-                        "slo_attainment") if m in frame.columns]
+    show = [m for m in METRICS if m in frame.columns]
     rows = [[*(r[f] for f in fields), *(fmt(r[m], 4) for m in show)]
             for _, r in frame.iterrows()]
     best = best_points(frame)

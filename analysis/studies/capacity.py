@@ -89,15 +89,35 @@ def find_capacity(cfg: StudyConfig, base: Path | None, slo_ms: float, attainment
                   progress: Callable[[Probe], None] | None = None) -> CapacityResult:
     """The study's capacity under the SLO (see the module docstring)."""
     _check_slo(slo_ms, attainment, statistic)
+    cfg, scenario = open_loop_scenario(cfg, base)
+    return search_capacity(scenario, cfg.run, slo_ms, attainment, statistic, rel_tol,
+                           max_replications, progress)
+
+
+def open_loop_scenario(cfg: StudyConfig, base: Path | None, policy: Any = None
+                       ) -> tuple[StudyConfig, Scenario]:
+    """(the study with its paths resolved, its scenario): the policy fitted once, on val (or
+    ``policy``, already fitted); one error for a closed loop, which has no rate to search."""
     cfg = resolve_workload(cfg, base)
     if not isinstance(workload_from(cfg.workload), OpenLoop):
         raise InputError("capacity", "workload.kind", "a closed loop has no arrival rate to "
                          "search", "use an open-loop workload (poisson, gamma, replay, mmpp, "
                          "diurnal)")
-    trace = load_study_trace(cfg, base)
-    scenario = build_scenario(cfg, trace, base)  # the policy is fitted once, on val
-    return search_capacity(scenario, cfg.run, slo_ms, attainment, statistic, rel_tol,
-                           max_replications, progress)
+    return cfg, build_scenario(cfg, load_study_trace(cfg, base), base, policy)
+
+
+def capacity_explained(cfg: StudyConfig, base: Path | None, slo_ms: float,
+                       attainment: float = 0.99, statistic: str = "attainment",
+                       rel_tol: float = 0.01, max_replications: int | None = None,
+                       progress: Callable[[Probe], None] | None = None, policy: Any = None
+                       ) -> tuple[CapacityResult, dict[str, Any]]:
+    """:func:`find_capacity` and :func:`scenario_at_capacity` on one scenario (the policy
+    fitted once): the capacity and what the study does there."""
+    _check_slo(slo_ms, attainment, statistic)
+    cfg, scenario = open_loop_scenario(cfg, base, policy)
+    res = search_capacity(scenario, cfg.run, slo_ms, attainment, statistic, rel_tol,
+                          max_replications, progress)
+    return res, scenario_at_capacity(scenario, cfg.run, res)
 
 
 def search_capacity(scenario: Scenario, run: RunConfig, slo_ms: float, attainment: float = 0.99,
@@ -244,18 +264,11 @@ def simulated_requests(result: CapacityResult, run: RunConfig) -> int:
     return sum(p.replications * probe_requests(run, p.rate_rps) for p in result.probes)
 
 
-def at_capacity(cfg: StudyConfig, base: Path | None, result: CapacityResult) -> dict[str, Any]:
+def scenario_at_capacity(scenario: Scenario, run: RunConfig, result: CapacityResult
+                         ) -> dict[str, Any]:
     """What the study does at its capacity (one run of the study's ``run`` there): p50 and p99
     latency, accuracy, exit fractions, batch size, busy fraction, the fitted policy — so a
     capacity explains itself."""
-    cfg = resolve_workload(cfg, base)
-    trace = load_study_trace(cfg, base)
-    return scenario_at_capacity(build_scenario(cfg, trace, base), cfg.run, result)
-
-
-def scenario_at_capacity(scenario: Scenario, run: RunConfig, result: CapacityResult
-                         ) -> dict[str, Any]:
-    """:func:`at_capacity` of a built scenario (one run of ``run`` at the capacity)."""
     trace = scenario.trace
     sc = dataclasses.replace(scenario, workload=scenario.workload.at_rate(result.capacity_rps),
                              slo_ms=result.slo.get("latency_ms"))

@@ -32,15 +32,19 @@ class StudyOutput:
     result: StudyResult
     policy_params: dict[str, Any]
     costs: dict[str, Any]  # which cost model and calibration the stage times came from
+    policy: Any = None  # the fitted policy itself
 
 
-def run_study(cfg: StudyConfig, base: Path | None = None, progress=None) -> StudyOutput:
-    """Load inputs, fit the policy on val, simulate every replication."""
+def run_study(cfg: StudyConfig, base: Path | None = None, progress=None,
+              policy: Any = None) -> StudyOutput:
+    """Load inputs, fit the policy on val (or take ``policy``, already fitted), simulate every
+    replication."""
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
-    scenario = build_scenario(cfg, trace, base)
+    scenario = build_scenario(cfg, trace, base, policy)
     result = simulate(scenario, cfg.run, progress)
-    return StudyOutput(cfg, trace, result, scenario.policy.get_params(), scenario.service.costs)
+    return StudyOutput(cfg, trace, result, scenario.policy.get_params(), scenario.service.costs,
+                       scenario.policy)
 
 
 def requests_frame(out: StudyOutput) -> pd.DataFrame:
