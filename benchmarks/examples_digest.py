@@ -1,5 +1,5 @@
 """Run every shipped example study in full (and one short study per other policy) and print a
-SHA-256 of each run's requests.parquet (and of a stateful policy's history).
+SHA-256 of each run's requests.parquet columns (and of a stateful policy's history).
 
     .venv/bin/python benchmarks/examples_digest.py [-o benchmarks/results/examples-LABEL.json]
 
@@ -44,7 +44,21 @@ def _policy_study(policy: dict) -> str:
                            "run": {"requests": 4000, "replications": 2}})
 
 
-def digests() -> dict[str, str]:
+def frame_digest(path: Path, without: frozenset[str] = frozenset()) -> str:
+    """SHA-256 of a requests.parquet's columns (name and raw values, in file order), leaving
+    out ``without`` (columns a change adds, so the rest can be compared with an older run)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    h = hashlib.sha256()
+    for col in frame.columns:
+        if col not in without:
+            h.update(col.encode())
+            h.update(frame[col].to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def digests(without: frozenset[str] = frozenset()) -> dict[str, str]:
     from offramp.analysis.cli import main as cli
 
     out = {}
@@ -57,7 +71,7 @@ def digests() -> dict[str, str]:
             dest = Path(tmp) / "runs" / path.stem
             if cli(["simulate", str(path), "-o", str(dest), "--json"]) != 0:
                 sys.exit(f"examples_digest: {path.name} failed")
-            out[path.name] = hashlib.sha256((dest / "requests.parquet").read_bytes()).hexdigest()
+            out[path.name] = frame_digest(dest / "requests.parquet", without)
             summary = json.loads((dest / "summary.json").read_text())
             if summary.get("policy_history"):
                 out[path.name + ":policy_history"] = hashlib.sha256(
@@ -69,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--out", type=Path)
     ap.add_argument("--compare", type=Path, help="an earlier output of this script")
+    ap.add_argument("--without", default="", help="comma-separated columns to leave out (ones "
+                    "a change adds), e.g. overhead_ms,segment_ms")
     args = ap.parse_args(argv)
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
-        got = digests()
+        got = digests(frozenset(c for c in args.without.split(",") if c))
     for name, digest in got.items():
         print(f"{digest}  {name}")
     if args.out:

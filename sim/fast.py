@@ -18,10 +18,12 @@ from offramp.core.batching import dispatch
 from offramp.core.execution import batch_plan
 from offramp.core.modes import ExitMode, StageKind
 
-from .records import RunRecords, number_batches
+from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .service import ServiceTimes
 from .workload import ClosedLoop
+
+_OVERHEAD = StageKind.OVERHEAD.code
 
 
 def supports(scenario: Scenario) -> str | None:
@@ -39,14 +41,14 @@ def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], s
                   going: tuple[int, ...]) -> tuple[list[tuple], list[int]]:
     """(timed steps, stage sizes) of a batch of ``size`` with ``going`` survivors past each
     consulted exit: each step is (table, sigmas, noise slot, batch size, the exit whose leavers
-    finish when it ends or -1)."""
+    finish when it ends or -1, the stage kind's code)."""
     bp = batch_plan(mode, size, going, active)
     done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
     steps, sizes, pending = [], [0] * svc.n_exits, []
     for s_i, st in enumerate(bp.stages):
         if st.kind not in svc.skip:
             slot = svc.slot(st.kind, st.k)
-            steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1])
+            steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code])
         if s_i in done_at:
             pending.append(done_at[s_i])
         if pending and steps:
@@ -58,22 +60,34 @@ def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], s
     return [tuple(x) for x in steps], sizes
 
 
-def _run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int
-               ) -> tuple[float, list[float]]:
+def _run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int,
+               wake: float, parts: list[float] | None) -> tuple[float, list[float]]:
     """Add each stage's time, base * exp(sigma * z) * slowdown * loop-state factor, in the
     reference engine's order (same floating-point timestamps); returns the finish time and
-    when each exit's leavers finish."""
+    when each exit's leavers finish. With ``parts`` (zeros, exit-major, ``N_KINDS`` each), also
+    each exit's leavers' time by stage kind (the wake-up counts as overhead)."""
     _exp = exp
     ends = [0.0] * k_exits
-    for tb, ts, zi, b, leave in steps:
-        t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
+    if parts is None:  # the hot path of searches: no breakdown
+        for tb, ts, zi, b, leave, _ in steps:
+            t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
+            if leave >= 0:
+                ends[leave] = t
+        return t, ends
+    acc = [0.0] * N_KINDS
+    acc[_OVERHEAD] = wake
+    for tb, ts, zi, b, leave, kc in steps:
+        dt = tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]  # the same time as above, kept
+        t += dt
+        acc[kc] += dt
         if leave >= 0:
             ends[leave] = t
+            parts[leave * N_KINDS:(leave + 1) * N_KINDS] = acc
     return t, ends
 
 
 def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
-                 servers: list[int], out: dict[str, list], end: float) -> None:
+                 servers: list[int], out: dict[str, list], end: float, breakdown: bool) -> None:
     """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
 
     A free server takes the next batch by the batching rule (:func:`offramp.core.dispatch`):
@@ -100,7 +114,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
-    rows, o_ends, o_sizes = [], out["ends"], out["sizes"]
+    rows, o_ends, o_sizes, o_parts = [], out["ends"], out["sizes"], out["parts"]
     i = 0
     while i < n:
         f, r = heapq.heappop(free)
@@ -117,15 +131,19 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
             entry = compiled[key] = _compile_plan(svc, mode, active, size, key[1:])
         steps, sizes = entry
         # First the loop's wake-up cost after an idle spell, where the profile measured one.
-        t = d if wake is None else d + svc.wake_s(size, d - f)
+        w = 0.0 if wake is None else svc.wake_s(size, d - f)
+        t = d if wake is None else d + w
         # Every stage scaled by the replica's idle time before the batch, where measured.
         fac = unscaled if state is None else state.at_dispatch(d - f)
-        t, ends = _run_steps(steps, z, o, x, fac, t, k_exits)
+        parts = [0.0] * (k_exits * N_KINDS) if breakdown else None
+        t, ends = _run_steps(steps, z, o, x, fac, t, k_exits, w, parts)
         if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
             t += tail[size]
         rows.append((size, r, m, d, t))
         o_ends.extend(ends)
         o_sizes.extend(sizes)
+        if breakdown:
+            o_parts.extend(parts)
         heapq.heappush(free, (t, r))
         i = j
     for col, values in zip(("size", "replica", "local", "dispatch", "finish"),
@@ -133,8 +151,9 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         out[col].extend(values)
 
 
-def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
-    """Simulate one open-loop replication with a static policy."""
+def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> RunRecords:
+    """Simulate one open-loop replication with a static policy; ``breakdown``: record each
+    request's time by stage kind (searches that need only latencies leave it off)."""
     reason = supports(scenario)
     if reason:
         raise ValueError(f"fast engine cannot run this study: {reason}")
@@ -159,13 +178,13 @@ def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
     replica = np.empty(n, dtype=np.int64)
     local = np.empty(n, dtype=np.int64)
     cols: dict[str, list] = {c: [] for c in ("size", "replica", "local", "dispatch", "finish",
-                                              "ends", "sizes")}
+                                              "ends", "sizes", "parts")}
     for idx, servers in groups:
         if idx.size == 0:
             continue
         start = len(cols["size"])
         _serve_queue(scenario, rep, arrivals[idx].tolist(), exits[idx], servers, cols,
-                     float(arrivals[-1]))
+                     float(arrivals[-1]), breakdown)
         stop = len(cols["size"])
         # Batches take the queue in FIFO order, so they cover idx consecutively.
         which = np.repeat(np.arange(stop - start), cols["size"][start:stop])
@@ -184,4 +203,6 @@ def run_fast(scenario: Scenario, rep: Replication) -> RunRecords:
         arrival=arrivals, sample=samples, dispatch=dispatch, finish=finish, exit=exits,
         replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
         batch_finish=b_fin[order], batch_sizes=b_sizes.reshape(-1, k_exits)[order],
+        batch_parts=np.array(cols["parts"]).reshape(-1, k_exits, N_KINDS)[order] if breakdown
+        else None,
     )

@@ -8,11 +8,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from offramp.core.modes import StageKind
 from offramp.traces.format import ExitTrace
 
 from .records import RunRecords
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
+# The latency breakdown's metrics: queueing and service, then each stage kind's time per request.
+BREAKDOWN = (["wait_mean_ms", "wait_p50_ms", "wait_p99_ms", "in_service_mean_ms",
+              "in_service_p50_ms", "in_service_p99_ms"]
+             + [f"stage_{kind}_{stat}_ms" for kind in StageKind for stat in ("mean", "p50", "p99")])
 
 
 def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
@@ -22,6 +27,30 @@ def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
     keep = np.zeros(n, dtype=bool)
     keep[np.argsort(rec.arrival, kind="stable")[cut:]] = True
     return keep
+
+
+def request_parts_ms(rec: RunRecords) -> dict[StageKind, np.ndarray] | None:
+    """Each request's time in service by stage kind (ms), from its batch's dispatch to its
+    exit: the parts add up to its service time. None where the run did not record them."""
+    if rec.batch_parts is None:
+        return None
+    per = rec.batch_parts[rec.batch, rec.exit] * 1000.0
+    return {kind: per[:, kind.code] for kind in StageKind}
+
+
+def _breakdown(rec: RunRecords, keep: np.ndarray) -> dict[str, float]:
+    """Mean, p50 and p99 of each stage kind's time per request (every kind, so replications
+    share their keys; a kind the run never timed is 0)."""
+    parts = request_parts_ms(rec)
+    if parts is None:
+        return {}
+    out = {}
+    for kind, ms in parts.items():
+        ms = ms[keep]
+        out[f"stage_{kind}_mean_ms"] = float(ms.mean())
+        out[f"stage_{kind}_p50_ms"] = float(np.percentile(ms, 50))
+        out[f"stage_{kind}_p99_ms"] = float(np.percentile(ms, 99))
+    return out
 
 
 def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
@@ -45,6 +74,7 @@ def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
         "in_service_p50_ms": float(np.percentile(lat_ms - wait_ms, 50)),
         "in_service_p99_ms": float(np.percentile(lat_ms - wait_ms, 99)),
     }
+    out.update(_breakdown(rec, keep))
     for name, q in PERCENTILES.items():
         out[f"latency_{name}_ms"] = float(np.percentile(lat_ms, q))
     out["latency_max_ms"] = float(lat_ms.max())

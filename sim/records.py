@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from offramp.core.modes import StageKind
+
+N_KINDS = len(StageKind)  # width of the per-kind breakdown (StageKind.code order)
+
 
 @dataclass
 class RunRecords:
@@ -22,6 +26,9 @@ class RunRecords:
     batch_dispatch: np.ndarray
     batch_finish: np.ndarray
     batch_sizes: np.ndarray  # (n_batches, K): batch size at each stage, 0 if not run
+    # (n_batches, K, N_KINDS): seconds of each stage kind from dispatch until exit k's leavers
+    # finish (0 where the batch never decides at exit k); None where not recorded (real runs).
+    batch_parts: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -18,9 +18,11 @@ import simpy
 from offramp.core.execution import Stage, batch_steps
 from offramp.core.modes import StageKind
 
-from .records import RunRecords, number_batches
+from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .workload import ClosedClients
+
+_OVERHEAD = StageKind.OVERHEAD.code
 
 
 class Request:
@@ -175,13 +177,18 @@ class ReferenceServer:
         at, factors = self.slow[r]
         x = factors[bisect_right(at, start) - 1]
 
+        # Time by stage kind so far (the breakdown); a stall and the wake-up are overhead.
+        acc = [0.0] * N_KINDS
+        parts = [0.0] * (k_exits * N_KINDS)
         if ctrl is not None:
             stall = ctrl.begin_batch(start, r)
             if stall > 0:
+                acc[_OVERHEAD] += stall
                 yield env.timeout(stall)
         if svc.wake is not None:
             wake = svc.wake_s(size, start - self.free_at[r])
             if wake > 0:
+                acc[_OVERHEAD] += wake
                 yield env.timeout(wake)
         # Loop-state factors where measured, else every stage x 1.0 (exact).
         fac = self.unscaled if svc.state is None else svc.state.at_dispatch(start - self.free_at[r])
@@ -194,7 +201,9 @@ class ReferenceServer:
             if isinstance(item, Stage):
                 if item.kind not in svc.skip:
                     slot = svc.slot(item.kind, item.k)
-                    yield env.timeout(svc.duration(slot, item.batch, z) * x * fac[slot])
+                    dt = svc.duration(slot, item.batch, z) * x * fac[slot]
+                    acc[item.kind.code] += dt
+                    yield env.timeout(dt)
                 if item.kind is StageKind.SEGMENT:
                     sizes[item.k] = item.batch
                 item = next(steps, None)
@@ -205,6 +214,7 @@ class ReferenceServer:
             else:
                 leave = decider(sc.trace, k, np.array([q.sample for q in active]))
             self._finish([q for q, go in zip(active, leave, strict=True) if go], k)
+            parts[k * N_KINDS:(k + 1) * N_KINDS] = acc
             active = [q for q, go in zip(active, leave, strict=True) if not go]
             try:
                 item = steps.send(len(active))
@@ -212,7 +222,7 @@ class ReferenceServer:
                 item = None
         if svc.tail is not None and svc.tail[size] > 0:  # busy after the last stage
             yield env.timeout(svc.tail[size])
-        self.batches.append((r, m, start, env.now, sizes))
+        self.batches.append((r, m, start, env.now, sizes, parts))
         self.free_at[r] = env.now
 
     def _finish(self, reqs: list[Request], k: int) -> None:
@@ -237,6 +247,7 @@ class ReferenceServer:
         replica = np.array([q.replica for q in reqs], dtype=np.int64)
         local = np.array([q.local for q in reqs], dtype=np.int64)
         b = self.batches
+        k_exits = self.sc.trace.n_exits
         b_rep = np.array([x[0] for x in b], dtype=np.int64)
         b_loc = np.array([x[1] for x in b], dtype=np.int64)
         b_disp = np.array([x[2] for x in b])
@@ -249,7 +260,8 @@ class ReferenceServer:
             exit=np.array([q.exit for q in reqs], dtype=np.int64),
             replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
             batch_finish=np.array([x[3] for x in b])[order],
-            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, self.sc.trace.n_exits)[order],
+            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
+            batch_parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[order],
         )
 
 

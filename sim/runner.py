@@ -22,9 +22,10 @@ from .reference import run_reference
 from .scenario import Replication, Scenario, draw_replication
 
 
-def run_replication(scenario: Scenario, rep: Replication, engine: str = "auto"
-                    ) -> tuple[RunRecords, str]:
-    """Run one replication; ``auto`` takes the fast engine where it applies.
+def run_replication(scenario: Scenario, rep: Replication, engine: str = "auto",
+                    breakdown: bool = True) -> tuple[RunRecords, str]:
+    """Run one replication; ``auto`` takes the fast engine where it applies; ``breakdown``:
+    record each request's time by stage kind (the reference engine always does).
 
     Returns (records, the engine used).
     """
@@ -34,7 +35,7 @@ def run_replication(scenario: Scenario, rep: Replication, engine: str = "auto"
                          "use engine: auto or reference")
     if engine == "reference" or (engine == "auto" and reason):
         return run_reference(scenario, rep), "reference"
-    return run_fast(scenario, rep), "fast"
+    return run_fast(scenario, rep, breakdown), "fast"
 
 
 @dataclass
@@ -48,13 +49,15 @@ class StudyResult:
     policy_history: list[Any]  # per replication, what a stateful policy's controller did
 
 
-def simulate(scenario: Scenario, run: RunConfig, progress=None) -> StudyResult:
-    """Run ``run.replications`` independent replications and summarise them with 95% CIs."""
+def simulate(scenario: Scenario, run: RunConfig, progress=None, breakdown: bool = True
+             ) -> StudyResult:
+    """Run ``run.replications`` independent replications and summarise them with 95% CIs;
+    ``breakdown=False`` (searches) skips the per-request time by stage kind."""
     records, runs, history, engine = [], [], [], "fast"
     srv = scenario.server
     for i, seed in enumerate(np.random.SeedSequence(run.seed).spawn(run.replications)):
         rep = draw_replication(scenario, run, seed)
-        rec, engine = run_replication(scenario, rep, run.engine)
+        rec, engine = run_replication(scenario, rep, run.engine, breakdown)
         records.append(rec)
         if not measured_mask(rec, run.warmup_fraction).any():
             field = "duration_s" if run.duration_s is not None else "warmup_fraction"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from offramp.analysis.cli import main
 
 
@@ -15,7 +17,8 @@ def test_demo_writes_tables_capacities_and_report(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) == {"fmnist-resnet", "rt-minilm6"}
     for name, r in doc.items():
-        for suffix in ("-policies.csv", "-load-sweep.csv", "-load-sweep.png", "-capacity.csv"):
+        for suffix in ("-policies.csv", "-load-sweep.csv", "-load-sweep.png", "-capacity.csv",
+                       "-breakdown.png"):
             assert (out / f"{name}{suffix}").is_file()
         caps = {(c["policy"], c["exit_mode"]): c["capacity_rps"] for c in r["capacity"]}
         assert set(caps) == {("none", "none"), ("entropy", "keep"), ("entropy", "shrink")}
@@ -30,6 +33,16 @@ def test_demo_writes_tables_capacities_and_report(tmp_path, capsys):
         none, shrink = rows["none", "none"], rows["entropy", "shrink"]
         assert r["slo_ms"] == round(0.9 * none["latency_p99_ms"], 2)
         assert none["slo_attainment"] < 0.99 <= shrink["slo_attainment"]
+        # Where the time goes: queueing + each stage kind = the mean latency, per row; early
+        # exits cut the segments' time, and only shrink pays compaction.
+        for p in r["policies"]:
+            parts = p["wait_mean_ms"] + sum(v for k, v in p.items()
+                                           if k.startswith("stage_") and k.endswith("_mean_ms"))
+            assert parts == pytest.approx(p["latency_mean_ms"], rel=1e-9)
+        assert shrink["stage_segment_mean_ms"] < none["stage_segment_mean_ms"]
+        assert none["stage_compact_mean_ms"] == 0 < shrink["stage_compact_mean_ms"]
     page = (out / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2
+    # Per model: the load sweep and the breakdown's stacked bars.
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 4
+    assert "where a request" in page
     assert "capacity with 99% of requests" in page

@@ -63,6 +63,10 @@ def check_conserved(rec, n):
                           rec.batch_sizes[:, 0])
     assert np.array_equal(rec.dispatch, rec.batch_dispatch[rec.batch])
     assert (rec.finish <= rec.batch_finish[rec.batch] + 1e-12).all()
+    # The breakdown: each request's time by stage kind adds up to its service time.
+    parts = rec.batch_parts[rec.batch, rec.exit]
+    assert (parts >= 0).all()
+    np.testing.assert_allclose(parts.sum(axis=1), rec.finish - rec.dispatch, rtol=0, atol=1e-12)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -92,7 +96,7 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
     assert (used_f, used_r) == ("fast", "reference")
     for f in FIELDS:
         assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
-    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish"):
+    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish", "batch_parts"):
         np.testing.assert_allclose(getattr(fast, f), getattr(ref, f), rtol=0, atol=1e-9, err_msg=f)
     check_conserved(fast, n)
     check_conserved(ref, n)

@@ -50,18 +50,35 @@ def test_example_runs_as_configured(path):
         assert np.cumsum(events).max() <= cfg.workload.clients
 
 
-def test_requests_break_latency_into_queueing_and_service(tmp_path):
+def test_requests_break_latency_into_queueing_and_service(tmp_path, capsys):
     import pandas as pd
 
     from offramp.analysis.cli import main
 
     study = Path(__file__).resolve().parent.parent / "examples" / "capacity-fmnist.yaml"
     assert main(["simulate", str(study), "--set", "run.requests=3000", "-o",
-                 str(tmp_path / "run")]) == 0
+                 str(tmp_path / "run"), "--breakdown"]) == 0
+    printed = capsys.readouterr().out
     frame = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     # queue + service = latency, per request, to the microsecond; both parts non-negative.
     assert ((frame.queue_ms + frame.service_ms - frame.latency_ms).abs() < 1e-3).all()
     assert (frame.queue_ms >= 0).all() and (frame.service_ms > 0).all()
+    # ... and service = the time in each stage kind, to the microsecond (shrink: all of them).
+    kinds = ["overhead_ms", "segment_ms", "head_ms", "check_ms", "compact_ms", "handoff_ms"]
+    assert ((frame[kinds].sum(axis=1) - frame.service_ms).abs() < 1e-3).all()
+    assert (frame[kinds] >= 0).all().all() and (frame[["segment_ms", "head_ms"]] > 0).all().all()
+    # Requests that leave at the first exit never pay compaction; later leavers do.
+    assert (frame.compact_ms[frame.exit_index == 0] == 0).all()
+    assert (frame.compact_ms[frame.exit_index > 0] > 0).any()
     doc = json.loads((tmp_path / "run" / "summary.json").read_text())
     kept = frame[~frame.warmup & (frame.replication == 0)]
     assert doc["per_replication"][0]["wait_p99_ms"] == pytest.approx(kept.queue_ms.quantile(0.99))
+    run0 = doc["per_replication"][0]
+    assert run0["stage_segment_p99_ms"] == pytest.approx(kept.segment_ms.quantile(0.99))
+    assert run0["stage_check_mean_ms"] == pytest.approx(kept.check_ms.mean())
+    # --breakdown prints the table: the segments' mean time as the summary has it.
+    assert "where a request's time goes" in printed
+    assert f"{doc['metrics']['stage_segment_mean_ms']['mean']:.3f}" in printed
+    assert main(["report", str(tmp_path / "run")]) == 0
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Where a request&#x27;s time goes" in page or "Where a request's time goes" in page

@@ -145,6 +145,39 @@ def test_shrink_pays_checks_and_compaction(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_the_breakdown_by_stage_kind(engine):
+    from offramp.core.modes import StageKind as K
+    from offramp.sim.metrics import request_parts_ms
+
+    parts = request_parts_ms(run("shrink", profile=LOOP, engine=engine))
+    # The same schedule as above, by kind. Request 1 (exit 2): overhead 0.1; segments 1.3 +
+    # 1.2 + 1.1; heads 3 x 0.5; checks 0.06 + 0.05; compaction 0.3 + 0.25; no handoff.
+    # Request 0 (exit 0): 0.1, 1.3, 0.5, 0.06. Request 3 (batch 2, exit 0): 0.1, 1.1, 0.5, 0.04.
+    expect = {K.OVERHEAD: [0.1, 0.1, 0.1, 0.1], K.SEGMENT: [1.3, 3.6, 2.5, 1.1],
+              K.HEAD: [0.5, 1.5, 1.0, 0.5], K.CHECK: [0.06, 0.11, 0.11, 0.04],
+              K.COMPACT: [0.0, 0.55, 0.3, 0.0], K.HANDOFF: [0.0, 0.0, 0.0, 0.0]}
+    for kind, ms in expect.items():
+        assert parts[kind] == pytest.approx(ms, abs=1e-9), kind
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_wake_up_counts_as_overhead(engine):
+    from offramp.core.modes import StageKind as K
+    from offramp.sim.metrics import request_parts_ms
+
+    profile = affine_profile(3, range(1, 5))
+    profile.meta["wake_ms"] = {"batch": [1, 4], "idle_ms": [4.0], "extra_ms": [[0.4], [0.4]]}
+    svc = ServiceTimes.from_latency(LatencyModel(profile, costs=CostModel.IN_LOOP), n_exits=3,
+                                    max_batch=4, mode=ExitMode.KEEP, sampled=False)
+    server = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
+    sc, rep = fixed_run(TRACE, Oracle().fit(TRACE), svc, server, [10.0, 12.0], [0, 1])
+    parts = request_parts_ms(run_replication(sc, rep, engine)[0])
+    # Request 0 after 10 ms idle: 0.4 wake + 0.1 dispatch; request 1 right after: 0.1 only.
+    assert parts[K.OVERHEAD] == pytest.approx([0.5, 0.1], abs=1e-9)
+    assert parts[K.SEGMENT] == pytest.approx([3.3, 3.3], abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_shrink_hands_on_when_nobody_exits(engine):
     rec = run("shrink", policy=StaticExit(2), profile=LOOP, engine=engine)
     # Nobody leaves at exits 0 and 1: no compaction, the batch is handed on whole.

@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
                  f"SLO {r['slo_ms']} ms · {args.replications} replications × {args.requests} requests")
         console.print(_table(r["policies"], title))
         console.print(f"  {costs_line(r['stage_costs'])}")
+        if args.breakdown:
+            from offramp.analysis.report.breakdown import breakdown_table
+
+            console.print(breakdown_table(r["policies"], f"{name}: where a request's time goes "
+                                          "(ms; the means add up to the mean latency)"))
         for _, c in r["capacity"].iterrows():
             console.print(f"  {c['policy']}/{c['exit_mode']}: capacity with 99% of requests "
                           f"within SLO: {c['capacity_rps']:.0f} ± {c['plus_minus_rps']:.0f} "
@@ -97,4 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=integer(1), default=32)
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--json", action="store_true", help="print all results as JSON")
+    p.add_argument("--breakdown", action="store_true", help="also print where each variant's "
+                   "time goes: queueing, in service, and each stage kind")
     p.set_defaults(func=run)

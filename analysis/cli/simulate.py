@@ -56,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
         print_summary(out.result.summary, title,
                       Console(width=None if Console().is_terminal else 120))
         Console().print(costs_line(out.costs))
+        if args.breakdown:
+            import pandas as pd
+
+            from offramp.analysis.report.breakdown import breakdown_table, summary_row
+
+            frame = pd.DataFrame([summary_row(out.result.summary, f"{cfg.policy.name} / "
+                                              f"{cfg.server.exit_mode}")])
+            Console(width=None if Console().is_terminal else 160).print(breakdown_table(
+                frame, "where a request's time goes (ms; the means add up to the mean latency)"))
         Console().print(f"wrote {dest}/ (config.resolved.yaml, requests.parquet, summary.json, "
                         "latency.png)")
     return 0
@@ -70,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--breakdown", action="store_true", help="also print where the time goes: "
+                   "queueing, in service, and each stage kind (p50, p99, mean)")
     p.add_argument("--save-arrivals", metavar="FILE",
                    help="also write replication 1's arrivals and sample ids (CSV, or Parquet "
                    "by suffix) for a `workload: {kind: replay}` study")

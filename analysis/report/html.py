@@ -86,6 +86,8 @@ def page(title: str, sections: list[tuple[str, str]], subtitle: str) -> str:
 
 def run_report(folder: Path) -> str:
     """The page of a run folder (``offramp simulate -o``)."""
+    from offramp.analysis.report.breakdown import summary_row
+
     doc = json.loads((folder / "summary.json").read_text())
     metrics = doc["metrics"]
     rows = [[label, fmt(metrics[key]["mean"], 5), fmt(metrics[key]["ci95"], 3), unit]
@@ -97,6 +99,8 @@ def run_report(folder: Path) -> str:
     sections = [("Results (mean over replications, 95% CI)",
                  html_table(rows, ["metric", "mean", "± 95% CI", "unit"])),
                 ("Latency and exits", png_tag(folder / "latency.png")),
+                ("Where a request's time goes (ms)", _breakdown_section(
+                    pd.DataFrame([summary_row(metrics, "this run")]), folder / "none.png")),
                 ("Fitted policy", f"<pre>{html.escape(json.dumps(doc['policy'], indent=1))}</pre>"),
                 ("Study config (resolved)", f"<pre>{html.escape(config)}</pre>"),
                 ("Reproduce", "<pre>" + html.escape(doc.get("command") or
@@ -145,6 +149,19 @@ def sweep_report(folder: Path) -> str:
                 f"{len(frame)} points · {', '.join(fields)} · {folder}")
 
 
+def _breakdown_section(frame: pd.DataFrame, png: Path) -> str:
+    """The stacked bars and their table (ms per request), where the rows carry a breakdown."""
+    from offramp.analysis.report.breakdown import breakdown_html_rows, has_breakdown
+
+    if not has_breakdown(frame):
+        return "<p class='muted'>no breakdown recorded</p>"
+    rows, head = breakdown_html_rows(frame)
+    return ((png_tag(png) if png.exists() else "") + html_table(rows, head)
+            + "<p class='muted'>queueing: arrival to dispatch; in service: dispatch to the "
+            "request's exit; the means of queueing and of each stage kind add up to the mean "
+            "latency</p>")
+
+
 def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) -> str:
     """The page of an ``offramp demo`` folder: per model the policy table, the capacities and
     the load sweep."""
@@ -165,6 +182,8 @@ def demo_report(folder: Path, results: dict[str, dict[str, Any]], command: str) 
                              "p99 ms", "accuracy", "SLO met"])),
             (f"{name}: capacity with 99% of requests within {r['slo_ms']} ms",
              html_table(caps, ["policy", "exit mode", "capacity req/s", "probes"])),
+            (f"{name}: where a request's time goes", _breakdown_section(
+                pol, folder / f"{name}-breakdown.png")),
             (f"{name}: load sweep", png_tag(folder / f"{name}-load-sweep.png"))]
     sections += [("Reproduce", f"<pre>{html.escape(command)}</pre>"),
                  ("Software", html_table([[k, v] for k, v in versions().items()],

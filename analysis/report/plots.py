@@ -29,8 +29,8 @@ def save_png(fig, path: str | Path) -> Path:
 
 def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path) -> None:
     """After warm-up: the latency tail (the fraction of requests slower than x, log scale, so
-    p90/p99/p99.9 are visible), where requests exit, and where their time goes (queueing vs
-    service, by exit), side by side, as a PNG."""
+    p90/p99/p99.9 are visible), where requests exit, and where their time goes (queueing and
+    each stage kind, by exit), side by side, as a PNG."""
     kept = frame[~frame["warmup"]]
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     floor = 1.0
@@ -62,11 +62,20 @@ def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path
     ax2.set_ylabel("fraction of requests")
     ax2.set_title("Where requests exit")
     if "queue_ms" in kept:
-        parts = kept.groupby("exit_index")[["queue_ms", "service_ms"]].mean().reindex(
+        from offramp.analysis.report.breakdown import COLORS, LABELS
+
+        cols = [("queueing", "queue_ms", "queueing")]
+        cols += [(k, f"{k}_ms", LABELS[k]) for k in StageKind
+                 if f"{k}_ms" in kept and kept[f"{k}_ms"].gt(0).any()]
+        if len(cols) == 1:  # no stage breakdown recorded: queueing vs in service
+            cols.append((StageKind.SEGMENT, "service_ms", "in service"))
+        means = kept.groupby("exit_index")[[c for _, c, _ in cols]].mean().reindex(
             range(n_exits)).fillna(0.0)
-        ax3.bar(range(n_exits), parts["queue_ms"], color="tab:orange", label="queueing")
-        ax3.bar(range(n_exits), parts["service_ms"], bottom=parts["queue_ms"], color="tab:green",
-                label="in service")
+        bottom = np.zeros(n_exits)
+        for part, col, label in cols:
+            ax3.bar(range(n_exits), means[col], bottom=bottom, label=label,
+                    color=COLORS[part])
+            bottom += means[col].to_numpy()
         ax3.set_xticks(range(n_exits))
         ax3.legend(fontsize=7)
     ax3.set_xlabel("exit")

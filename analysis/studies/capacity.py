@@ -208,8 +208,8 @@ class _Prober:
         attain = self.statistic == "attainment"
         while True:
             run = self.run.model_copy(update={"replications": reps})
-            values = _statistic(simulate(sc, run).records, run.warmup_fraction, self.slo_ms,
-                                self.statistic)
+            records = simulate(sc, run, breakdown=False).records
+            values = _statistic(records, run.warmup_fraction, self.slo_ms, self.statistic)
             mean, ci = float(values.mean()), _ci(values)
             certain = abs(mean - (self.attainment if attain else self.slo_ms)) > ci
             if certain or reps >= self.max_reps:

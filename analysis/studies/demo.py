@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from offramp.analysis.studies.compare import full_batch_capacity_rps, run_grid
+from offramp.analysis.studies.compare import HEADLINE, full_batch_capacity_rps, run_grid
 from offramp.analysis.study.config import StudyConfig, parse_config
 
 POLICIES = [
@@ -80,7 +80,7 @@ def demo_study(trace_name: str, profile_name: str, max_batch: int, requests: int
 
 
 DEMO_OUTPUTS = ("*-policies.csv", "*-load-sweep.csv", "*-load-sweep.png", "*-capacity.csv",
-                "report.html")
+                "*-breakdown.png", "report.html")
 CAPACITY_VARIANTS = (("none", POLICIES[0]), ("keep", POLICIES[2]), ("shrink", POLICIES[2]))
 
 
@@ -116,18 +116,25 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
                    replications: int, seed: int, progress: Callable[[], None] | None = None
                    ) -> dict[str, Any]:
     """Run one model's demo, write its CSVs and plot under ``out``, return the results."""
+    from offramp.analysis.report.breakdown import plot_breakdown
     from offramp.analysis.report.plots import plot_sweep
+    from offramp.sim.metrics import BREAKDOWN
 
     base, cap, slo = demo_study(trace_name, profile_name, max_batch, requests, replications, seed)
     import pandas as pd
 
-    table = run_grid(base, variants(TABLE_LOAD * cap), progress=progress)
+    table = run_grid(base, variants(TABLE_LOAD * cap), progress=progress,
+                     metrics=[*HEADLINE, "latency_mean_ms", *BREAKDOWN])
+    table.insert(0, "label", [f"{r.policy} {r.policy_fit} / {r.exit_mode}".replace("  ", " ")
+                              for r in table.itertuples()])
     curve = run_grid(base, sweep(cap), progress=progress)
     caps = pd.DataFrame(capacities(base, TABLE_LOAD * cap, slo, requests, progress))
     table.to_csv(out / f"{trace_name}-policies.csv", index=False)
     curve.to_csv(out / f"{trace_name}-load-sweep.csv", index=False)
     caps.to_csv(out / f"{trace_name}-capacity.csv", index=False)
     plot_sweep(curve, trace_name, slo, out / f"{trace_name}-load-sweep.png")
+    plot_breakdown(table, f"{trace_name} at {TABLE_LOAD * cap:.0f} req/s: where a request's time "
+                   "goes", out / f"{trace_name}-breakdown.png")
     from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
     from offramp.profiling.latency import describe_costs
 

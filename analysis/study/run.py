@@ -20,7 +20,7 @@ from offramp.analysis.study.config import StudyConfig
 from offramp.analysis.study.resolve import build_scenario, load_study_trace, resolve_workload
 from offramp.common.machine import command_line
 from offramp.common.outputs import output_dir
-from offramp.sim.metrics import measured_mask
+from offramp.sim.metrics import measured_mask, request_parts_ms
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.format import ExitTrace
 
@@ -52,6 +52,8 @@ def requests_frame(out: StudyOutput) -> pd.DataFrame:
     frames = []
     trace = out.trace
     for rep, rec in enumerate(out.result.records):
+        # service_ms by stage kind (segment_ms, head_ms, ..., overhead_ms: they add up to it).
+        parts = {f"{kind}_ms": ms for kind, ms in (request_parts_ms(rec) or {}).items()}
         frames.append(pd.DataFrame({
             "replication": rep,
             "request_id": np.arange(rec.arrival.size),
@@ -64,6 +66,7 @@ def requests_frame(out: StudyOutput) -> pd.DataFrame:
             # the request's exit (queue_ms + service_ms = latency_ms).
             "queue_ms": (rec.dispatch - rec.arrival) * 1000.0,
             "service_ms": (rec.finish - rec.dispatch) * 1000.0,
+            **parts,
             "exit_index": rec.exit,
             "correct": trace.correct[rec.sample, rec.exit],
             "agree": trace.agree[rec.sample, rec.exit],
