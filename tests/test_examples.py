@@ -78,6 +78,8 @@ def test_requests_break_latency_into_queueing_and_service(tmp_path, capsys):
     assert run0["stage_check_mean_ms"] == pytest.approx(kept.check_ms.mean())
     # --breakdown prints the table: the segments' mean time as the summary has it.
     assert "where a request's time goes" in printed
+    # The busy fraction says whose time it is: the profile's device, not "GPU".
+    assert f"busy fraction of the replicas ({doc['stage_costs']['device']} time)" in printed
     assert f"{doc['metrics']['stage_segment_mean_ms']['mean']:.3f}" in printed
     assert main(["report", str(tmp_path / "run")]) == 0
     page = (tmp_path / "run" / "report.html").read_text()

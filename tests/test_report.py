@@ -36,7 +36,9 @@ def folders(tmp_path_factory):
     assert main(["sweep", str(study), "--grid", str(grid), "-o", str(tmp / "sweep"),
                  "--workers", "1", "--quiet"]) == 0
     assert main(["capacity", str(study), "--slo-p99-ms", "20", "-o", str(tmp / "capacity")]) == 0
-    for name in ("run", "sweep", "capacity"):
+    assert main(["frontier", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu",
+                 "--eenet-fits", "1", "--eenet-epochs", "20", "-o", str(tmp / "frontier")]) == 0
+    for name in ("run", "sweep", "capacity", "frontier"):
         assert main(["report", str(tmp / name)]) == 0
     return tmp
 
@@ -63,7 +65,7 @@ def test_report_refuses_other_folders(tmp_path, capsys):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_pages_open_in_headless_chromium(folders):
-    for name in ("run", "sweep", "capacity"):
+    for name in ("run", "sweep", "capacity", "frontier"):
         page = folders / name / "report.html"
         done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
                                "--dump-dom", page.as_uri()], capture_output=True, text=True,
@@ -71,6 +73,19 @@ def test_pages_open_in_headless_chromium(folders):
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"offramp {name}:" in done.stdout and "</table>" in done.stdout
         assert "Uncaught" not in done.stderr
+        # Rendered as the docs' screenshots are: a picture with the page's plot in it.
+        shot = folders / f"report-{name}.png"
+        done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                               "--hide-scrollbars", f"--screenshot={shot}",
+                               "--window-size=1100,1400", page.as_uri()], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        import matplotlib.image
+
+        pixels = matplotlib.image.imread(shot)
+        assert pixels.shape[:2] == (1400, 1100)
+        # Not a blank page: a good share of the pixels differ from the white background.
+        assert (pixels[..., :3].min(axis=2) < 0.9).mean() > 0.02
 
 
 def _grid_frame() -> pd.DataFrame:

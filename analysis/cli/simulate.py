@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         title = (f"{out.trace.model_id} · {cfg.policy.name} · {cfg.server.exit_mode} · "
                  f"{len(out.result.runs)} replications ({out.result.engine} engine)")
         print_summary(out.result.summary, title,
-                      Console(width=None if Console().is_terminal else 120))
+                      Console(width=None if Console().is_terminal else 120),
+                      device=(out.costs or {}).get("device"))
         Console().print(costs_line(out.costs))
         if args.breakdown:
             import pandas as pd

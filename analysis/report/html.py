@@ -90,7 +90,9 @@ def run_report(folder: Path) -> str:
 
     doc = json.loads((folder / "summary.json").read_text())
     metrics = doc["metrics"]
-    rows = [[label, fmt(metrics[key]["mean"], 5), fmt(metrics[key]["ci95"], 3), unit]
+    device = (doc.get("stage_costs") or {}).get("device")
+    rows = [[f"busy fraction of the replicas ({device} time)" if key == "utilisation" and device
+             else label, fmt(metrics[key]["mean"], 5), fmt(metrics[key]["ci95"], 3), unit]
             for key, label, unit, _ in ROWS if key in metrics]
     k = sum(1 for key in metrics if key.startswith("exit_fraction_"))
     rows += [[f"exits at {i}", fmt(metrics[f"exit_fraction_{i}"]["mean"], 4),

@@ -39,8 +39,9 @@ def _fmt(v: float, digits: int) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def summary_table(summary: dict[str, Any], title: str) -> Table:
-    """Rows of mean ± 95% CI half-width for the headline metrics."""
+def summary_table(summary: dict[str, Any], title: str, device: str | None = None) -> Table:
+    """Rows of mean ± 95% CI half-width for the headline metrics; ``device``: what the
+    profile was measured on, named in the busy-fraction row."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("mean", justify="right")
@@ -52,12 +53,15 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
     keys += [(f"batch_size_stage_{k}", f"mean batch size, stage {k}", "", 2) for k in range(k_exits)]
     for key, label, unit, digits in keys:
         m = summary[key]
+        if key == "utilisation" and device:
+            label = f"busy fraction of the replicas ({device} time)"
         table.add_row(label, _fmt(m["mean"], digits), _fmt(m["ci95"], digits), unit)
     return table
 
 
-def print_summary(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(summary, title))
+def print_summary(summary: dict[str, Any], title: str, console: Console | None = None,
+                  device: str | None = None) -> None:
+    (console or Console()).print(summary_table(summary, title, device))
 
 
 def costs_line(costs: dict[str, Any] | None) -> str:
