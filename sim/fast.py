@@ -48,7 +48,12 @@ def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], s
     for s_i, st in enumerate(bp.stages):
         if st.kind not in svc.skip:
             slot = svc.slot(st.kind, st.k)
-            steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code])
+            # A stage of no time adds exactly 0.0 (to the clock and to its kind): left out,
+            # but for the first (an exit needs a step to end with).
+            if steps and svc.base[slot][st.batch] == 0.0:
+                pass
+            else:
+                steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code])
         if s_i in done_at:
             pending.append(done_at[s_i])
         if pending and steps:
@@ -87,14 +92,17 @@ def _run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float,
 
 
 def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
-                 servers: list[int], out: dict[str, list], end: float, breakdown: bool) -> None:
-    """Serve one FIFO queue (arrival times ``arr``) by ``servers``; append batch columns to ``out``.
+                 servers: list[int], end: float, breakdown: bool) -> dict[str, np.ndarray | None]:
+    """Serve one FIFO queue (arrival times ``arr``) by ``servers``; return the batch columns
+    (size, replica, local, dispatch, finish, sizes: see :func:`_columns`) and per request, in
+    queue order, ``req_dispatch``, ``req_finish``, ``req_batch`` (its batch's row) and
+    ``parts`` (its time by stage kind; None without ``breakdown``).
 
     A free server takes the next batch by the batching rule (:func:`offramp.core.dispatch`):
     when B requests are waiting or the oldest has waited max_wait, whichever is first; once the
     stream has ended (``end``, the last arrival of the whole run) the rest go at once.
     Stage times are added in the same order as the reference engine adds them, so both give
-    the same floating-point timestamps.
+    the same floating-point timestamps. (:mod:`offramp.sim.fast_numba` runs this loop compiled.)
     """
     svc, srv = scenario.service, scenario.server
     big_b, wait, mode = srv.max_batch, srv.max_wait_ms / 1000.0, srv.exit_mode
@@ -114,7 +122,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     local = dict.fromkeys(servers, 0)
     free = [(0.0, r) for r in servers]
     heapq.heapify(free)
-    rows, o_ends, o_sizes, o_parts = [], out["ends"], out["sizes"], out["parts"]
+    rows, o_ends, o_sizes, o_parts = [], [], [], []
     i = 0
     while i < n:
         f, r = heapq.heappop(free)
@@ -146,14 +154,34 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
             o_parts.extend(parts)
         heapq.heappush(free, (t, r))
         i = j
-    for col, values in zip(("size", "replica", "local", "dispatch", "finish"),
-                           zip(*rows, strict=True), strict=False):  # no rows: no batches
-        out[col].extend(values)
+    cols = _columns(rows, o_sizes, k_exits)
+    # Per request: its batch (they take the queue in FIFO order), dispatch, its exit's finish,
+    # and its time by stage kind until then.
+    which = np.repeat(np.arange(len(rows)), cols["size"])
+    ends = np.array(o_ends, dtype=float).reshape(-1, k_exits)
+    cols.update(req_dispatch=cols["dispatch"][which], req_finish=ends[which, exits],
+                req_batch=which, parts=np.array(o_parts).reshape(-1, k_exits, N_KINDS)[
+                    which, exits] if breakdown else None)
+    return cols
+
+
+def _columns(rows: list[tuple], sizes: list[int], k_exits: int) -> dict[str, np.ndarray | None]:
+    """Batch columns as arrays: size, replica, local (the replica's batch count), dispatch,
+    finish; sizes (n_batches, K: the batch size at each segment)."""
+    names = ("size", "replica", "local", "dispatch", "finish")
+    cols: dict[str, np.ndarray | None] = {
+        name: np.array([row[c] for row in rows], dtype=np.int64 if c < 3 else float)
+        for c, name in enumerate(names)}
+    cols["sizes"] = np.array(sizes, dtype=np.int64).reshape(-1, k_exits)
+    return cols
 
 
 def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> RunRecords:
     """Simulate one open-loop replication with a static policy; ``breakdown``: record each
-    request's time by stage kind (searches that need only latencies leave it off)."""
+    request's time by stage kind (searches that need only latencies leave it off). The batch
+    loop runs compiled (:mod:`.fast_numba`) where numba is installed, else in Python."""
+    from . import fast_numba
+
     reason = supports(scenario)
     if reason:
         raise ValueError(f"fast engine cannot run this study: {reason}")
@@ -167,42 +195,51 @@ def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> Ru
         exits = policy.exit_index(trace, samples).astype(np.int64)
         if not policy.active_exits(k_exits)[exits].all():
             raise ValueError(f"policy {policy.name!r} exits samples at a disabled exit head")
-    groups: list[tuple[np.ndarray, list[int]]] = []
+    # The queues: one for the whole stream (one replica, or replicas sharing it: idx None),
+    # else one per replica with the requests routed to it.
+    groups: list[tuple[np.ndarray | None, list[int]]] = []
     if server.routing == "shared" or server.replicas == 1:
-        groups.append((np.arange(n), list(range(server.replicas))))
+        groups.append((None, list(range(server.replicas))))
     else:
         for r in range(server.replicas):
             groups.append((np.flatnonzero(rep.routes == r), [r]))
-    dispatch = np.empty(n)
-    finish = np.empty(n)
-    replica = np.empty(n, dtype=np.int64)
-    local = np.empty(n, dtype=np.int64)
-    cols: dict[str, list] = {c: [] for c in ("size", "replica", "local", "dispatch", "finish",
-                                              "ends", "sizes", "parts")}
-    for idx, servers in groups:
-        if idx.size == 0:
-            continue
-        start = len(cols["size"])
-        _serve_queue(scenario, rep, arrivals[idx].tolist(), exits[idx], servers, cols,
-                     float(arrivals[-1]), breakdown)
-        stop = len(cols["size"])
-        # Batches take the queue in FIFO order, so they cover idx consecutively.
-        which = np.repeat(np.arange(stop - start), cols["size"][start:stop])
-        ends = np.array(cols["ends"][start * k_exits:stop * k_exits]).reshape(-1, k_exits)
-        dispatch[idx] = np.array(cols["dispatch"][start:stop])[which]
-        finish[idx] = ends[which, exits[idx]]
-        replica[idx] = np.array(cols["replica"][start:stop])[which]
-        local[idx] = np.array(cols["local"][start:stop])[which]
-    b_rep = np.array(cols["replica"], dtype=np.int64)
-    b_loc = np.array(cols["local"], dtype=np.int64)
-    b_disp = np.array(cols["dispatch"])
-    b_fin = np.array(cols["finish"])
-    b_sizes = np.array(cols["sizes"], dtype=np.int64)
-    order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
+    compiled = fast_numba.available() and fast_numba.fits(scenario.service, server.max_batch)
+    active = tuple(bool(a) for a in policy.active_exits(k_exits))
+    end = float(arrivals[-1]) if n else 0.0
+
+    def serve(idx: np.ndarray | None, servers: list[int]) -> dict[str, Any]:
+        arr, ex = (arrivals, exits) if idx is None else (arrivals[idx], exits[idx])
+        if compiled:
+            return fast_numba.serve_queue(scenario.service, server, server.exit_mode, active,
+                                          arr, ex, servers, rep.noise, end, breakdown)
+        return _serve_queue(scenario, rep, arr.tolist(), ex, servers, end, breakdown)
+
+    done = [(idx, serve(idx, servers)) for idx, servers in groups if n and (idx is None or idx.size)]
+    if len(done) == 1 and done[0][0] is None:  # one queue: its columns are the run's, as they are
+        cols = done[0][1]
+        dispatch, finish, parts = cols["req_dispatch"], cols["req_finish"], cols["parts"]
+        replica, local = cols["replica"][cols["req_batch"]], cols["local"][cols["req_batch"]]
+        b, batch_of = cols, cols["req_batch"]
+    else:
+        dispatch, finish = np.empty(n), np.empty(n)
+        replica, local = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        parts = np.empty((n, N_KINDS)) if breakdown else None
+        for idx, cols in done:
+            which = cols["req_batch"]
+            dispatch[idx], finish[idx] = cols["req_dispatch"], cols["req_finish"]
+            replica[idx], local[idx] = cols["replica"][which], cols["local"][which]
+            if breakdown:
+                parts[idx] = cols["parts"]
+        if not done:  # no request at all: no batches
+            done.append((None, _columns([], [], k_exits)))
+        b = {name: np.concatenate([c[name] for _, c in done])
+             for name in ("replica", "local", "dispatch", "finish", "sizes")}
+        batch_of = None
+    order, gid = number_batches(replica, local, b["replica"], b["local"], b["dispatch"], batch_of)
     return RunRecords(
         arrival=arrivals, sample=samples, dispatch=dispatch, finish=finish, exit=exits,
-        replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
-        batch_finish=b_fin[order], batch_sizes=b_sizes.reshape(-1, k_exits)[order],
-        batch_parts=np.array(cols["parts"]).reshape(-1, k_exits, N_KINDS)[order] if breakdown
-        else None,
+        replica=replica, batch=gid, batch_replica=b["replica"][order],
+        batch_dispatch=b["dispatch"][order], batch_finish=b["finish"][order],
+        batch_sizes=b["sizes"][order],
+        parts=parts,
     )

@@ -32,9 +32,9 @@ def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
 def request_parts_ms(rec: RunRecords) -> dict[StageKind, np.ndarray] | None:
     """Each request's time in service by stage kind (ms), from its batch's dispatch to its
     exit: the parts add up to its service time. None where the run did not record them."""
-    if rec.batch_parts is None:
+    if rec.parts is None:
         return None
-    per = rec.batch_parts[rec.batch, rec.exit] * 1000.0
+    per = rec.parts * 1000.0
     return {kind: per[:, kind.code] for kind in StageKind}
 
 

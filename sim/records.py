@@ -26,18 +26,23 @@ class RunRecords:
     batch_dispatch: np.ndarray
     batch_finish: np.ndarray
     batch_sizes: np.ndarray  # (n_batches, K): batch size at each stage, 0 if not run
-    # (n_batches, K, N_KINDS): seconds of each stage kind from dispatch until exit k's leavers
-    # finish (0 where the batch never decides at exit k); None where not recorded (real runs).
-    batch_parts: np.ndarray | None = None
+    # (n, N_KINDS): seconds of each stage kind in each request's service, from its batch's
+    # dispatch to its exit (they add up to finish - dispatch); None where not recorded.
+    parts: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
 
 def number_batches(replica: np.ndarray, local: np.ndarray, b_replica: np.ndarray,
-                   b_local: np.ndarray, b_dispatch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   b_local: np.ndarray, b_dispatch: np.ndarray, batch_of: np.ndarray | None = None
+                   ) -> tuple[np.ndarray | slice, np.ndarray]:
     """Global batch ids in (dispatch, replica, local) order.
 
-    Returns (order of the batch arrays, global id of each request).
+    Returns (order of the batch arrays, global id of each request). ``batch_of``: each
+    request's row in the batch arrays, where known: if those are already in order (dispatch
+    times strictly increasing) it is the answer, and the order is the identity (``slice``).
     """
+    if batch_of is not None and np.all(b_dispatch[1:] > b_dispatch[:-1]):
+        return slice(None), batch_of
     order = np.lexsort((b_local, b_replica, b_dispatch))
     gid = np.empty_like(order)
     gid[order] = np.arange(order.size)

@@ -252,16 +252,17 @@ class ReferenceServer:
         b_loc = np.array([x[1] for x in b], dtype=np.int64)
         b_disp = np.array([x[2] for x in b])
         order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
+        exits = np.array([q.exit for q in reqs], dtype=np.int64)
         return RunRecords(
             arrival=np.array([q.arrival for q in reqs]),
             sample=np.array([q.sample for q in reqs], dtype=np.int64),
             dispatch=np.array([q.dispatch for q in reqs]),
             finish=np.array([q.finish for q in reqs]),
-            exit=np.array([q.exit for q in reqs], dtype=np.int64),
-            replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
+            exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
             batch_finish=np.array([x[3] for x in b])[order],
             batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
-            batch_parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[order],
+            parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
+                order][gid, exits],
         )
 
 

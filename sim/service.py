@@ -87,13 +87,16 @@ class NoiseStream:
         if self.dist == "fixed":
             return
         while len(self.flat) <= m * self.width:
-            if self.corr is not None:
-                self.flat.extend(self._correlated().tolist())
-                continue
-            shape = (ROWS_PER_CHUNK * self.width,)
-            draw = (self.rng.standard_normal(shape) if self.dist == "lognormal"
-                    else np.log(self.rng.standard_exponential(shape)))
-            self.flat.extend(draw.tolist())
+            self.flat.extend(self.draw_chunk().tolist())
+
+    def draw_chunk(self) -> np.ndarray:
+        """The next ``ROWS_PER_CHUNK`` rows, flattened (the compiled engine reads chunks as
+        arrays; :meth:`extend` appends them to ``flat``: both see the same numbers)."""
+        if self.corr is not None:
+            return self._correlated()
+        shape = (ROWS_PER_CHUNK * self.width,)
+        return (self.rng.standard_normal(shape) if self.dist == "lognormal"
+                else np.log(self.rng.standard_exponential(shape)))
 
     def _correlated(self) -> np.ndarray:
         """One chunk of correlated rows, flattened (see the class docstring)."""

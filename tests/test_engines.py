@@ -14,6 +14,7 @@ from offramp.core.modes import ExitMode
 from offramp.policies import make_policy, policy_config
 from offramp.profiling.latency import LatencyModel, stage_costs
 from offramp.profiling.synthetic import synthetic_profile
+from offramp.sim import fast_numba
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.runner import run_replication, simulate
 from offramp.sim.scenario import draw_replication
@@ -64,7 +65,7 @@ def check_conserved(rec, n):
     assert np.array_equal(rec.dispatch, rec.batch_dispatch[rec.batch])
     assert (rec.finish <= rec.batch_finish[rec.batch] + 1e-12).all()
     # The breakdown: each request's time by stage kind adds up to its service time.
-    parts = rec.batch_parts[rec.batch, rec.exit]
+    parts = rec.parts
     assert (parts >= 0).all()
     np.testing.assert_allclose(parts.sum(axis=1), rec.finish - rec.dispatch, rtol=0, atol=1e-12)
 
@@ -96,10 +97,51 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
     assert (used_f, used_r) == ("fast", "reference")
     for f in FIELDS:
         assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
-    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish", "batch_parts"):
+    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish", "parts"):
         np.testing.assert_allclose(getattr(fast, f), getattr(ref, f), rtol=0, atol=1e-9, err_msg=f)
     check_conserved(fast, n)
     check_conserved(ref, n)
+
+
+def _fast(plan, compiled: bool):
+    import os
+
+    before = os.environ.get("OFFRAMP_NUMBA")
+    os.environ["OFFRAMP_NUMBA"] = "1" if compiled else "0"
+    try:
+        return run_replication(*plan(), "fast")[0]
+    finally:
+        if before is None:
+            del os.environ["OFFRAMP_NUMBA"]
+        else:
+            os.environ["OFFRAMP_NUMBA"] = before
+
+
+@pytest.mark.skipif(not fast_numba.available(), reason="numba is not installed")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Batches of one: 2,500 noise rows per replica (three chunks), correlated noise and idle factors.
+@example(policy_i=3, mode="shrink", replicas=1, routing="shared", max_batch=1, wait=0.0, load=0.5,
+         sampled=True, n=2500, seed=1, contention=[], loop="served")
+# Many batch shapes (the loop's schedule table grows), two replicas sharing a queue.
+@example(policy_i=5, mode="shrink", replicas=2, routing="shared", max_batch=48, wait=5.0,
+         load=1.2, sampled=True, n=3000, seed=2, contention=[(0.01, 2.0, 1)], loop=True)
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+       replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "shared"]),
+       max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
+       sampled=st.booleans(), n=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1),
+       contention=st.lists(st.tuples(st.floats(0, 0.05), st.floats(0.5, 3), st.integers(0, 2)),
+                           max_size=2), loop=st.sampled_from([False, True, "served"]))
+def test_compiled_loop_equals_the_python_loop(policy_i, mode, replicas, routing, max_batch, wait,
+                                              load, sampled, n, seed, contention, loop):
+    # The same loop compiled (numba) and in Python: bit-identical, breakdown included; runs
+    # long enough to cross noise chunks (1024 batches) and to grow the loop's tables.
+    rate = load * replicas * max_batch / (4 * (1.0 + 0.02 * max_batch) + 0.3) * 1000
+    plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
+                 "poisson", 1.0, contention, loop)
+    compiled, python = _fast(plan, True), _fast(plan, False)
+    for f in (*FIELDS, "arrival", "dispatch", "finish", "batch_dispatch", "batch_finish",
+              "parts"):
+        assert np.array_equal(getattr(compiled, f), getattr(python, f)), f
 
 
 @pytest.mark.parametrize("routing", ["jsq", "round_robin"])

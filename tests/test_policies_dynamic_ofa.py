@@ -116,7 +116,7 @@ def test_manager_holds_latency_target_under_contention():
         assert lat_ms[sel].mean() < target
     assert history[-1][1] < len(levels) - 1 and np.mean(rec.exit < 3) > 0
     # The breakdown holds with the switches' stalls (counted as overhead): parts add up.
-    parts = rec.batch_parts[rec.batch, rec.exit]
+    parts = rec.parts
     np.testing.assert_allclose(parts.sum(axis=1), rec.finish - rec.dispatch, atol=1e-12)
 
 

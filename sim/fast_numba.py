@@ -1,0 +1,298 @@
+"""The fast engine's batch loop compiled with numba (``cache=True``), its state in NumPy arrays.
+
+It runs the same loop as :func:`offramp.sim.fast._serve_queue` — the batching rule of
+:mod:`offramp.core.batching` (compiled from that very function), the batch schedules the
+execution rule gives (compiled once per batch shape by :func:`offramp.sim.fast._compile_plan`,
+in Python), the same noise rows (:meth:`NoiseStream.draw_chunk`), slowdown, wake-up, loop-state
+factors and tail — with the floating-point operations in the same order, so both give the
+same timestamps. Whatever the compiled loop lacks (a batch shape not compiled yet, the next
+noise chunk of a replica) it hands back to Python, which supplies it
+and resumes the loop where it stopped.
+
+Where numba is absent, or ``OFFRAMP_NUMBA=0``, :mod:`offramp.sim.fast` runs its pure-Python
+loop instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+from typing import Any
+
+import numpy as np
+
+from offramp.core import batching
+from offramp.core.modes import ExitMode
+
+from .records import N_KINDS
+from .service import ROWS_PER_CHUNK, ServiceTimes
+
+try:  # numba is optional: the pure-Python loop is the fallback
+    import numba
+except ImportError:  # pragma: no cover - exercised where numba is not installed
+    numba = None
+
+
+def available() -> bool:
+    """Whether the compiled loop runs (numba importable, not switched off by OFFRAMP_NUMBA=0)."""
+    return numba is not None and os.environ.get("OFFRAMP_NUMBA", "1") != "0"
+
+
+DONE, NEED_PLAN, NEED_NOISE = range(3)
+
+if numba is not None:
+    @numba.njit(cache=True)
+    def _bisect_right(a, x, lo, hi):  # bisect.bisect_right, for arrays
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if x < a[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _compiled(fn, **names):
+        """``fn`` compiled as written, its global ``names`` bound to compiled twins."""
+        clone = types.FunctionType(fn.__code__, {**fn.__globals__, **names}, fn.__name__,
+                                   fn.__defaults__, fn.__closure__)
+        return numba.njit(cache=True)(clone)
+
+    # The batching rule, one home: core/batching.py's functions themselves, compiled.
+    _dispatch_time = _compiled(batching.dispatch_time)
+    _dispatch = _compiled(batching.dispatch, dispatch_time=_dispatch_time,
+                          bisect_right=_bisect_right)
+
+    @numba.njit(cache=True)
+    def _slot_of(keys, key):
+        """Where ``key`` is, or the empty slot (-1) it would take: open addressing with linear
+        probing over a power-of-two table (the batch shapes compiled so far)."""
+        mask = keys.size - 1
+        h = ((key * 2654435761) ^ (key >> 16)) & mask
+        while keys[h] != -1 and keys[h] != key:
+            h = (h + 1) & mask
+        return h
+
+    @numba.njit(cache=True)
+    def _insert(keys, values, key, value):
+        h = _slot_of(keys, key)
+        keys[h], values[h] = key, value
+
+    @numba.njit(cache=True)
+    def _wake_s(row, grid, idle):  # ServiceTimes.wake_s on arrays
+        if idle >= grid[-1]:
+            return row[-1]
+        i = _bisect_right(grid, idle, 0, grid.size) - 1
+        f = (idle - grid[i]) / (grid[i + 1] - grid[i])
+        return row[i] + f * (row[i + 1] - row[i])
+
+    @numba.njit(cache=True)
+    def _loop(arr, exits, end, big_b, wait, k_exits, consults, servers, free_t, local,
+              base, sigma, fixed, noise, chunk_of, width, slow_at, slow_x, wake, grid,
+              edges, state_f, tail, p_keys, p_ids, p_n, p_slot, p_batch, p_leave, p_kind, p_sizes,
+              breakdown, cursor, aux, o_size, o_rep, o_local, o_disp, o_fin, o_sizes,
+              q_disp, q_fin, q_batch, o_parts):
+        """The batch loop (see the module docstring); returns DONE or what it needs."""
+        n = arr.size
+        i, nb = cursor[0], cursor[1]
+        radix = big_b + 1
+        acc = np.zeros(o_parts.shape[1])
+        snap = np.zeros((k_exits, o_parts.shape[1]))  # acc when each exit's leavers finish
+        ends = np.zeros(k_exits)  # when each exit's leavers finish
+        while i < n:
+            s = 0  # the free server: least (free time, replica), as the heap pops it
+            for q in range(1, servers.size):
+                if free_t[q] < free_t[s] or (free_t[q] == free_t[s] and servers[q] < servers[s]):
+                    s = q
+            f, r = free_t[s], servers[s]
+            d, j = _dispatch(arr, i, f, big_b, wait, end)
+            size = j - i
+            key = 0
+            if consults:
+                for k in range(k_exits - 2, -1, -1):
+                    going = 0
+                    for q in range(i, j):
+                        if exits[q] > k:
+                            going += 1
+                    key = key * radix + going
+                    aux[1 + k] = going
+            key = key * radix + size
+            h = _slot_of(p_keys, key)
+            if p_keys[h] != key:
+                cursor[0], cursor[1] = i, nb
+                aux[0] = size
+                return NEED_PLAN
+            pid = p_ids[h]
+            m = local[s]
+            o = 0
+            if not fixed:
+                c = m // ROWS_PER_CHUNK
+                if chunk_of[r] != c:
+                    cursor[0], cursor[1] = i, nb
+                    aux[0], aux[1] = r, c
+                    return NEED_NOISE
+                o = (m - c * ROWS_PER_CHUNK) * width
+            x = slow_x[r, _bisect_right(slow_at[r], d, 0, slow_at.shape[1]) - 1]
+            w = 0.0 if wake.shape[1] == 0 else _wake_s(wake[size], grid, d - f)
+            t = d if wake.shape[1] == 0 else d + w
+            fac = state_f[_bisect_right(edges, d - f, 0, edges.size)]
+            if breakdown:
+                acc[:] = 0.0
+                acc[0] = w
+            for st in range(p_n[pid]):
+                slot, b = p_slot[pid, st], p_batch[pid, st]
+                dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]
+                t += dt
+                leave = p_leave[pid, st]
+                if breakdown:
+                    acc[p_kind[pid, st]] += dt
+                if leave >= 0:
+                    ends[leave] = t
+                    if breakdown:
+                        snap[leave, :] = acc
+            if tail.size:
+                t += tail[size]
+            o_size[nb], o_rep[nb], o_local[nb], o_disp[nb], o_fin[nb] = size, r, m, d, t
+            o_sizes[nb, :] = p_sizes[pid]
+            for q in range(i, j):  # each request: its batch, dispatch, and its exit's finish
+                q_disp[q], q_fin[q], q_batch[q] = d, ends[exits[q]], nb
+                if breakdown:  # ... and its time by stage kind until then
+                    o_parts[q, :] = snap[exits[q], :]
+            local[s] = m + 1
+            free_t[s] = t
+            nb += 1
+            i = j
+        cursor[0], cursor[1] = i, nb
+        return DONE
+
+
+class _Plans:
+    """The batch schedules compiled so far, as arrays the loop reads (grown as needed)."""
+
+    def __init__(self, k_exits: int):
+        self.keys, self.ids = np.full(256, -1, np.int64), np.zeros(256, np.int64)  # key -> row
+        self.k = k_exits
+        self._alloc(64, 4 * k_exits + 4)
+        self.count = 0
+
+    def _alloc(self, rows: int, width: int) -> None:
+        old = getattr(self, "n", None)
+        new = {"n": np.zeros(rows, np.int64), "slot": np.zeros((rows, width), np.int64),
+               "batch": np.zeros((rows, width), np.int64),
+               "leave": np.full((rows, width), -1, np.int64),
+               "kind": np.zeros((rows, width), np.int64),
+               "sizes": np.zeros((rows, self.k), np.int64)}
+        if old is not None:
+            for name, arr in new.items():
+                cur = getattr(self, name)
+                arr[(slice(0, cur.shape[0]),) + tuple(slice(0, x) for x in cur.shape[1:])] = cur
+        for name, arr in new.items():
+            setattr(self, name, arr)
+
+    def add(self, key: int, steps: list[tuple], sizes: list[int]) -> None:
+        rows, width = self.slot.shape
+        if self.count == rows or len(steps) > width:
+            self._alloc(2 * rows if self.count == rows else rows, max(width, 2 * len(steps)))
+        p = self.count
+        self.n[p] = len(steps)
+        for st, (_tb, _ts, slot, b, leave, kind) in enumerate(steps):
+            self.slot[p, st], self.batch[p, st], self.leave[p, st], self.kind[p, st] = \
+                slot, b, leave, kind
+        self.sizes[p] = sizes
+        if 2 * (self.count + 1) > self.keys.size:  # keep the table at most half full
+            keys, ids = np.full(2 * self.keys.size, -1, np.int64), np.zeros(2 * self.keys.size,
+                                                                            np.int64)
+            for old in np.flatnonzero(self.keys != -1):
+                _insert(keys, ids, self.keys[old], self.ids[old])
+            self.keys, self.ids = keys, ids
+        _insert(self.keys, self.ids, key, p)
+        self.count += 1
+
+
+def fits(svc: ServiceTimes, max_batch: int) -> bool:
+    """Whether batch shapes of this model fit the loop's int64 keys."""
+    return (max_batch + 1) ** svc.n_exits < 2 ** 62
+
+
+def _tables(svc: ServiceTimes, srv: Any, replicas: int) -> dict[str, np.ndarray]:
+    """The service tables as arrays: slowdown steps per replica (padded), wake-up, loop state
+    (one all-ones row where there is none), tail."""
+    slow = srv.slowdown()
+    width = max(len(at) for at, _ in slow)
+    slow_at = np.full((replicas, width + 1), np.inf)
+    slow_x = np.ones((replicas, width + 1))
+    for r, (at, xs) in enumerate(slow):
+        slow_at[r, :len(at)], slow_x[r, :len(xs)] = at, xs
+    if svc.wake is None:
+        wake, grid = np.zeros((svc.max_batch + 1, 0)), np.zeros(1)
+    else:
+        wake, grid = np.array(svc.wake, dtype=float), np.array(svc.IDLE_GRID_S)
+    if svc.state is None:
+        edges, state_f = np.zeros(0), np.ones((1, svc.width))
+    else:
+        edges = np.array(svc.state.idle_edges_s, dtype=float)
+        state_f = np.array(svc.state.factor, dtype=float)
+    tail = np.zeros(0) if svc.tail is None else np.array(svc.tail, dtype=float)
+    return {"slow_at": slow_at, "slow_x": slow_x, "wake": wake, "grid": grid, "edges": edges,
+            "state_f": state_f, "tail": tail}
+
+
+def serve_queue(svc: ServiceTimes, srv: Any, mode: ExitMode, active: tuple[bool, ...],
+                arr: np.ndarray, exits: np.ndarray, servers: list[int], noise: list,
+                end: float, breakdown: bool) -> dict[str, np.ndarray]:
+    """Serve one FIFO queue by ``servers`` (as :func:`offramp.sim.fast._serve_queue`); returns
+    the same columns."""
+    from .fast import _compile_plan
+
+    k_exits = svc.n_exits
+    n = arr.size
+    replicas = srv.replicas
+    tables = _tables(svc, srv, replicas)
+    fixed = svc.dist == "fixed"
+    width = svc.width
+    chunk = np.zeros((replicas, width if fixed else ROWS_PER_CHUNK * width))
+    chunk_of = np.full(replicas, -1, np.int64)
+    # The schedules compiled so far for these tables, mode and exits: a memo of the execution
+    # rule (pure), kept on the tables so replications and capacity probes share it.
+    memo = svc.__dict__.setdefault("_compiled_plans", {})
+    plans = memo.setdefault((mode, active, srv.max_batch), _Plans(k_exits))
+    # Room for as many batches as requests (np.empty: only the pages written are ever touched).
+    out = [np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n),
+           np.empty(n), np.empty((n, k_exits), np.int64)]
+    # Per request, in queue order: dispatch, finish, batch row; time by stage kind.
+    per = [np.empty(n), np.empty(n), np.empty(n, np.int64),
+           np.empty((n if breakdown else 1, N_KINDS))]
+    cursor, aux = np.zeros(2, np.int64), np.zeros(k_exits + 1, np.int64)
+    free_t = np.zeros(len(servers))
+    local = np.zeros(len(servers), np.int64)
+    consults = mode.consults_early_exits
+    base, sigma = np.array(svc.base), np.array(svc.sigma)
+    srv_ids = np.array(servers, np.int64)
+    while True:
+        status = _loop(arr, exits, end, srv.max_batch, srv.max_wait_ms / 1000.0, k_exits,
+                       consults, srv_ids, free_t, local, base, sigma, fixed, chunk, chunk_of,
+                       width, tables["slow_at"], tables["slow_x"], tables["wake"],
+                       tables["grid"], tables["edges"], tables["state_f"], tables["tail"],
+                       plans.keys, plans.ids, plans.n, plans.slot, plans.batch, plans.leave, plans.kind,
+                       plans.sizes, breakdown, cursor, aux, *out, *per)
+        if status == DONE:
+            break
+        if status == NEED_PLAN:  # aux: the batch's size, then its survivors past each exit
+            size = int(aux[0])
+            going = tuple(int(g) for g in aux[1:k_exits]) if consults else ()
+            key = 0
+            for g in reversed(going):
+                key = key * (srv.max_batch + 1) + g
+            plans.add(key * (srv.max_batch + 1) + size,
+                      *_compile_plan(svc, mode, active, size, going))
+        else:  # NEED_NOISE
+            r, c = int(aux[0]), int(aux[1])
+            while chunk_of[r] < c:  # rows are used in order: the next chunk, drawn as always
+                chunk[r] = noise[r].draw_chunk()
+                chunk_of[r] += 1
+    nb = int(cursor[1])
+    names = ("size", "replica", "local", "dispatch", "finish", "sizes")
+    cols = {name: a[:nb] for name, a in zip(names, out, strict=True)}
+    cols.update(req_dispatch=per[0], req_finish=per[1], req_batch=per[2],
+                parts=per[3] if breakdown else None)
+    return cols
