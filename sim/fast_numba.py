@@ -25,6 +25,7 @@ import numpy as np
 from offramp.core import batching
 from offramp.core.modes import ExitMode
 
+from . import service
 from .records import N_KINDS
 from .service import ROWS_PER_CHUNK, ServiceTimes
 
@@ -78,13 +79,8 @@ if numba is not None:
         h = _slot_of(keys, key)
         keys[h], values[h] = key, value
 
-    @numba.njit(cache=True)
-    def _wake_s(row, grid, idle):  # ServiceTimes.wake_s on arrays
-        if idle >= grid[-1]:
-            return row[-1]
-        i = _bisect_right(grid, idle, 0, grid.size) - 1
-        f = (idle - grid[i]) / (grid[i + 1] - grid[i])
-        return row[i] + f * (row[i + 1] - row[i])
+    # The wake-up's interpolation (ServiceTimes.wake_s), compiled from the same function.
+    _wake_s = _compiled(service.on_grid, bisect_right=_bisect_right)
 
     @numba.njit(cache=True)
     def _loop(arr, exits, end, big_b, wait, k_exits, consults, servers, free_t, local,
@@ -138,7 +134,7 @@ if numba is not None:
             fac = state_f[_bisect_right(edges, d - f, 0, edges.size)]
             if breakdown:
                 acc[:] = 0.0
-                acc[0] = w
+                acc[0] = w  # the wake-up is overhead (StageKind.OVERHEAD.code == 0)
             for st in range(p_n[pid]):
                 slot, b = p_slot[pid, st], p_batch[pid, st]
                 dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]

@@ -116,6 +116,16 @@ class NoiseStream:
         return self.flat[m * self.width:(m + 1) * self.width]
 
 
+def on_grid(row, grid, x):  # noqa: ANN001, ANN201 - lists or arrays (compiled by fast_numba)
+    """``row`` at ``x``: linear between the points of ``grid`` (ascending, ``row`` one value
+    per point), flat beyond the last; ``x`` is never below the first."""
+    if x >= grid[-1]:
+        return row[-1]
+    i = bisect_right(grid, x, 0, len(grid)) - 1
+    f = (x - grid[i]) / (grid[i + 1] - grid[i])
+    return row[i] + f * (row[i + 1] - row[i])
+
+
 class LoopState:
     """How a replica's idle time scales its stages (``served_costs`` of a profile, fitted by
     :mod:`offramp.profiling.served`): a batch dispatched after ``idle`` seconds runs each stage
@@ -171,13 +181,7 @@ class ServiceTimes:
     def wake_s(self, b: int, idle_s: float) -> float:
         """Extra seconds of a batch of b dispatched after the replica idled ``idle_s``
         (linear between the grid points, flat beyond the last)."""
-        row = self.wake[b]
-        grid = self.IDLE_GRID_S
-        if idle_s >= grid[-1]:
-            return row[-1]
-        i = bisect_right(grid, idle_s) - 1
-        f = (idle_s - grid[i]) / (grid[i + 1] - grid[i])
-        return row[i] + f * (row[i + 1] - row[i])
+        return on_grid(self.wake[b], self.IDLE_GRID_S, idle_s)
 
     def slot(self, kind: StageKind, k: int) -> int:
         """The table row of stage ``kind`` at exit ``k`` (see :data:`SLOT_KINDS`)."""
