@@ -270,7 +270,8 @@ def _stub(monkeypatch, holds_up_to: float, at_target: float | None = None):
     ``at_target``, the rate ``holds_up_to`` gives exactly that statistic (never certain)."""
     seen: list[tuple[float, int, int]] = []
 
-    def simulate(sc, run):
+    def simulate(sc, run, breakdown=True):
+        assert not breakdown  # probes need latencies only: the hot path
         rate = sc.workload.rate
         seen.append((rate, run.replications, run.seed))
         return SimpleNamespace(records=[rate] * run.replications)
