@@ -188,12 +188,12 @@ class EENet(LearnedScorePolicy):
         sm, mx, conf = eenet_features(trace)
         feats = (sm[ids], mx[ids], conf[ids])
         correct = torch.as_tensor(trace.correct[ids], dtype=torch.float32)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            fits = [self._fit_once(feats, correct, c, self.seed + i) for i in range(self.n_fits)]
-        finally:
-            torch.set_num_threads(threads)
+        from offramp.common.pool import map_independent
+
+        # The seeds are independent fits, each single-threaded: spread over processes (the
+        # same numbers wherever one runs).
+        fits = map_independent(_fit_in_one_thread, [(self, feats, correct, c, self.seed + i)
+                                                    for i in range(self.n_fits)])
         within = [f for f in fits if abs(f["cost"] - self.budget_ms) <= COST_SLACK * self.budget_ms]
         best = (max(within, key=lambda f: f["accuracy"]) if within
                 else min(fits, key=lambda f: abs(f["cost"] - self.budget_ms)))
@@ -207,6 +207,7 @@ class EENet(LearnedScorePolicy):
         return super().fit(trace, split)
 
     def _fit_once(self, feats, correct: torch.Tensor, costs: np.ndarray, seed: int) -> dict:
+        """One fit from ``seed`` (what :func:`_fit_in_one_thread` runs)."""
         import torch
         from torch import nn
 
@@ -276,3 +277,16 @@ class EENet(LearnedScorePolicy):
                 f"budget {self.budget_ms:.4g} ms per sample, of the {c[0]:.4g}-{c[-1]:.4g} ms "
                 f"the exits allow; no fit came within {COST_SLACK:.0%} of it: kept the closest "
                 f"(val cost {self.val_cost_ms_:.4g} ms)")
+
+
+def _fit_in_one_thread(policy: EENet, feats, correct, costs: np.ndarray, seed: int) -> dict:  # noqa: ANN001
+    """``policy._fit_once`` on one torch thread (in this process or a pool worker): the same
+    numbers either way."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return policy._fit_once(feats, correct, costs, seed)
+    finally:
+        torch.set_num_threads(threads)

@@ -136,3 +136,31 @@ def test_a_profile_too_noisy_to_trust_is_named(tmp_path):
     assert main(["simulate", str(study), "-o", str(tmp_path / "run"), "--json"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stage_costs"]["noisy_stages"]
+
+
+def test_a_profile_is_loaded_once_per_file_version_and_tables_built_once(tmp_path):
+    # Variants of one study share the loaded profile and its stage tables; a profile file that
+    # changes on disk is read again (its size or modification time moved).
+    import os
+
+    from offramp.analysis.study.config import parse_config
+    from offramp.analysis.study.resolve import build_service, load_study_profile
+    from offramp.profiling.format import save_profile
+    from offramp.profiling.synthetic import synthetic_profile
+    from offramp.traces.synthetic import synthetic_trace
+
+    trace = synthetic_trace(200)
+    path = tmp_path / "p.json"
+    save_profile(synthetic_profile(segment_ms=1.0), path)
+    cfg = parse_config({"trace": {"path": "x.npz"}, "profile": {"path": str(path)}}, "test")
+    first = load_study_profile(cfg, trace)
+    assert load_study_profile(cfg, trace) is first
+    svc = build_service(cfg, trace, first)
+    assert build_service(cfg, trace, first) is svc
+    keep = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": "keep"})})
+    assert build_service(keep, trace, first) is not svc  # another server: its own tables
+    save_profile(synthetic_profile(segment_ms=2.0), path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = load_study_profile(cfg, trace)
+    assert second is not first
+    assert build_service(cfg, trace, second).base[1][1] > svc.base[1][1]  # segment 0, b = 1

@@ -79,3 +79,24 @@ def test_eenet_rejects_impossible_budget_and_missing_softmax():
     bare = make_trace(tr.labels, tr.split, tr.softmax, tr.meta, keep_softmax=False)
     with pytest.raises(InputError, match="softmax"):
         EENet(2.0, [1.0, 2.0, 3.0, 4.0], epochs=1).fit(bare)
+
+
+def test_eenet_seeds_fit_in_worker_processes_give_the_same_policy(monkeypatch):
+    # The seeds are spread over a process pool (common/pool.py); each fit is single-threaded
+    # and seeded, so the pool changes where they run, not what they give.
+    tr = synthetic_trace(1200, seed=4)
+    costs = exit_costs(synthetic_profile())
+    kw = {"budget_ms": float(costs[1]), "costs": costs, "n_fits": 2, "epochs": 8}
+    monkeypatch.setenv("OFFRAMP_WORKERS", "1")
+    alone = EENet(**kw).fit(tr)
+    monkeypatch.setenv("OFFRAMP_WORKERS", "2")
+    from offramp.common import pool
+
+    if pool.workers() < 2:
+        pytest.skip("one core: no pool to compare with")
+    pooled = EENet(**kw).fit(tr)
+    assert pool._POOL is not None  # the seeds ran in worker processes
+    assert alone.fits_ == pooled.fits_
+    assert np.array_equal(alone.thresholds_, pooled.thresholds_)
+    ids = tr.indices("test")
+    assert np.array_equal(alone.exit_index(tr, ids), pooled.exit_index(tr, ids))

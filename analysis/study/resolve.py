@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 from offramp.analysis.study.config import StudyConfig
@@ -61,11 +62,39 @@ def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:
     return trace
 
 
+# Loaded profiles and built stage tables are read-only: a process loads each file version once
+# and builds each study server's tables once (the variants of a demo, sweep or capacity
+# comparison, an optimizer's trials share them).
+_PROFILES: OrderedDict[tuple, LatencyProfile] = OrderedDict()
+_SERVICES: OrderedDict[tuple, tuple[LatencyProfile, ServiceTimes]] = OrderedDict()
+_KEEP = 32
+
+
+def _remember(cache: OrderedDict, key: tuple, value):  # noqa: ANN001, ANN202
+    cache[key] = value
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
+    return value
+
+
+def _load_profile_once(path: Path) -> LatencyProfile:
+    """The profile at ``path``, loaded once per file version (path, size, modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return load_profile(path)  # its own error names the file
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _PROFILES:
+        _PROFILES.move_to_end(key)
+        return _PROFILES[key]
+    return _remember(_PROFILES, key, load_profile(path))
+
+
 def load_study_profile(cfg: StudyConfig, trace: ExitTrace, base: Path | None = None
                        ) -> LatencyProfile | None:
     if cfg.profile.kind != "profile":
         return None
-    profile = load_profile(resolve_path(cfg.profile.path, base, shipped_profile_path))
+    profile = _load_profile_once(resolve_path(cfg.profile.path, base, shipped_profile_path))
     check_profile_matches(profile, trace.model_id, trace.n_exits, trace.source)
     return profile
 
@@ -82,12 +111,18 @@ def build_service(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | 
                   ) -> ServiceTimes:
     """Stage-time tables for this study's server."""
     srv = cfg.server
-    model = study_costs(cfg, profile)
-    if model is None:
+    if profile is None:
         return ServiceTimes.analytic(cfg.profile.kind, cfg.profile.mean_ms, trace.n_exits,
                                      srv.max_batch)
-    return ServiceTimes.from_latency(model, n_exits=trace.n_exits, max_batch=srv.max_batch,
-                                     mode=srv.exit_mode, sampled=cfg.profile.latency == "sampled")
+    key = (id(profile), cfg.profile.costs, tuple(srv.engine_sizes or ()), trace.n_exits,
+           srv.max_batch, srv.exit_mode, cfg.profile.latency)
+    if key in _SERVICES and _SERVICES[key][0] is profile:
+        _SERVICES.move_to_end(key)
+        return _SERVICES[key][1]
+    svc = ServiceTimes.from_latency(study_costs(cfg, profile), n_exits=trace.n_exits,
+                                    max_batch=srv.max_batch, mode=srv.exit_mode,
+                                    sampled=cfg.profile.latency == "sampled")
+    return _remember(_SERVICES, key, (profile, svc))[1]
 
 
 def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | None,
