@@ -5,6 +5,7 @@ all use and say the same one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,15 +95,19 @@ def test_an_analytic_service_takes_no_costs(tmp_path):
 @needs_fmnist
 def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path, capsys):
     out = tmp_path / "cal.json"
+    import offramp.traces
+
+    weights = str(Path(offramp.traces.__file__).parent / "data" / "fmnist-resnet.pt")
     assert main(["profile", "calibrate", "fmnist-resnet-cpu", "-o", str(out), "--loads", "0.5",
                  "--modes", "shrink", "--requests", "400", "--served-seconds", "0",
-                 "--quiet"]) == 0
+                 "--checkpoint", weights, "--quiet"]) == 0
     from offramp.profiling.format import load_profile
 
     prof = load_profile(out)
     fitted = prof.meta["served_costs"]["fitted_on"]
     assert fitted["loads"] == [0.5] and fitted["modes"] == ["shrink"]
     assert fitted["streams"] == 2 and fitted["device"] == "cpu" and fitted["max_batch"] == 32
+    assert fitted["checkpoint"] == weights  # the real model's weights, as given
     assert 0 < fitted["busy"]["shrink-L0"] < 1
     # The rows are the profiler's; the calibration is added, and studies now default to it.
     assert prof.rows == resolve_profile("fmnist-resnet-cpu").rows

@@ -129,6 +129,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE")
     cal.add_argument("--data-factory", metavar="MODULE:FUNCTION")
     cal.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE")
+    cal.add_argument("--checkpoint", type=Path, help="trained weights for the real model "
+                     "(default: the shipped checkpoint; rt-minilm6 has none: `offramp traces "
+                     "train --model rt-minilm6 --seed 0` recreates it)")
     cal.add_argument("--keep-runs", type=Path, help="keep the real runs in this folder")
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
@@ -177,6 +180,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile = calibrate_profile(args.profile, args.output, args.device, loads, modes,
                                 args.requests, args.served_seconds, args.max_batch,
                                 args.max_wait_ms, args.trace, keep=args.keep_runs, own=own,
+                                checkpoint=str(args.checkpoint) if args.checkpoint else None,
                                 log=(lambda *_: None) if args.quiet else print)
     fitted = profile.meta["served_costs"]
     print(f"wrote {args.output}: served costs fitted on {fitted['fitted_on']['streams']} streams "

@@ -32,8 +32,10 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
                       served_seconds: float = 3.0, max_batch: int = 32, max_wait_ms: float = 2.0,
                       trace: str | None = None, policy: dict[str, Any] | None = None,
                       keep: Path | None = None, own: dict[str, Any] | None = None,
-                      log: Callable[..., None] = print) -> LatencyProfile:
-    """Serve the real loop, fit, and write the calibrated profile to ``output``."""
+                      log: Callable[..., None] = print, checkpoint: str | None = None
+                      ) -> LatencyProfile:
+    """Serve the real loop, fit, and write the calibrated profile to ``output``
+    (``checkpoint``: the real model's weights, default the shipped ones)."""
     from offramp.analysis.validation.compare import read_real_side, served_profile
     from offramp.analysis.validation.prepare import prepare
     from offramp.profiling.validate_real import run_plan
@@ -51,7 +53,7 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
         prepare(study, Path.cwd(), work, device, list(modes),
                 [{"utilisation": u} for u in loads], 1, requests,
                 profile_given=Path(str(base.source)), own=own, served_requests=requests // 2,
-                served_seconds=served_seconds)
+                served_seconds=served_seconds, checkpoint=checkpoint)
         run_plan(work, log=log)
         trace_obj = load_study_trace(study, Path.cwd())
         plan, manifest = read_real_side(work)
@@ -84,7 +86,8 @@ def _provenance(plan: ValidationPlan, manifest: dict[str, Any], requests: int) -
             "modes": [m.value for m in plan.modes], "max_batch": plan.max_batch,
             "max_wait_ms": plan.max_wait_ms, "requests_per_stream": requests,
             "streams": len(manifest["runs"]) + len(manifest.get("served", [])),
-            "device": plan.device, "machine": manifest.get("machine"),
+            "device": plan.device, "checkpoint": plan.checkpoint,
+            "machine": manifest.get("machine"),
             "software": {"python": platform.python_version(), "torch": torch.__version__},
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": plan.command}
