@@ -106,22 +106,17 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
     """
     svc, srv = scenario.service, scenario.server
     big_b, wait, mode = srv.max_batch, srv.max_wait_ms / 1000.0, srv.exit_mode
-    k_exits = svc.n_exits
-    n = len(arr)
+    k_exits, n, slow, noise = svc.n_exits, len(arr), srv.slowdown(), rep.noise
     # reach[k][i]: how many of the first i requests go on past exit k (exit index > k).
     reach = [np.concatenate([[0], np.cumsum(exits > k, dtype=np.int64)]).tolist()
              for k in range(k_exits - 1)] if mode.consults_early_exits else []
     base, wake, tail, state = svc.base, svc.wake, svc.tail, svc.state
-    slow = srv.slowdown()
     active = tuple(bool(a) for a in scenario.policy.active_exits(k_exits))
-    noise = rep.noise
     _bisect, _dispatch = bisect_right, dispatch
     # A batch's schedule depends only on its size and survivor counts: compile each once.
     compiled: dict[tuple, tuple] = {}
     unscaled = [1.0] * len(base)  # no loop-state factors: every stage x 1.0 (exact)
-    local = dict.fromkeys(servers, 0)
-    free = [(0.0, r) for r in servers]
-    heapq.heapify(free)
+    local, free = dict.fromkeys(servers, 0), [(0.0, r) for r in servers]  # sorted: a heap
     rows, o_ends, o_sizes, o_parts = [], [], [], []
     i = 0
     while i < n:
@@ -150,18 +145,23 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         rows.append((size, r, m, d, t))
         o_ends.extend(ends)
         o_sizes.extend(sizes)
-        if breakdown:
-            o_parts.extend(parts)
+        o_parts.extend(parts or ())
         heapq.heappush(free, (t, r))
         i = j
-    cols = _columns(rows, o_sizes, k_exits)
-    # Per request: its batch (they take the queue in FIFO order), dispatch, its exit's finish,
-    # and its time by stage kind until then.
-    which = np.repeat(np.arange(len(rows)), cols["size"])
-    ends = np.array(o_ends, dtype=float).reshape(-1, k_exits)
-    cols.update(req_dispatch=cols["dispatch"][which], req_finish=ends[which, exits],
-                req_batch=which, parts=np.array(o_parts).reshape(-1, k_exits, N_KINDS)[
-                    which, exits] if breakdown else None)
+    return _per_request(_columns(rows, o_sizes, k_exits), o_ends,
+                        o_parts if breakdown else None, exits, k_exits)
+
+
+def _per_request(cols: dict[str, Any], ends: list[float], parts: list[float] | None,
+                 exits: np.ndarray, k_exits: int) -> dict[str, Any]:
+    """``cols`` with, per request: its batch (batches take the queue in FIFO order), dispatch,
+    its exit's finish (``ends``: each batch's, exit-major) and its time by stage kind until
+    then (``parts``: each batch's at each exit; None: not recorded)."""
+    which = np.repeat(np.arange(cols["size"].size), cols["size"])
+    ends_b = np.array(ends, dtype=float).reshape(-1, k_exits)
+    cols.update(req_dispatch=cols["dispatch"][which], req_finish=ends_b[which, exits],
+                req_batch=which, parts=None if parts is None else np.array(parts).reshape(
+                    -1, k_exits, N_KINDS)[which, exits])
     return cols
 
 
@@ -176,6 +176,26 @@ def _columns(rows: list[tuple], sizes: list[int], k_exits: int) -> dict[str, np.
     return cols
 
 
+def _exits(scenario: Scenario, samples: np.ndarray) -> np.ndarray:
+    """Every request's exit, up front (the policy is static; the last where none is consulted)."""
+    trace, policy = scenario.trace, scenario.policy
+    k_exits = trace.n_exits
+    if not scenario.server.exit_mode.consults_early_exits:
+        return np.full(samples.size, k_exits - 1, dtype=np.int64)
+    exits = policy.exit_index(trace, samples).astype(np.int64)
+    if not policy.active_exits(k_exits)[exits].all():
+        raise ValueError(f"policy {policy.name!r} exits samples at a disabled exit head")
+    return exits
+
+
+def _queues(server: Any, routes: np.ndarray | None) -> list[tuple[np.ndarray | None, list[int]]]:
+    """(requests, servers) of each FIFO queue: one for the whole stream (one replica, or
+    replicas sharing it: requests None), else one per replica with the requests routed to it."""
+    if server.routing == "shared" or server.replicas == 1:
+        return [(None, list(range(server.replicas)))]
+    return [(np.flatnonzero(routes == r), [r]) for r in range(server.replicas)]
+
+
 def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> RunRecords:
     """Simulate one open-loop replication with a static policy; ``breakdown``: record each
     request's time by stage kind (searches that need only latencies leave it off). The batch
@@ -185,24 +205,11 @@ def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> Ru
     reason = supports(scenario)
     if reason:
         raise ValueError(f"fast engine cannot run this study: {reason}")
-    trace, policy, server = scenario.trace, scenario.policy, scenario.server
-    k_exits = trace.n_exits
+    policy, server = scenario.policy, scenario.server
+    k_exits = scenario.trace.n_exits
     arrivals, samples = rep.requests.times, rep.requests.samples
     n = arrivals.size
-    if not server.exit_mode.consults_early_exits:
-        exits = np.full(n, k_exits - 1, dtype=np.int64)
-    else:
-        exits = policy.exit_index(trace, samples).astype(np.int64)
-        if not policy.active_exits(k_exits)[exits].all():
-            raise ValueError(f"policy {policy.name!r} exits samples at a disabled exit head")
-    # The queues: one for the whole stream (one replica, or replicas sharing it: idx None),
-    # else one per replica with the requests routed to it.
-    groups: list[tuple[np.ndarray | None, list[int]]] = []
-    if server.routing == "shared" or server.replicas == 1:
-        groups.append((None, list(range(server.replicas))))
-    else:
-        for r in range(server.replicas):
-            groups.append((np.flatnonzero(rep.routes == r), [r]))
+    exits = _exits(scenario, samples)
     compiled = fast_numba.available() and fast_numba.fits(scenario.service, server.max_batch)
     active = tuple(bool(a) for a in policy.active_exits(k_exits))
     end = float(arrivals[-1]) if n else 0.0
@@ -214,7 +221,8 @@ def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> Ru
                                           arr, ex, servers, rep.noise, end, breakdown)
         return _serve_queue(scenario, rep, arr.tolist(), ex, servers, end, breakdown)
 
-    done = [(idx, serve(idx, servers)) for idx, servers in groups if n and (idx is None or idx.size)]
+    done = [(idx, serve(idx, servers)) for idx, servers in _queues(server, rep.routes)
+            if n and (idx is None or idx.size)]
     if len(done) == 1 and done[0][0] is None:  # one queue: its columns are the run's, as they are
         cols = done[0][1]
         dispatch, finish, parts = cols["req_dispatch"], cols["req_finish"], cols["parts"]

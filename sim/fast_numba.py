@@ -15,151 +15,24 @@ loop instead.
 
 from __future__ import annotations
 
-import math
 import os
-import types
 from typing import Any
 
 import numpy as np
 
-from offramp.core import batching
 from offramp.core.modes import ExitMode
 
-from . import service
+from .fast_kernels import DONE, NEED_PLAN, numba
 from .records import N_KINDS
 from .service import ROWS_PER_CHUNK, ServiceTimes
 
-try:  # numba is optional: the pure-Python loop is the fallback
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is not installed
-    numba = None
+if numba is not None:
+    from .fast_kernels import _insert, _loop
 
 
 def available() -> bool:
     """Whether the compiled loop runs (numba importable, not switched off by OFFRAMP_NUMBA=0)."""
     return numba is not None and os.environ.get("OFFRAMP_NUMBA", "1") != "0"
-
-
-DONE, NEED_PLAN, NEED_NOISE = range(3)
-
-if numba is not None:
-    @numba.njit(cache=True)
-    def _bisect_right(a, x, lo, hi):  # bisect.bisect_right, for arrays
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if x < a[mid]:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
-
-    def _compiled(fn, **names):
-        """``fn`` compiled as written, its global ``names`` bound to compiled twins."""
-        clone = types.FunctionType(fn.__code__, {**fn.__globals__, **names}, fn.__name__,
-                                   fn.__defaults__, fn.__closure__)
-        return numba.njit(cache=True)(clone)
-
-    # The batching rule, one home: core/batching.py's functions themselves, compiled.
-    _dispatch_time = _compiled(batching.dispatch_time)
-    _dispatch = _compiled(batching.dispatch, dispatch_time=_dispatch_time,
-                          bisect_right=_bisect_right)
-
-    @numba.njit(cache=True)
-    def _slot_of(keys, key):
-        """Where ``key`` is, or the empty slot (-1) it would take: open addressing with linear
-        probing over a power-of-two table (the batch shapes compiled so far)."""
-        mask = keys.size - 1
-        h = ((key * 2654435761) ^ (key >> 16)) & mask
-        while keys[h] != -1 and keys[h] != key:
-            h = (h + 1) & mask
-        return h
-
-    @numba.njit(cache=True)
-    def _insert(keys, values, key, value):
-        h = _slot_of(keys, key)
-        keys[h], values[h] = key, value
-
-    # The wake-up's interpolation (ServiceTimes.wake_s), compiled from the same function.
-    _wake_s = _compiled(service.on_grid, bisect_right=_bisect_right)
-
-    @numba.njit(cache=True)
-    def _loop(arr, exits, end, big_b, wait, k_exits, consults, servers, free_t, local,
-              base, sigma, fixed, noise, chunk_of, width, slow_at, slow_x, wake, grid,
-              edges, state_f, tail, p_keys, p_ids, p_n, p_slot, p_batch, p_leave, p_kind, p_sizes,
-              breakdown, cursor, aux, o_size, o_rep, o_local, o_disp, o_fin, o_sizes,
-              q_disp, q_fin, q_batch, o_parts):
-        """The batch loop (see the module docstring); returns DONE or what it needs."""
-        n = arr.size
-        i, nb = cursor[0], cursor[1]
-        radix = big_b + 1
-        acc = np.zeros(o_parts.shape[1])
-        snap = np.zeros((k_exits, o_parts.shape[1]))  # acc when each exit's leavers finish
-        ends = np.zeros(k_exits)  # when each exit's leavers finish
-        while i < n:
-            s = 0  # the free server: least (free time, replica), as the heap pops it
-            for q in range(1, servers.size):
-                if free_t[q] < free_t[s] or (free_t[q] == free_t[s] and servers[q] < servers[s]):
-                    s = q
-            f, r = free_t[s], servers[s]
-            d, j = _dispatch(arr, i, f, big_b, wait, end)
-            size = j - i
-            key = 0
-            if consults:
-                for k in range(k_exits - 2, -1, -1):
-                    going = 0
-                    for q in range(i, j):
-                        if exits[q] > k:
-                            going += 1
-                    key = key * radix + going
-                    aux[1 + k] = going
-            key = key * radix + size
-            h = _slot_of(p_keys, key)
-            if p_keys[h] != key:
-                cursor[0], cursor[1] = i, nb
-                aux[0] = size
-                return NEED_PLAN
-            pid = p_ids[h]
-            m = local[s]
-            o = 0
-            if not fixed:
-                c = m // ROWS_PER_CHUNK
-                if chunk_of[r] != c:
-                    cursor[0], cursor[1] = i, nb
-                    aux[0], aux[1] = r, c
-                    return NEED_NOISE
-                o = (m - c * ROWS_PER_CHUNK) * width
-            x = slow_x[r, _bisect_right(slow_at[r], d, 0, slow_at.shape[1]) - 1]
-            w = 0.0 if wake.shape[1] == 0 else _wake_s(wake[size], grid, d - f)
-            t = d if wake.shape[1] == 0 else d + w
-            fac = state_f[_bisect_right(edges, d - f, 0, edges.size)]
-            if breakdown:
-                acc[:] = 0.0
-                acc[0] = w  # the wake-up is overhead (StageKind.OVERHEAD.code == 0)
-            for st in range(p_n[pid]):
-                slot, b = p_slot[pid, st], p_batch[pid, st]
-                dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]
-                t += dt
-                leave = p_leave[pid, st]
-                if breakdown:
-                    acc[p_kind[pid, st]] += dt
-                if leave >= 0:
-                    ends[leave] = t
-                    if breakdown:
-                        snap[leave, :] = acc
-            if tail.size:
-                t += tail[size]
-            o_size[nb], o_rep[nb], o_local[nb], o_disp[nb], o_fin[nb] = size, r, m, d, t
-            o_sizes[nb, :] = p_sizes[pid]
-            for q in range(i, j):  # each request: its batch, dispatch, and its exit's finish
-                q_disp[q], q_fin[q], q_batch[q] = d, ends[exits[q]], nb
-                if breakdown:  # ... and its time by stage kind until then
-                    o_parts[q, :] = snap[exits[q], :]
-            local[s] = m + 1
-            free_t[s] = t
-            nb += 1
-            i = j
-        cursor[0], cursor[1] = i, nb
-        return DONE
 
 
 class _Plans:

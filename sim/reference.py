@@ -180,16 +180,7 @@ class ReferenceServer:
         # Time by stage kind so far (the breakdown); a stall and the wake-up are overhead.
         acc = [0.0] * N_KINDS
         parts = [0.0] * (k_exits * N_KINDS)
-        if ctrl is not None:
-            stall = ctrl.begin_batch(start, r)
-            if stall > 0:
-                acc[_OVERHEAD] += stall
-                yield env.timeout(stall)
-        if svc.wake is not None:
-            wake = svc.wake_s(size, start - self.free_at[r])
-            if wake > 0:
-                acc[_OVERHEAD] += wake
-                yield env.timeout(wake)
+        acc[_OVERHEAD] = yield from self._start(r, size, start)
         # Loop-state factors where measured, else every stage x 1.0 (exact).
         fac = self.unscaled if svc.state is None else svc.state.at_dispatch(start - self.free_at[r])
         sizes = [0] * k_exits
@@ -225,6 +216,22 @@ class ReferenceServer:
         self.batches.append((r, m, start, env.now, sizes, parts))
         self.free_at[r] = env.now
 
+    def _start(self, r: int, size: int, start: float):
+        """A stateful policy's switching stall, then the loop's wake-up after an idle spell
+        (where the profile measured one); returns their time."""
+        spent = 0.0
+        if self.ctrl is not None:
+            stall = self.ctrl.begin_batch(start, r)
+            if stall > 0:
+                spent += stall
+                yield self.env.timeout(stall)
+        if self.sc.service.wake is not None:
+            wake = self.sc.service.wake_s(size, start - self.free_at[r])
+            if wake > 0:
+                spent += wake
+                yield self.env.timeout(wake)
+        return spent
+
     def _finish(self, reqs: list[Request], k: int) -> None:
         now = self.env.now
         for req in reqs:
@@ -243,27 +250,30 @@ class ReferenceServer:
         else:
             self.env.process(self._open_loop())
         self.env.run()
-        reqs = self.requests
-        replica = np.array([q.replica for q in reqs], dtype=np.int64)
-        local = np.array([q.local for q in reqs], dtype=np.int64)
-        b = self.batches
-        k_exits = self.sc.trace.n_exits
-        b_rep = np.array([x[0] for x in b], dtype=np.int64)
-        b_loc = np.array([x[1] for x in b], dtype=np.int64)
-        b_disp = np.array([x[2] for x in b])
-        order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
-        exits = np.array([q.exit for q in reqs], dtype=np.int64)
-        return RunRecords(
-            arrival=np.array([q.arrival for q in reqs]),
-            sample=np.array([q.sample for q in reqs], dtype=np.int64),
-            dispatch=np.array([q.dispatch for q in reqs]),
-            finish=np.array([q.finish for q in reqs]),
-            exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order], batch_dispatch=b_disp[order],
-            batch_finish=np.array([x[3] for x in b])[order],
-            batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
-            parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
-                order][gid, exits],
-        )
+        return _records(self.requests, self.batches, self.sc.trace.n_exits)
+
+
+def _records(reqs: list[Request], b: list[tuple], k_exits: int) -> RunRecords:
+    """The run's flat records from its request objects and its batches' (replica, local
+    count, dispatch, finish, sizes, time by kind at each exit)."""
+    replica = np.array([q.replica for q in reqs], dtype=np.int64)
+    local = np.array([q.local for q in reqs], dtype=np.int64)
+    b_rep = np.array([x[0] for x in b], dtype=np.int64)
+    b_loc = np.array([x[1] for x in b], dtype=np.int64)
+    b_disp = np.array([x[2] for x in b])
+    order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
+    exits = np.array([q.exit for q in reqs], dtype=np.int64)
+    return RunRecords(
+        arrival=np.array([q.arrival for q in reqs]),
+        sample=np.array([q.sample for q in reqs], dtype=np.int64),
+        dispatch=np.array([q.dispatch for q in reqs]),
+        finish=np.array([q.finish for q in reqs]),
+        exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order],
+        batch_dispatch=b_disp[order], batch_finish=np.array([x[3] for x in b])[order],
+        batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
+        parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
+            order][gid, exits],
+    )
 
 
 def run_reference(scenario: Scenario, rep: Replication) -> RunRecords:

@@ -1,9 +1,7 @@
 """``offramp profile run|import|show|list|compare|calibrate``: measure, import, inspect, compare
-and calibrate latency profiles (docs/profiling.md).
-"""
-# The work lives in profiling/ (job runs a measurement, summary describes and compares
-# profiles, shipped resolves names); plots in offramp.analysis.report.plots. The measurement
-# side imports only torch, numpy and the standard library.
+and calibrate latency profiles (docs/profiling.md). The work lives in profiling/ (job, summary,
+shipped) and offramp.analysis.report.plots; the measurement side imports only torch, numpy and
+the standard library."""
 
 from __future__ import annotations
 
@@ -124,14 +122,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                      help="a served stream lasts at least this long at its rate")
     cal.add_argument("--max-batch", type=integer(1), default=32)
     cal.add_argument("--max-wait-ms", type=number(0, low_open=False), default=2.0)
-    cal.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as "
-                     "in profile run); needs --data-factory")
-    cal.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE")
-    cal.add_argument("--data-factory", metavar="MODULE:FUNCTION")
-    cal.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE")
-    cal.add_argument("--checkpoint", type=Path, help="trained weights for the real model "
-                     "(default: the shipped checkpoint; rt-minilm6 has none: `offramp traces "
-                     "train --model rt-minilm6 --seed 0` recreates it)")
+    for name, what in (("model", "your own model (as in profile run); needs --data-factory"),
+                       ("data", "its data")):
+        cal.add_argument(f"--{name}-factory", metavar="MODULE:FUNCTION", help=what)
+        cal.add_argument(f"--{name}-arg", action="append", default=[], metavar="NAME=VALUE")
+    cal.add_argument("--checkpoint", type=Path, help="the real model's weights (default: the "
+                     "shipped ones; rt-minilm6's: offramp traces train --model rt-minilm6)")
     cal.add_argument("--keep-runs", type=Path, help="keep the real runs in this folder")
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
