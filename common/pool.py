@@ -1,9 +1,12 @@
-"""One process pool per process for independent CPU-bound work (EENet's seeds, ...).
+"""One process pool for independent CPU-bound work (EENet's seeds, ...), where it is safe.
 
-Created on first use with the ``spawn`` start method (torch and forked OpenMP threads do not
-mix), reused by every later caller, shut down at exit. Work handed to it must give the same
-result in a worker as in the caller (single-threaded, seeded): the pool only changes where it
-runs. ``OFFRAMP_WORKERS`` caps its size (1: everything runs in the calling process).
+Off by default (a library or notebook caller runs everything in its own process); the CLI turns
+it on (:func:`enable`). Created on first use with the ``spawn`` start method (torch and forked
+OpenMP threads do not mix) and reused; never used inside a child process (a sweep's or an
+optimizer's worker runs its fits itself: no pools within pools) nor in a process forked from
+the one that made it. Work handed to it must give the same result in a worker as in the caller
+(single-threaded, seeded): the pool only changes where it runs. ``OFFRAMP_WORKERS`` caps its
+size (1: everything runs in the calling process).
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any
 
-_POOL: ProcessPoolExecutor | None = None
+_POOL: Any = None  # a concurrent.futures.ProcessPoolExecutor, made on first use
+_OWNER: int | None = None  # the process that made _POOL
+_ENABLED = False
+
+
+def enable(on: bool = True) -> None:
+    """Let :func:`map_independent` use the pool in this process (the CLI's entry point does)."""
+    global _ENABLED
+    _ENABLED = on
 
 
 def workers() -> int:
@@ -26,19 +35,34 @@ def workers() -> int:
     return max(1, min(cores or 1, int(cap) if cap and cap.isdigit() else cores or 1))
 
 
-def _pool() -> Executor:
-    global _POOL
+def usable() -> bool:
+    """Whether work would go to the pool here: enabled, more than one worker, in the process
+    that may own it (not a child process, not a fork of its owner)."""
+    if not _ENABLED or workers() < 2:
+        return False
+    import multiprocessing  # imported here: the CLI enables the pool before it parses
+
+    return multiprocessing.parent_process() is None and _OWNER in (None, os.getpid())
+
+
+def _pool() -> Any:
+    global _POOL, _OWNER
     if _POOL is None:
-        _POOL = ProcessPoolExecutor(max_workers=workers(), mp_context=get_context("spawn"))
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL = ProcessPoolExecutor(max_workers=workers(),
+                                    mp_context=multiprocessing.get_context("spawn"))
+        _OWNER = os.getpid()
         atexit.register(_POOL.shutdown, cancel_futures=True)
     return _POOL
 
 
 def map_independent(fn: Callable[..., Any], calls: Iterable[tuple]) -> list[Any]:
     """``[fn(*args) for args in calls]``, in order; spread over the pool where there is more
-    than one call and more than one worker (``fn`` must be importable: a module-level
+    than one call and the pool is :func:`usable` (``fn`` must be importable: a module-level
     function)."""
     calls = list(calls)
-    if len(calls) < 2 or workers() < 2:
+    if len(calls) < 2 or not usable():
         return [fn(*args) for args in calls]
     return list(_pool().map(fn, *zip(*calls, strict=True)))

@@ -44,20 +44,25 @@ def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], s
     finish when it ends or -1, the stage kind's code)."""
     bp = batch_plan(mode, size, going, active)
     done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
-    steps, sizes, pending = [], [0] * svc.n_exits, []
+    steps, sizes, pending, idle = [], [0] * svc.n_exits, [], None
     for s_i, st in enumerate(bp.stages):
         if st.kind not in svc.skip:
             slot = svc.slot(st.kind, st.k)
+            step = [svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code]
             # A stage of no time adds exactly 0.0 (to the clock and to its kind): left out,
-            # but for the first (an exit needs a step to end with).
+            # unless it is the first or an exit must end with it (below).
             if steps and svc.base[slot][st.batch] == 0.0:
-                pass
+                idle = step
             else:
-                steps.append([svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code])
+                steps.append(step)
+                idle = None
         if s_i in done_at:
             pending.append(done_at[s_i])
         if pending and steps:
-            for k in pending:  # an exit ends with the last timed stage before it
+            for k in pending:  # an exit ends with the last timed stage before it ...
+                if steps[-1][4] >= 0:  # ... which ends another: with the no-time stage after
+                    steps.append(idle)
+                    idle = None
                 steps[-1][4] = k
             pending = []
         if st.kind is StageKind.SEGMENT:

@@ -2,7 +2,10 @@
 
 :mod:`offramp.sim.fast_numba` prepares their arrays and answers what they hand back; see it
 for what the loop does. Every function here is compiled once per machine; none exists where
-numba is not installed (``numba`` is then None).
+numba is not installed (``numba`` is then None). numba's cache notices a change to a compiled
+function's own file only: after editing ``_bisect_right`` (which the batching rule and the
+wake-up's compiled twins call from other files), remove the ``*.nbi``/``*.nbc`` files under
+``core/__pycache__`` and ``sim/__pycache__``.
 """
 
 from __future__ import annotations
@@ -111,9 +114,12 @@ if numba is not None:
     def _loop(arr, exits, end, big_b, wait, k_exits, consults, servers, free_t, local,
               base, sigma, fixed, noise, chunk_of, width, slow_at, slow_x, wake, grid,
               edges, state_f, tail, p_keys, p_ids, p_n, p_slot, p_batch, p_leave, p_kind, p_sizes,
-              breakdown, cursor, aux, o_size, o_rep, o_local, o_disp, o_fin, o_sizes,
+              breakdown, overhead, cursor, aux, o_size, o_rep, o_local, o_disp, o_fin, o_sizes,
               q_disp, q_fin, q_batch, o_parts):
-        """The batch loop (see the module docstring); returns DONE or what it needs."""
+        """The batch loop (see the module docstring); returns DONE or what it needs: for
+        NEED_PLAN ``aux`` holds the batch's size, its survivors past each exit and, last, its
+        shape's key; for NEED_NOISE the replica and the chunk. ``overhead``: the overhead
+        kind's code (the wake-up counts there)."""
         n = arr.size
         i, nb = cursor[0], cursor[1]
         radix = big_b + 1
@@ -129,7 +135,7 @@ if numba is not None:
             h = _slot_of(p_keys, key)
             if p_keys[h] != key:
                 cursor[0], cursor[1] = i, nb
-                aux[0] = size
+                aux[0], aux[k_exits] = size, key
                 return NEED_PLAN
             pid = p_ids[h]
             m = local[s]
@@ -145,21 +151,21 @@ if numba is not None:
             w = 0.0 if wake.shape[1] == 0 else _wake_s(wake[size], grid, d - f)
             t = d if wake.shape[1] == 0 else d + w
             fac = state_f[_bisect_right(edges, d - f, 0, edges.size)]
+            ends[:] = np.nan  # every exit a request leaves at is set below (a gap would show)
             if breakdown:
                 acc[:] = 0.0
-                acc[0] = w  # the wake-up is overhead (StageKind.OVERHEAD.code == 0)
+                acc[overhead] = w
+                snap[:] = np.nan
             t = _steps(t, p_n[pid], p_slot[pid], p_batch[pid], p_leave[pid], p_kind[pid], base,
                        sigma, noise[r], o, x, fac, breakdown, acc, ends, snap)
             if tail.size:
                 t += tail[size]
             o_size[nb], o_rep[nb], o_local[nb], o_disp[nb], o_fin[nb] = size, r, m, d, t
-            o_sizes[nb, :] = p_sizes[pid]
+            o_sizes[nb, :], local[s], free_t[s] = p_sizes[pid], m + 1, t
             for q in range(i, j):  # each request: its batch, dispatch, and its exit's finish
                 q_disp[q], q_fin[q], q_batch[q] = d, ends[exits[q]], nb
                 if breakdown:  # ... and its time by stage kind until then
                     o_parts[q, :] = snap[exits[q], :]
-            local[s] = m + 1
-            free_t[s] = t
             nb += 1
             i = j
         cursor[0], cursor[1] = i, nb

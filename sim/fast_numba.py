@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from offramp.core.modes import ExitMode
+from offramp.core.modes import ExitMode, StageKind
 
 from .fast_kernels import DONE, NEED_PLAN, numba
 from .records import N_KINDS
@@ -143,17 +143,13 @@ def serve_queue(svc: ServiceTimes, srv: Any, mode: ExitMode, active: tuple[bool,
                        width, tables["slow_at"], tables["slow_x"], tables["wake"],
                        tables["grid"], tables["edges"], tables["state_f"], tables["tail"],
                        plans.keys, plans.ids, plans.n, plans.slot, plans.batch, plans.leave, plans.kind,
-                       plans.sizes, breakdown, cursor, aux, *out, *per)
+                       plans.sizes, breakdown, StageKind.OVERHEAD.code, cursor, aux, *out, *per)
         if status == DONE:
             break
-        if status == NEED_PLAN:  # aux: the batch's size, then its survivors past each exit
+        if status == NEED_PLAN:  # aux: size, survivors past each exit, the shape's key
             size = int(aux[0])
             going = tuple(int(g) for g in aux[1:k_exits]) if consults else ()
-            key = 0
-            for g in reversed(going):
-                key = key * (srv.max_batch + 1) + g
-            plans.add(key * (srv.max_batch + 1) + size,
-                      *_compile_plan(svc, mode, active, size, going))
+            plans.add(int(aux[k_exits]), *_compile_plan(svc, mode, active, size, going))
         else:  # NEED_NOISE
             r, c = int(aux[0]), int(aux[1])
             while chunk_of[r] < c:  # rows are used in order: the next chunk, drawn as always

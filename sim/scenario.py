@@ -44,6 +44,8 @@ class Replication:
     ``routes``: the replica of each open-loop request under round robin / random routing
     (None where the server decides: shared queue, join-shortest-queue, one replica);
     ``controller``: a stateful policy's state for this run (None for static policies).
+    Single-use: a run consumes its noise streams (the compiled fast loop draws their chunks
+    without keeping them), so each run draws its own replication.
     """
 
     requests: OpenArrivals | ClosedClients

@@ -107,7 +107,7 @@ def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path,
     fitted = prof.meta["served_costs"]["fitted_on"]
     assert fitted["loads"] == [0.5] and fitted["modes"] == ["shrink"]
     assert fitted["streams"] == 2 and fitted["device"] == "cpu" and fitted["max_batch"] == 32
-    assert fitted["checkpoint"] == weights  # the real model's weights, as given
+    assert fitted["checkpoint"] == weights  # the real model's weights, where they are
     assert 0 < fitted["busy"]["shrink-L0"] < 1
     # The rows are the profiler's; the calibration is added, and studies now default to it.
     assert prof.rows == resolve_profile("fmnist-resnet-cpu").rows
@@ -164,8 +164,25 @@ def test_a_profile_is_loaded_once_per_file_version_and_tables_built_once(tmp_pat
     assert build_service(cfg, trace, first) is svc
     keep = cfg.model_copy(update={"server": cfg.server.model_copy(update={"exit_mode": "keep"})})
     assert build_service(keep, trace, first) is not svc  # another server: its own tables
+    for field, value in (("latency", "sampled"), ("costs", "isolated")):
+        other = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={field: value})})
+        assert build_service(other, trace, first) is not svc, field
+    sized = cfg.model_copy(update={"server": cfg.server.model_copy(
+        update={"engine_sizes": [1, 2, 4, 8, 16, 32, 64]})})
+    assert build_service(sized, trace, first) is not svc
     save_profile(synthetic_profile(segment_ms=2.0), path)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     second = load_study_profile(cfg, trace)
     assert second is not first
     assert build_service(cfg, trace, second).base[1][1] > svc.base[1][1]  # segment 0, b = 1
+
+
+def test_calibrate_names_a_missing_or_conflicting_checkpoint(tmp_path, capsys):
+    args = ["profile", "calibrate", "fmnist-resnet-cpu", "-o", str(tmp_path / "c.json"),
+            "--checkpoint", str(tmp_path / "nope.pt")]
+    assert main(args) == 2
+    assert "--checkpoint" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+    (tmp_path / "w.pt").write_bytes(b"x")
+    assert main([*args[:-1], str(tmp_path / "w.pt"), "--model-factory", "m:f",
+                 "--data-factory", "m:g"]) == 2
+    assert "--model-factory" in capsys.readouterr().err

@@ -122,6 +122,9 @@ def _fast(plan, compiled: bool):
 # Batches of one: 2,500 noise rows per replica (three chunks), correlated noise and idle factors.
 @example(policy_i=3, mode="shrink", replicas=1, routing="shared", max_batch=1, wait=0.0, load=0.5,
          sampled=True, n=2500, seed=1, contention=[], loop="served")
+# Two replicas sharing a queue, batches of one: both cross noise chunks, at different rows.
+@example(policy_i=3, mode="shrink", replicas=2, routing="shared", max_batch=1, wait=0.0, load=0.9,
+         sampled=True, n=3000, seed=3, contention=[], loop="served")
 # Many batch shapes (the loop's schedule table grows), two replicas sharing a queue.
 @example(policy_i=5, mode="shrink", replicas=2, routing="shared", max_batch=48, wait=5.0,
          load=1.2, sampled=True, n=3000, seed=2, contention=[(0.01, 2.0, 1)], loop=True)

@@ -238,3 +238,24 @@ def test_a_batch_after_an_idle_spell_pays_the_wake_up(engine):
     assert plain.wake is None
     # Half-way up the ramp: 2 ms idle -> 0.2 ms.
     assert svc.wake_s(2, 0.002) == pytest.approx(0.0002)
+
+
+@pytest.mark.parametrize("compiled", ["1", "0"])
+def test_an_exit_after_stages_of_no_time_keeps_its_finish(compiled, monkeypatch):
+    # Segment 1 and head 1 cost nothing here, so nothing timed lies between exits 0 and 1; the
+    # fast engine leaves zero-time stages out of its schedules, and must still end exit 1's
+    # leavers when exit 0's end (found by review: they once got finish 0.0).
+    monkeypatch.setenv("OFFRAMP_NUMBA", compiled)
+    profile = affine_profile(3, range(1, 5))
+    for row in profile.rows:
+        if (row["kind"], row["k"]) in (("segment", 1), ("head", 1)):
+            row.update(p50_ms=0.0, mean_ms=0.0, p99_ms=0.0, std_ms=0.0)
+    for mode in ("keep", "shrink"):
+        fast = run(mode, profile=profile, engine="fast")
+        ref = run(mode, profile=profile, engine="reference")
+        assert np.isfinite(fast.finish).all()
+        np.testing.assert_allclose(fast.finish, ref.finish, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fast.parts, ref.parts, rtol=0, atol=1e-12)
+        # Request 2 leaves at exit 1: when exit 0's leavers do (shrink pays its compaction).
+        assert fast.finish[2] == pytest.approx(
+            fast.finish[0] + (0.0003 if mode == "shrink" else 0.0), abs=1e-12)

@@ -87,16 +87,39 @@ def test_eenet_seeds_fit_in_worker_processes_give_the_same_policy(monkeypatch):
     tr = synthetic_trace(1200, seed=4)
     costs = exit_costs(synthetic_profile())
     kw = {"budget_ms": float(costs[1]), "costs": costs, "n_fits": 2, "epochs": 8}
-    monkeypatch.setenv("OFFRAMP_WORKERS", "1")
-    alone = EENet(**kw).fit(tr)
-    monkeypatch.setenv("OFFRAMP_WORKERS", "2")
     from offramp.common import pool
 
-    if pool.workers() < 2:
+    alone = EENet(**kw).fit(tr)  # the library's default: no pool, every seed here
+    monkeypatch.setattr(pool, "_ENABLED", True)  # as the CLI does
+    monkeypatch.setenv("OFFRAMP_WORKERS", "2")
+    if not pool.usable():
         pytest.skip("one core: no pool to compare with")
+    used = []
+    real = pool._pool
+    monkeypatch.setattr(pool, "_pool", lambda: used.append(1) or real())
     pooled = EENet(**kw).fit(tr)
-    assert pool._POOL is not None  # the seeds ran in worker processes
+    assert used  # the seeds went to worker processes
     assert alone.fits_ == pooled.fits_
     assert np.array_equal(alone.thresholds_, pooled.thresholds_)
     ids = tr.indices("test")
     assert np.array_equal(alone.exit_index(tr, ids), pooled.exit_index(tr, ids))
+
+
+def test_the_pool_is_never_used_where_it_is_not_safe(monkeypatch):
+    # Off unless enabled (a library caller, a notebook, a script without a main guard); never
+    # in a child process (a sweep's or optimizer's worker: no pools within pools) nor in a fork
+    # of the process that made it.
+    from offramp.common import pool
+
+    monkeypatch.setenv("OFFRAMP_WORKERS", "2")
+    monkeypatch.setattr(pool, "_ENABLED", False)
+    assert not pool.usable()
+    monkeypatch.setattr(pool, "_ENABLED", True)
+    monkeypatch.setattr(pool, "_OWNER", -1)  # made by another process (this one is its fork)
+    assert not pool.usable()
+    monkeypatch.setattr(pool, "_OWNER", None)
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # a child
+    assert not pool.usable()
+    assert pool.map_independent(pow, [(2, 3), (3, 2)]) == [8, 9]  # runs here, in order

@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand. Bad input prints one line and exits 2; an unexpected
     error (a bug) prints one line and exits 1; ``--debug`` (or ``OFFRAMP_DEBUG=1``) shows
     the traceback of either instead."""
+    from offramp.common import pool
     from offramp.common.machine import set_command
 
     set_command(["offramp", *(sys.argv[1:] if argv is None else argv)])
+    pool.enable()  # independent fits may use worker processes (common/pool.py)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -235,7 +235,7 @@ def _detail(scenario: Any, run: Any, judged: dict[str, Any], trace: ExitTrace, g
     sc = dataclasses.replace(scenario, workload=scenario.workload.at_rate(rate),
                              server=scenario.server.model_copy(update={"replicas": replicas}),
                              slo_ms=goal.slo_ms)
-    result = simulate(sc, run)
+    result = simulate(sc, run, breakdown=False)  # latencies only
     s = result.summary
     ids = trace.indices("test")
     exits = scenario.policy.exit_index(trace, ids)

@@ -102,7 +102,7 @@ def run_report(folder: Path) -> str:
                  html_table(rows, ["metric", "mean", "± 95% CI", "unit"])),
                 ("Latency and exits", png_tag(folder / "latency.png")),
                 ("Where a request's time goes (ms)", _breakdown_section(
-                    pd.DataFrame([summary_row(metrics, "this run")]), folder / "none.png")),
+                    pd.DataFrame([summary_row(metrics, "this run")]))),
                 ("Fitted policy", f"<pre>{html.escape(json.dumps(doc['policy'], indent=1))}</pre>"),
                 ("Study config (resolved)", f"<pre>{html.escape(config)}</pre>"),
                 ("Reproduce", "<pre>" + html.escape(doc.get("command") or
@@ -151,14 +151,15 @@ def sweep_report(folder: Path) -> str:
                 f"{len(frame)} points · {', '.join(fields)} · {folder}")
 
 
-def _breakdown_section(frame: pd.DataFrame, png: Path) -> str:
-    """The stacked bars and their table (ms per request), where the rows carry a breakdown."""
+def _breakdown_section(frame: pd.DataFrame, png: Path | None = None) -> str:
+    """The stacked bars (``png``, where drawn) and their table (ms per request), where the
+    rows carry a breakdown."""
     from offramp.analysis.report.breakdown import breakdown_html_rows, has_breakdown
 
     if not has_breakdown(frame):
         return "<p class='muted'>no breakdown recorded</p>"
     rows, head = breakdown_html_rows(frame)
-    return ((png_tag(png) if png.exists() else "") + html_table(rows, head)
+    return ((png_tag(png) if png is not None and png.exists() else "") + html_table(rows, head)
             + "<p class='muted'>queueing: arrival to dispatch; in service: dispatch to the "
             "request's exit; the means of queueing and of each stage kind add up to the mean "
             "latency</p>")

@@ -42,6 +42,14 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
 
     if not all(0 < u < 1 for u in loads):
         raise InputError("--loads", None, "busy fractions must be in (0, 1)", "e.g. 0.3,0.6,0.9")
+    if checkpoint is not None:
+        if own:
+            raise InputError("--checkpoint", checkpoint, "weights of a shipped model, but "
+                             "--model-factory gives your own", "drop one of the two")
+        if not Path(checkpoint).is_file():
+            raise InputError("--checkpoint", checkpoint, "no such file",
+                             "give the checkpoint's path (offramp traces train -o writes one)")
+        checkpoint = str(Path(checkpoint).resolve())  # the provenance keeps where it was
     base = resolve_profile(profile)
     study = parse_config({"trace": {"path": trace or base.meta["model_id"]},
                           "profile": {"path": str(base.source)},
