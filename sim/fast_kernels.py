@@ -69,48 +69,6 @@ if numba is not None:
     _wake_s = _compiled(service.on_grid, bisect_right=_bisect_right)
 
     @numba.njit(cache=True)
-    def _free_server(free_t, servers):
-        """The free server: least (free time, replica), as the pure-Python loop's heap pops it."""
-        s = 0
-        for q in range(1, servers.size):
-            if free_t[q] < free_t[s] or (free_t[q] == free_t[s] and servers[q] < servers[s]):
-                s = q
-        return s
-
-    @numba.njit(cache=True)
-    def _shape(exits, i, j, k_exits, consults, radix, aux):
-        """The batch ``i:j``'s shape as one key: its size and, where early exits are consulted,
-        how many go on past each (also left in ``aux[1:]``)."""
-        key = 0
-        if consults:
-            for k in range(k_exits - 2, -1, -1):
-                going = 0
-                for q in range(i, j):
-                    if exits[q] > k:
-                        going += 1
-                key = key * radix + going
-                aux[1 + k] = going
-        return key * radix + (j - i)
-
-    @numba.njit(cache=True)
-    def _steps(t, n, slots, batches, leaves, kinds, base, sigma, z, o, x, fac, breakdown, acc,
-               ends, snap):
-        """Add a schedule's stage times to the clock ``t`` (base · exp(σ·z) · slowdown · loop
-        factor, in the Python loop's order); note when each exit's leavers finish (``ends``)
-        and, with ``breakdown``, the time by kind so far (``snap``). Returns the clock."""
-        for st in range(n):
-            slot, b = slots[st], batches[st]
-            dt = base[slot, b] * math.exp(sigma[slot, b] * z[o + slot]) * x * fac[slot]
-            t += dt
-            if breakdown:
-                acc[kinds[st]] += dt
-            if leaves[st] >= 0:
-                ends[leaves[st]] = t
-                if breakdown:
-                    snap[leaves[st], :] = acc
-        return t
-
-    @numba.njit(cache=True)
     def _loop(arr, exits, end, big_b, wait, k_exits, consults, servers, free_t, local,
               base, sigma, fixed, noise, chunk_of, width, slow_at, slow_x, wake, grid,
               edges, state_f, tail, p_keys, p_ids, p_n, p_slot, p_batch, p_leave, p_kind, p_sizes,
@@ -119,7 +77,8 @@ if numba is not None:
         """The batch loop (see the module docstring); returns DONE or what it needs: for
         NEED_PLAN ``aux`` holds the batch's size, its survivors past each exit and, last, its
         shape's key; for NEED_NOISE the replica and the chunk. ``overhead``: the overhead
-        kind's code (the wake-up counts there)."""
+        kind's code (the wake-up counts there). One function on purpose: split into compiled
+        helpers (even inlined) it ran 30% slower (benchmarks/mm1_peers.py, 2026-12-06)."""
         n = arr.size
         i, nb = cursor[0], cursor[1]
         radix = big_b + 1
@@ -127,11 +86,23 @@ if numba is not None:
         snap = np.zeros((k_exits, o_parts.shape[1]))  # acc when each exit's leavers finish
         ends = np.zeros(k_exits)  # when each exit's leavers finish
         while i < n:
-            s = _free_server(free_t, servers)
+            s = 0  # the free server: least (free time, replica), as the heap pops it
+            for q in range(1, servers.size):
+                if free_t[q] < free_t[s] or (free_t[q] == free_t[s] and servers[q] < servers[s]):
+                    s = q
             f, r = free_t[s], servers[s]
             d, j = _dispatch(arr, i, f, big_b, wait, end)
             size = j - i
-            key = _shape(exits, i, j, k_exits, consults, radix, aux)
+            key = 0  # the batch's shape: survivors past each consulted exit, then its size
+            if consults:
+                for k in range(k_exits - 2, -1, -1):
+                    going = 0
+                    for q in range(i, j):
+                        if exits[q] > k:
+                            going += 1
+                    key = key * radix + going
+                    aux[1 + k] = going
+            key = key * radix + size
             h = _slot_of(p_keys, key)
             if p_keys[h] != key:
                 cursor[0], cursor[1] = i, nb
@@ -155,17 +126,27 @@ if numba is not None:
             if breakdown:
                 acc[:] = 0.0
                 acc[overhead] = w
-                snap[:] = np.nan
-            t = _steps(t, p_n[pid], p_slot[pid], p_batch[pid], p_leave[pid], p_kind[pid], base,
-                       sigma, noise[r], o, x, fac, breakdown, acc, ends, snap)
+            for st in range(p_n[pid]):  # base · exp(σ·z) · slowdown · loop factor, in order
+                slot, b = p_slot[pid, st], p_batch[pid, st]
+                dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]
+                t += dt
+                leave = p_leave[pid, st]
+                if breakdown:
+                    acc[p_kind[pid, st]] += dt
+                if leave >= 0:
+                    ends[leave] = t
+                    if breakdown:
+                        snap[leave, :] = acc
             if tail.size:
                 t += tail[size]
             o_size[nb], o_rep[nb], o_local[nb], o_disp[nb], o_fin[nb] = size, r, m, d, t
-            o_sizes[nb, :], local[s], free_t[s] = p_sizes[pid], m + 1, t
+            o_sizes[nb, :] = p_sizes[pid]
             for q in range(i, j):  # each request: its batch, dispatch, and its exit's finish
                 q_disp[q], q_fin[q], q_batch[q] = d, ends[exits[q]], nb
                 if breakdown:  # ... and its time by stage kind until then
                     o_parts[q, :] = snap[exits[q], :]
+            local[s] = m + 1
+            free_t[s] = t
             nb += 1
             i = j
         cursor[0], cursor[1] = i, nb
