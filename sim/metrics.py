@@ -15,9 +15,17 @@ from .records import RunRecords
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
 # The latency breakdown's metrics: queueing and service, then each stage kind's time per request.
+STAGE_STATS = {"mean": None, "p50": 50, "p99": 99}  # per stage kind: the mean, two percentiles
+
+
+def stage_metric(kind: StageKind, stat: str = "mean") -> str:
+    """The summary's name for a stage kind's time per request (``stage_segment_p99_ms``)."""
+    return f"stage_{kind}_{stat}_ms"
+
+
 BREAKDOWN = (["wait_mean_ms", "wait_p50_ms", "wait_p99_ms", "in_service_mean_ms",
               "in_service_p50_ms", "in_service_p99_ms"]
-             + [f"stage_{kind}_{stat}_ms" for kind in StageKind for stat in ("mean", "p50", "p99")])
+             + [stage_metric(kind, stat) for kind in StageKind for stat in STAGE_STATS])
 
 
 def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
@@ -47,9 +55,8 @@ def _breakdown(rec: RunRecords, keep: np.ndarray) -> dict[str, float]:
     out = {}
     for kind, ms in parts.items():
         ms = ms[keep]
-        out[f"stage_{kind}_mean_ms"] = float(ms.mean())
-        out[f"stage_{kind}_p50_ms"] = float(np.percentile(ms, 50))
-        out[f"stage_{kind}_p99_ms"] = float(np.percentile(ms, 99))
+        for stat, q in STAGE_STATS.items():
+            out[stage_metric(kind, stat)] = float(ms.mean() if q is None else np.percentile(ms, q))
     return out
 
 

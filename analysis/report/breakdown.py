@@ -14,6 +14,7 @@ import pandas as pd
 from rich.table import Table
 
 from offramp.core.modes import StageKind
+from offramp.sim.metrics import stage_metric
 
 LABELS = {StageKind.SEGMENT: "segments", StageKind.HEAD: "exit heads",
           StageKind.CHECK: "exit decisions", StageKind.COMPACT: "compaction",
@@ -30,8 +31,8 @@ def summary_row(summary: dict[str, Any], label: str) -> dict[str, Any]:
 
 def kinds_present(frame: pd.DataFrame) -> list[StageKind]:
     """The stage kinds that took any time in any row (the others are left out of tables)."""
-    return [k for k in StageKind if f"stage_{k}_mean_ms" in frame
-            and (frame[f"stage_{k}_mean_ms"].fillna(0) > 0).any()]
+    return [k for k in StageKind if stage_metric(k) in frame
+            and (frame[stage_metric(k)].fillna(0) > 0).any()]
 
 
 def has_breakdown(frame: pd.DataFrame) -> bool:
@@ -44,7 +45,7 @@ def _ms(v: float) -> str:
 
 def _cells(row: Any, kinds: list[StageKind]) -> list[str]:
     cols = ["wait_p50_ms", "wait_p99_ms", "in_service_p50_ms", "in_service_p99_ms", "wait_mean_ms"]
-    return [_ms(row[c]) for c in cols] + [_ms(row[f"stage_{k}_mean_ms"]) for k in kinds]
+    return [_ms(row[c]) for c in cols] + [_ms(row[stage_metric(k)]) for k in kinds]
 
 
 def header(kinds: list[StageKind]) -> list[str]:
@@ -80,7 +81,7 @@ def plot_breakdown(frame: pd.DataFrame, title: str, path: Path) -> Path:
     from offramp.analysis.report.plots import save_png
 
     kinds = kinds_present(frame)
-    parts = [("queueing", "wait_mean_ms")] + [(k, f"stage_{k}_mean_ms") for k in kinds]
+    parts = [("queueing", "wait_mean_ms")] + [(k, stage_metric(k)) for k in kinds]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(frame) + 2.0))
     y = range(len(frame))
     left = pd.Series(0.0, index=frame.index)
