@@ -61,15 +61,18 @@ def test_killed_sweep_resumes_and_keeps_what_it_finished(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     points = out / "points"
+
+    def done():  # finished points only: a point being written is a dot-named temporary file
+        return [p for p in points.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]
+
     end = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < end:
-        if points.is_dir() and len([p for p in points.iterdir() if p.suffix == ".json"]) >= 5:
+        if points.is_dir() and len(done()) >= 5:
             os.killpg(proc.pid, signal.SIGKILL)  # the parent and its pool workers
             break
         time.sleep(0.01)
     proc.wait()
-    finished = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in points.iterdir()
-                if p.suffix == ".json" and not p.name.startswith(".")}
+    finished = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in done()}
     assert 5 <= len(finished) < 24, "the sweep was not killed part way"
     (points / ".p.json.x1y2.json").write_text('{"half')  # as a kill during a write leaves
     assert not (out / "sweep.parquet").exists()
