@@ -26,14 +26,34 @@ from .workload import ClosedLoop
 _OVERHEAD = StageKind.OVERHEAD.code
 
 
+def needs_events(scenario: Scenario) -> bool:
+    """Whether the next step depends on what has finished (join-shortest-queue routing on
+    several replicas, closed-loop clients): the event loop of :mod:`.fast_dynamic` runs it."""
+    srv = scenario.server
+    return isinstance(scenario.workload, ClosedLoop) or (srv.routing == "jsq"
+                                                          and srv.replicas > 1)
+
+
 def supports(scenario: Scenario) -> str | None:
     """None if the fast engine can run this scenario, else the reason it cannot."""
+    from . import fast_numba
+
     if not scenario.policy.is_static:
         return f"policy {scenario.policy.name!r} is stateful"
-    if isinstance(scenario.workload, ClosedLoop):
-        return "closed-loop workloads depend on completions"
-    if scenario.server.routing == "jsq":
-        return "join-shortest-queue routing depends on server state"
+    if not needs_events(scenario):
+        return None
+    what = ("closed-loop clients" if isinstance(scenario.workload, ClosedLoop)
+            else "join-shortest-queue routing")
+    if not fast_numba.available():
+        return f"{what} run on the fast engine only where numba is installed"
+    if not fast_numba.fits(scenario.service, scenario.server.max_batch):
+        return f"{what}: batch shapes of this model do not fit the compiled loop's keys"
+    wl = scenario.workload
+    if (isinstance(wl, ClosedLoop) and wl.think_ms == 0 and scenario.server.replicas > 1
+            and scenario.service.dist == "fixed"):
+        # Clients that never think, with stage times without noise, put several replicas'
+        # events on the same instant, where the order (and so who goes where) is SimPy's own.
+        return f"{what} without think time on several replicas with stage times without noise"
     return None
 
 
@@ -210,6 +230,10 @@ def run_fast(scenario: Scenario, rep: Replication, breakdown: bool = True) -> Ru
     reason = supports(scenario)
     if reason:
         raise ValueError(f"fast engine cannot run this study: {reason}")
+    if needs_events(scenario):
+        from .fast_dynamic import run_events
+
+        return run_events(scenario, rep, breakdown)
     policy, server = scenario.policy, scenario.server
     k_exits = scenario.trace.n_exits
     arrivals, samples = rep.requests.times, rep.requests.samples

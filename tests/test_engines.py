@@ -10,6 +10,7 @@ from helpers import scenario
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from offramp.common.errors import InputError
 from offramp.core.modes import ExitMode
 from offramp.policies import make_policy, policy_config
 from offramp.profiling.latency import LatencyModel, stage_costs
@@ -36,7 +37,7 @@ FIELDS = ["sample", "exit", "replica", "batch", "batch_replica", "batch_sizes"]
 
 
 def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
-          kind="poisson", cv=1.0, contention=(), loop=False):
+          kind="poisson", cv=1.0, contention=(), loop=False, clients=8, think_ms=1.0):
     policy = make_policy(POLICIES[policy_i]).fit(TRACE)
     # The loop profile's in-loop costs include a wake-up after idle spells; the served one
     # scales every stage by the replica's idle time before the batch.
@@ -48,7 +49,8 @@ def build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, 
                           replicas=replicas, routing=routing,
                           contention=[{"at_s": a, "factor": f, "replicas": [r % replicas]}
                                       for a, f, r in contention])
-    wl = WorkloadConfig(kind=kind, rate_rps=rate, **({"cv": cv} if kind == "gamma" else {}))
+    wl = (WorkloadConfig(kind="closed", clients=clients, think_ms=think_ms) if kind == "closed"
+          else WorkloadConfig(kind=kind, rate_rps=rate, **({"cv": cv} if kind == "gamma" else {})))
     sc = scenario(TRACE, policy, svc, server, wl)
     return lambda: (sc, draw_replication(sc, RunConfig(requests=n), np.random.SeedSequence(seed)))
 
@@ -70,6 +72,18 @@ def check_conserved(rec, n):
     np.testing.assert_allclose(parts.sum(axis=1), rec.finish - rec.dispatch, rtol=0, atol=1e-12)
 
 
+def same_run(plan):
+    """Run ``plan`` on both engines; they must agree (times to 1 ns). Returns both records."""
+    fast, used_f = run_replication(*plan(), "fast")
+    ref, used_r = run_replication(*plan(), "reference")
+    assert (used_f, used_r) == ("fast", "reference")
+    for f in FIELDS:
+        assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
+    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish", "parts"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(ref, f), rtol=0, atol=1e-9, err_msg=f)
+    return fast, ref
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Found by the property: two requests at the same instant, zero wait, a shared queue.
 @example(policy_i=0, mode="none", replicas=2, routing="shared", max_batch=2, wait=0.0, load=1.0,
@@ -79,7 +93,8 @@ def check_conserved(rec, n):
          load=0.6, sampled=True, n=400, seed=5, kind="poisson", cv=1.0, contention=[],
          loop="served")
 @given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
-       replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "random", "shared"]),
+       replicas=st.integers(1, 3),
+       routing=st.sampled_from(["round_robin", "random", "shared", "jsq"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
        sampled=st.booleans(), n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1),
        kind=st.sampled_from(["poisson", "gamma"]), cv=st.floats(0.3, 3),
@@ -92,15 +107,36 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
     rate = load * replicas * max_batch / batch_ms * 1000
     plan = build(policy_i, mode, replicas, routing, max_batch, wait, rate, sampled, n, seed,
                  kind, cv, contention, loop)
-    fast, used_f = run_replication(*plan(), "fast")
-    ref, used_r = run_replication(*plan(), "reference")
-    assert (used_f, used_r) == ("fast", "reference")
-    for f in FIELDS:
-        assert np.array_equal(getattr(fast, f), getattr(ref, f)), f
-    for f in ("arrival", "dispatch", "finish", "batch_dispatch", "batch_finish", "parts"):
-        np.testing.assert_allclose(getattr(fast, f), getattr(ref, f), rtol=0, atol=1e-9, err_msg=f)
+    fast, ref = same_run(plan)
     check_conserved(fast, n)
     check_conserved(ref, n)
+
+
+@pytest.mark.skipif(not fast_numba.available(), reason="numba is not installed")
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Clients that never think: each leaver's next request arrives as it leaves, in batch order.
+@example(policy_i=3, mode="shrink", replicas=2, routing="jsq", max_batch=8, wait=0.5,
+         sampled=True, n=2000, seed=1, clients=16, think_ms=0.0, loop="served")
+# Stage times without noise on one replica, clients thinking 0.2 ms, 5,000 requests.
+@example(policy_i=4, mode="keep", replicas=1, routing="shared", max_batch=4, wait=0.0,
+         sampled=False, n=5000, seed=2, clients=3, think_ms=0.2, loop=False)
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+       replicas=st.integers(1, 3),
+       routing=st.sampled_from(["round_robin", "random", "shared", "jsq"]),
+       max_batch=st.integers(1, 32), wait=st.floats(0, 5), sampled=st.booleans(),
+       n=st.integers(1, 1500), seed=st.integers(0, 2**32 - 1), clients=st.integers(1, 40),
+       think_ms=st.sampled_from([0.0, 0.1, 1.0, 5.0]), loop=st.sampled_from([False, True, "served"]))
+def test_fast_equals_reference_in_a_closed_loop(policy_i, mode, replicas, routing, max_batch,
+                                                wait, sampled, n, seed, clients, think_ms, loop):
+    # Clients draw think times, samples and routes as their requests finish: the event loop
+    # must take every event in the reference's order to give the same run.
+    # Clients that never think and stage times without noise put two replicas' events on one
+    # instant, where SimPy's own order decides: those run on the reference only.
+    sampled = sampled or (replicas > 1 and think_ms == 0)
+    plan = build(policy_i, mode, replicas, routing, max_batch, wait, 0.0, sampled, n, seed,
+                 "closed", loop=loop, clients=clients, think_ms=think_ms)
+    fast, ref = same_run(plan)
+    check_conserved(fast, n)
 
 
 def _fast(plan, compiled: bool):
@@ -148,10 +184,11 @@ def test_compiled_loop_equals_the_python_loop(policy_i, mode, replicas, routing,
 
 
 @pytest.mark.parametrize("routing", ["jsq", "round_robin"])
-def test_reference_only_paths_conserve(routing):
+def test_auto_runs_jsq_fast_and_conserves(routing):
     plan = build(3, "shrink", 2, routing, 16, 1.0, 5000, True, 3000, 1)
     rec, used = run_replication(*plan(), "auto")
-    assert used == ("reference" if routing == "jsq" else "fast")
+    assert used == ("fast" if fast_numba.available() else
+                    "reference" if routing == "jsq" else "fast")
     check_conserved(rec, 3000)
 
 
@@ -166,10 +203,32 @@ def test_closed_loop_conserves():
 
 
 def test_fast_engine_refuses_what_it_cannot_run():
-    sc, rep = build(0, "keep", 2, "round_robin", 8, 1.0, 1000, False, 10, 0)()
-    sc = dataclasses.replace(sc, server=ServerConfig(replicas=2, routing="jsq"))
-    with pytest.raises(ValueError, match="join-shortest-queue"):
-        run_replication(sc, rep, "fast")
+    # Closed-loop clients on two replicas whose stage times have no noise: events of both
+    # replicas fall on the same instants, where only the reference knows SimPy's order.
+    plan = build(0, "keep", 2, "round_robin", 8, 1.0, 0.0, False, 10, 0, "closed", think_ms=0.0)
+    with pytest.raises(InputError, match="several replicas"):
+        run_replication(*plan(), "fast")
+    assert run_replication(*plan(), "auto")[1] == "reference"
+    # A stateful policy's decisions depend on what it has seen: reference only.
+    sc, rep = plan()
+    ofa = make_policy(policy_config(name="dynamic-ofa", levels=[{"name": "static:0"},
+                                                                 {"name": "none"}],
+                                    latency_target_ms=5, accuracy_target=0.9)).fit(TRACE)
+    sc = dataclasses.replace(sc, policy=ofa)
+    with pytest.raises(InputError, match="stateful"):
+        run_replication(sc, draw_replication(sc, RunConfig(requests=10),
+                                             np.random.SeedSequence(0)), "fast")
+
+
+@pytest.mark.skipif(not fast_numba.available(), reason="numba is not installed")
+def test_closed_loop_for_a_duration_grows_and_equals_the_reference():
+    # No request count: the event loop runs out of room (4,096 requests) and asks for more.
+    sc, _ = build(3, "shrink", 3, "jsq", 8, 0.5, 0.0, True, 10, 4, "closed", loop="served",
+                  clients=24, think_ms=0.5)()
+    run = RunConfig(requests=None, duration_s=2.5)
+    fast, _ = same_run(lambda: (sc, draw_replication(sc, run, np.random.SeedSequence(4))))
+    assert fast.arrival.size > 2 * 4096
+    check_conserved(fast, fast.arrival.size)
 
 
 def test_same_seed_same_results_different_seed_different():
@@ -229,8 +288,9 @@ def test_contention_step_slows_every_stage(engine):
                                rtol=1e-9)
 
 
-def test_closed_loop_round_robin_alternates_replicas():
-    # Closed loop runs on the reference engine, which routes each new request itself.
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+def test_closed_loop_round_robin_alternates_replicas(engine):
+    # Each engine routes each new request itself, as it is submitted.
     policy = make_policy(POLICIES[0]).fit(TRACE)
     svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=4,
                                     mode=ExitMode.SHRINK, sampled=False)
@@ -238,8 +298,9 @@ def test_closed_loop_round_robin_alternates_replicas():
         server = ServerConfig(max_batch=4, replicas=replicas, routing="round_robin")
         res = simulate(scenario(TRACE, policy, svc, server,
                                 WorkloadConfig(kind="closed", clients=6, think_ms=0.5)),
-                       RunConfig(requests=300, replications=1))
-        assert res.engine == "reference"
+                       RunConfig(requests=300, replications=1, engine=engine))
+        assert res.engine == ("fast" if engine == "auto" and fast_numba.available()
+                              else "reference")
         rec = res.records[0]
         assert rec.replica.tolist() == [i % replicas for i in range(300)]
 

@@ -16,6 +16,7 @@ from offramp.core.modes import ExitMode
 from offramp.policies.baselines import NoExit
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
+from offramp.sim import fast_numba
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
 from offramp.sim.runner import simulate
 from offramp.sim.service import ServiceTimes
@@ -116,22 +117,24 @@ def test_duration_run_stops_at_duration():
     assert arr.size == pytest.approx(200_000, rel=0.01)
 
 
-def test_closed_loop_matches_operational_laws():
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_closed_loop_matches_operational_laws(engine):
     # N clients, no think time, batch 1, 1 ms deterministic: X = 1000/s, R = N ms exactly.
+    if engine == "fast" and not fast_numba.available():
+        pytest.skip("the closed loop's fast engine needs numba")
     svc = ServiceTimes.analytic("deterministic", 1.0, TRACE.n_exits, 4)
     server = ServerConfig(max_batch=1, max_wait_ms=0.0, exit_mode="none")
     res = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server,
                             WorkloadConfig(kind="closed", clients=4)),
-                   RunConfig(requests=20_000, replications=1))
-    assert res.engine == "reference"
+                   RunConfig(requests=20_000, replications=1, engine=engine))
+    assert res.engine == engine
     assert res.summary["latency_p50_ms"]["mean"] == pytest.approx(4.0, abs=1e-6)
     assert res.summary["throughput_rps"]["mean"] == pytest.approx(1000.0, rel=1e-3)
     # Batch 4: the four clients ride together, R = 1 ms.
     server4 = ServerConfig(max_batch=4, max_wait_ms=0.0, exit_mode="none")
     res4 = simulate(scenario(TRACE, NoExit().fit(TRACE), svc, server4,
                              WorkloadConfig(kind="closed", clients=4)),
-                    RunConfig(requests=20_000,
-                                                                       replications=1))
+                    RunConfig(requests=20_000, replications=1, engine=engine))
     assert res4.summary["latency_max_ms"]["mean"] == pytest.approx(1.0, abs=1e-6)
 
 
