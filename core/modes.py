@@ -15,6 +15,7 @@ class ExitMode(StrEnum):
     NONE = "none"      # no early exits: the baseline every result is compared with
     KEEP = "keep"      # Apparate: exited results return at once, the batch keeps its size
     SHRINK = "shrink"  # PAME: exited samples leave, survivors are compacted
+    REBATCH = "rebatch"  # E3 / DREX: survivors of several batches gathered into a new batch
 
     @property
     def consults_early_exits(self) -> bool:
@@ -23,8 +24,15 @@ class ExitMode(StrEnum):
 
     @property
     def compacts(self) -> bool:
-        """Whether survivors are gathered into a smaller batch after an exit."""
-        return self is ExitMode.SHRINK
+        """Whether survivors are gathered into a smaller batch after an exit (in ``rebatch``,
+        into the next stage's batch: one batch alone runs as in ``shrink``)."""
+        return self in (ExitMode.SHRINK, ExitMode.REBATCH)
+
+    @property
+    def rebatches(self) -> bool:
+        """Whether survivors wait in front of the next stage to be batched with other
+        batches' survivors (the engine's stage queues, docs/simulator.md)."""
+        return self is ExitMode.REBATCH
 
     @property
     def keeps_size(self) -> bool:
@@ -51,6 +59,14 @@ class ExitMode(StrEnum):
         except ValueError:
             raise ValueError(f"{where}: unknown exit mode {value!r}; use one of "
                              f"{', '.join(m.value for m in cls)}") from None
+
+
+class Discipline(StrEnum):
+    """Which ready stage a ``rebatch`` replica runs next (docs/simulator.md)."""
+
+    DEEPEST_FIRST = "deepest_first"  # the stage nearest the last exit: finish work in flight
+    OLDEST_FIRST = "oldest_first"    # the stage whose first sample has waited longest
+    FULLEST_FIRST = "fullest_first"  # the stage with the most samples waiting
 
 
 class StageKind(StrEnum):

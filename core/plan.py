@@ -157,8 +157,10 @@ def _check(name: str, v: Any) -> Any:
             raise PlanError(name, "must be a mapping")
         return v
     if name == "modes":
-        if not isinstance(v, list) or not v or any(m not in set(ExitMode) for m in v):
-            raise PlanError(name, f"must be exit modes ({', '.join(ExitMode)}), got {v!r}")
+        served = [m.value for m in ExitMode if not m.rebatches]  # what the real loop runs
+        if not isinstance(v, list) or not v or any(m not in served for m in v):
+            raise PlanError(name, f"must be exit modes the real loop serves "
+                            f"({', '.join(served)}), got {v!r}")
         return tuple(ExitMode(m) for m in v)
     if name == "loads":
         if not isinstance(v, list) or not v or not all(

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from offramp.core.modes import CostModel, ExitMode
+from offramp.core.modes import CostModel, Discipline, ExitMode
 
 
 class _Strict(BaseModel):
@@ -84,7 +84,13 @@ class ServerConfig(_Strict):
     max_batch: int = Field(32, ge=1, le=65_536)
     max_wait_ms: float = Field(2.0, ge=0, le=3.6e6)
     exit_mode: ExitMode = Field(ExitMode.SHRINK, strict=False,
-                                description="none | keep | shrink (offramp.core.ExitMode)")
+                                description="none | keep | shrink | rebatch "
+                                "(offramp.core.ExitMode)")
+    discipline: Discipline = Field(Discipline.DEEPEST_FIRST, strict=False,
+                                   description="rebatch: which ready stage runs next")
+    stage_max_wait_ms: float | None = Field(
+        None, ge=0, le=3.6e6, description="rebatch: how long survivors wait in front of a "
+        "stage for a fuller batch (unset: max_wait_ms)")
     replicas: int = Field(1, ge=1, le=4096)
     routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
     engine_sizes: list[int] | None = Field(
@@ -100,6 +106,23 @@ class ServerConfig(_Strict):
                            if c.replicas is None or r in c.replicas)
             out.append(([-1.0] + [a for a, _ in steps], [1.0] + [f for _, f in steps]))
         return out
+
+    @property
+    def stage_wait_s(self) -> float:
+        """rebatch: seconds survivors wait in front of a stage for a fuller batch."""
+        wait = self.max_wait_ms if self.stage_max_wait_ms is None else self.stage_max_wait_ms
+        return wait / 1000.0
+
+    @model_validator(mode="after")
+    def _rebatch_fields(self) -> ServerConfig:
+        if not self.exit_mode.rebatches:
+            stray = sorted({"discipline", "stage_max_wait_ms"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: only for exit_mode rebatch")
+        elif self.routing == "shared" and self.replicas > 1:
+            raise ValueError("exit_mode rebatch keeps survivors on their replica: route with "
+                             "round_robin, random or jsq (not a shared queue)")
+        return self
 
     @model_validator(mode="after")
     def _engines_cover_max_batch(self) -> ServerConfig:

@@ -40,6 +40,8 @@ def supports(scenario: Scenario) -> str | None:
 
     if not scenario.policy.is_static:
         return f"policy {scenario.policy.name!r} is stateful"
+    if scenario.server.exit_mode.rebatches:
+        return "exit mode rebatch (survivors batched again across batches)"
     if not needs_events(scenario):
         return None
     what = ("closed-loop clients" if isinstance(scenario.workload, ClosedLoop)

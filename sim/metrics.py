@@ -46,17 +46,31 @@ def request_parts_ms(rec: RunRecords) -> dict[StageKind, np.ndarray] | None:
     return {kind: per[:, kind.code] for kind in StageKind}
 
 
+BETWEEN = "between_stages"  # rebatch: time waiting in front of stages after the first
+
+
+def between_ms(rec: RunRecords) -> np.ndarray | None:
+    """``rebatch``: each request's time waiting in front of stages after the first (ms; with
+    its parts it adds up to its service time). None in the other exit modes."""
+    between = rec.extra.get("between_s")
+    return None if between is None else between * 1000.0
+
+
 def _breakdown(rec: RunRecords, keep: np.ndarray) -> dict[str, float]:
     """Mean, p50 and p99 of each stage kind's time per request (every kind, so replications
-    share their keys; a kind the run never timed is 0)."""
+    share their keys; a kind the run never timed is 0), and of the time between stages where
+    the run rebatches."""
     parts = request_parts_ms(rec)
     if parts is None:
         return {}
+    named = {stage_metric(kind, "{}"): ms for kind, ms in parts.items()}
+    if (between := between_ms(rec)) is not None:
+        named[f"{BETWEEN}_{{}}_ms"] = between
     out = {}
-    for kind, ms in parts.items():
+    for name, ms in named.items():
         ms = ms[keep]
         for stat, q in STAGE_STATS.items():
-            out[stage_metric(kind, stat)] = float(ms.mean() if q is None else np.percentile(ms, q))
+            out[name.format(stat)] = float(ms.mean() if q is None else np.percentile(ms, q))
     return out
 
 

@@ -18,6 +18,7 @@ import simpy
 from offramp.core.execution import Stage, batch_steps
 from offramp.core.modes import StageKind
 
+from .rebatch import rebatch_executor
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .workload import ClosedClients
@@ -27,13 +28,17 @@ _OVERHEAD = StageKind.OVERHEAD.code
 
 class Request:
     __slots__ = ("rid", "sample", "arrival", "dispatch", "finish", "exit", "replica", "local",
-                 "done")
+                 "done", "parts", "between")
 
     def __init__(self, rid: int, sample: int, arrival: float):
         self.rid, self.sample, self.arrival = rid, sample, arrival
         self.dispatch = self.finish = float("nan")
         self.exit = self.replica = self.local = -1
         self.done: simpy.Event | None = None
+        # rebatch (sim/rebatch.py): time by stage kind over every batch the request was in,
+        # and its time waiting in front of stages after the first.
+        self.parts: list[float] | None = None
+        self.between = 0.0
 
 
 class Queue:
@@ -79,7 +84,8 @@ class ReferenceServer:
             self.env.process(self._dispatcher())
         else:
             for r in range(srv.replicas):
-                self.env.process(self._batcher(r))
+                self.env.process(rebatch_executor(self, r) if srv.exit_mode.rebatches
+                                 else self._batcher(r))
 
     # Arrivals and routing.
     def _route(self) -> int:
@@ -263,6 +269,13 @@ def _records(reqs: list[Request], b: list[tuple], k_exits: int) -> RunRecords:
     b_disp = np.array([x[2] for x in b])
     order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
     exits = np.array([q.exit for q in reqs], dtype=np.int64)
+    if reqs and reqs[0].parts is not None:  # rebatch: each request's own sum over its batches
+        parts = np.array([q.parts for q in reqs], dtype=float)
+        extra = {"between_s": np.array([q.between for q in reqs])}
+    else:
+        parts = np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
+            order][gid, exits]
+        extra = {}
     return RunRecords(
         arrival=np.array([q.arrival for q in reqs]),
         sample=np.array([q.sample for q in reqs], dtype=np.int64),
@@ -271,8 +284,7 @@ def _records(reqs: list[Request], b: list[tuple], k_exits: int) -> RunRecords:
         exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order],
         batch_dispatch=b_disp[order], batch_finish=np.array([x[3] for x in b])[order],
         batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
-        parts=np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
-            order][gid, exits],
+        parts=parts, extra=extra,
     )
 
 

@@ -12,13 +12,14 @@ from offramp.core import ExitMode, StageKind, dispatch, dispatch_time
 
 
 def test_exit_modes_carry_their_behaviour():
-    assert [m.value for m in ExitMode] == ["none", "keep", "shrink"]
-    assert [m.compacts for m in ExitMode] == [False, False, True]
-    assert [m.keeps_size for m in ExitMode] == [False, True, False]
-    assert [m.consults_early_exits for m in ExitMode] == [False, True, True]
+    assert [m.value for m in ExitMode] == ["none", "keep", "shrink", "rebatch"]
+    assert [m.compacts for m in ExitMode] == [False, False, True, True]
+    assert [m.keeps_size for m in ExitMode] == [False, True, False, False]
+    assert [m.consults_early_exits for m in ExitMode] == [False, True, True, True]
+    assert [m.rebatches for m in ExitMode] == [False, False, False, True]
     assert ExitMode.parse("keep") is ExitMode.KEEP
-    with pytest.raises(ValueError, match="unknown exit mode 'rebatch'"):
-        ExitMode.parse("rebatch")
+    with pytest.raises(ValueError, match="unknown exit mode 'regather'"):
+        ExitMode.parse("regather")
 
 
 def test_stage_kinds_have_one_order_and_their_codes():

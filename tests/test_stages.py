@@ -39,5 +39,8 @@ def test_keep_none_and_nobody_leaving():
     assert [s.kind for s in whole.stages].count("handoff") == 2
     assert all_exit_at("shrink", 2, 0, 3).stages == (S("overhead", 0, 2), S("segment", 0, 2),
                                                      S("head", 0, 2), S("check", 0, 2))
+    # rebatch's single batch runs as shrink's (sim/rebatch.py gathers across batches).
+    assert batch_plan("rebatch", 3, (2, 1), (True, True, True)) == batch_plan(
+        "shrink", 3, (2, 1), (True, True, True))
     with pytest.raises(ValueError, match="unknown exit mode"):
-        batch_plan("rebatch", 2, (1, 1), (True, True, True))
+        batch_plan("regather", 2, (1, 1), (True, True, True))

@@ -14,14 +14,19 @@ import pandas as pd
 from rich.table import Table
 
 from offramp.core.modes import StageKind
-from offramp.sim.metrics import stage_metric
+from offramp.sim.metrics import BETWEEN, stage_metric
 
 LABELS = {StageKind.SEGMENT: "segments", StageKind.HEAD: "exit heads",
           StageKind.CHECK: "exit decisions", StageKind.COMPACT: "compaction",
           StageKind.HANDOFF: "handoff", StageKind.OVERHEAD: "dispatch + wake-up"}
+LABELS[BETWEEN] = "between stages"  # rebatch: survivors waiting for the next stage's batch
 COLORS = {"queueing": "tab:orange", StageKind.SEGMENT: "tab:green", StageKind.HEAD: "tab:blue",
           StageKind.CHECK: "tab:purple", StageKind.COMPACT: "tab:red",
-          StageKind.HANDOFF: "tab:olive", StageKind.OVERHEAD: "tab:gray"}
+          StageKind.HANDOFF: "tab:olive", StageKind.OVERHEAD: "tab:gray", BETWEEN: "tab:brown"}
+
+
+def _metric(part: StageKind | str) -> str:
+    return stage_metric(part) if isinstance(part, StageKind) else f"{part}_mean_ms"
 
 
 def summary_row(summary: dict[str, Any], label: str) -> dict[str, Any]:
@@ -29,10 +34,11 @@ def summary_row(summary: dict[str, Any], label: str) -> dict[str, Any]:
     return {"label": label, **{k: v["mean"] for k, v in summary.items()}}
 
 
-def kinds_present(frame: pd.DataFrame) -> list[StageKind]:
-    """The stage kinds that took any time in any row (the others are left out of tables)."""
-    return [k for k in StageKind if stage_metric(k) in frame
-            and (frame[stage_metric(k)].fillna(0) > 0).any()]
+def kinds_present(frame: pd.DataFrame) -> list[StageKind | str]:
+    """The stage kinds that took any time in any row (the others are left out of tables), and
+    the time between stages where a row rebatches."""
+    return [k for k in (BETWEEN, *StageKind) if _metric(k) in frame
+            and (frame[_metric(k)].fillna(0) > 0).any()]
 
 
 def has_breakdown(frame: pd.DataFrame) -> bool:
@@ -43,12 +49,12 @@ def _ms(v: float) -> str:
     return f"{v:.3f}" if abs(v) >= 0.01 else f"{v:.2g}"
 
 
-def _cells(row: Any, kinds: list[StageKind]) -> list[str]:
+def _cells(row: Any, kinds: list[StageKind | str]) -> list[str]:
     cols = ["wait_p50_ms", "wait_p99_ms", "in_service_p50_ms", "in_service_p99_ms", "wait_mean_ms"]
-    return [_ms(row[c]) for c in cols] + [_ms(row[stage_metric(k)]) for k in kinds]
+    return [_ms(row[c]) for c in cols] + [_ms(row[_metric(k)]) for k in kinds]
 
 
-def header(kinds: list[StageKind]) -> list[str]:
+def header(kinds: list[StageKind | str]) -> list[str]:
     return (["queueing p50", "queueing p99", "in service p50", "in service p99",
              "queueing mean"] + [f"{LABELS[k]} mean" for k in kinds])
 
@@ -81,7 +87,7 @@ def plot_breakdown(frame: pd.DataFrame, title: str, path: Path) -> Path:
     from offramp.analysis.report.plots import save_png
 
     kinds = kinds_present(frame)
-    parts = [("queueing", "wait_mean_ms")] + [(k, stage_metric(k)) for k in kinds]
+    parts = [("queueing", "wait_mean_ms")] + [(k, _metric(k)) for k in kinds]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(frame) + 2.0))
     y = range(len(frame))
     left = pd.Series(0.0, index=frame.index)

@@ -20,7 +20,7 @@ from offramp.analysis.study.config import StudyConfig
 from offramp.analysis.study.resolve import build_scenario, load_study_trace, resolve_workload
 from offramp.common.machine import command_line
 from offramp.common.outputs import output_dir
-from offramp.sim.metrics import measured_mask, request_parts_ms
+from offramp.sim.metrics import BETWEEN, between_ms, measured_mask, request_parts_ms
 from offramp.sim.runner import StudyResult, simulate
 from offramp.traces.format import ExitTrace
 
@@ -54,6 +54,8 @@ def requests_frame(out: StudyOutput) -> pd.DataFrame:
     for rep, rec in enumerate(out.result.records):
         # service_ms by stage kind (segment_ms, head_ms, ..., overhead_ms: they add up to it).
         parts = {f"{kind}_ms": ms for kind, ms in (request_parts_ms(rec) or {}).items()}
+        if (between := between_ms(rec)) is not None:  # rebatch: waiting between stages
+            parts[f"{BETWEEN}_ms"] = between
         frames.append(pd.DataFrame({
             "replication": rep,
             "request_id": np.arange(rec.arrival.size),

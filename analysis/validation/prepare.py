@@ -104,6 +104,13 @@ def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndar
                      "validate fmnist-resnet or rt-minilm6")
 
 
+def _served_modes(modes: list[str]) -> None:
+    """The exit modes the real serving loop runs (one clear error for the others)."""
+    if any(ExitMode(m).rebatches for m in modes):
+        raise InputError("--modes", None, "the real serving loop does not run rebatch yet (the "
+                         "simulator does: docs/simulator.md)", "validate none, keep or shrink")
+
+
 def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
@@ -119,6 +126,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     from offramp.profiling.latency import stage_costs
     from offramp.sim.service import ServiceTimes
 
+    _served_modes(modes)
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
     study_profile = load_study_profile(cfg, trace, base)
