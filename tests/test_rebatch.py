@@ -9,6 +9,8 @@ max_batch 2, max_wait 0.5 ms, stage_max_wait 0.2 ms, one replica. Requests arriv
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import affine_profile, crafted_trace, fixed_run, scenario
@@ -191,3 +193,26 @@ def test_simulate_and_validate_as_a_user_runs_them(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not run rebatch" in err[0]
     assert not (tmp_path / "v").exists()
+
+
+def test_capacity_compares_rebatch_with_shrink(tmp_path, capsys):
+    # The README's comparison, short: without a stage wait deepest-first is shrink's schedule
+    # (here on p50 stage times with no per-pass factors: isolated costs), so the same capacity.
+    from offramp.analysis.cli import main
+
+    args = ["capacity", "examples/capacity-fmnist.yaml", "--slo-p99-ms", "25", "--tol", "0.05",
+            "--set", "run.requests=2000", "--set", "run.replications=1",
+            "--set", "profile.latency=p50", "--set", "profile.costs=isolated",
+            "--compare", "server.exit_mode=shrink",
+            "--compare", "server.exit_mode=rebatch,server.stage_max_wait_ms=0",
+            "--compare", "server.exit_mode=rebatch,server.discipline=fullest_first",
+            "-o", str(tmp_path / "cap")]
+    assert main(args) == 0
+    variants = json.loads((tmp_path / "cap" / "capacity.json").read_text())["variants"]
+    shrink, rebatch, fullest = (variants[k] for k in (
+        "server.exit_mode=shrink", "server.exit_mode=rebatch,server.stage_max_wait_ms=0",
+        "server.exit_mode=rebatch,server.discipline=fullest_first"))
+    assert rebatch["capacity_rps"] == shrink["capacity_rps"]
+    assert [p["value"] for p in rebatch["probes"]] == [p["value"] for p in shrink["probes"]]
+    assert 0 < fullest["capacity_rps"] != shrink["capacity_rps"]
+    assert "rebatch" in capsys.readouterr().out
