@@ -78,6 +78,13 @@ class ContentionStep(_Strict):
     replicas: list[int] | None = None
 
 
+class PipelineGroup(_Strict):
+    """E3's pipeline: ``segments`` (consecutive) placed on their own ``replicas`` GPUs."""
+
+    segments: list[int] = Field(min_length=1)
+    replicas: int = Field(1, ge=1, le=4096)
+
+
 class ServerConfig(_Strict):
     """Triton-style dynamic batcher and executor on each of ``replicas`` GPUs."""
 
@@ -91,6 +98,12 @@ class ServerConfig(_Strict):
     stage_max_wait_ms: float | None = Field(
         None, ge=0, le=3.6e6, description="rebatch: how long survivors wait in front of a "
         "stage for a fuller batch (unset: max_wait_ms)")
+    pipeline: list[PipelineGroup] | None = Field(
+        None, description="rebatch across GPUs (E3): groups of consecutive segments, each on "
+        "its own replicas; replicas is then their total")
+    transfer_ms_per_sample: float = Field(
+        0.0, ge=0, le=3.6e6, description="pipeline: time to move one sample's activation to "
+        "the next group")
     replicas: int = Field(1, ge=1, le=4096)
     routing: Literal["round_robin", "random", "jsq", "shared"] = "round_robin"
     engine_sizes: list[int] | None = Field(
@@ -113,15 +126,39 @@ class ServerConfig(_Strict):
         wait = self.max_wait_ms if self.stage_max_wait_ms is None else self.stage_max_wait_ms
         return wait / 1000.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pipeline_replicas(cls, data: dict) -> dict:
+        """With a pipeline, ``replicas`` is its groups' total (given, it must be that)."""
+        groups = data.get("pipeline") if isinstance(data, dict) else None
+        if isinstance(groups, list) and all(isinstance(g, dict) for g in groups):
+            total = sum(g.get("replicas", 1) for g in groups)
+            if "replicas" in data and data["replicas"] != total:
+                raise ValueError(f"replicas: {data['replicas']} but the pipeline's groups "
+                                 f"have {total}; leave replicas out")
+            data = {**data, "replicas": total}
+        return data
+
     @model_validator(mode="after")
     def _rebatch_fields(self) -> ServerConfig:
         if not self.exit_mode.rebatches:
-            stray = sorted({"discipline", "stage_max_wait_ms"} & self.model_fields_set)
+            stray = sorted({"discipline", "stage_max_wait_ms", "pipeline",
+                            "transfer_ms_per_sample"} & self.model_fields_set)
             if stray:
                 raise ValueError(f"{', '.join(stray)}: only for exit_mode rebatch")
+        elif self.pipeline is not None:
+            segs = [k for g in self.pipeline for k in g.segments]
+            if segs != list(range(len(segs))):
+                raise ValueError(f"pipeline: segments {segs} must run 0, 1, 2, ... each once, "
+                                 "in order, split into groups")
+            if "routing" in self.model_fields_set:
+                raise ValueError("routing: a pipeline's first group shares the arrivals; "
+                                 "leave routing out")
         elif self.routing == "shared" and self.replicas > 1:
             raise ValueError("exit_mode rebatch keeps survivors on their replica: route with "
                              "round_robin, random or jsq (not a shared queue)")
+        elif "transfer_ms_per_sample" in self.model_fields_set:
+            raise ValueError("transfer_ms_per_sample: only with a pipeline")
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import simpy
 from offramp.core.execution import Stage, batch_steps
 from offramp.core.modes import StageKind
 
-from .rebatch import rebatch_executor
+from . import rebatch
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .workload import ClosedClients
@@ -64,28 +64,27 @@ class ReferenceServer:
         self.sc, self.rep = scenario, rep
         self.env = simpy.Environment()
         srv = scenario.server
-        self.shared = srv.routing == "shared"
-        n_queues = 1 if self.shared else srv.replicas
-        self.queues = [Queue(self.env) for _ in range(n_queues)]
-        self.outstanding = [0] * srv.replicas
+        self.shared = srv.routing == "shared" or srv.pipeline is not None
+        self.queues = [Queue(self.env) for _ in range(1 if self.shared else srv.replicas)]
+        self.outstanding, self.batch_count = [0] * srv.replicas, [0] * srv.replicas
         self.requests: list[Request] = []
         self.batches: list[tuple] = []
-        self.batch_count = [0] * srv.replicas
         self.free_at = [0.0] * srv.replicas  # when each replica finished its last batch
         self.slow = srv.slowdown()
         self.unscaled = [1.0] * len(scenario.service.base)  # stage factors without a loop state
         self.ctrl = rep.controller  # a stateful policy's state for this run, else None
         self.ended = False  # the open-loop stream has no more requests: the rest go at once
         self.rr = 0
-        if self.shared:
+        if srv.exit_mode.rebatches:
+            rebatch.setup(self)  # stage queues and a process per replica: sim/rebatch.py
+        elif self.shared:
             self.free = simpy.PriorityStore(self.env)
             for r in range(srv.replicas):
                 self.free.put(simpy.PriorityItem((0.0, r), r))
             self.env.process(self._dispatcher())
         else:
             for r in range(srv.replicas):
-                self.env.process(rebatch_executor(self, r) if srv.exit_mode.rebatches
-                                 else self._batcher(r))
+                self.env.process(self._batcher(r))
 
     # Arrivals and routing.
     def _route(self) -> int:

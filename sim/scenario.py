@@ -70,7 +70,7 @@ def draw_replication(scenario: Scenario, run: RunConfig,
                        run.requests, run.duration_s)
     routes = None
     if (isinstance(requests, OpenArrivals) and srv.routing in ("round_robin", "random")
-            and srv.replicas > 1):
+            and srv.replicas > 1 and srv.pipeline is None):  # a pipeline takes all at group 0
         routes = route_static(srv.routing, requests.times.size, srv.replicas, route_rng)
     controller = None if scenario.policy.is_static else scenario.policy.controller(srv.replicas)
     return Replication(requests, noise, route_rng, routes, controller)

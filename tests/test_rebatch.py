@@ -35,8 +35,9 @@ ARRIVALS = [0.0, 0.0, 0.3, 0.3, 2.0, 2.1]
 
 
 def run(mode="rebatch", policy=None, arrivals=ARRIVALS, trace=TRACE, max_batch=2,
-        max_wait=0.5, engine="reference", **rebatch):
-    server = ServerConfig(max_batch=max_batch, max_wait_ms=max_wait, exit_mode=mode, **rebatch)
+        max_wait=0.5, engine="reference", server_from_dict=False, **rebatch):
+    fields = dict(max_batch=max_batch, max_wait_ms=max_wait, exit_mode=mode, **rebatch)
+    server = ServerConfig.model_validate(fields) if server_from_dict else ServerConfig(**fields)
     svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, max_batch + 1))),
                                     n_exits=3, max_batch=max_batch, mode=ExitMode(mode),
                                     sampled=False)
@@ -122,18 +123,30 @@ def test_rebatch_equals_shrink_when_each_batch_finishes_first():
        wait=st.floats(0, 4), stage_wait=st.one_of(st.none(), st.floats(0, 4)),
        discipline=st.sampled_from(["deepest_first", "oldest_first", "fullest_first"]),
        load=st.floats(0.2, 1.3), sampled=st.booleans(), n=st.integers(1, 500),
-       seed=st.integers(0, 2**32 - 1), loop=st.sampled_from([False, True, "served"]))
+       seed=st.integers(0, 2**32 - 1), loop=st.sampled_from([False, True, "served"]),
+       pipe=st.one_of(st.none(), st.tuples(st.sets(st.integers(1, 3)),
+                                           st.lists(st.integers(1, 3), min_size=4, max_size=4),
+                                           st.sampled_from([0.0, 0.05, 0.5]))))
 def test_rebatch_conserves(policy_i, replicas, routing, max_batch, wait, stage_wait, discipline,
-                           load, sampled, n, seed, loop):
+                           load, sampled, n, seed, loop, pipe):
     # Every request once, in order in time, no sample in two batches of one stage, batches of
     # a replica one after another, and the time of each request adds up.
     model = (stage_costs(SERVED_PROFILE, "served") if loop == "served"
              else stage_costs(LOOP_PROFILE, "in_loop") if loop else LatencyModel(PROFILE))
     svc = ServiceTimes.from_latency(model, n_exits=4, max_batch=max_batch,
                                     mode=ExitMode.REBATCH, sampled=sampled)
-    server = ServerConfig(max_batch=max_batch, max_wait_ms=wait, exit_mode="rebatch",
-                          replicas=replicas, routing=routing, discipline=discipline,
-                          stage_max_wait_ms=stage_wait)
+    fields = dict(max_batch=max_batch, max_wait_ms=wait, exit_mode="rebatch",
+                  discipline=discipline, stage_max_wait_ms=stage_wait)
+    if pipe is None:
+        fields.update(replicas=replicas, routing=routing)
+    else:  # a pipeline: the 4 segments cut before each of ``cuts``, GPUs per group
+        cuts, gpus, move = pipe
+        bounds = [0, *sorted(cuts), 4]
+        groups = [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+        fields.update(pipeline=[{"segments": g, "replicas": gpus[i]}
+                                for i, g in enumerate(groups)], transfer_ms_per_sample=move)
+    server = ServerConfig.model_validate(fields)
+    replicas = server.replicas
     rate = load * replicas * max_batch / (4 * (1.0 + 0.02 * max_batch) + 0.3) * 1000
     sc = scenario(T, make_policy(POLICIES[policy_i]).fit(T), svc, server,
                   WorkloadConfig(rate_rps=rate))
@@ -152,6 +165,11 @@ def test_rebatch_conserves(policy_i, replicas, routing, max_batch, wait, stage_w
     for r in range(replicas):
         mine = rec.batch_replica == r
         assert (rec.batch_dispatch[mine][1:] >= rec.batch_finish[mine][:-1] - 1e-15).all()
+    if pipe is not None:  # each segment runs on its group's GPUs only
+        group_of_gpu = np.repeat(np.arange(len(groups)), gpus[:len(groups)])
+        for g, segs in enumerate(groups):
+            for k in segs:
+                assert (group_of_gpu[rec.batch_replica[rec.batch_sizes[:, k] > 0]] == g).all()
     between = rec.extra["between_s"]
     assert (rec.parts >= 0).all() and (between >= 0).all()
     np.testing.assert_allclose(rec.parts.sum(axis=1) + between, rec.finish - rec.dispatch,
@@ -216,3 +234,73 @@ def test_capacity_compares_rebatch_with_shrink(tmp_path, capsys):
     assert [p["value"] for p in rebatch["probes"]] == [p["value"] for p in shrink["probes"]]
     assert 0 < fullest["capacity_rps"] != shrink["capacity_rps"]
     assert "rebatch" in capsys.readouterr().out
+
+
+def test_a_two_group_pipeline_is_a_tandem_of_mm1_queues():
+    # Jackson: no exits, batches of one, exponential service in each group (segment 0 on GPU 0
+    # with mean 1 ms, segment 1 on GPU 1 with mean 1.5 ms), Poisson arrivals at 400/s: the
+    # mean sojourn is 1/(1000 - 400) + 1/(666.7 - 400) s = 5.417 ms.
+    trace = crafted_trace([[False, True]] * 50)
+    base = np.zeros((6, 2))
+    base[1, 1], base[2, 1] = 1e-3, 1.5e-3  # slots: overhead, segment 0, segment 1, heads, ...
+    svc = ServiceTimes(base, np.ones_like(base), "exponential", 2)
+    server = ServerConfig.model_validate({"max_batch": 1, "max_wait_ms": 0, "exit_mode":
+                                          "rebatch", "pipeline": [{"segments": [0]},
+                                                                  {"segments": [1]}]})
+    sc = scenario(trace, NoExit().fit(trace), svc, server, WorkloadConfig(rate_rps=400))
+    rec, used = run_replication(sc, draw_replication(sc, RunConfig(requests=150_000),
+                                                     np.random.SeedSequence(1)), "auto")
+    assert used == "reference" and rec.batch_replica.max() == 1
+    sojourn = (rec.finish - rec.arrival)[15_000:].mean() * 1000
+    assert sojourn == pytest.approx(1 / 0.6 + 1 / (2 / 3 - 0.4), rel=0.02)
+    # Each GPU runs its own segment only.
+    assert set(rec.batch_replica[rec.batch_sizes[:, 1] > 0]) == {1}
+    assert set(rec.batch_replica[rec.batch_sizes[:, 0] > 0]) == {0}
+
+
+def test_a_pipeline_by_hand():
+    # Group 0 (segment 0 and exit 0) on GPU 0, group 1 (segments 1, 2) on GPU 1; moving a
+    # sample between them takes 0.4 ms. Requests r0 (exit 2) and r1 (exit 0) at 0 go as one
+    # batch (max_batch 2): 0.1 + 1.2 + 0.5 -> 1.8, r1 leaves; r0 reaches GPU 1 at 2.2: gather
+    # 0.25 + segment 1 1.1 + head 0.5 -> 4.05 (it goes on), handed on whole: + 1.1 + 0.5 -> 5.65.
+    rec, _ = run(pipeline=[{"segments": [0]}, {"segments": [1, 2]}],
+                 transfer_ms_per_sample=0.4, arrivals=[0.0, 0.0], max_wait=0.0,
+                 trace=crafted_trace([LATE, EARLY]), server_from_dict=True)
+    assert rec.finish * 1000 == pytest.approx([5.65, 1.8], abs=1e-9)
+    assert rec.extra["between_s"] * 1000 == pytest.approx([0.4, 0.0], abs=1e-9)
+    assert rec.batch_replica.tolist() == [0, 1, 1]
+
+
+def test_the_pipeline_split_gives_gpus_in_proportion_to_work():
+    from offramp.sim.pipeline import choose_split
+
+    # Half the requests leave after segment 0, a quarter after 1, ...: segment 0 carries
+    # 1 ms per request, segments 1-3 together 0.85: one GPU each at 2, two each at 4.
+    two = choose_split([1, 0.5, 0.25, 0.1], [1, 1, 1, 1], 2)
+    assert (two.groups, two.replicas, two.bound_rps) == (((0,), (1, 2, 3)), (1, 1), 1000.0)
+    four = choose_split([1, 0.5, 0.25, 0.1], [1, 1, 1, 1], 4)
+    assert (four.groups, four.replicas, four.bound_rps) == (((0,), (1, 2, 3)), (2, 2), 2000.0)
+    # Nobody exits, segment 1 three times segment 0's cost: three GPUs for it.
+    split = choose_split([1, 1], [1, 3], 4)
+    assert (split.replicas, split.bound_rps) == ((1, 3), 1000.0)
+    assert split.config() == [{"segments": [0], "replicas": 1}, {"segments": [1], "replicas": 3}]
+    with pytest.raises(ValueError, match="2 GPUs or more"):
+        choose_split([1, 1], [1, 1], 1)
+
+
+def test_offramp_pipeline_prints_a_split_that_simulate_serves(tmp_path, capsys):
+    from offramp.analysis.cli import main
+
+    assert main(["pipeline", "examples/capacity-fmnist.yaml", "--gpus", "2,4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["gpus"] for r in rows] == [2, 4]
+    assert all(sum(r["replicas"]) == r["gpus"] for r in rows)
+    assert [k for r in rows for k in sum(r["groups"], [])] == [0, 1, 2, 3] * 2
+    # What it prints is what simulate takes.
+    assert main(["simulate", "examples/capacity-fmnist.yaml", "--set", "server.exit_mode=rebatch",
+                 "--set", rows[1]["set"], "--set", "run.requests=2000", "--set",
+                 "run.replications=1", "-o", str(tmp_path / "out")]) == 0
+    frame = __import__("pandas").read_parquet(tmp_path / "out" / "requests.parquet")
+    assert len(frame) == 2000
+    assert main(["pipeline", "examples/capacity-fmnist.yaml", "--gpus", "1"]) == 2
+    assert "GPU counts >= 2" in capsys.readouterr().err

@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "offramp.analysis.cli.demo",
     "fit": "offramp.analysis.cli.fit",
     "optimize": "offramp.analysis.cli.optimize",
+    "pipeline": "offramp.analysis.cli.pipeline",
     "profile": "offramp.analysis.cli.profile",
     "report": "offramp.analysis.cli.report",
     "simulate": "offramp.analysis.cli.simulate",

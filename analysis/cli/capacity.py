@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -23,7 +24,9 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         return [("study", [])]
     out = []
     for item in args.compare:
-        sets = [s.strip() for s in item.split(",") if s.strip()]
+        # Fields are comma-separated; a comma inside a YAML value (a pipeline's groups) is not
+        # followed by the next section.field=.
+        sets = [s.strip() for s in re.split(r",(?=\s*\w+\.\w+=)", item) if s.strip()]
         if not sets:
             raise InputError("--compare", item, "is empty", "e.g. --compare server.exit_mode=keep")
         out.append((item, sets))
