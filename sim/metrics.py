@@ -23,9 +23,11 @@ def stage_metric(kind: StageKind, stat: str = "mean") -> str:
     return f"stage_{kind}_{stat}_ms"
 
 
+BETWEEN = "between_stages"  # rebatch: time waiting in front of stages after the first
 BREAKDOWN = (["wait_mean_ms", "wait_p50_ms", "wait_p99_ms", "in_service_mean_ms",
               "in_service_p50_ms", "in_service_p99_ms"]
-             + [stage_metric(kind, stat) for kind in StageKind for stat in STAGE_STATS])
+             + [stage_metric(kind, stat) for kind in StageKind for stat in STAGE_STATS]
+             + [f"{BETWEEN}_{stat}_ms" for stat in STAGE_STATS])  # (rebatch only)
 
 
 def measured_mask(rec: RunRecords, warmup_fraction: float) -> np.ndarray:
@@ -44,9 +46,6 @@ def request_parts_ms(rec: RunRecords) -> dict[StageKind, np.ndarray] | None:
         return None
     per = rec.parts * 1000.0
     return {kind: per[:, kind.code] for kind in StageKind}
-
-
-BETWEEN = "between_stages"  # rebatch: time waiting in front of stages after the first
 
 
 def between_ms(rec: RunRecords) -> np.ndarray | None:

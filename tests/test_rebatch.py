@@ -304,3 +304,17 @@ def test_offramp_pipeline_prints_a_split_that_simulate_serves(tmp_path, capsys):
     assert len(frame) == 2000
     assert main(["pipeline", "examples/capacity-fmnist.yaml", "--gpus", "1"]) == 2
     assert "GPU counts >= 2" in capsys.readouterr().err
+
+
+def test_the_demo_takes_rebatch(tmp_path, capsys):
+    from offramp.analysis.cli import main
+
+    assert main(["demo", "--modes", "shrink,rebatch", "--requests", "2000", "--replications",
+                 "1", "-o", str(tmp_path / "demo"), "--json"]) == 0
+    for model in json.loads(capsys.readouterr().out).values():
+        rows = {(r["policy"], r["exit_mode"]): r for r in model["policies"]}
+        rebatch, shrink = rows[("entropy", "rebatch")], rows[("entropy", "shrink")]
+        assert rebatch["engine"] == "reference" and rebatch["between_stages_mean_ms"] > 0
+        assert ("entropy", "keep") not in rows
+        # Both modes see the same requests: the same exits, so the same accuracy.
+        assert rebatch["accuracy"] == shrink["accuracy"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from offramp.analysis.cli.options import integer, user_help
+from offramp.analysis.cli.options import exit_modes, integer, user_help
 from offramp.common.errors import InputError
 from offramp.common.outputs import output_dir
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         run_demo_model,
     )
 
+    modes = tuple(m for m in exit_modes(args.modes) if m != "none")  # none: the no-exit row
     pairs = demo_pairs()
     if not pairs:
         raise InputError("offramp package", "traces/data, profiling/data",
@@ -56,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
             TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=Console(stderr=True),
             disable=args.json or not Console(stderr=True).is_terminal) as bar:
-        task = bar.add_task("demo", total=len(pairs) * jobs_per_model())
+        task = bar.add_task("demo", total=len(pairs) * jobs_per_model(modes))
         for trace_name, profile_name in pairs:
             results[trace_name] = run_demo_model(
                 trace_name, profile_name, tmp, args.max_batch, args.requests, args.replications,
-                args.seed, progress=lambda: bar.advance(task))
+                args.seed, progress=lambda: bar.advance(task), modes=modes)
         from offramp.analysis.report.html import demo_report
         from offramp.common.machine import command_line
 
@@ -101,6 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replications", type=integer(1), default=3)
     p.add_argument("--max-batch", type=integer(1), default=32)
     p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--modes", default="keep,shrink", help="exit modes of the policy table "
+                   "(default keep,shrink; rebatch runs on the reference engine: slower)")
     p.add_argument("--json", action="store_true", help="print all results as JSON")
     p.add_argument("--breakdown", action="store_true", help="also print where each variant's "
                    "time goes: queueing, in service, and each stage kind")

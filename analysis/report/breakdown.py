@@ -51,7 +51,9 @@ def _ms(v: float) -> str:
 
 def _cells(row: Any, kinds: list[StageKind | str]) -> list[str]:
     cols = ["wait_p50_ms", "wait_p99_ms", "in_service_p50_ms", "in_service_p99_ms", "wait_mean_ms"]
-    return [_ms(row[c]) for c in cols] + [_ms(row[_metric(k)]) for k in kinds]
+    # A row that does not rebatch has no time between stages (NaN in a mixed table): 0.
+    return [_ms(row[c]) for c in cols] + [_ms(0.0 if pd.isna(row[_metric(k)])
+                                              else row[_metric(k)]) for k in kinds]
 
 
 def header(kinds: list[StageKind | str]) -> list[str]:

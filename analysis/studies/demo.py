@@ -34,9 +34,12 @@ def demo_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def variants(cfg_rate: float):
+MODES = ("keep", "shrink")  # the exit modes of the policy table (``offramp demo --modes``)
+
+
+def variants(cfg_rate: float, exit_modes: tuple[str, ...] = MODES):
     for pol in POLICIES:
-        modes = ["none"] if pol["name"] == "none" else ["keep", "shrink"]
+        modes = ["none"] if pol["name"] == "none" else exit_modes
         for mode in modes:
             yield {"policy": pol,
                    "server": {"exit_mode": mode}, "workload": {"rate_rps": cfg_rate}}
@@ -84,9 +87,9 @@ DEMO_OUTPUTS = ("*-policies.csv", "*-load-sweep.csv", "*-load-sweep.png", "*-cap
 CAPACITY_VARIANTS = (("none", POLICIES[0]), ("keep", POLICIES[2]), ("shrink", POLICIES[2]))
 
 
-def jobs_per_model() -> int:
+def jobs_per_model(modes: tuple[str, ...] = MODES) -> int:
     """Simulated studies and capacity searches per model (for a progress bar)."""
-    return (sum(1 for _ in variants(1.0)) + sum(1 for _ in sweep(1.0))
+    return (sum(1 for _ in variants(1.0, modes)) + sum(1 for _ in sweep(1.0))
             + len(CAPACITY_VARIANTS))
 
 
@@ -113,8 +116,8 @@ def capacities(base: StudyConfig, start_rps: float, slo_ms: float, requests: int
 
 
 def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int, requests: int,
-                   replications: int, seed: int, progress: Callable[[], None] | None = None
-                   ) -> dict[str, Any]:
+                   replications: int, seed: int, progress: Callable[[], None] | None = None,
+                   modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     """Run one model's demo, write its CSVs and plot under ``out``, return the results."""
     from offramp.analysis.report.breakdown import plot_breakdown
     from offramp.analysis.report.plots import plot_sweep
@@ -123,7 +126,7 @@ def run_demo_model(trace_name: str, profile_name: str, out: Path, max_batch: int
     base, cap, slo = demo_study(trace_name, profile_name, max_batch, requests, replications, seed)
     import pandas as pd
 
-    table = run_grid(base, variants(TABLE_LOAD * cap), progress=progress,
+    table = run_grid(base, variants(TABLE_LOAD * cap, modes), progress=progress,
                      metrics=[*HEADLINE, "latency_mean_ms", *BREAKDOWN])
     table.insert(0, "label", [f"{r.policy} {r.policy_fit} / {r.exit_mode}".replace("  ", " ")
                               for r in table.itertuples()])
