@@ -126,19 +126,6 @@ class ServerConfig(_Strict):
         wait = self.max_wait_ms if self.stage_max_wait_ms is None else self.stage_max_wait_ms
         return wait / 1000.0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _pipeline_replicas(cls, data: dict) -> dict:
-        """With a pipeline, ``replicas`` is its groups' total (given, it must be that)."""
-        groups = data.get("pipeline") if isinstance(data, dict) else None
-        if isinstance(groups, list) and all(isinstance(g, dict) for g in groups):
-            total = sum(g.get("replicas", 1) for g in groups)
-            if "replicas" in data and data["replicas"] != total:
-                raise ValueError(f"replicas: {data['replicas']} but the pipeline's groups "
-                                 f"have {total}; leave replicas out")
-            data = {**data, "replicas": total}
-        return data
-
     @model_validator(mode="after")
     def _rebatch_fields(self) -> ServerConfig:
         if not self.exit_mode.rebatches:
@@ -147,6 +134,12 @@ class ServerConfig(_Strict):
             if stray:
                 raise ValueError(f"{', '.join(stray)}: only for exit_mode rebatch")
         elif self.pipeline is not None:
+            total = sum(g.replicas for g in self.pipeline)
+            if "replicas" in self.model_fields_set and self.replicas != total:
+                raise ValueError(f"replicas: {self.replicas} but the pipeline's groups have "
+                                 f"{total}; leave replicas out")
+            # replicas is the groups' total; left unset, so a copy without it is the same study
+            object.__setattr__(self, "replicas", total)
             segs = [k for g in self.pipeline for k in g.segments]
             if segs != list(range(len(segs))):
                 raise ValueError(f"pipeline: segments {segs} must run 0, 1, 2, ... each once, "

@@ -21,7 +21,7 @@ from offramp.core.modes import ExitMode, StageKind
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .service import ServiceTimes
-from .workload import ClosedLoop
+from .workload import ClosedLoop, Replay
 
 _OVERHEAD = StageKind.OVERHEAD.code
 
@@ -56,6 +56,10 @@ def supports(scenario: Scenario) -> str | None:
         # Clients that never think, with stage times without noise, put several replicas'
         # events on the same instant, where the order (and so who goes where) is SimPy's own.
         return f"{what} without think time on several replicas with stage times without noise"
+    if isinstance(wl, Replay) and scenario.service.dist == "fixed":
+        # Recorded arrival times and stage times without noise can put an arrival on the very
+        # instant a request finishes, where SimPy takes whichever it scheduled first.
+        return f"{what} of recorded arrivals with stage times without noise"
     return None
 
 

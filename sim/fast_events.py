@@ -1,8 +1,8 @@
 """The fast engine's event loop for servers whose next step depends on their state (numba).
 
-Join-shortest-queue routing and closed-loop clients need, at each arrival, what has finished
-so far; the batch loop of :mod:`.fast_kernels` cannot give that, as it serves one queue to the
-end before the next. This loop keeps batches as its unit but takes events in time order:
+JSQ routing and closed-loop clients need, at each arrival, what has finished so far (the
+batch loop of :mod:`.fast_kernels` serves one queue to its end). This loop keeps batches as
+its unit but takes events in time order:
 
 - an **arrival** (the next open-loop request, or a closed-loop client whose think time ended)
   is routed (shared queue, round robin, random from pre-drawn routes, or the queue with the
@@ -13,10 +13,10 @@ end before the next. This loop keeps batches as its unit but takes events in tim
   :mod:`offramp.core.batching` (compiled from that function), would close before any event
   that could still add to it; its whole schedule is computed then, as in the batch loop.
 
-Ties go as in the SimPy reference: a finish before an arrival or a dispatch at one instant,
-an arrival before a dispatch, events of one kind in the order scheduled. Where two replicas'
-events share an instant, SimPy's internals decide: :func:`offramp.sim.fast.supports` sends
-those studies to the reference.
+Ties go as in SimPy: a finish before an arrival or a dispatch at one instant, an arrival
+before a dispatch, events of one kind in the order scheduled. Where SimPy's internal order
+decides (two replicas' events, or an arrival and a finish, on one instant) the studies that
+can meet it go to the reference (:func:`offramp.sim.fast.supports`).
 
 Plain Python over NumPy arrays, compiled by numba; what the loop lacks (a batch shape, a
 noise chunk, room for more requests) it hands back to :mod:`.fast_dynamic`, then resumes.

@@ -97,7 +97,7 @@ class Pool:
     def upstream(self, j: int) -> bool:
         """Whether anything could still join stage j: a request at the entry, or a sample
         waiting at, running in or moving to an earlier stage that feeds it (or moving to j)."""
-        if self.entry is not None and self.entry.items or self.incoming[j]:
+        if self.incoming[j] or any(p.entry is not None and p.entry.items for p in self.feeders):
             return True
         return any(i < j and (p.waiting.get(i) or p.running[i] or p.incoming[i])
                    for p in self.feeders for i in p.running)
@@ -141,6 +141,9 @@ def setup(srv: Any) -> None:
             made.append(Pool(srv, stages, srv.queues[0] if g == 0 else None, list(made)))
         srv.rb_pools = [made[g] for g, grp in enumerate(cfg.pipeline) for _ in range(grp.replicas)]
         srv.rb_groups = made
+    if len(srv.rb_pools) != cfg.replicas:
+        raise ValueError(f"server.replicas is {cfg.replicas} but the pipeline's groups have "
+                         f"{len(srv.rb_pools)} replicas")
     for r in range(cfg.replicas):
         srv.env.process(rebatch_executor(srv, r))
 
@@ -197,21 +200,19 @@ def _steps(plan: Layout, j: int, b: int, intact: bool, n_exits: int) -> list[Sta
 
 
 def _begin(srv: Any, r: int, j: int, m: int, batch: list, taken: list | None, start: float):
-    """What a stage batch does before its stages: stage 0 dispatches its requests (the
-    controller's stall and the wake-up), a later stage counts its samples' time between stages
-    (and the wake-up). Returns the overhead time."""
-    svc = srv.sc.service
+    """What a stage batch does before its stages: stage 0 dispatches its requests, a later
+    stage counts its samples' time between stages; then the controller's stall and the
+    wake-up. Returns their time (overhead)."""
     if j == 0:
         for req in batch:
             req.dispatch, req.replica, req.local = start, r, m
             req.parts, req.between = [0.0] * N_KINDS, 0.0
-        return (yield from srv._start(r, len(batch), start))
-    for req, _since, _src, left in taken:
-        req.between += start - left
-    w = 0.0 if svc.wake is None else svc.wake_s(len(batch), start - srv.free_at[r])
-    if w > 0:
-        yield srv.env.timeout(w)
-    return w
+    else:
+        for req, _since, _src, left in taken:
+            req.between += start - left
+    # Every stage batch is a batch of its replica: a stateful policy's switch (and its stall)
+    # and the wake-up after an idle spell apply to each, whichever stage it runs.
+    return (yield from srv._start(r, len(batch), start))
 
 
 def _decide(srv: Any, r: int, j: int, batch: list) -> list[bool]:
@@ -273,6 +274,7 @@ def _send_on(srv: Any, r: int, j: int, going: list, src: tuple) -> None:
     move = 0.0 if same else srv.sc.server.transfer_ms_per_sample * len(going) / 1000.0
     if move <= 0:
         dest.waiting[j + 1].extend((q, now, src, now) for q in going)
+        _poke(srv)  # another group's idle GPUs may take them now (this one has its tail left)
         return
     dest.incoming[j + 1] += len(going)
 

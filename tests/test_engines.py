@@ -316,3 +316,19 @@ def test_closed_loop_random_routing_stays_on_real_replicas():
     assert sorted(np.unique(replica).tolist()) == [0, 1, 2]
     # Uniform routing: each replica takes about a third (binomial sd 1.9 % at 600 requests).
     assert (np.abs(np.bincount(replica, minlength=3) / 600 - 1 / 3) < 0.08).all()
+
+
+def test_recorded_arrivals_on_fixed_stage_times_route_by_jsq_on_the_reference(tmp_path):
+    # Recorded arrival times and stage times without noise can put an arrival on the instant a
+    # request finishes; SimPy takes whichever it scheduled first, so auto takes the reference.
+    csv = tmp_path / "arrivals.csv"
+    csv.write_text("arrival_s\n" + "\n".join(f"{i / 1024:.10f}" for i in range(50)) + "\n")
+    policy = make_policy(POLICIES[3]).fit(TRACE)
+    for latency, want in ((False, "reference"), (True, "fast")):
+        svc = ServiceTimes.from_latency(LatencyModel(PROFILE), n_exits=4, max_batch=4,
+                                        mode=ExitMode.SHRINK, sampled=latency)
+        sc = scenario(TRACE, policy, svc, ServerConfig(max_batch=4, replicas=2, routing="jsq"),
+                      WorkloadConfig(kind="replay", path=str(csv)))
+        rep = draw_replication(sc, RunConfig(requests=50), np.random.SeedSequence(0))
+        assert run_replication(sc, rep, "auto")[1] == (want if fast_numba.available()
+                                                       else "reference")

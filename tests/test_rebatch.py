@@ -35,12 +35,14 @@ ARRIVALS = [0.0, 0.0, 0.3, 0.3, 2.0, 2.1]
 
 
 def run(mode="rebatch", policy=None, arrivals=ARRIVALS, trace=TRACE, max_batch=2,
-        max_wait=0.5, engine="reference", server_from_dict=False, **rebatch):
+        max_wait=0.5, engine="reference", server_from_dict=False, tail_ms=None, **rebatch):
     fields = dict(max_batch=max_batch, max_wait_ms=max_wait, exit_mode=mode, **rebatch)
     server = ServerConfig.model_validate(fields) if server_from_dict else ServerConfig(**fields)
     svc = ServiceTimes.from_latency(LatencyModel(affine_profile(3, range(1, max_batch + 1))),
                                     n_exits=3, max_batch=max_batch, mode=ExitMode(mode),
                                     sampled=False)
+    if tail_ms is not None:  # the loop's own time after each batch's last stage
+        svc.tail = [tail_ms / 1000.0] * (max_batch + 1)
     policy = (policy or Oracle()).fit(trace)
     sc, rep = fixed_run(trace, policy, svc, server, arrivals, list(range(len(arrivals))))
     rec, used = run_replication(sc, rep, engine)
@@ -318,3 +320,56 @@ def test_the_demo_takes_rebatch(tmp_path, capsys):
         assert ("entropy", "keep") not in rows
         # Both modes see the same requests: the same exits, so the same accuracy.
         assert rebatch["accuracy"] == shrink["accuracy"]
+
+
+PIPE = [{"segments": [0]}, {"segments": [1, 2]}]
+
+
+def test_a_pipeline_group_takes_survivors_while_the_sender_finishes_its_tail():
+    # GPU 0 stays busy 5 ms after its stage (its tail); GPU 1 takes r0 at once (1.7 ms; r0 is
+    # its batch whole: handed on, no gather), then has its own tail before r0's last stage:
+    # 1.7 + 1.1 + 0.5 + 5 -> 8.3, + 1.1 + 0.5 -> 9.9.
+    rec, _ = run(arrivals=[0.0], trace=crafted_trace([LATE]), max_wait=0.0, tail_ms=5.0,
+                 pipeline=PIPE, server_from_dict=True)
+    assert rec.batch_dispatch * 1000 == pytest.approx([0.0, 1.7, 8.3], abs=1e-9)
+    assert rec.finish * 1000 == pytest.approx([9.9], abs=1e-9)
+
+
+def test_a_later_group_waits_while_requests_wait_at_the_first():
+    # r1 waits at GPU 0's entry while r0 waits in front of stage 1 on GPU 1: r1 could join it,
+    # so stage 1 is not ready by "nothing upstream"; both go on together, as on one replica.
+    trace, arrivals = crafted_trace([LATE] * 3), [0.0, 2.0, 50.0]
+    pipe, _ = run(arrivals=arrivals, trace=trace, stage_max_wait_ms=100.0, pipeline=PIPE,
+                  server_from_dict=True)
+    one, _ = run(arrivals=arrivals, trace=trace, stage_max_wait_ms=100.0)
+    assert pipe.batch_sizes.tolist() == one.batch_sizes.tolist()
+    np.testing.assert_allclose(pipe.batch_dispatch, one.batch_dispatch, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # its levels' accuracy on no val split
+def test_a_stateful_policy_switches_on_every_group():
+    # Dynamic-OFA: a 0.001 ms target makes it step down to its first level (static exit 1)
+    # after the first request; every group's GPU must follow, as one replica does.
+    from offramp.policies.baselines import StaticExit
+    from offramp.policies.dynamic_ofa import DynamicOFA
+
+    exits = []
+    for extra in ({}, {"pipeline": PIPE}):
+        ofa = DynamicOFA([StaticExit(1), NoExit()], 0.001, 0.99, window=1, warmup=0,
+                         up_after=10**6)
+        rec, _ = run(policy=ofa, arrivals=[5.0 * i for i in range(6)],
+                     trace=crafted_trace([LATE] * 6), max_batch=1, max_wait=0.0,
+                     server_from_dict=True, **extra)
+        exits.append(rec.exit.tolist())
+    assert exits[0] == exits[1] == [2, 1, 1, 1, 1, 1]
+
+
+def test_a_pipeline_sets_replicas_and_keeps_it_unset():
+    cfg = ServerConfig.model_validate({"exit_mode": "rebatch", "pipeline": [
+        {"segments": [0, 1], "replicas": 3}, {"segments": [2, 3]}]})
+    assert cfg.replicas == 4 and "replicas" not in cfg.model_fields_set
+    again = ServerConfig.model_validate(cfg.model_dump(mode="json", exclude_unset=True))
+    assert again == cfg
+    with pytest.raises(ValueError, match="replicas: 2 but the pipeline's groups have 4"):
+        ServerConfig.model_validate({**cfg.model_dump(mode="json", exclude_unset=True),
+                                     "replicas": 2})
