@@ -159,6 +159,8 @@ class _EventRun:
             while self.chunk_of[r] < c:
                 self.noise[r] = self.rep.noise[r].draw_chunk()
                 self.chunk_of[r] += 1
+        elif status == ev.NEED_HEAP:  # finishes pending on one instant (stages of no time)
+            self.fin = tuple(_grow(list(self.fin), 2 * self.fin[0].shape[0], [0.0, 0]))
         else:  # NEED_ROOM: a closed loop ran past the requests there is room for
             self.cap *= 2
             self.draws.extend(self.cap)

@@ -18,8 +18,8 @@ before a dispatch, events of one kind in the order scheduled. Where SimPy's inte
 decides (two replicas' events, or an arrival and a finish, on one instant) the studies that
 can meet it go to the reference (:func:`offramp.sim.fast.supports`).
 
-Plain Python over NumPy arrays, compiled by numba; what the loop lacks (a batch shape, a
-noise chunk, room for more requests) it hands back to :mod:`.fast_dynamic`, then resumes.
+Plain Python over arrays, compiled by numba; what it lacks (a batch shape, a noise chunk,
+room) it hands back to :mod:`.fast_dynamic`, then resumes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ if numba is not None:  # the batching rule and the wake-up, compiled from their 
     from .fast_kernels import _bisect_right as _bisect
     from .fast_kernels import _dispatch, _slot_of, _wake_s
 
-DONE, NEED_ROOM = 0, 3
+DONE, NEED_ROOM, NEED_HEAP = 0, 3, 4
 SHARED, ROUND_ROBIN, RANDOM, JSQ = range(4)
 # Scalars of the loop's state, kept in one int64 array so it can stop and resume anywhere.
 J, OPEN, NB, THINK, SEQ, RR, N_FIN, N_CLI, N_MEM, NOW = range(10)
@@ -108,12 +108,10 @@ def _shape(q, take, ex, nxt, head, k_exits, consults, big_b, aux):
 def _stages(pid, r, m, d, f, size, svc, plans, fixed, width, breakdown, overhead, ends, snap,
             acc):
     """Run batch row ``pid``'s schedule on replica ``r`` (its ``m``-th batch) from ``d``
-    (the replica free since ``f``): stage by stage, base · exp(σ·z) · slowdown · loop factor,
-    in the batch loop's order; fills ``ends`` and ``snap``; returns when the replica is free.
-
-    The batch loop (``fast_kernels._loop``) has these lines inline: called there as this
-    function, M/M/1 ran 41% slower (2.85M vs 4.87M customers/s, benchmarks/mm1_peers.py,
-    2026-12-06). Both are held to the reference engine by tests/test_engines.py."""
+    (free since ``f``): base · exp(σ·z) · slowdown · loop factor per stage, in the batch
+    loop's order; fills ``ends`` and ``snap``; returns when the replica is free. The batch
+    loop (``fast_kernels._loop``) has these lines inline: calling this, M/M/1 ran 41% slower
+    (2.85M vs 4.87M customers/s, benchmarks/mm1_peers.py, 2026-12-06)."""
     base, sigma, noise, _chunk_of, slow_at, slow_x, wake, grid, edges, state_f, tail = svc
     _keys, _ids, p_n, p_slot, p_batch, p_leave, p_kind, _sizes = plans
     o = 0 if fixed else (m % ROWS_PER_CHUNK) * width
@@ -150,6 +148,8 @@ def _dispatch_batch(q, s, d, take, cur, aux, reqs, queues, svc, plans, out, fin_
     arr_t, ex, nxt, _client, q_disp, q_fin, q_batch, members, parts = reqs
     head, _tail, count, _queue_of, _outstanding, free_t, local = queues
     o_size, o_rep, o_local, o_disp, o_fin, o_sizes, b_start = out
+    if cur[N_FIN] + k_exits > fin_t.size:  # no room for this batch's finishes
+        return NEED_HEAP
     key = _shape(q, take, ex, nxt, head, k_exits, consults, big_b, aux)
     h = _slot_of(plans[0], key)
     if plans[0][h] != key:
@@ -246,7 +246,7 @@ def _events(reqs, queues, svc, plans, out, fin_t, fin_i, cli_t, cli_i, thinks, r
             breakdown, overhead, think_on, max_req, duration, batcher, scratch, d_q, s_q,
             take_q, fresh):
     """The event loop (see the module docstring); returns DONE or what it needs (as the batch
-    loop does, plus NEED_ROOM: more closed-loop requests than there is room for)."""
+    loop does, plus NEED_ROOM for more requests, NEED_HEAP for more pending finishes)."""
     arr_t, nxt = reqs[0], reqs[2]
     head, count, queue_of, free_t = queues[0], queues[2], queues[3], queues[5]
     buf, ends, snap, acc = scratch

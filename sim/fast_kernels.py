@@ -78,7 +78,8 @@ if numba is not None:
         NEED_PLAN ``aux`` holds the batch's size, its survivors past each exit and, last, its
         shape's key; for NEED_NOISE the replica and the chunk. ``overhead``: the overhead
         kind's code (the wake-up counts there). One function on purpose: split into compiled
-        helpers (even inlined) it ran 30% slower (benchmarks/mm1_peers.py, 2026-12-06)."""
+        helpers (even inlined) it ran 30% slower (benchmarks/mm1_peers.py, 2026-12-06); the
+        event loop's ``fast_events._stages`` is the stage timing below as a function."""
         n = arr.size
         i, nb = cursor[0], cursor[1]
         radix = big_b + 1

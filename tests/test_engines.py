@@ -332,3 +332,25 @@ def test_recorded_arrivals_on_fixed_stage_times_route_by_jsq_on_the_reference(tm
         rep = draw_replication(sc, RunConfig(requests=50), np.random.SeedSequence(0))
         assert run_replication(sc, rep, "auto")[1] == (want if fast_numba.available()
                                                        else "reference")
+
+
+@pytest.mark.parametrize("workload", [WorkloadConfig(rate_rps=3000),
+                                      WorkloadConfig(kind="closed", clients=6, think_ms=0.5)])
+def test_exits_that_finish_together_fit_the_event_loop(workload):
+    # An analytic service puts all the time in segment 0: every later exit of a batch ends on
+    # the same instant, so finishes pile up on it while the replica dispatches its next batch
+    # (the event loop grows its heap of pending finishes; it overran it before).
+    policy = make_policy(POLICIES[3]).fit(TRACE)
+    svc = ServiceTimes.analytic("exponential", 1.0, 4, 8)
+    sc = scenario(TRACE, policy, svc, ServerConfig(max_batch=8, max_wait_ms=0.2, replicas=2,
+                                                   routing="jsq", exit_mode="shrink"), workload)
+    plan = lambda: (sc, draw_replication(sc, RunConfig(requests=3000),  # noqa: E731
+                                         np.random.SeedSequence(3)))
+    same_run(plan)
+    if fast_numba.available():  # the case is met: more finishes pending than a batch per replica
+        from offramp.sim import fast_dynamic, fast_events
+
+        run = fast_dynamic._EventRun(*plan(), True)
+        while (status := run.step()) != fast_events.DONE:
+            run.answer(status)
+        assert run.fin[0].size > 2 * 4 + 1

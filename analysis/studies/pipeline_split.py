@@ -37,9 +37,11 @@ def segment_loads(cfg: StudyConfig, base: Path | None) -> tuple[np.ndarray, np.n
     active = policy.active_exits(n)
     cost = []
     for k in range(n):
-        kinds = [StageKind.SEGMENT] + ([StageKind.HEAD, StageKind.CHECK] if active[k] else [])
+        kinds = [StageKind.SEGMENT] + ([StageKind.HEAD] if active[k] else [])
+        if active[k] and k < n - 1:  # the last exit takes no decision
+            kinds.append(StageKind.CHECK)
         cost.append(sum(svc.base[svc.slot(kind, k)][b] for kind in kinds
-                        if kind not in svc.skip and svc.slot(kind, k) < svc.width))
+                        if kind not in svc.skip))
     return reach, 1000.0 * np.array(cost) / b
 
 
