@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -180,6 +181,15 @@ def test_trace_loader_fuzz(tmp_path, arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     _must_load_or_input_error(load_trace, path)
+
+
+def test_a_softmax_of_strings_is_one_input_error(tmp_path):
+    # Found by the fuzz test: a softmax stored as text failed with numpy's ValueError.
+    path = tmp_path / "t.npz"
+    with open(path, "wb") as f:
+        np.savez(f, **{**TRACE_ARRAYS, "softmax": TRACE_ARRAYS["softmax"].astype(str)})
+    with pytest.raises(InputError, match="softmax.*must be float"):
+        load_trace(path)
 
 
 @FUZZ

@@ -128,6 +128,8 @@ def check_softmax(t: ExitTrace, n: int, k: int, c: int,
     sm = t.softmax
     if sm.shape != (n, k, c):
         raise bad("softmax", f"must have shape {(n, k, c)}, got {sm.shape}")
+    if not np.issubdtype(sm.dtype, np.floating):
+        raise bad("softmax", f"must be float, got {sm.dtype}")
     s = sm.astype(np.float32)
     if not np.isfinite(s).all() or s.min() < 0 or np.abs(s.sum(axis=2) - 1).max() > 1e-2:
         raise bad("softmax", "rows must be probability vectors (non-negative, sum to 1)")
