@@ -234,17 +234,22 @@ def plot_front(trials: list[dict], marks: dict[str, dict], value_label: str, pat
 def plot_capacity(doc: dict, path: Path) -> None:
     """Each variant's capacity (the final bracket as the error bar), labelled with its accuracy
     and p99 at the capacity."""
+    import re
+    import textwrap
+
     labels = list(doc)
     caps = [doc[k]["capacity_rps"] for k in labels]
     err = [doc[k]["plus_minus_rps"] for k in labels]
-    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.55 * len(labels)))
+    # Whole labels, wrapped (variants may differ only at their end, e.g. a pipeline's groups).
+    shown = [textwrap.fill(re.sub(r",(?=\S)", ", ", k), 46) for k in labels]
+    lines = max(t.count("\n") + 1 for t in shown)
+    fig, ax = plt.subplots(figsize=(8.5, 0.6 + (0.3 + 0.15 * lines) * len(labels)))
     ax.barh(range(len(labels)), caps, xerr=err, color="#4c78a8", capsize=3)
     for i, k in enumerate(labels):
         there = doc[k]["at_capacity"]
         ax.text(caps[i], i, f"  acc {there['accuracy']:.4f}, p99 {there['latency_p99_ms']:.1f} ms",
                 va="center", fontsize=8)
-    ax.set_yticks(range(len(labels)), [k if len(k) < 48 else k[:45] + "..." for k in labels],
-                  fontsize=8)
+    ax.set_yticks(range(len(labels)), shown, fontsize=7 if lines > 2 else 8)
     ax.invert_yaxis()
     ax.set_xlabel("capacity within the SLO (req/s)")
     ax.set_xlim(0, max(caps) * 1.45)
