@@ -36,6 +36,7 @@ from .margin import Margin, MarginConfig
 from .oracle_lp import BudgetedOracle
 from .pame import PAME
 from .patience import Patience
+from .safe_exit import SafeExit, SafeExitConfig
 
 parse_policy = parse.parse_policy
 
@@ -104,6 +105,11 @@ def _gati(cfg: C.GatiConfig, ctx: FitContext | None) -> ExitPolicy:
                 lookup_ms=cfg.lookup_ms, threshold=cfg.selector_threshold)
 
 
+def _safe_exit(cfg: SafeExitConfig, ctx: FitContext | None) -> ExitPolicy:
+    costs = None if cfg.budget_ms is None else _need(ctx, cfg).costs(cfg, cfg.cost_batch)
+    return SafeExit(cfg.budget_ms, cfg.tolerance_pct, costs, folds=cfg.folds, seed=cfg.seed)
+
+
 def _dynamic_ofa(cfg: C.DynamicOFAConfig, ctx: FitContext | None) -> ExitPolicy:
     levels = [REGISTRY[lvl.base].build(lvl, ctx) for lvl in cfg.levels]
     return DynamicOFA(levels, cfg.latency_target_ms, cfg.accuracy_target, window=cfg.window,
@@ -134,6 +140,7 @@ BUILTIN = (
     Registered(C.GatiConfig, Gati, _gati),
     Registered(C.DynamicOFAConfig, DynamicOFA, _dynamic_ofa),
     Registered(MarginConfig, Margin, lambda cfg, ctx: Margin(cfg.min_margin)),
+    Registered(SafeExitConfig, SafeExit, _safe_exit),
 )
 REGISTRY: dict[str, Registered] = {entry.name: entry for entry in BUILTIN}
 POLICIES: dict[str, type[ExitPolicy]] = {name: r.policy for name, r in REGISTRY.items()}

@@ -51,14 +51,22 @@ def test_frontier_reports_the_oracle_bound_and_mixes(tmp_path, capsys):
                  "--eenet-epochs", "20", "-o", str(tmp_path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     families = {p["family"] for p in doc["points"]}
-    assert {"static", "eenet", "pame", "gati", "patience", "maxprob (τ)"} <= families
+    assert {"static", "eenet", "pame", "gati", "patience", "maxprob (τ)", "safe-exit"} <= families
     trace, costs = load_trace(TRACE), np.array(doc["attrs"]["costs_ms"])
     test = trace.indices("test")
     # The bound the frontier reports is the LP optimum, computed here by a greedy knapsack.
     for row in doc["oracle_bound"]:
         want = knapsack_bound(trace.correct[test], costs, row["budget_ms"])
         assert row["oracle_bound"] == pytest.approx(want, abs=1e-6), row
-    assert len(doc["eenet_vs_heuristics"]) == 5
+    assert len(doc["budgets"]) == 5
+    # The heuristic is chosen on val; every CI holds its point estimate.
+    for row in doc["budgets"]:
+        heur = [p for p in doc["points"] if p["budget_ms"] == row["budget_ms"]
+                and p["family"].endswith("(exp fractions)")]
+        assert row["best_heuristic"] == max(heur, key=lambda p: p["val_accuracy"])["policy"]
+        for who in ("heuristic", "eenet", "safe-exit"):
+            assert row[f"{who}_vs_maxprob_lo"] <= row[f"{who}_vs_maxprob"] <= row[f"{who}_vs_maxprob_hi"]
+        assert row["agreement_oracle"] <= row["oracle_bound"] + 1e-9
     # Mixing real policies never beats the oracle, and never falls below a point it could mix.
     for row in doc["oracle_bound"]:
         if row["best_mix"] is not None:

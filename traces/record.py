@@ -70,18 +70,25 @@ def record_trace(model: MultiExitNet, data: Dataset, splits: tuple[str, ...] = S
 
 def record(checkpoint: str | Path, out: str | Path, model_id: str | None = None,
            data_path: str | Path | None = None, batch_size: int = 256,
-           threads: int | None = None, command: str | None = None) -> ExitTrace:
-    """Load ``checkpoint``, record its trace on its dataset and save it to ``out``."""
+           threads: int | None = None, command: str | None = None,
+           dataset: str | None = None) -> ExitTrace:
+    """Load ``checkpoint``, record its trace on the dataset it was trained on (or ``dataset``)
+    and save it to ``out``."""
     set_threads(threads)
     model, ckpt = load_checkpoint(checkpoint)
     if model_id is not None and model_id != model.model_id:
         raise InputError(checkpoint, "model_id", f"checkpoint holds {model.model_id!r}, "
                          f"not {model_id!r}", f"pass --model {model.model_id}")
-    data = load_data(model.model_id, data_path)
+    data = load_data(model.model_id, data_path, dataset or ckpt.get("train", {}).get("dataset"))
     seed = int(ckpt.get("train", {}).get("seed", 0))
     prov = produced_by(command or command_line(), seed, checkpoint=Path(checkpoint).name,
                        training=ckpt.get("produced_by", {}),
                        train_wall_seconds=ckpt.get("train", {}).get("wall_seconds"))
-    trace = record_trace(model, data, batch_size=batch_size, meta_extra={"produced_by": prov})
+    extra: dict[str, Any] = {"produced_by": prov}
+    if data.name == "fashion-mnist-c":
+        from .corruptions import describe
+
+        extra["corruptions"] = describe()
+    trace = record_trace(model, data, batch_size=batch_size, meta_extra=extra)
     save_trace(trace, out)
     return trace

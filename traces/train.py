@@ -32,7 +32,7 @@ from offramp.common.errors import InputError
 from offramp.common.machine import command_line
 
 from .checkpoint import save_checkpoint
-from .datasets import Dataset, load_fashion_mnist, load_rotten_tomatoes
+from .datasets import Dataset, load_dataset
 from .models import FmnistResNet, MultiExitNet, images_to_tensor
 from .train_minilm import train_minilm
 from .training import (
@@ -79,6 +79,7 @@ def train_fmnist(data: Dataset, epochs: int = DEFAULT_EPOCHS["fmnist-resnet"], s
     model = FmnistResNet(num_classes=len(data.classes), **model_kwargs)
     model = model.to(memory_format=torch.channels_last)
     x, y = images_to_tensor(data.train.x), torch.as_tensor(data.train.y)
+    aug_rng = np.random.default_rng([seed, 1])
     xv, yv = images_to_tensor(data.val.x), torch.as_tensor(data.val.y)
     steps = epochs * int(np.ceil(len(y) / batch_size))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
@@ -86,10 +87,12 @@ def train_fmnist(data: Dataset, epochs: int = DEFAULT_EPOCHS["fmnist-resnet"], s
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     history: list[dict[str, Any]] = []
     with progress_bar(progress) as bar:
-        task = bar.add_task("fmnist-resnet", total=steps)
+        task = bar.add_task(f"fmnist-resnet on {data.name}", total=steps)
         for epoch in range(epochs):
             model.train()
             distill = epoch >= distill_starts(epochs)
+            if data.augment is not None:
+                x = images_to_tensor(data.augment(data.train.x, aug_rng))
             perm = torch.randperm(len(y), generator=gen)
             total = 0.0
             for idx in perm.split(batch_size):
@@ -111,22 +114,32 @@ def train_fmnist(data: Dataset, epochs: int = DEFAULT_EPOCHS["fmnist-resnet"], s
                    "weight_decay": weight_decay, "optimizer": "SGD nesterov, one-cycle"}
 
 
-def load_data(model_id: str, data_path: str | Path | None = None) -> Dataset:
-    """The dataset a model id is trained and recorded on."""
-    if model_id == "fmnist-resnet":
-        return load_fashion_mnist(data_path)
-    if model_id == "rt-minilm6":
-        return load_rotten_tomatoes(data_path)
-    raise InputError(None, "model", f"unknown model {model_id!r}", "use fmnist-resnet or rt-minilm6")
+DATASETS_OF = {"fmnist-resnet": ("fashion-mnist", "fashion-mnist-c"),
+               "rt-minilm6": ("rotten-tomatoes",)}
+
+
+def load_data(model_id: str, data_path: str | Path | None = None,
+              dataset: str | None = None) -> Dataset:
+    """The dataset a model id is trained and recorded on (``dataset``: another one it takes,
+    e.g. ``fashion-mnist-c`` for ``fmnist-resnet``; default its first)."""
+    if model_id not in DATASETS_OF:
+        raise InputError(None, "model", f"unknown model {model_id!r}",
+                         f"use one of {sorted(DATASETS_OF)}")
+    names = DATASETS_OF[model_id]
+    if dataset is not None and dataset not in names:
+        raise InputError(None, "dataset", f"{model_id} is not trained on {dataset!r}",
+                         f"use one of {list(names)}")
+    return load_dataset(dataset or names[0], data_path)
 
 
 def train(model_id: str, out: str | Path, epochs: int | None = None, seed: int = 0,
           data: Dataset | None = None, data_path: str | Path | None = None,
           threads: int | None = None, progress: bool = True, command: str | None = None,
-          **kwargs: Any) -> tuple[MultiExitNet, dict[str, Any]]:
-    """Train ``model_id`` and write its checkpoint to ``out``; return the model and the run info."""
+          dataset: str | None = None, **kwargs: Any) -> tuple[MultiExitNet, dict[str, Any]]:
+    """Train ``model_id`` on its dataset (or ``dataset``) and write its checkpoint to ``out``;
+    return the model and the run info."""
     set_threads(threads)
-    data = data if data is not None else load_data(model_id, data_path)
+    data = data if data is not None else load_data(model_id, data_path, dataset)
     epochs = epochs if epochs is not None else DEFAULT_EPOCHS.get(model_id, 1)
     if epochs < 1:
         raise InputError(None, "epochs", f"must be >= 1, got {epochs}", "pass --epochs 1 or more")
@@ -139,6 +152,7 @@ def train(model_id: str, out: str | Path, epochs: int | None = None, seed: int =
         raise InputError(None, "model", f"unknown model {model_id!r}", "use fmnist-resnet or rt-minilm6")
     wall = round(time.perf_counter() - t0, 1)
     info = {"train": {**info, "epochs": epochs, "seed": seed, "wall_seconds": wall,
+                      "dataset": data.name,
                       "train_samples": len(data.train), "val_samples": len(data.val)},
             "produced_by": produced_by(command or command_line(), seed)}
     save_checkpoint(model, out, info, trainable_only=model_id == "rt-minilm6")

@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,6 +17,9 @@ from offramp.analysis.cli.options import integer, number
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir, check_output_file
 from offramp.core.modes import CostModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _study(args: argparse.Namespace, policy: dict | None = None):
@@ -131,16 +135,15 @@ def run_frontier(args: argparse.Namespace) -> int:
                   TimeElapsedColumn(), console=Console(stderr=True),
                   disable=args.json or not Console(stderr=True).is_terminal) as bar:
         task = bar.add_task("fit", total=n_points)
-        points, bound = compute_frontier(trace, profile, cfg.server, args.cost_batch,
-                                         args.eenet_fits, args.eenet_epochs,
-                                         progress=lambda: bar.advance(task),
-                                         costs=cfg.profile.costs)
+        points, bound, comparison = compute_frontier(
+            trace, profile, cfg.server, args.cost_batch, args.eenet_fits, args.eenet_epochs,
+            progress=lambda: bar.advance(task), costs=cfg.profile.costs)
     out_dir, stem = Path(args.output), f"{trace.model_id}-frontier"
-    duel, title = write_frontier(trace, profile, points, bound, out_dir)
+    title = write_frontier(trace, profile, points, bound, comparison, out_dir)
     if args.json:
         print(json.dumps({"attrs": points.attrs, "points": json.loads(points.to_json(orient="records")),
                           "oracle_bound": json.loads(bound.to_json(orient="records")),
-                          "eenet_vs_heuristics": json.loads(duel.to_json(orient="records"))},
+                          "budgets": json.loads(comparison.to_json(orient="records"))},
                          indent=1))
         return 0
     con = Console(width=None if Console().is_terminal else 140)
@@ -153,17 +156,33 @@ def run_frontier(args: argparse.Namespace) -> int:
                       f"{r['test_accuracy']:.4f}", f"{r['test_relative_accuracy']:.4f}",
                       f"{r['test_cost_ms']:.4g}")
     con.print(table)
-    if not duel.empty:
-        t2 = Table(title="EENet vs the better of max-prob / entropy (exp fractions), test split")
-        for col in ("budget ms", "EENet acc", "EENet cost", "best heuristic", "its acc", "its cost"):
-            t2.add_column(col, justify="right")
-        for _, r in duel.iterrows():
-            t2.add_row(f"{r['budget_ms']:.4g}", f"{r['eenet_test_accuracy']:.4f}",
-                       f"{r['eenet_test_cost_ms']:.4g}", r["best_heuristic"],
-                       f"{r['heuristic_test_accuracy']:.4f}", f"{r['heuristic_test_cost_ms']:.4g}")
-        con.print(t2)
-    con.print(f"wrote {out_dir}/{stem}.csv, {stem}-oracle.csv, {stem}-eenet.csv, {stem}.png")
+    if not comparison.empty:
+        con.print(budget_table(comparison))
+    con.print(f"wrote {out_dir}/{stem}.csv, {stem}-oracle.csv, {stem}-budgets.csv, {stem}.png")
     return 0
+
+
+def _with_ci(r: pd.Series, label: str) -> str:
+    """'0.8805 (+0.84 [+0.52, +1.17])': test accuracy and its paired CI against max-prob, in
+    points."""
+    if f"{label}_test_accuracy" not in r or r[f"{label}_test_accuracy"] != r[f"{label}_test_accuracy"]:
+        return "—"
+    d, lo, hi = (100 * r[f"{label}_vs_maxprob{s}"] for s in ("", "_lo", "_hi"))
+    return f"{r[f'{label}_test_accuracy']:.4f} ({d:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+
+
+def budget_table(comparison: pd.DataFrame) -> Table:
+    """The comparison at each budget as a terminal table."""
+    table = Table(title="At each budget, test split: accuracy (points vs max-prob, paired 95% "
+                  "CI); the heuristic chosen on val")
+    for col in ("budget ms", "best heuristic", "its accuracy", "EENet", "safe-exit",
+                "agreement oracle", "oracle LP"):
+        table.add_column(col, justify="right")
+    for _, r in comparison.iterrows():
+        table.add_row(f"{r['budget_ms']:.4g}", r["best_heuristic"], _with_ci(r, "heuristic"),
+                      _with_ci(r, "eenet"), _with_ci(r, "safe-exit"),
+                      f"{r['agreement_oracle']:.4f}", f"{r['oracle_bound']:.4f}")
+    return table
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -185,7 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and cost, and save it (as its per-sample exit table) for `simulate`.")
     _common(p)
     p.add_argument("--policy", required=True, help="none, static:K, maxprob, entropy, patience, "
-                   "oracle, eenet, pame, gati")
+                   "oracle, eenet, pame, gati, safe-exit, ...")
     p.add_argument("--budget-ms", type=number(0), help="average cost budget per sample (eenet, exp)")
     p.add_argument("--tolerance", type=number(0, 100), help="τ: keep τ %% of the full model's accuracy")
     p.add_argument("--accuracy-target", type=number(0, 1), help="absolute accuracy target (gati)")

@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.output or f"{args.model}.pt"
     check_output_file(out, "checkpoint file")
     _, info = train(args.model, out, epochs=args.epochs, seed=args.seed, data_path=args.data,
-                    threads=args.threads, progress=not args.quiet, **kwargs)
+                    threads=args.threads, progress=not args.quiet, dataset=args.dataset, **kwargs)
     last = info["train"]["history"][-1]["val_accuracy"]
     print(f"wrote {out} ({info['train']['wall_seconds']} s); val accuracy per exit {last}")
     return 0
@@ -108,7 +108,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             raise InputError("traces record", "--checkpoint", "missing",
                              "give --checkpoint, or --model-factory and --data-factory")
         trace = record(args.checkpoint, args.output, model_id=args.model, data_path=args.data,
-                       batch_size=args.batch_size, threads=args.threads)
+                       batch_size=args.batch_size, threads=args.threads, dataset=args.dataset)
     acc = [round(float(a), 4) for a in trace.accuracy("test")]
     print(f"wrote {args.output}: {trace.n_samples} samples, {trace.n_exits} exits; "
           f"test accuracy per exit {acc}")
@@ -204,6 +204,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, help="checkpoint path (default: MODEL.pt)")
     p.add_argument("--tune-layers", type=integer(0), default=None,
                    help="rt-minilm6: fine-tune this many top layers, freeze the rest (default 2)")
+    p.add_argument("--dataset", default=None, choices=("fashion-mnist", "fashion-mnist-c",
+                                                      "rotten-tomatoes"),
+                   help="fmnist-resnet: fashion-mnist (default) or fashion-mnist-c (corrupted "
+                   "val/test, the same corruptions drawn afresh on train each epoch)")
     p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
     p.add_argument("--threads", type=integer(1), default=None, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -222,7 +226,8 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
                    "returns {'val': batches, 'test': batches} of (inputs, labels)")
     p.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--model-id", default=None, help="with --model-factory (else model.model_id)")
-    p.add_argument("--dataset", default=None, help="with --model-factory: the data set's name")
+    p.add_argument("--dataset", default=None, help="with --model-factory: the data set's name; "
+                   "else the dataset to record on (default: the one the checkpoint was trained on)")
     p.add_argument("-o", "--output", required=True, help="trace file (.npz)")
     p.add_argument("--data", default=None, help="dataset folder/file (default: installed package)")
     p.add_argument("--batch-size", type=integer(1), default=256)

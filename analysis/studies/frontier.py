@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from offramp.analysis.studies.frontier_compare import agreement_frontier, budget_comparison
 from offramp.common.outputs import output_dir
 from offramp.core.modes import CostModel
 from offramp.policies.configs import PolicyConfigBase
@@ -59,6 +60,8 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
     for b in budgets if entropy and softmax else ():
         yield "eenet", f"budget {b:.4g} ms", _cfg(name="eenet", budget_ms=b, n_fits=eenet_fits,
                                                           epochs=eenet_epochs)
+    for b in budgets:
+        yield "safe-exit", f"budget {b:.4g} ms", _cfg(name="safe-exit", budget_ms=b)
     for tau in (97.0, 99.0, 100.0):
         yield "pame", f"τ={tau:g}", _cfg(name="pame", tolerance_pct=tau)
     full = float(trace.accuracy("val")[-1])
@@ -70,15 +73,17 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
 def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerConfig,
                      cost_batch: int = 1, eenet_fits: int = 3, eenet_epochs: int = 150,
                      progress: Callable[[], None] | None = None, costs: CostModel | None = None
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, bound): one row per fitted policy setting, and the oracle LP bound curve; stage
-    costs at calibration ``costs`` (None: the most calibrated the profile holds)."""
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(points, bound, comparison): one row per fitted policy setting; the oracle LP bound and
+    agreement-oracle curves; at each budget the learned policies against the best heuristic
+    (``frontier_compare``). Stage costs at calibration ``costs`` (None: the most calibrated
+    the profile holds)."""
     latency = stage_costs(profile, costs, server.engine_sizes)
     costs = exit_costs(latency, cost_batch)
     budgets = budgets_for(costs)
     test, val = trace.indices("test"), trace.indices("val")
     full_acc = float(trace.correct[test, -1].mean())
-    rows = []
+    rows, test_exits = [], {}
     for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits, eenet_epochs):
         if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati"):
             cfg = cfg.model_copy(update={"cost_batch": cost_batch})
@@ -91,6 +96,8 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
         row["test_relative_accuracy"] = row["test_accuracy"] / full_acc
         row["test_agreement"] = float(trace.agree[test, policy.exit_index(trace, test)].mean())
         row["budget_ms"] = getattr(cfg, "budget_ms", None)
+        if row["budget_ms"] is not None:
+            test_exits[(family, row["budget_ms"])] = policy.exit_index(trace, test)
         rows.append(row)
         if progress is not None:
             progress()
@@ -101,28 +108,12 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
     mixed = [best_mix(real["test_accuracy"], real["test_cost_ms"], b).accuracy
              if b >= real["test_cost_ms"].min() else np.nan for b in grid]
     bound = pd.DataFrame({"budget_ms": grid, "oracle_bound": oracle_frontier(trace, costs, grid),
+                          "agreement_oracle": agreement_frontier(trace, costs, grid),
                           "best_mix": mixed})
     points.attrs.update(costs_ms=costs.tolist(), budgets_ms=budgets, cost_batch=cost_batch,
                         full_model_cost_ms=full_model_cost(latency, cost_batch),
                         full_model_accuracy=full_acc)
-    return points, bound
-
-
-def eenet_vs_heuristics(points: pd.DataFrame) -> pd.DataFrame:
-    """At each budget: EENet against the better of max-prob and entropy (exp fractions)."""
-    rows = []
-    for budget, grp in points[points["budget_ms"].notna()].groupby("budget_ms"):
-        ee = grp[grp["family"] == "eenet"]
-        heur = grp[grp["family"].isin(["maxprob (exp fractions)", "entropy (exp fractions)"])]
-        if ee.empty or heur.empty:
-            continue
-        best = heur.loc[heur["test_accuracy"].idxmax()]
-        rows.append({"budget_ms": budget, "eenet_test_accuracy": ee["test_accuracy"].iloc[0],
-                     "eenet_test_cost_ms": ee["test_cost_ms"].iloc[0],
-                     "best_heuristic": best["family"].split()[0],
-                     "heuristic_test_accuracy": best["test_accuracy"],
-                     "heuristic_test_cost_ms": best["test_cost_ms"]})
-    return pd.DataFrame(rows)
+    return points, bound, budget_comparison(trace, points, test_exits, costs)
 
 
 def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -> None:
@@ -136,6 +127,8 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))
     ax.plot(bound["budget_ms"], bound["oracle_bound"], "k-", lw=1.5, label="oracle LP bound")
+    ax.plot(bound["budget_ms"], bound["agreement_oracle"], "-", color="0.55", lw=1.5,
+            label="agreement oracle (knows which exits agree with the full model)")
     ax.plot(bound["budget_ms"], bound["best_mix"], "k--", lw=1,
             label="best mix of the points below (LP)")
     markers = iter("os^vD<>pPX*h")
@@ -154,15 +147,14 @@ def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -
     save_png(fig, path)
 
 
-FRONTIER_OUTPUTS = ("*-frontier.csv", "*-frontier-oracle.csv", "*-frontier-eenet.csv",
+FRONTIER_OUTPUTS = ("*-frontier.csv", "*-frontier-oracle.csv", "*-frontier-budgets.csv",
                     "*-frontier.png", "report.html")
 
 
 def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFrame,
-                   bound: pd.DataFrame, out_dir: Path) -> tuple[pd.DataFrame, str]:
-    """Write the frontier's CSVs (points, oracle bound, EENet vs heuristics) and its plot under
-    ``out_dir`` as MODEL-frontier*; return (EENet vs heuristics, the plot's title)."""
-    duel = eenet_vs_heuristics(points)
+                   bound: pd.DataFrame, comparison: pd.DataFrame, out_dir: Path) -> str:
+    """Write the frontier's CSVs (points, oracle bounds, the comparison at each budget) and its
+    plot under ``out_dir`` as MODEL-frontier*; return the plot's title."""
     stem = f"{trace.model_id}-frontier"
     m = profile.meta
     title = (f"{trace.model_id} on {m.get('device', '?')} ({m.get('backend')}, "
@@ -171,6 +163,6 @@ def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFra
     with output_dir(out_dir, FRONTIER_OUTPUTS, keep=True) as tmp:
         points.to_csv(tmp / f"{stem}.csv", index=False)
         bound.to_csv(tmp / f"{stem}-oracle.csv", index=False)
-        duel.to_csv(tmp / f"{stem}-eenet.csv", index=False)
+        comparison.to_csv(tmp / f"{stem}-budgets.csv", index=False)
         plot_frontier(points, bound, title, tmp / f"{stem}.png")
-    return duel, title
+    return title

@@ -1,0 +1,84 @@
+"""The frontier's fair comparison at each budget: learned policies against the best heuristic.
+
+At each of the frontier's budgets every budgeted family is fitted to that budget on val; the
+**best heuristic** (max-prob or entropy with EENet's geometric exit fractions) is the one more
+accurate **on val**, and only then scored on test. Every test accuracy comes with a paired 95%
+confidence interval of its difference from max-prob at the same budget (a bootstrap over test
+samples: the same resampled samples for both policies). Beside them the two ceilings: the
+oracle LP bound (knows which exits are right) and the agreement oracle (the same LP knowing only
+which exits agree with the full model, i.e. a perfect safe-exit scorer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from offramp.policies.oracle_lp import oracle_lp
+from offramp.traces.format import ExitTrace
+
+HEURISTICS = ("maxprob (exp fractions)", "entropy (exp fractions)")
+LEARNED = ("eenet", "safe-exit")
+BOOTSTRAP = 2000
+BOOTSTRAP_SEED = 0
+
+
+def paired_ci(a: np.ndarray, b: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+              ) -> tuple[float, float, float]:
+    """Mean of ``a − b`` (per-sample correctness, paired) and its 95% bootstrap interval."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, (n_boot, d.size))].mean(axis=1)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def agreement_matrix(trace: ExitTrace, ids: np.ndarray) -> np.ndarray:
+    """(N, K) bool: exit k agrees with the full model and the full model is right — what a
+    scorer that knows agreement (and nothing else) can count on."""
+    return trace.agree[ids] & trace.correct[ids, -1:]
+
+
+def agreement_frontier(trace: ExitTrace, costs: Sequence[float], budgets: Sequence[float],
+                       split: str = "test") -> np.ndarray:
+    """The agreement oracle's accuracy at each budget (an LP, like the oracle bound)."""
+    value = agreement_matrix(trace, trace.indices(split))
+    return np.array([oracle_lp(value, costs, b).accuracy for b in budgets])
+
+
+def budget_comparison(trace: ExitTrace, points: pd.DataFrame,
+                      test_exits: dict[tuple[str, float], np.ndarray],
+                      costs: Sequence[float]) -> pd.DataFrame:
+    """One row per budget: the best heuristic chosen on val, EENet and safe-exit, each with its
+    test accuracy and paired 95% CI against max-prob; the oracle LP bound and the agreement
+    oracle. ``test_exits[(family, budget)]``: the policy's exit per test sample."""
+    test = trace.indices("test")
+    correct = trace.correct[test]
+    rows = np.arange(test.size)
+    budgeted = points[points["budget_ms"].notna()]
+    out = []
+    for budget, grp in budgeted.groupby("budget_ms"):
+        if ("maxprob (exp fractions)", budget) not in test_exits:
+            continue
+        base = correct[rows, test_exits[("maxprob (exp fractions)", budget)]]
+        heur = grp[grp["family"].isin(HEURISTICS)]
+        best = heur.loc[heur["val_accuracy"].idxmax()]
+        row = {"budget_ms": float(budget), "best_heuristic": best["family"].split()[0],
+               "oracle_bound": oracle_lp(correct, costs, budget).accuracy,
+               "agreement_oracle": oracle_lp(agreement_matrix(trace, test), costs,
+                                             budget).accuracy}
+        for label, family in (("heuristic", best["family"]), *((f, f) for f in LEARNED)):
+            if (family, budget) not in test_exits:
+                continue
+            mine = correct[rows, test_exits[(family, budget)]]
+            diff, lo, hi = paired_ci(mine, base)
+            point = grp[grp["family"] == family].iloc[0]
+            row.update({f"{label}_test_accuracy": float(mine.mean()),
+                        f"{label}_test_cost_ms": float(point["test_cost_ms"]),
+                        f"{label}_val_cost_ms": float(point["val_cost_ms"]),
+                        f"{label}_vs_maxprob": diff, f"{label}_vs_maxprob_lo": lo,
+                        f"{label}_vs_maxprob_hi": hi})
+        out.append(row)
+    return pd.DataFrame(out)

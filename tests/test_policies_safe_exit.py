@@ -1,0 +1,130 @@
+"""safe-exit: a learned P(exit agrees with the full model), one threshold fitted on val.
+
+The traces here are synthetic (labelled so), built so that what max-prob sees is misleading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from offramp.common.errors import InputError
+from offramp.policies.confidence import MaxProb
+from offramp.policies.costs import average_cost
+from offramp.policies.eenet import exp_fractions
+from offramp.policies.parse import parse_policy
+from offramp.policies.registry import build_policy
+from offramp.policies.safe_exit import SafeExit, exits_at
+from offramp.traces.format import SPLITS, make_trace
+from offramp.traces.synthetic import synthetic_trace
+
+COSTS = [1.0, 2.0, 3.0]
+
+
+def miscalibrated_trace(n: int = 4000, seed: int = 0):
+    """3 exits, 4 classes. Exit 0 is right and sure for classes 1-3 and for half of class 0;
+    for the other half of class 0 it is as sure (max-prob 0.93) but wrong (says class 1), with
+    a tell-tale second choice (class 0 at 0.05, where a right class-1 answer puts its spare
+    mass on class 2). Exit 1 is right for every sample but unsure on class 0 (max-prob 0.6);
+    the last exit is right for all. Max-prob cannot tell the confident mistakes apart;
+    a scorer that reads the softmax can. Synthetic: tests only."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    sm = np.full((n, 3, 4), 0.0)
+    fooled = (labels == 0) & (rng.random(n) < 0.5)
+    for i in range(n):
+        y = labels[i]
+        sure = 0.93 + 0.04 * rng.random()
+        if fooled[i]:
+            sm[i, 0] = [0.05, sure, 0.0, 0.0]
+        else:
+            spare = 2 if y == 1 else (y + 1) % 4
+            sm[i, 0, y], sm[i, 0, spare] = sure, 0.05
+        sm[i, 1, y] = 0.6 if y == 0 else 0.9
+        sm[i, 2, y] = 0.99
+    sm += 1e-3
+    sm /= sm.sum(axis=2, keepdims=True)
+    split = np.where(np.arange(n) % 2 == 0, SPLITS.index("val"), SPLITS.index("test"))
+    meta = {"model_id": "synthetic-miscalibrated", "dataset": "synthetic",
+            "exit_names": ["e0", "e1", "e2"], "exit_positions": [0.33, 0.66, 1.0],
+            "produced_by": {"command": "miscalibrated_trace()"}, "synthetic": True}
+    return make_trace(labels, split, sm, meta)
+
+
+def _score(policy, trace, split):
+    ids = trace.indices(split)
+    exits = policy.exit_index(trace, ids)
+    return float(trace.correct[ids, exits].mean()), average_cost(exits, COSTS)
+
+
+def test_beats_maxprob_where_confidence_is_miscalibrated_for_one_class():
+    trace = miscalibrated_trace()
+    for budget in (1.3, 1.6):
+        safe = SafeExit(budget_ms=budget, costs=COSTS).fit(trace)
+        maxprob = MaxProb(fractions=exp_fractions(COSTS, budget)).fit(trace)
+        s_acc, s_cost = _score(safe, trace, "test")
+        m_acc, m_cost = _score(maxprob, trace, "test")
+        assert s_cost <= budget * 1.05 and m_cost <= budget * 1.05
+        assert s_acc >= m_acc + 0.03, (budget, s_acc, m_acc)
+    # At the tolerance rule too: full accuracy kept for less compute than max-prob needs.
+    safe = SafeExit(tolerance_pct=99.5).fit(trace)
+    maxprob = MaxProb(tolerance_pct=99.5).fit(trace)
+    assert _score(safe, trace, "test")[1] < _score(maxprob, trace, "test")[1] - 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_never_above_its_budget_on_val(seed):
+    trace = synthetic_trace(n_samples=1500, n_exits=3, seed=seed)
+    for budget in (1.05, 1.5, 2.2, 2.9):
+        policy = SafeExit(budget_ms=budget, costs=COSTS, folds=3).fit(trace)
+        assert _score(policy, trace, "val")[1] <= budget + 1e-9
+        assert policy.val_cost_ms_ == pytest.approx(_score(policy, trace, "val")[1])
+
+
+def test_val_scores_are_cross_fitted_and_test_labels_never_read():
+    trace = miscalibrated_trace(n=1200)
+    policy = SafeExit(tolerance_pct=99.0, folds=4).fit(trace)
+    val = trace.indices("val")
+    scores = policy.scores(trace)
+    np.testing.assert_array_equal(scores[val, :-1], policy.oof_)
+    # The fold models' mean differs from the cross-fitted scores somewhere on val.
+    assert not np.allclose(policy._compute_scores(dataclasses.replace(
+        trace, split=np.full_like(trace.split, SPLITS.index("test"))))[val, :-1], policy.oof_)
+    # Scrambling the test split's labels changes nothing the fit chose.
+    test = trace.indices("test")
+    labels = trace.labels.copy()
+    labels[test] = (labels[test] + 1) % 4
+    scrambled = dataclasses.replace(trace, labels=labels,
+                                    correct=trace.pred == labels[:, None])
+    again = SafeExit(tolerance_pct=99.0, folds=4).fit(scrambled)
+    assert again.threshold_ == policy.threshold_
+    np.testing.assert_array_equal(again.oof_, policy.oof_)
+
+
+def test_same_seed_same_fit_and_exits_at_counts_prefix_maxima():
+    trace = synthetic_trace(n_samples=800, n_exits=3, seed=3)
+    a = SafeExit(budget_ms=1.8, costs=COSTS, folds=3, seed=7).fit(trace)
+    b = SafeExit(budget_ms=1.8, costs=COSTS, folds=3, seed=7).fit(trace)
+    assert a.threshold_ == b.threshold_
+    np.testing.assert_array_equal(a.exit_index(trace, np.arange(800)),
+                                  b.exit_index(trace, np.arange(800)))
+    prefix = np.maximum.accumulate(np.array([[0.2, 0.9], [0.5, 0.1], [0.95, 0.0]]), axis=1)
+    np.testing.assert_array_equal(exits_at(prefix, np.array([0.1, 0.6, 0.92, 2.0])),
+                                  [[0, 0, 0], [1, 2, 0], [2, 2, 0], [2, 2, 2]])
+
+
+def test_config_and_errors():
+    with pytest.raises(InputError, match="exactly one"):
+        parse_policy({"name": "safe-exit"})
+    with pytest.raises(InputError, match="exactly one"):
+        parse_policy({"name": "safe-exit", "budget_ms": 2.0, "tolerance_pct": 99})
+    trace = synthetic_trace(n_samples=400, n_exits=3)
+    with pytest.raises(InputError, match="latency profile"):
+        build_policy({"name": "safe-exit", "budget_ms": 2.0}, trace)
+    with pytest.raises(InputError, match="below the first exit"):
+        SafeExit(budget_ms=0.5, costs=COSTS).fit(trace)
+    policy = build_policy({"name": "safe-exit", "tolerance_pct": 99}, trace)
+    assert policy.get_params()["threshold"] == policy.threshold_
+    assert "P(same answer" in policy.explain()
