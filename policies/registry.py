@@ -86,7 +86,8 @@ def _oracle(cfg: C.OracleConfig, ctx: FitContext | None) -> ExitPolicy:
 
 def _eenet(cfg: C.EENetConfig, ctx: FitContext | None) -> ExitPolicy:
     return EENet(cfg.budget_ms, _need(ctx, cfg).costs(cfg, cfg.cost_batch), n_fits=cfg.n_fits,
-                 epochs=cfg.epochs, seed=cfg.seed)
+                 epochs=cfg.epochs, lr=cfg.lr, hidden_scale=cfg.hidden_scale,
+                 decoupled_weight_decay=cfg.decoupled_weight_decay, seed=cfg.seed)
 
 
 def _pame(cfg: C.PAMEConfig, ctx: FitContext | None) -> ExitPolicy:

@@ -64,7 +64,9 @@ def test_policy_class_defaults_agree_with_the_config_defaults():
     assert PAME(99, affine_profile(3, range(1, 9)), 8).tail_tolerance_pct == \
         default("tail_tolerance_pct")
     e = EENet(2.0, [1.0, 2.0, 3.0])
-    assert (e.n_fits, e.epochs, e.seed) == (default("n_fits"), default("epochs"), default("seed"))
+    assert (e.n_fits, e.epochs, e.seed, e.lr, e.hidden_scale, e.decoupled_weight_decay) == \
+        tuple(default(f) for f in ("n_fits", "epochs", "seed", "lr", "hidden_scale",
+                                   "decoupled_weight_decay"))
     g = Gati(0.9, [1.0, 2.0, 3.0])
     assert (g.lookup_ms, g.threshold) == (default("lookup_ms"), default("selector_threshold"))
     assert StaticExit().k == 0 and StaticExit().fit(TRACE).exit_index(TRACE, [0, 1]).tolist() == [0, 0]

@@ -110,5 +110,5 @@ def test_kill_9_frontier_leaves_nothing_partial(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in dest.iterdir())
     assert names == sorted(f"synthetic-net-frontier{s}" for s in
-                           (".csv", "-oracle.csv", "-eenet.csv", ".png"))
+                           (".csv", "-oracle.csv", "-budgets.csv", ".png"))
     assert _siblings(dest) == []

@@ -12,7 +12,7 @@ import torch
 from offramp.common.errors import InputError
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import evaluate, exit_costs
-from offramp.policies.eenet import EENet, exp_fractions
+from offramp.policies.eenet import EENet, exits_for, exp_fractions, within_budget
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.traces.format import make_trace
 from offramp.traces.synthetic import synthetic_trace
@@ -39,7 +39,11 @@ def test_eenet_learns_the_right_exits_where_max_prob_cannot():
     # The best policy at 2 ms: easy samples at exit 0, the rest at the end, accuracy 1.
     baseline, _ = evaluate(MaxProb(fractions=exp_fractions(c, 2.0)).fit(tr), tr, c, "test")
     threads = torch.get_num_threads()
-    pol = EENet(2.0, c, n_fits=2, epochs=1000).fit(tr)
+    # The CPU-tuned optimiser (lr 1e-2, AdamW): at the paper's lr 3e-5 a 400-sample val set
+    # (one batch per epoch) moves the score heads too little in 1,000 steps to learn this. And
+    # the paper's wider assignment heads (× 2, its BERT setting): × 0.5 of 4 inputs is 2 units.
+    pol = EENet(2.0, c, n_fits=2, epochs=1000, lr=1e-2, decoupled_weight_decay=True,
+                hidden_scale=2.0).fit(tr)
     assert torch.get_num_threads() == threads
     acc, cost = evaluate(pol, tr, c, "test")
     assert baseline < 0.6
@@ -52,21 +56,37 @@ def test_eenet_learns_the_right_exits_where_max_prob_cannot():
 
 
 @pytest.mark.parametrize("budget", [1.8, 2.5, 3.2])
-def test_eenet_val_cost_within_ten_percent_of_budget(budget):
+@pytest.mark.parametrize("tuned", [False, True])
+def test_eenet_never_spends_above_its_budget_on_val(budget, tuned):
     tr = synthetic_trace(4000)
     c = exit_costs(synthetic_profile())
-    pol = EENet(budget, c, n_fits=2).fit(tr)
+    kw = {"lr": 1e-2, "decoupled_weight_decay": True, "epochs": 150} if tuned else {"epochs": 60}
+    pol = EENet(budget, c, n_fits=2, **kw).fit(tr)
     acc, cost = evaluate(pol, tr, c, "val")
-    assert abs(cost - budget) <= 0.1 * budget
+    assert cost <= budget + 1e-9
     assert cost == pytest.approx(pol.val_cost_ms_)
     assert np.isclose(pol.fractions_.sum(), 1) and len(pol.fits_) == 2
-    # The fit kept is the most accurate of those within 10% of the budget.
-    within = [f["accuracy"] for f in pol.fits_ if abs(f["cost_ms"] - budget) <= 0.1 * budget]
-    assert within and pol.val_accuracy_ == max(within)
+    assert all(f["cost"] <= budget + 1e-9 for f in pol.fits_)
+    # The fit kept is the most accurate one.
+    assert pol.val_accuracy_ == max(f["accuracy"] for f in pol.fits_)
     assert pol.explain().startswith(f"budget {budget:.4g} ms per sample, of the {c[0]:.4g}-")
-    # Not worse than the exp heuristic by more than noise (both fitted on val).
-    exp_acc, _ = evaluate(MaxProb(fractions=exp_fractions(c, budget)).fit(tr), tr, c, "val")
-    assert acc >= exp_acc - 0.03
+    if tuned:  # not worse than the exp heuristic by more than noise (both fitted on val)
+        exp_acc, _ = evaluate(MaxProb(fractions=exp_fractions(c, budget)).fit(tr), tr, c, "val")
+        assert acc >= exp_acc - 0.03
+
+
+def test_thresholds_lowered_into_the_budget_by_the_least_common_amount():
+    scores = np.array([[0.9, 0.5, 1.0], [0.6, 0.8, 1.0], [0.3, 0.2, 1.0], [0.1, 0.7, 1.0]])
+    costs = np.array([1.0, 2.0, 3.0])
+    # As given, exit 0 takes sample 0, exit 1 sample 1: cost (1 + 2 + 3 + 3) / 4 = 2.25.
+    t, delta = within_budget(scores, np.array([0.85, 0.75]), costs, 2.25)
+    assert delta == 0 and list(t) == [0.85, 0.75]
+    # Within 2.0: sample 3 must leave at exit 1 (score 0.7): δ just over 0.05.
+    t, delta = within_budget(scores, np.array([0.85, 0.75]), costs, 2.0)
+    assert list(exits_for(scores, t)) == [0, 1, 2, 1] and 0.0499 < delta < 0.0501
+    # An exit the fractions closed (inf) stays closed; only the first can rescue a tiny budget.
+    t, delta = within_budget(scores, np.array([np.inf, 0.75]), costs, 1.0)
+    assert list(exits_for(scores, t)) == [0, 0, 0, 0] and delta == float("inf")
 
 
 def test_eenet_rejects_impossible_budget_and_missing_softmax():

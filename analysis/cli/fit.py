@@ -130,7 +130,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     cfg = _study(args)
     trace, profile = _inputs(args, cfg)
     out_dir = Path(args.output)
-    n_points = sum(1 for _ in frontier_configs(trace, [1.0] * 5, 1, 1))
+    n_points = sum(1 for _ in frontier_configs(trace, [1.0] * 5))
     with Progress(TextColumn("fitting policies"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True),
                   disable=args.json or not Console(stderr=True).is_terminal) as bar:
@@ -216,7 +216,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit every policy family at several settings on val, score on "
                        "test, and plot accuracy against average cost with the oracle LP bound.")
     _common(q)
-    q.add_argument("--eenet-fits", type=integer(1), default=3)
-    q.add_argument("--eenet-epochs", type=integer(1), default=150)
+    q.add_argument("--eenet-fits", type=integer(1), default=None,
+                   help="EENet fits per budget (default: the paper's 10; 3 for a quicker look)")
+    q.add_argument("--eenet-epochs", type=integer(1), default=None,
+                   help="EENet's epochs per fit, at most (default: the paper's 1000)")
     q.add_argument("-o", "--output", default="frontier", help="folder for the table and plot")
     q.set_defaults(func=run_frontier)

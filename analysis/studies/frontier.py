@@ -40,8 +40,9 @@ def _cfg(**fields) -> PolicyConfigBase:
     return parse_policy(fields)
 
 
-def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
-                     eenet_epochs: int) -> Iterator[tuple[str, str, PolicyConfigBase]]:
+def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int | None = None,
+                     eenet_epochs: int | None = None
+                     ) -> Iterator[tuple[str, str, PolicyConfigBase]]:
     """(family, setting, config) of every point on the frontier; families that read what the
     trace lacks (the entropy, the softmax: a trace imported from predictions alone) are left
     out."""
@@ -57,9 +58,9 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
             yield f"{name} (τ)", f"τ={tau:g}", _cfg(name=name, tolerance_pct=tau)
     for t in range(1, k_exits):
         yield "patience", f"t={t}", _cfg(name="patience", patience=t)
+    eenet = {k: v for k, v in (("n_fits", eenet_fits), ("epochs", eenet_epochs)) if v is not None}
     for b in budgets if entropy and softmax else ():
-        yield "eenet", f"budget {b:.4g} ms", _cfg(name="eenet", budget_ms=b, n_fits=eenet_fits,
-                                                          epochs=eenet_epochs)
+        yield "eenet", f"budget {b:.4g} ms", _cfg(name="eenet", budget_ms=b, **eenet)
     for b in budgets:
         yield "safe-exit", f"budget {b:.4g} ms", _cfg(name="safe-exit", budget_ms=b)
     for tau in (97.0, 99.0, 100.0):
@@ -71,7 +72,8 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int,
 
 
 def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerConfig,
-                     cost_batch: int = 1, eenet_fits: int = 3, eenet_epochs: int = 150,
+                     cost_batch: int = 1, eenet_fits: int | None = None,
+                     eenet_epochs: int | None = None,
                      progress: Callable[[], None] | None = None, costs: CostModel | None = None
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(points, bound, comparison): one row per fitted policy setting; the oracle LP bound and
