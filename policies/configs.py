@@ -171,8 +171,8 @@ class GatiConfig(PolicyConfigBase):
     accuracy_target: float = Field(gt=0, le=1, description="absolute accuracy to hold on val")
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
     lookup_ms: float = Field(0.0, ge=0, description="extra latency of a hit's lookup")
-    selector_threshold: float | None = Field(0.5, gt=0, lt=1, description="hit iff P > this "
-                                             "(null: searched on val)")
+    selector_threshold: float | None = Field(None, gt=0, lt=1, description="hit iff P > this "
+                                             "(null, the default: searched on val)")
 
 
 class DynamicOFAConfig(PolicyConfigBase):

@@ -11,8 +11,9 @@ outside S disabled, the expected latency
 T(k) = ``costs[k]``, l = ``lookup_ms``: hits pay their lookup, misses are asynchronous and
 free) is minimised subject to the accuracy ``Σ_j P(exit j)·a_j + P(no exit)·A ≥
 accuracy_target`` (absolute, ground truth). Both are computed exactly as val averages. With
-``threshold=None`` the threshold is searched jointly over 0.50, 0.55, … 0.95. If nothing meets
-the target the most accurate configuration is kept and ``feasible_`` is False.
+``threshold=None`` (the default) the threshold is searched on val jointly with the placement
+over 0.50, 0.55, … 0.95, 0.97, 0.98, 0.99, 0.995; a given threshold is used as it is. If
+nothing meets the target the most accurate configuration is kept and ``feasible_`` is False.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from offramp.traces.format import ExitTrace, require_entropy
 from .costs import check_costs
 from .eenet import LearnedScorePolicy
 
-THRESHOLD_GRID = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
+THRESHOLD_GRID = (*np.round(np.arange(0.5, 0.951, 0.05), 2).tolist(), 0.97, 0.98, 0.99, 0.995)
 MAX_EXHAUSTIVE = 12  # early exits
 
 
@@ -61,7 +62,7 @@ class Gati(LearnedScorePolicy):
     name = "gati"
 
     def __init__(self, accuracy_target: float, costs: Sequence[float],
-                 lookup_ms: float | Sequence[float] = 0.0, threshold: float | None = 0.5,
+                 lookup_ms: float | Sequence[float] = 0.0, threshold: float | None = None,
                  l2: float = 1.0):
         self.accuracy_target = accuracy_target
         self.costs = costs

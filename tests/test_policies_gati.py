@@ -62,3 +62,27 @@ def test_fit_logistic_recovers_weights():
     x = rng.normal(size=(4000, 2))
     y = (rng.random(4000) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + 0.5)))).astype(float)
     assert np.allclose(fit_logistic(x, y, l2=1e-6), [2, -1, 0.5], atol=0.2)
+
+
+def test_the_searched_threshold_is_the_default_and_reads_val_only():
+    import dataclasses
+
+    from offramp.policies.gati import THRESHOLD_GRID
+    from offramp.traces.synthetic import synthetic_trace
+
+    tr = synthetic_trace(3000, n_exits=3, seed=5)
+    costs = [1.0, 2.0, 3.0]
+    target = float(tr.accuracy("val")[-1]) - 0.01
+    searched = Gati(target, costs).fit(tr)
+    assert searched.threshold is None and searched.threshold_ in THRESHOLD_GRID
+    assert max(THRESHOLD_GRID) > 0.95
+    # Test labels scrambled: nothing the fit chose moves.
+    test = tr.indices("test")
+    labels = tr.labels.copy()
+    labels[test] = (labels[test] + 1) % tr.n_classes
+    scrambled = dataclasses.replace(tr, labels=labels, correct=tr.pred == labels[:, None])
+    again = Gati(target, costs).fit(scrambled)
+    assert (again.threshold_, again.exits_) == (searched.threshold_, searched.exits_)
+    assert again.val_accuracy_ == searched.val_accuracy_
+    # A given threshold is used as it is.
+    assert Gati(target, costs, threshold=0.5).fit(tr).threshold_ == 0.5
