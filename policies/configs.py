@@ -187,12 +187,24 @@ class DynamicOFAConfig(PolicyConfigBase):
         min_length=1, description="operating points, cheapest first (each a policy config)")
     latency_target_ms: float = Field(gt=0, description="window latency target")
     accuracy_target: float = Field(gt=0, le=1, description="absolute accuracy; rise while below")
-    window: int = Field(20, ge=1, description="requests in the latency window")
-    warmup: int = Field(20, ge=0, description="requests skipped after a switch")
-    up_after: int = Field(70, ge=0, description="requests at a level before a rise")
+    unit: Literal["requests", "batches", "seconds"] = Field(
+        "requests", description="what window, warmup and up_after count: finished requests, "
+        "dispatched batches or simulated seconds")
+    window: float = Field(20, gt=0, description="units in the latency window")
+    warmup: float = Field(20, ge=0, description="units skipped after a switch")
+    up_after: float = Field(70, ge=0, description="units at a level before a rise")
     switch_cost_ms: float = Field(0.0, ge=0, description="stall per switch")
     lock: bool = Field(True, description="hold rises after a failed one")
     hold_s: float = Field(5.0, ge=0, description="how long a lock holds")
+
+    @model_validator(mode="after")
+    def _whole_counts(self) -> DynamicOFAConfig:
+        if self.unit != "seconds":
+            bad = [f for f in ("window", "warmup", "up_after") if getattr(self, f) % 1]
+            if bad:
+                raise ValueError(f"{', '.join(bad)} count {self.unit}: give whole numbers "
+                                 "(or unit: seconds)")
+        return self
 
     @field_validator("levels", mode="before")
     @classmethod

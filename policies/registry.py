@@ -115,7 +115,8 @@ def _dynamic_ofa(cfg: C.DynamicOFAConfig, ctx: FitContext | None) -> ExitPolicy:
     levels = [REGISTRY[lvl.base].build(lvl, ctx) for lvl in cfg.levels]
     return DynamicOFA(levels, cfg.latency_target_ms, cfg.accuracy_target, window=cfg.window,
                       warmup=cfg.warmup, up_after=cfg.up_after,
-                      switch_cost_ms=cfg.switch_cost_ms, lock=cfg.lock, hold_s=cfg.hold_s)
+                      switch_cost_ms=cfg.switch_cost_ms, lock=cfg.lock, hold_s=cfg.hold_s,
+                      unit=cfg.unit)
 
 
 class Registered(NamedTuple):

@@ -132,10 +132,13 @@ def test_dynamic_ofa_settings_boundaries():
     DynamicOFA(lv, 5.0, 0.9, window=1, warmup=0, up_after=0).fit(TRACE)
     DynamicOFA(lv, 5.0, 0.9, initial_level=1).fit(TRACE)
     for kw in ({"window": 0}, {"warmup": -1}, {"up_after": -1}):
-        with pytest.raises(InputError, match="window >= 1"):
+        with pytest.raises(InputError, match="window > 0"):
             DynamicOFA(lv, 5.0, 0.9, **kw).fit(TRACE)
-    with pytest.raises(InputError, match="window >= 1"):
+    with pytest.raises(InputError, match="window > 0"):
         DynamicOFA(lv, 0.0, 0.9).fit(TRACE)
+    with pytest.raises(InputError, match="whole numbers"):
+        DynamicOFA(lv, 5.0, 0.9, window=2.5, unit="batches").fit(TRACE)
+    DynamicOFA(lv, 5.0, 0.9, window=0.25, warmup=0.1, up_after=1.5, unit="seconds").fit(TRACE)
     for start in (2, -1):
         with pytest.raises(InputError, match="not a level index"):
             DynamicOFA(lv, 5.0, 0.9, initial_level=start).fit(TRACE)

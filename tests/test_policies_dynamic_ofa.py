@@ -173,3 +173,37 @@ def test_one_fitted_manager_serves_many_runs_at_once():
     assert all(type(before[k]) is type(after[k]) for k in before)
     assert before["level_accuracy_"] == after["level_accuracy_"]
     assert before["start_level_"] == after["start_level_"]
+
+
+def test_a_window_counted_in_batches_ignores_how_many_requests_each_batch_holds():
+    m = manager(window=2, warmup=1, up_after=0, unit="batches")
+    m.begin_batch(0.0, 0)
+    feed(m, 0.0, 20.0, 50)  # fifty slow requests, one batch: still warming up
+    assert m.level == 2 and np.isnan(m.window_mean_ms(0.5))
+    m.begin_batch(0.5, 0)
+    feed(m, 0.5, 20.0, 3)  # batch 2: the window spans one batch of two
+    assert m.level == 2
+    m.begin_batch(0.6, 0)
+    feed(m, 0.6, 20.0, 1)  # batch 3: full, mean 20 ms > 10 ms -> down
+    assert m.level == 1 and m.history[-1] == (0.6, 1)
+    # Counting requests instead, the first fifty would have moved it at once.
+    r = manager(window=2, warmup=1, up_after=0)
+    r.begin_batch(0.0, 0)
+    feed(r, 0.0, 20.0, 50)
+    assert r.level == 0
+
+
+def test_a_window_counted_in_seconds_spans_simulated_time():
+    m = manager(window=0.1, warmup=0.05, up_after=10, unit="seconds")
+    m.observe(0.01, 0.020, 0, 0)  # in the warm-up
+    m.observe(0.06, 0.020, 0, 0)  # in the window, which spans 0.01 s of 0.1
+    assert m.level == 2 and np.isnan(m.window_mean_ms(0.06))
+    m.observe(0.16, 0.020, 0, 0)  # 0.11 s past the warm-up: full, 20 ms > 10 ms
+    assert m.level == 1 and m.history[-1] == (0.16, 1)
+    # The clock restarts at the switch: the next 0.05 s are warm-up again.
+    m.observe(0.20, 0.020, 0, 0)
+    assert m.level == 1 and not m._recent
+    # Old latencies leave the window as time passes.
+    m.observe(0.22, 0.001, 0, 0)
+    m.observe(0.40, 0.001, 0, 0)
+    assert [round(c, 2) for c, _ in m._recent] == [0.24]
