@@ -91,3 +91,28 @@ def test_a_pame_fit_says_why_and_writes_strict_json(tmp_path, capsys):
     doc = json.loads(out.read_text(), parse_constant=refuse)  # no Infinity / NaN
     assert "inf" in doc["report"]["policy_report"]["thresholds"]  # exits not placed
     assert doc["report"]["why"].startswith("placed exits")
+
+
+def test_frontier_served_prices_each_budgeted_policy_in_capacity(tmp_path, capsys):
+    import yaml
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": "ignored.npz"}, "profile": {"path": "ignored.json"},
+        "workload": {"kind": "poisson", "rate_rps": 100.0},
+        "server": {"max_batch": 8, "max_wait_ms": 1.0, "exit_mode": "shrink"},
+        "run": {"requests": 600, "replications": 1, "seed": 0}}))
+    assert main(["frontier", "--trace", TRACE, "--profile", PROFILE, "--eenet-fits", "1",
+                 "--eenet-epochs", "5", "--served", str(study), "--slo-p99-ms", "40",
+                 "-o", str(tmp_path / "f"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["budgets"]
+    caps = [r["maxprob_capacity_rps"] for r in sorted(rows, key=lambda r: r["budget_ms"])]
+    assert all(c > 0 for c in caps)
+    # A lower budget exits earlier: less work per request, more of them within the SLO.
+    assert caps[0] > caps[-1]
+    for r in rows:
+        for who in ("heuristic", "eenet", "safe-exit"):
+            assert r[f"{who}_capacity_rps"] > 0 and r[f"{who}_capacity_pm_rps"] >= 0
+    assert main(["frontier", "--trace", TRACE, "--profile", PROFILE, "--slo-p99-ms", "40",
+                 "-o", str(tmp_path / "g")]) == 2
+    assert "--served" in capsys.readouterr().err

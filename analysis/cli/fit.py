@@ -129,6 +129,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     check_output_dir(args.output, FRONTIER_OUTPUTS)
     cfg = _study(args)
     trace, profile = _inputs(args, cfg)
+    served = _served(args)
     out_dir = Path(args.output)
     n_points = sum(1 for _ in frontier_configs(trace, [1.0] * 5))
     with Progress(TextColumn("fitting policies"), BarColumn(), MofNCompleteColumn(),
@@ -137,7 +138,7 @@ def run_frontier(args: argparse.Namespace) -> int:
         task = bar.add_task("fit", total=n_points)
         points, bound, comparison = compute_frontier(
             trace, profile, cfg.server, args.cost_batch, args.eenet_fits, args.eenet_epochs,
-            progress=lambda: bar.advance(task), costs=cfg.profile.costs)
+            progress=lambda: bar.advance(task), costs=cfg.profile.costs, served=served)
     out_dir, stem = Path(args.output), f"{trace.model_id}-frontier"
     title = write_frontier(trace, profile, points, bound, comparison, out_dir)
     if args.json:
@@ -162,6 +163,33 @@ def run_frontier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _served(args: argparse.Namespace):
+    """``--served STUDY``: each budgeted policy's capacity at ``--slo-p99-ms`` when it serves
+    the study (its trace and profile replaced by the frontier's); None without it."""
+    if args.served is None:
+        if args.slo_p99_ms is not None:
+            raise InputError("frontier", "--slo-p99-ms", "only means something with --served",
+                             "add --served STUDY.yaml, or drop --slo-p99-ms")
+        return None
+    from offramp.analysis.studies.frontier_compare import served_capacity
+    from offramp.analysis.study.config import load_config, naming_study, parse_config
+    from offramp.analysis.study.overrides import apply_fields
+
+    with naming_study(args.served):
+        data = load_config(args.served).model_dump(mode="json", exclude_unset=True)
+        data = apply_fields(data, {"trace.path": str(Path(args.trace).resolve())
+                                   if Path(args.trace).is_file() else args.trace,
+                                   "profile.path": str(Path(args.profile).resolve())
+                                   if Path(args.profile).is_file() else args.profile},
+                            f"{args.served} (--served)")
+        cfg = parse_config(data, f"{args.served} (--served)")
+    slo = args.slo_p99_ms if args.slo_p99_ms is not None else cfg.slo.latency_ms
+    if slo is None:
+        raise InputError("frontier", "--slo-p99-ms", "--served needs an SLO",
+                         "give --slo-p99-ms, or slo.latency_ms in the study")
+    return served_capacity(cfg, Path(args.served).parent, slo)
+
+
 def _with_ci(r: pd.Series, label: str) -> str:
     """'0.8805 (+0.84 [+0.52, +1.17])': test accuracy and its paired CI against max-prob, in
     points."""
@@ -175,13 +203,19 @@ def budget_table(comparison: pd.DataFrame) -> Table:
     """The comparison at each budget as a terminal table."""
     table = Table(title="At each budget, test split: accuracy (points vs max-prob, paired 95% "
                   "CI); the heuristic chosen on val")
+    served = "heuristic_capacity_rps" in comparison
     for col in ("budget ms", "best heuristic", "its accuracy", "EENet", "safe-exit",
-                "agreement oracle", "oracle LP"):
+                "agreement oracle", "oracle LP", *(("capacity req/s: max-prob / heuristic / "
+                                                    "EENet / safe-exit",) if served else ())):
         table.add_column(col, justify="right")
     for _, r in comparison.iterrows():
+        caps = [r.get(c) for c in ("maxprob_capacity_rps", "heuristic_capacity_rps",
+                                   "eenet_capacity_rps", "safe-exit_capacity_rps")]
         table.add_row(f"{r['budget_ms']:.4g}", r["best_heuristic"], _with_ci(r, "heuristic"),
                       _with_ci(r, "eenet"), _with_ci(r, "safe-exit"),
-                      f"{r['agreement_oracle']:.4f}", f"{r['oracle_bound']:.4f}")
+                      f"{r['agreement_oracle']:.4f}", f"{r['oracle_bound']:.4f}",
+                      *((" / ".join("—" if c is None or c != c else f"{c:.4g}" for c in caps),)
+                        if served else ()))
     return table
 
 
@@ -216,6 +250,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit every policy family at several settings on val, score on "
                        "test, and plot accuracy against average cost with the oracle LP bound.")
     _common(q)
+    q.add_argument("--served", metavar="STUDY.yaml", default=None,
+                   help="also each budgeted policy's capacity at --slo-p99-ms when it serves "
+                   "this study (its workload, batching, exit mode; the frontier's trace and "
+                   "profile)")
+    q.add_argument("--slo-p99-ms", type=number(0), default=None,
+                   help="with --served (default: the study's slo.latency_ms)")
     q.add_argument("--eenet-fits", type=integer(1), default=None,
                    help="EENet fits per budget (default: the paper's 10; 3 for a quicker look)")
     q.add_argument("--eenet-epochs", type=integer(1), default=None,

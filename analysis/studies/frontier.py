@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from offramp.analysis.studies.frontier_compare import agreement_frontier, budget_comparison
+from offramp.analysis.studies.frontier_compare import (
+    Served,
+    agreement_frontier,
+    budget_comparison,
+)
 from offramp.common.outputs import output_dir
 from offramp.core.modes import CostModel
 from offramp.policies.configs import PolicyConfigBase
@@ -74,18 +78,20 @@ def frontier_configs(trace: ExitTrace, budgets: list[float], eenet_fits: int | N
 def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerConfig,
                      cost_batch: int = 1, eenet_fits: int | None = None,
                      eenet_epochs: int | None = None,
-                     progress: Callable[[], None] | None = None, costs: CostModel | None = None
+                     progress: Callable[[], None] | None = None, costs: CostModel | None = None,
+                     served: Served | None = None
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(points, bound, comparison): one row per fitted policy setting; the oracle LP bound and
     agreement-oracle curves; at each budget the learned policies against the best heuristic
     (``frontier_compare``). Stage costs at calibration ``costs`` (None: the most calibrated
-    the profile holds)."""
+    the profile holds). ``served``: also each budgeted policy's capacity at an SLO when it
+    serves a study (``frontier_compare.served_capacity``)."""
     latency = stage_costs(profile, costs, server.engine_sizes)
     costs = exit_costs(latency, cost_batch)
     budgets = budgets_for(costs)
     test, val = trace.indices("test"), trace.indices("val")
     full_acc = float(trace.correct[test, -1].mean())
-    rows, test_exits = [], {}
+    rows, test_exits, capacity = [], {}, {}
     for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits, eenet_epochs):
         if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati"):
             cfg = cfg.model_copy(update={"cost_batch": cost_batch})
@@ -100,6 +106,8 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
         row["budget_ms"] = getattr(cfg, "budget_ms", None)
         if row["budget_ms"] is not None:
             test_exits[(family, row["budget_ms"])] = policy.exit_index(trace, test)
+            if served is not None:
+                capacity[(family, row["budget_ms"])] = served(policy)
         rows.append(row)
         if progress is not None:
             progress()
@@ -115,7 +123,7 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
     points.attrs.update(costs_ms=costs.tolist(), budgets_ms=budgets, cost_batch=cost_batch,
                         full_model_cost_ms=full_model_cost(latency, cost_batch),
                         full_model_accuracy=full_acc)
-    return points, bound, budget_comparison(trace, points, test_exits, costs)
+    return points, bound, budget_comparison(trace, points, test_exits, costs, capacity)
 
 
 def plot_frontier(points: pd.DataFrame, bound: pd.DataFrame, title: str, path) -> None:

@@ -11,7 +11,9 @@ which exits agree with the full model, i.e. a perfect safe-exit scorer).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ from offramp.policies.oracle_lp import oracle_lp
 from offramp.traces.format import ExitTrace
 
 HEURISTICS = ("maxprob (exp fractions)", "entropy (exp fractions)")
+Served = Callable[[Any], tuple[float, float]]  # fitted policy -> (capacity req/s, ±)
 LEARNED = ("eenet", "safe-exit")
 BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -48,12 +51,28 @@ def agreement_frontier(trace: ExitTrace, costs: Sequence[float], budgets: Sequen
     return np.array([oracle_lp(value, costs, b).accuracy for b in budgets])
 
 
+def served_capacity(cfg: Any, base: Path | None, slo_p99_ms: float) -> Served:
+    """A fitted policy's capacity at the p99 SLO when it serves the study ``cfg`` (its
+    workload, batching, exit mode and run; the policy replaces the study's): ``offramp
+    capacity``'s search, common random numbers across policies."""
+    from offramp.analysis.studies.capacity import capacity_explained
+
+    def measure(policy: Any) -> tuple[float, float]:
+        res, _ = capacity_explained(cfg, base, slo_p99_ms, policy=policy)
+        return res.capacity_rps, res.plus_minus_rps
+
+    return measure
+
+
 def budget_comparison(trace: ExitTrace, points: pd.DataFrame,
                       test_exits: dict[tuple[str, float], np.ndarray],
-                      costs: Sequence[float]) -> pd.DataFrame:
+                      costs: Sequence[float],
+                      capacity: dict[tuple[str, float], tuple[float, float]] | None = None
+                      ) -> pd.DataFrame:
     """One row per budget: the best heuristic chosen on val, EENet and safe-exit, each with its
     test accuracy and paired 95% CI against max-prob; the oracle LP bound and the agreement
-    oracle. ``test_exits[(family, budget)]``: the policy's exit per test sample."""
+    oracle. ``test_exits[(family, budget)]``: the policy's exit per test sample;
+    ``capacity[(family, budget)]``: its capacity at the SLO when served (``--served``)."""
     test = trace.indices("test")
     correct = trace.correct[test]
     rows = np.arange(test.size)
@@ -80,5 +99,10 @@ def budget_comparison(trace: ExitTrace, points: pd.DataFrame,
                         f"{label}_val_cost_ms": float(point["val_cost_ms"]),
                         f"{label}_vs_maxprob": diff, f"{label}_vs_maxprob_lo": lo,
                         f"{label}_vs_maxprob_hi": hi})
+            if capacity and (family, budget) in capacity:
+                rps, pm = capacity[(family, budget)]
+                row.update({f"{label}_capacity_rps": rps, f"{label}_capacity_pm_rps": pm})
+        if capacity and ("maxprob (exp fractions)", budget) in capacity:
+            row["maxprob_capacity_rps"] = capacity[("maxprob (exp fractions)", budget)][0]
         out.append(row)
     return pd.DataFrame(out)
