@@ -43,6 +43,14 @@ def resolve_trace(name_or_path: str | Path) -> Path:
     return shipped_trace_path(str(name_or_path))
 
 
+def recorded_checkpoint(trace: ExitTrace) -> Path | None:
+    """The shipped checkpoint a trace was recorded from (``meta.produced_by.checkpoint``), if
+    it ships (e.g. ``fmnist-c-resnet.pt`` for ``fmnist-c``); None otherwise."""
+    name = (trace.meta.get("produced_by") or {}).get("checkpoint")
+    path = DATA_DIR / str(name) if name else None
+    return path if path is not None and path.suffix == ".pt" and path.is_file() else None
+
+
 def load_shipped(name: str) -> ExitTrace:
     """Load and validate a shipped trace by name."""
     return load_trace(shipped_trace_path(name))

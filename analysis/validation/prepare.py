@@ -79,9 +79,11 @@ def own_test_inputs(trace: ExitTrace, own: dict[str, Any]) -> tuple[np.ndarray, 
 
 def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndarray, list]:
     """(test sample ids, input parts indexed like the ids) of the trace's real test split."""
-    from offramp.traces.train import load_data
+    from offramp.traces.train import DATASETS_OF, load_data
 
-    data = load_data(trace.model_id, data_path)
+    dataset = trace.meta.get("dataset")
+    data = load_data(trace.model_id, data_path,
+                     dataset if dataset in DATASETS_OF.get(trace.model_id, ()) else None)
     ids = trace.indices("test")
     n_val = int(trace.meta.get("split_sizes", {}).get("val", trace.indices("val").size))
     rows = ids - n_val
@@ -133,6 +135,12 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     policy = fit_policy(cfg, trace, study_profile, base)
     rule, table = exit_rule(policy, trace)
     ids, parts = own_test_inputs(trace, own) if own else test_inputs(trace)
+    if checkpoint is None and not own:
+        from offramp.traces.shipped import recorded_checkpoint
+
+        found = recorded_checkpoint(trace)  # e.g. fmnist-c's, not the clean model's
+        if found is not None and found.name != f"{trace.model_id}.pt":
+            checkpoint = str(found)
     guess = study_profile
     if profile_given is not None:
         from offramp.profiling.shipped import resolve_profile
