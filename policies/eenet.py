@@ -23,12 +23,11 @@ sample that reaches it). ``decoupled_weight_decay=True`` with ``lr=1e-2`` and 15
 CPU-tuned variant offramp used before (AdamW: with coupled L2 the decay dominates the tiny
 r-phase loss at a large learning rate).
 
-Also the geometric ``exp`` exit distribution baseline, :func:`exp_fractions`.
+The geometric ``exp`` exit distribution baseline and the budget rule live in :mod:`.budget`.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,9 @@ import numpy as np
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
-from .base import ExitPolicy
+from .budget import budget_range, exits_for, within_budget
 from .costs import average_cost, check_costs
+from .learned import LearnedScorePolicy
 from .thresholds import from_fractions
 
 if TYPE_CHECKING:  # torch is imported when a policy is fitted, not with the package
@@ -47,36 +47,6 @@ if TYPE_CHECKING:  # torch is imported when a policy is fitted, not with the pac
 
 COST_LOSS_OK = 0.1  # an epoch may be kept once its cost loss |cost − B| / B is under this
 PATIENCE = 100  # epochs without a better kept epoch before a fit stops
-
-
-def budget_range(costs: Sequence[float]) -> str:
-    """The budgets that mean something for these per-exit costs, as advice."""
-    return (f"give a budget between {costs[0]:.4g} ms (everything at the first exit) and "
-            f"{costs[-1]:.4g} ms (the full model) per sample")
-
-
-def exp_fractions(costs: Sequence[float], budget_ms: float) -> np.ndarray:
-    """EENet's geometric exit distribution p_k ∝ q^k with the largest q whose nominal cost
-    Σ p_k c_k stays within ``budget_ms`` (a budget at or above the last exit's cost sends
-    everything there)."""
-    c = check_costs(costs, len(costs))
-    if budget_ms < c[0]:
-        raise InputError("policy", "budget_ms", f"{budget_ms} ms is below the first exit's cost "
-                         f"{c[0]:.4g} ms", budget_range(c))
-    k = np.arange(c.size)
-
-    def dist(log_q: float) -> np.ndarray:
-        z = k * log_q
-        p = np.exp(z - z.max())
-        return p / p.sum()
-
-    lo, hi = -60.0, 60.0
-    if dist(hi) @ c <= budget_ms:
-        return dist(hi)
-    for _ in range(200):  # cost grows with q: bisect for the last q within budget
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if dist(mid) @ c <= budget_ms else (lo, mid)
-    return dist(lo)
 
 
 def eenet_features(trace: ExitTrace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,29 +103,6 @@ def _forward(net: nn.ModuleDict, sm: torch.Tensor, mx: torch.Tensor, conf: torch
     log_pi = torch.cat([logsigmoid(z[:, :1]), stay[:, :-1] + logsigmoid(z[:, 1:]), stay[:, -1:]],
                        dim=1)
     return torch.stack(raw, dim=1), log_pi
-
-
-class LearnedScorePolicy(ExitPolicy):
-    """Exit at the first k whose learned score reaches ``thresholds_[k]``; scores cached per trace."""
-
-    def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
-        raise NotImplementedError
-
-    def scores(self, trace: ExitTrace) -> np.ndarray:
-        """(N, K) learned scores of every sample of the trace."""
-        cache = self.__dict__.setdefault("_score_cache", weakref.WeakKeyDictionary())
-        if trace not in cache:
-            cache[trace] = self._compute_scores(trace)
-        return cache[trace]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_score_cache"}
-
-    def exit_mask(self, trace: ExitTrace, samples: np.ndarray) -> np.ndarray:
-        s = self.scores(trace)[samples]
-        mask = np.zeros(s.shape, dtype=bool)
-        mask[:, :-1] = s[:, :-1] >= self.thresholds_[None, :]
-        return mask
 
 
 class EENet(LearnedScorePolicy):
@@ -304,37 +251,6 @@ class EENet(LearnedScorePolicy):
                 f"{self.val_cost_ms_:.4g} ms, val accuracy {self.val_accuracy_:.4f}); "
                 f"{lowered} of them overspent as calibrated and had their thresholds lowered "
                 "into the budget")
-
-
-def exits_for(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Exit of each sample: the first early exit whose score reaches its threshold, else the last."""
-    mask = np.concatenate([scores[:, :-1] >= thresholds[None, :],
-                           np.ones((scores.shape[0], 1), dtype=bool)], axis=1)
-    return mask.argmax(axis=1)
-
-
-def within_budget(scores: np.ndarray, thresholds: np.ndarray, costs: np.ndarray,
-                  budget_ms: float, steps: int = 60) -> tuple[np.ndarray, float]:
-    """(thresholds, δ): ``thresholds`` lowered by the least common δ ≥ 0 whose average cost on
-    these scores is within ``budget_ms`` (δ = 0 where they already are). Lowering every
-    threshold only moves exits earlier, so the cost falls as δ grows: bisection."""
-    def cost(delta: float) -> float:
-        return average_cost(exits_for(scores, thresholds - delta), costs)
-
-    if cost(0.0) <= budget_ms:
-        return thresholds, 0.0
-    finite = np.isfinite(thresholds)
-    span = float(np.ptp(scores)) + float(np.abs(thresholds[finite]).max(initial=0.0)) + 1.0
-    lo, hi = 0.0, span
-    if cost(hi) > budget_ms:
-        # Even every sample at its first open exit overspends: open exit 0 to everyone.
-        out = thresholds.copy()
-        out[0] = -np.inf
-        return out, float("inf")
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if cost(mid) <= budget_ms else (mid, hi)
-    return thresholds - hi, hi
 
 
 def _fit_in_one_thread(policy: EENet, feats, correct, costs: np.ndarray, seed: int) -> dict:  # noqa: ANN001

@@ -28,7 +28,7 @@ from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace, require_entropy
 
 from .costs import check_costs
-from .eenet import LearnedScorePolicy
+from .learned import LearnedScorePolicy
 
 THRESHOLD_GRID = (*np.round(np.arange(0.5, 0.951, 0.05), 2).tolist(), 0.97, 0.98, 0.99, 0.995)
 MAX_EXHAUSTIVE = 12  # early exits

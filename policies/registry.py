@@ -27,10 +27,11 @@ from . import configs as C
 from . import parse
 from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit
+from .budget import exp_fractions
 from .confidence import Entropy, MaxProb
 from .costs import exit_costs
 from .dynamic_ofa import DynamicOFA
-from .eenet import EENet, exp_fractions
+from .eenet import EENet
 from .gati import Gati
 from .margin import Margin, MarginConfig
 from .oracle_lp import BudgetedOracle

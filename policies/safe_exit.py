@@ -33,9 +33,10 @@ from pydantic import Field, model_validator
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace, has_entropy
 
+from .budget import budget_range
 from .configs import PolicyConfigBase, Tunable
 from .costs import check_costs
-from .eenet import LearnedScorePolicy, budget_range
+from .learned import LearnedScorePolicy
 
 GRID_POINTS = 2001  # candidate thresholds: quantiles of the val scores
 

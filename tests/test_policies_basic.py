@@ -8,8 +8,8 @@ import pytest
 from helpers import affine_profile, crafted_trace
 
 from offramp.common.errors import InputError
+from offramp.policies.budget import exp_fractions
 from offramp.policies.costs import average_cost, evaluate, exit_costs, full_model_cost
-from offramp.policies.eenet import exp_fractions
 from offramp.policies.mixing import best_mix, hull_accuracy, upper_hull
 from offramp.policies.oracle_lp import BudgetedOracle, oracle_bound, oracle_frontier, oracle_lp
 from offramp.policies.patience import Patience, unchanged_counts

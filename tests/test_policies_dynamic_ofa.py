@@ -8,10 +8,10 @@ from helpers import crafted_trace, scenario
 
 from offramp.core.modes import ExitMode
 from offramp.policies.baselines import NoExit, StaticExit
+from offramp.policies.budget import exp_fractions
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import exit_costs
 from offramp.policies.dynamic_ofa import DynamicOFA, ManagerRun
-from offramp.policies.eenet import exp_fractions
 from offramp.profiling.latency import LatencyModel
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from offramp.common.errors import InputError
+from offramp.policies.budget import exits_for, exp_fractions, within_budget
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import evaluate, exit_costs
-from offramp.policies.eenet import EENet, exits_for, exp_fractions, within_budget
+from offramp.policies.eenet import EENet
 from offramp.profiling.synthetic import synthetic_profile
 from offramp.traces.format import make_trace
 from offramp.traces.synthetic import synthetic_trace

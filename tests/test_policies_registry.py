@@ -10,9 +10,10 @@ import pytest
 from offramp.common.errors import InputError
 from offramp.policies import POLICIES, build_policy, make_policy, parse_policy, policy_config
 from offramp.policies.baselines import NoExit, Oracle, StaticExit
+from offramp.policies.budget import exp_fractions
 from offramp.policies.confidence import Entropy, MaxProb
 from offramp.policies.costs import evaluate, exit_costs
-from offramp.policies.eenet import EENet, exp_fractions
+from offramp.policies.eenet import EENet
 from offramp.policies.gati import Gati
 from offramp.policies.oracle_lp import BudgetedOracle
 from offramp.policies.pame import PAME

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from offramp.common.errors import InputError
+from offramp.policies.budget import exp_fractions
 from offramp.policies.confidence import MaxProb
 from offramp.policies.costs import average_cost
-from offramp.policies.eenet import exp_fractions
 from offramp.policies.parse import parse_policy
 from offramp.policies.registry import build_policy
 from offramp.policies.safe_exit import SafeExit, exits_at

@@ -106,6 +106,15 @@ def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndar
                      "validate fmnist-resnet or rt-minilm6")
 
 
+def _recorded(trace: ExitTrace) -> str | None:
+    """The shipped checkpoint the trace was recorded from where it is not its model's default
+    one (fmnist-c's, not the clean fmnist model's); None otherwise."""
+    from offramp.traces.shipped import recorded_checkpoint
+
+    found = recorded_checkpoint(trace)
+    return str(found) if found is not None and found.name != f"{trace.model_id}.pt" else None
+
+
 def _served_modes(modes: list[str]) -> None:
     """The exit modes the real serving loop runs (one clear error for the others)."""
     if any(ExitMode(m).rebatches for m in modes):
@@ -135,12 +144,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     policy = fit_policy(cfg, trace, study_profile, base)
     rule, table = exit_rule(policy, trace)
     ids, parts = own_test_inputs(trace, own) if own else test_inputs(trace)
-    if checkpoint is None and not own:
-        from offramp.traces.shipped import recorded_checkpoint
-
-        found = recorded_checkpoint(trace)  # e.g. fmnist-c's, not the clean model's
-        if found is not None and found.name != f"{trace.model_id}.pt":
-            checkpoint = str(found)
+    checkpoint = checkpoint if checkpoint is not None or own else _recorded(trace)
     guess = study_profile
     if profile_given is not None:
         from offramp.profiling.shipped import resolve_profile
