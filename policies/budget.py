@@ -63,9 +63,17 @@ def within_budget(scores: np.ndarray, thresholds: np.ndarray, costs: np.ndarray,
     span = float(np.ptp(scores)) + float(np.abs(thresholds[finite]).max(initial=0.0)) + 1.0
     lo, hi = 0.0, span
     if cost(hi) > budget_ms:
-        # Even every sample at its first open exit overspends: open exit 0 to everyone.
-        out = thresholds.copy()
-        out[0] = -np.inf
+        # Every open exit fully open still overspends: exit 0, closed as calibrated, opens just
+        # as far as the budget needs (bisection on its threshold alone).
+        out = thresholds - hi
+        s0 = scores[:, 0]
+        lo0, hi0 = float(s0.min()) - 1.0, float(s0.max()) + 1.0  # all at exit 0 .. none
+        for _ in range(steps):
+            mid = 0.5 * (lo0 + hi0)
+            out[0] = mid
+            lo0, hi0 = (mid, hi0) if average_cost(exits_for(scores, out), costs) <= budget_ms \
+                else (lo0, mid)
+        out[0] = lo0
         return out, float("inf")
     for _ in range(steps):
         mid = 0.5 * (lo + hi)

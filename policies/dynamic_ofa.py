@@ -133,7 +133,7 @@ class ManagerRun(Controller):
             maxlen=int(policy.window) if by_requests else None)
         self._requests = 0  # finished since the last switch
         self._batches = 0  # dispatched since the last switch
-        self._switched_s = 0.0
+        self._switched_s = self._now = 0.0
         self._rose = False
         self._locked_until = -np.inf
 
@@ -164,8 +164,9 @@ class ManagerRun(Controller):
         if m.unit is WindowUnit.REQUESTS:
             full = len(self._recent) >= m.window
         else:
-            clock = self._since(self.history[-1][0] if now_s is None else now_s)
-            while self._recent and self._recent[0][0] < clock - m.window:
+            clock = self._since(self._now if now_s is None else now_s)
+            # The last ``window`` units: clocks in (clock − window, clock].
+            while self._recent and self._recent[0][0] <= clock - m.window:
                 self._recent.popleft()
             full = clock - m.warmup >= m.window
         if not full or not self._recent:
@@ -180,6 +181,7 @@ class ManagerRun(Controller):
     def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
         m = self.m
         self._requests += 1
+        self._now = now_s
         clock = self._since(now_s)
         if self._rose and clock > m.warmup + 2 * m.window:
             self._rose = False

@@ -10,7 +10,8 @@ weights normalised over the batch's samples, averaged over exits) and an r phase
 averaged over every sample and exit, t ∝ q̂ detached; plus 1e-2·|mean Σ π c − B| / B),
 alternating every ``phase_epochs`` epochs (q phase first), one Adam optimiser (lr 3e-5, L2
 weight decay 1e-2), batch 512, up to 1000 epochs. The epoch of least total loss among those
-whose cost loss is under 0.1 is kept; training stops 100 epochs after the last improvement.
+whose cost loss is under 0.1 is kept; training stops after 100 such epochs without a better
+one (epochs whose cost loss is 0.1 or more neither count nor stop it, as in the public code).
 Thresholds: the sequential top-n calibration on the learned scores with fractions = mean π; of
 ``n_fits`` (10) fits the most accurate on val is kept.
 

@@ -39,26 +39,38 @@ def oracle_lp(correct: np.ndarray, costs: Sequence[float], budget_ms: float) -> 
     A budget below the first exit's cost is infeasible: accuracy and cost are NaN.
     """
     correct = np.asarray(correct, dtype=bool)
-    c = check_costs(costs, correct.shape[1])
     patterns, counts = np.unique(correct, axis=0, return_counts=True)
-    g, k_exits = patterns.shape
-    nan = np.full((g, k_exits), np.nan)
+    frac = pattern_lp(patterns.astype(float), counts, costs, budget_ms)
+    w = counts / counts.sum()
+    if np.isnan(frac).any():
+        return OracleSolution(float("nan"), float("nan"), patterns, counts, frac)
+    c = check_costs(costs, correct.shape[1])
+    return OracleSolution(float(w @ (frac * patterns).sum(axis=1)), float(w @ (frac @ c)),
+                          patterns, counts, frac)
+
+
+def pattern_lp(values: np.ndarray, counts: np.ndarray, costs: Sequence[float],
+               budget_ms: float) -> np.ndarray:
+    """(G, K) exit fractions per group maximising Σ_g w_g Σ_k x[g, k]·values[g, k] subject to
+    Σ_g w_g Σ_k x[g, k]·c_k ≤ ``budget_ms`` (w_g = counts share); NaN below the first exit's
+    cost. Groups are samples a policy cannot tell apart, ``values`` their mean payoff."""
+    values = np.asarray(values, dtype=float)
+    g, k_exits = values.shape
+    c = check_costs(costs, k_exits)
     if budget_ms < c[0] - 1e-12:
-        return OracleSolution(float("nan"), float("nan"), patterns, counts, nan)
+        return np.full((g, k_exits), np.nan)
     import cvxpy as cp
 
-    w = counts / counts.sum()
+    w = np.asarray(counts, dtype=float) / float(np.sum(counts))
     x = cp.Variable((g, k_exits), nonneg=True)
-    acc = w @ cp.sum(cp.multiply(x, patterns.astype(float)), axis=1)
+    acc = w @ cp.sum(cp.multiply(x, values), axis=1)
     cost = w @ (x @ c)
     prob = cp.Problem(cp.Maximize(acc), [cp.sum(x, axis=1) == 1, cost <= budget_ms])
     prob.solve(solver=cp.HIGHS)
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise RuntimeError(f"oracle LP ended with status {prob.status}")
     frac = np.clip(x.value, 0.0, 1.0)
-    frac /= frac.sum(axis=1, keepdims=True)
-    return OracleSolution(float(w @ (frac * patterns).sum(axis=1)), float(w @ (frac @ c)),
-                          patterns, counts, frac)
+    return frac / frac.sum(axis=1, keepdims=True)
 
 
 def oracle_bound(trace: ExitTrace, costs: Sequence[float], budget_ms: float,

@@ -79,6 +79,17 @@ def safe_features(trace: ExitTrace, k: int, rows: np.ndarray) -> np.ndarray:
     return np.hstack(parts)
 
 
+def _rows_hash(trace: ExitTrace, ids: np.ndarray) -> str:
+    """A hash of what the scorers read on ``ids`` (predictions, max-prob, labels): the same
+    rows of the same trace, not another trace with the same split layout."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for arr in (trace.pred[ids], trace.maxprob[ids], trace.labels[ids]):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
 class _Constant:
     """A 'classifier' for a fold whose targets are all one class."""
 
@@ -171,6 +182,7 @@ class SafeExit(LearnedScorePolicy):
                 models.append(model)
             self.models_.append(models)
         self.fit_split_, self.fit_ids_, self.oof_ = split, ids, oof
+        self.fit_rows_hash_ = _rows_hash(trace, ids)
         self._choose_threshold(trace.correct[ids], c)
         self.__dict__.pop("_score_cache", None)
         return super().fit(trace, split)
@@ -214,7 +226,8 @@ class SafeExit(LearnedScorePolicy):
         for k, models in enumerate(self.models_):
             x = safe_features(trace, k, rows)
             out[:, k] = np.mean([m.predict_proba(x)[:, 1] for m in models], axis=0)
-        if np.array_equal(trace.indices(self.fit_split_), self.fit_ids_):
+        if np.array_equal(trace.indices(self.fit_split_), self.fit_ids_) and \
+                _rows_hash(trace, self.fit_ids_) == self.fit_rows_hash_:
             out[self.fit_ids_, :-1] = self.oof_  # the fitting split keeps its cross-fitted scores
         return out
 

@@ -186,6 +186,12 @@ def test_a_window_counted_in_batches_ignores_how_many_requests_each_batch_holds(
     m.begin_batch(0.6, 0)
     feed(m, 0.6, 20.0, 1)  # batch 3: full, mean 20 ms > 10 ms -> down
     assert m.level == 1 and m.history[-1] == (0.6, 1)
+    # The window holds the last two dispatches' requests, no more.
+    w = manager(window=2, warmup=0, up_after=1000, unit="batches")
+    for b in range(1, 5):
+        w.begin_batch(0.1 * b, 0)
+        w.observe(0.1 * b, 0.001, 0, 0)
+    assert [c for c, _ in w._recent] == [3.0, 4.0]
     # Counting requests instead, the first fifty would have moved it at once.
     r = manager(window=2, warmup=1, up_after=0)
     r.begin_batch(0.0, 0)
@@ -207,3 +213,4 @@ def test_a_window_counted_in_seconds_spans_simulated_time():
     m.observe(0.22, 0.001, 0, 0)
     m.observe(0.40, 0.001, 0, 0)
     assert [round(c, 2) for c, _ in m._recent] == [0.24]
+    assert m.window_mean_ms() == pytest.approx(1.0)  # now: the last observation's time

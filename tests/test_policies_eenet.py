@@ -88,6 +88,9 @@ def test_thresholds_lowered_into_the_budget_by_the_least_common_amount():
     # An exit the fractions closed (inf) stays closed; only the first can rescue a tiny budget.
     t, delta = within_budget(scores, np.array([np.inf, 0.75]), costs, 1.0)
     assert list(exits_for(scores, t)) == [0, 0, 0, 0] and delta == float("inf")
+    # ... and only as far as the budget needs: at 1.5 ms the two surest leave at exit 0.
+    t, delta = within_budget(scores, np.array([np.inf, 0.75]), costs, 1.5)
+    assert list(exits_for(scores, t)) == [0, 0, 1, 1] and delta == float("inf")
 
 
 def test_eenet_rejects_impossible_budget_and_missing_softmax():

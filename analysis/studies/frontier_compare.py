@@ -5,8 +5,8 @@ At each of the frontier's budgets every budgeted family is fitted to that budget
 accurate **on val**, and only then scored on test. Every test accuracy comes with a paired 95%
 confidence interval of its difference from max-prob at the same budget (a bootstrap over test
 samples: the same resampled samples for both policies). Beside them the two ceilings: the
-oracle LP bound (knows which exits are right) and the agreement oracle (the same LP knowing only
-which exits agree with the full model, i.e. a perfect safe-exit scorer).
+oracle LP bound (knows which exits are right) and the agreement oracle (knows only which exits
+agree with the full model: what a perfect agreement scorer such as safe-exit's could reach).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from offramp.policies.oracle_lp import oracle_lp
+from offramp.policies.oracle_lp import oracle_lp, pattern_lp
 from offramp.traces.format import ExitTrace
 
 HEURISTICS = ("maxprob (exp fractions)", "entropy (exp fractions)")
@@ -38,17 +38,30 @@ def paired_ci(a: np.ndarray, b: np.ndarray, n_boot: int = BOOTSTRAP, seed: int =
     return float(d.mean()), float(lo), float(hi)
 
 
-def agreement_matrix(trace: ExitTrace, ids: np.ndarray) -> np.ndarray:
-    """(N, K) bool: exit k agrees with the full model and the full model is right — what a
-    scorer that knows agreement (and nothing else) can count on."""
-    return trace.agree[ids] & trace.correct[ids, -1:]
+def agreement_accuracy(trace: ExitTrace, ids: np.ndarray, costs: Sequence[float],
+                       budget_ms: float) -> float:
+    """The agreement oracle's accuracy at a budget: the best any policy reaches that knows, per
+    sample, which exits agree with the full model and nothing else. Samples with the same
+    agreement pattern are alike to it, so it is the LP over patterns whose payoff is each
+    pattern's mean correctness at each exit (never below serving every sample at exit 0)."""
+    agree = trace.agree[ids]
+    correct = trace.correct[ids].astype(float)
+    patterns, inverse, counts = np.unique(agree, axis=0, return_inverse=True, return_counts=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    payoff = np.zeros(patterns.shape)
+    np.add.at(payoff, inverse, correct)
+    payoff /= counts[:, None]
+    frac = pattern_lp(payoff, counts, costs, budget_ms)
+    if np.isnan(frac).any():
+        return float("nan")
+    return float((counts / counts.sum()) @ (frac * payoff).sum(axis=1))
 
 
 def agreement_frontier(trace: ExitTrace, costs: Sequence[float], budgets: Sequence[float],
                        split: str = "test") -> np.ndarray:
-    """The agreement oracle's accuracy at each budget (an LP, like the oracle bound)."""
-    value = agreement_matrix(trace, trace.indices(split))
-    return np.array([oracle_lp(value, costs, b).accuracy for b in budgets])
+    """The agreement oracle's accuracy at each budget."""
+    ids = trace.indices(split)
+    return np.array([agreement_accuracy(trace, ids, costs, b) for b in budgets])
 
 
 def served_capacity(cfg: Any, base: Path | None, slo_p99_ms: float) -> Served:
@@ -86,8 +99,7 @@ def budget_comparison(trace: ExitTrace, points: pd.DataFrame,
         best = heur.loc[heur["val_accuracy"].idxmax()]
         row = {"budget_ms": float(budget), "best_heuristic": best["family"].split()[0],
                "oracle_bound": oracle_lp(correct, costs, budget).accuracy,
-               "agreement_oracle": oracle_lp(agreement_matrix(trace, test), costs,
-                                             budget).accuracy}
+               "agreement_oracle": agreement_accuracy(trace, test, costs, budget)}
         for label, family in (("heuristic", best["family"]), *((f, f) for f in LEARNED)):
             if (family, budget) not in test_exits:
                 continue
