@@ -29,7 +29,7 @@ def rows(folder: Path) -> list[str]:
     for path in sorted(folder.glob("*-frontier-budgets.csv")):
         model = path.name.removesuffix("-frontier-budgets.csv")
         for _, r in pd.read_csv(path).iterrows():
-            out.append(f"| {folder.name} ({model}) | {r['budget_ms']:.3g} | "
+            out.append(f"| {model} | {r['budget_ms']:.3g} | "
                        f"{r['best_heuristic']} {r['heuristic_test_accuracy']:.4f} | "
                        f"{_acc(r, 'eenet')} | {_acc(r, 'safe-exit')} | "
                        f"{r['agreement_oracle']:.4f} | {r['oracle_bound']:.4f} |")

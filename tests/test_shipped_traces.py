@@ -105,3 +105,35 @@ def test_shipped_cnn_checkpoint_reproduces_trace(fmnist):
     idx = fmnist.indices("test")[:200]
     assert np.array_equal(fmnist.labels[idx], test.y)
     assert (pred == fmnist.pred[idx]).mean() > 0.99
+
+
+def test_fmnist_c_is_the_same_network_on_corrupted_images(fmnist):
+    from offramp.traces.corruptions import describe
+    from offramp.traces.shipped import recorded_checkpoint
+
+    hard = load_shipped("fmnist-c")
+    _common(hard, "fmnist-resnet", "fashion-mnist-c")
+    assert hard.meta["corruptions"] == describe()
+    assert np.array_equal(hard.labels, fmnist.labels)  # the same images, corrupted
+    assert hard.accuracy("test")[-1] < fmnist.accuracy("test")[-1]  # harder
+    assert hard.accuracy("test")[-1] >= 0.80
+    assert recorded_checkpoint(hard) == DATA_DIR / "fmnist-c-resnet.pt"
+    assert recorded_checkpoint(fmnist) == DATA_DIR / "fmnist-resnet.pt"
+    entry = provenance()["files"][SHIPPED["fmnist-c"]]
+    assert entry["test_accuracy_per_exit"] == [round(float(a), 4) for a in hard.accuracy("test")]
+
+
+def test_shipped_fmnist_c_checkpoint_reproduces_its_trace():
+    from offramp.traces.checkpoint import load_checkpoint
+    from offramp.traces.datasets import FMNIST_DEFAULT_DIR, load_dataset
+    from offramp.traces.models import images_to_tensor
+
+    if not (FMNIST_DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("dataset-fashion-mnist not installed")
+    hard = load_shipped("fmnist-c")
+    model, _ = load_checkpoint(DATA_DIR / "fmnist-c-resnet.pt")
+    test = load_dataset("fashion-mnist-c").test.subset(200)
+    with torch.no_grad():
+        pred = torch.stack(model.forward_exits(images_to_tensor(test.x)), 1).argmax(2).numpy()
+    idx = hard.indices("test")[:200]
+    assert (pred == hard.pred[idx]).mean() > 0.99
