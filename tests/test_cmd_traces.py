@@ -68,7 +68,8 @@ def test_show_shipped_by_name_reports_the_trace_it_names(name, capsys):
     assert main(["traces", "show", name, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     trace = load_shipped(name)
-    assert out["model_id"] == name == trace.model_id and out["exits"] == trace.n_exits
+    assert out["model_id"] == trace.model_id and out["exits"] == trace.n_exits
+    assert str(out["source"]).endswith(SHIPPED[name])  # the file of that name, not another
     assert out["meta"]["synthetic"] is False
     for split in ("val", "test"):
         idx = trace.indices(split)

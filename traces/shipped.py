@@ -12,6 +12,7 @@ from .format import ExitTrace, load_trace
 
 DATA_DIR = Path(__file__).parent / "data"
 SHIPPED = {
+    "fmnist-c": "fmnist-c.npz",
     "fmnist-resnet": "fmnist-resnet.npz",
     "rt-minilm6": "rt-minilm6.npz",
 }
