@@ -137,3 +137,19 @@ def test_shipped_fmnist_c_checkpoint_reproduces_its_trace():
         pred = torch.stack(model.forward_exits(images_to_tensor(test.x)), 1).argmax(2).numpy()
     idx = hard.indices("test")[:200]
     assert (pred == hard.pred[idx]).mean() > 0.99
+
+
+def test_validate_serves_fmnist_c_its_own_checkpoint_and_corrupted_images():
+    from offramp.analysis.validation.prepare import _recorded, test_inputs
+    from offramp.traces.datasets import FMNIST_DEFAULT_DIR, load_dataset
+    from offramp.traces.models import images_to_tensor
+
+    if not (FMNIST_DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("dataset-fashion-mnist not installed")
+    hard = load_shipped("fmnist-c")
+    assert _recorded(hard) == str(DATA_DIR / "fmnist-c-resnet.pt")
+    assert _recorded(load_shipped("fmnist-resnet")) is None  # the model's default checkpoint
+    ids, (x,) = test_inputs(hard)
+    want = images_to_tensor(load_dataset("fashion-mnist-c").test.x[:50]).numpy()
+    np.testing.assert_array_equal(x[:50], want)
+    assert np.array_equal(ids, hard.indices("test"))
