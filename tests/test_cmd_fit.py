@@ -74,7 +74,7 @@ def test_frontier_reports_the_oracle_bound_and_mixes(tmp_path, capsys):
             under = [p["test_accuracy"] for p in doc["points"]
                      if p["family"] != "oracle" and p["test_cost_ms"] <= row["budget_ms"]]
             assert row["best_mix"] >= max(under) - 1e-6
-    assert (tmp_path / "synthetic-net-frontier.png").stat().st_size > 10_000
+    assert (tmp_path / "synthetic-trace-frontier.png").stat().st_size > 10_000
 
 
 def test_a_pame_fit_says_why_and_writes_strict_json(tmp_path, capsys):

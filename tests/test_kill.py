@@ -109,6 +109,6 @@ def test_kill_9_frontier_leaves_nothing_partial(tmp_path: Path):
     done = subprocess.run(quick, cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in dest.iterdir())
-    assert names == sorted(f"synthetic-net-frontier{s}" for s in
+    assert names == sorted(f"trace-frontier{s}" for s in
                            (".csv", "-oracle.csv", "-budgets.csv", ".png"))
     assert _siblings(dest) == []

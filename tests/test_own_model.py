@@ -49,7 +49,7 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
     assert main(["frontier", "--trace", "runs/digits.npz", "--profile", "runs/digits-cpu.json",
                  "--max-batch", "16", "--eenet-fits", "1", "--eenet-epochs", "5",
                  "-o", "runs/frontier"]) == 0
-    assert (work / "runs" / "frontier" / "digits-mlp-frontier.png").is_file()
+    assert (work / "runs" / "frontier" / "digits-frontier.png").is_file()  # the trace file's name
     assert main(["report", "runs/frontier"]) == 0  # its page: plot, best points, bound
     page = (work / "runs" / "frontier" / "report.html").read_text()
     assert "offramp frontier:" in page and "the oracle bound" in page

@@ -123,6 +123,7 @@ def run_frontier(args: argparse.Namespace) -> int:
         FRONTIER_OUTPUTS,
         compute_frontier,
         frontier_configs,
+        frontier_stem,
         write_frontier,
     )
 
@@ -139,7 +140,7 @@ def run_frontier(args: argparse.Namespace) -> int:
         points, bound, comparison = compute_frontier(
             trace, profile, cfg.server, args.cost_batch, args.eenet_fits, args.eenet_epochs,
             progress=lambda: bar.advance(task), costs=cfg.profile.costs, served=served)
-    out_dir, stem = Path(args.output), f"{trace.model_id}-frontier"
+    out_dir, stem = Path(args.output), frontier_stem(trace)
     title = write_frontier(trace, profile, points, bound, comparison, out_dir)
     if args.json:
         print(json.dumps({"attrs": points.attrs, "points": json.loads(points.to_json(orient="records")),

@@ -161,13 +161,22 @@ FRONTIER_OUTPUTS = ("*-frontier.csv", "*-frontier-oracle.csv", "*-frontier-budge
                     "*-frontier.png", "report.html")
 
 
+def frontier_stem(trace: ExitTrace) -> str:
+    """TRACE-frontier: named for the trace's file (two traces of one model, e.g. fmnist-resnet
+    and fmnist-c, keep their own files in one folder), else its model id."""
+    name = Path(trace.source).stem if trace.source else trace.model_id
+    return f"{name}-frontier"
+
+
 def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFrame,
                    bound: pd.DataFrame, comparison: pd.DataFrame, out_dir: Path) -> str:
     """Write the frontier's CSVs (points, oracle bounds, the comparison at each budget) and its
-    plot under ``out_dir`` as MODEL-frontier*; return the plot's title."""
-    stem = f"{trace.model_id}-frontier"
+    plot under ``out_dir`` as TRACE-frontier*; return the plot's title."""
+    stem = frontier_stem(trace)
     m = profile.meta
-    title = (f"{trace.model_id} on {m.get('device', '?')} ({m.get('backend')}, "
+    name = stem.removesuffix("-frontier")
+    what = trace.model_id if name == trace.model_id else f"{name} ({trace.model_id})"
+    title = (f"{what} on {m.get('device', '?')} ({m.get('backend')}, "
              f"{m.get('precision')}): test accuracy vs cost")
     # Other models' frontiers in the same folder stay; this model's files are replaced whole.
     with output_dir(out_dir, FRONTIER_OUTPUTS, keep=True) as tmp:
