@@ -68,13 +68,18 @@ def test_record_from_checkpoint_writes_provenance(tmp_path, tiny_fmnist, monkeyp
     ckpt = tmp_path / "tiny.pt"
     train("fmnist-resnet", ckpt, epochs=1, data=tiny_fmnist, progress=False, batch_size=100,
           widths=(8, 8, 8, 8), seed=1)
-    monkeypatch.setattr(rec, "load_data", lambda model_id, path=None: tiny_fmnist)
+    asked = []
+    monkeypatch.setattr(rec, "load_data", lambda model_id, path=None, dataset=None:
+                        asked.append(dataset) or tiny_fmnist)
     trace = record(ckpt, tmp_path / "t.npz", model_id="fmnist-resnet", command="offramp x")
     prov = load_trace(tmp_path / "t.npz").meta["produced_by"]
     for key in ("command", "torch", "numpy", "python", "date", "seed", "machine"):
         assert key in prov
     assert prov["command"] == "offramp x" and prov["seed"] == 1
     assert trace.meta["dataset"] == "fashion-mnist"
+    # The checkpoint says what it was trained on, and record asks for that dataset.
+    assert torch.load(ckpt, weights_only=True)["train"]["dataset"] == tiny_fmnist.name
+    assert asked == [tiny_fmnist.name]
     with pytest.raises(InputError, match="pass --model fmnist-resnet"):
         record(ckpt, tmp_path / "u.npz", model_id="rt-minilm6")
 
