@@ -53,6 +53,7 @@ def test_own_model_record_profile_simulate(tmp_path, monkeypatch, capsys):
     assert main(["report", "runs/frontier"]) == 0  # its page: plot, best points, bound
     page = (work / "runs" / "frontier" / "report.html").read_text()
     assert "offramp frontier:" in page and "the oracle bound" in page
+    assert "at each budget" in page and "paired 95% CI" in page  # the fair comparison, as text
     # The chosen config, run for real on the user's model (profile measured in the loop).
     assert main(["validate", "study.yaml", "--model-factory", "digits_exits:make_model",
                  "--model-arg", "epochs=30", "--data-factory", "digits_exits:make_data",

@@ -191,32 +191,17 @@ def _served(args: argparse.Namespace):
     return served_capacity(cfg, Path(args.served).parent, slo)
 
 
-def _with_ci(r: pd.Series, label: str) -> str:
-    """'0.8805 (+0.84 [+0.52, +1.17])': test accuracy and its paired CI against max-prob, in
-    points."""
-    if f"{label}_test_accuracy" not in r or r[f"{label}_test_accuracy"] != r[f"{label}_test_accuracy"]:
-        return "—"
-    d, lo, hi = (100 * r[f"{label}_vs_maxprob{s}"] for s in ("", "_lo", "_hi"))
-    return f"{r[f'{label}_test_accuracy']:.4f} ({d:+.2f} [{lo:+.2f}, {hi:+.2f}])"
-
-
 def budget_table(comparison: pd.DataFrame) -> Table:
     """The comparison at each budget as a terminal table."""
+    from offramp.analysis.studies.frontier_compare import comparison_rows
+
     table = Table(title="At each budget, test split: accuracy (points vs max-prob, paired 95% "
                   "CI); the heuristic chosen on val")
-    served = "heuristic_capacity_rps" in comparison
-    for col in ("budget ms", "best heuristic", "its accuracy", "EENet", "safe-exit",
-                "agreement oracle", "oracle LP", *(("capacity req/s: max-prob / heuristic / "
-                                                    "EENet / safe-exit",) if served else ())):
+    headers, rows = comparison_rows(comparison)
+    for col in headers:
         table.add_column(col, justify="right")
-    for _, r in comparison.iterrows():
-        caps = [r.get(c) for c in ("maxprob_capacity_rps", "heuristic_capacity_rps",
-                                   "eenet_capacity_rps", "safe-exit_capacity_rps")]
-        table.add_row(f"{r['budget_ms']:.4g}", r["best_heuristic"], _with_ci(r, "heuristic"),
-                      _with_ci(r, "eenet"), _with_ci(r, "safe-exit"),
-                      f"{r['agreement_oracle']:.4f}", f"{r['oracle_bound']:.4f}",
-                      *((" / ".join("—" if c is None or c != c else f"{c:.4g}" for c in caps),)
-                        if served else ()))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from offramp.analysis.report.html import fmt, html_table, page, png_tag, versions
+from offramp.analysis.studies.frontier_compare import comparison_rows
 
 
 def _table(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -37,13 +38,18 @@ def frontier_report(folder: Path) -> str:
                          png_tag(folder / f"{model}-frontier.png")))
         sections.append((f"{model}: the points no cheaper point beats on val (chosen on val, "
                          "scored on test)", _table(best[cols])))
-        for suffix, title in (("oracle", "the oracle bound (what any policy could reach)"),
-                              ("budgets", "at each budget: the best heuristic (chosen on val), "
-                               "EENet and safe-exit on test, each minus max-prob with its "
-                               "paired 95% CI; the oracle LP bound and the agreement oracle")):
-            path = folder / f"{model}-frontier-{suffix}.csv"
-            if path.exists():
-                sections.append((f"{model}: {title}", _table(pd.read_csv(path))))
+        path = folder / f"{model}-frontier-budgets.csv"
+        if path.exists():
+            headers, rows = comparison_rows(pd.read_csv(path))
+            sections.append((f"{model}: at each budget, on test: the best heuristic (chosen on "
+                             "val), EENet and safe-exit, each with its difference from max-prob "
+                             "in points and the paired 95% CI; the agreement oracle and the "
+                             "oracle LP bound (every column: the CSV beside this page)",
+                             html_table(rows, headers)))
+        path = folder / f"{model}-frontier-oracle.csv"
+        if path.exists():
+            sections.append((f"{model}: the oracle bound (what any policy could reach)",
+                             _table(pd.read_csv(path))))
     sections.append(("Software", html_table([[k, v] for k, v in versions().items()],
                                             ["package", "version"])))
     return page(f"offramp frontier: {folder.name}", sections,

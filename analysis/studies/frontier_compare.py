@@ -118,3 +118,32 @@ def budget_comparison(trace: ExitTrace, points: pd.DataFrame,
             row["maxprob_capacity_rps"] = capacity[("maxprob (exp fractions)", budget)][0]
         out.append(row)
     return pd.DataFrame(out)
+
+
+def with_ci(r: pd.Series, label: str) -> str:
+    """'0.8805 (+0.84 [+0.52, +1.17])': a test accuracy and its paired CI against max-prob, in
+    points ('—' where the policy has none)."""
+    acc = r.get(f"{label}_test_accuracy")
+    if acc is None or acc != acc:
+        return "—"
+    d, lo, hi = (100 * r[f"{label}_vs_maxprob{s}"] for s in ("", "_lo", "_hi"))
+    return f"{acc:.4f} ({d:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+
+
+def comparison_rows(comparison: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the comparison at each budget as text, for the terminal and the page;
+    capacities when it was served."""
+    served = "heuristic_capacity_rps" in comparison
+    headers = ["budget ms", "best heuristic (on val)", "its accuracy", "EENet", "safe-exit",
+               "agreement oracle", "oracle LP",
+               *(["capacity req/s: max-prob / heuristic / EENet / safe-exit"] if served else [])]
+    rows = []
+    for _, r in comparison.iterrows():
+        caps = [r.get(c) for c in ("maxprob_capacity_rps", "heuristic_capacity_rps",
+                                   "eenet_capacity_rps", "safe-exit_capacity_rps")]
+        rows.append([f"{r['budget_ms']:.4g}", str(r["best_heuristic"]), with_ci(r, "heuristic"),
+                     with_ci(r, "eenet"), with_ci(r, "safe-exit"),
+                     f"{r['agreement_oracle']:.4f}", f"{r['oracle_bound']:.4f}",
+                     *([" / ".join("—" if c is None or c != c else f"{c:.4g}" for c in caps)]
+                       if served else [])])
+    return headers, rows
