@@ -18,14 +18,21 @@ def budget_range(costs: Sequence[float]) -> str:
             f"{costs[-1]:.4g} ms (the full model) per sample")
 
 
+def budget_costs(costs: Sequence[float], n_exits: int, budget_ms: float) -> np.ndarray:
+    """The per-exit costs, checked, for a policy fitted to ``budget_ms``: one error naming the
+    range that means something where the budget is below the first exit's cost."""
+    c = check_costs(costs, n_exits)
+    if budget_ms < c[0]:
+        raise InputError("policy", "budget_ms", f"{budget_ms} ms is below the first exit's cost "
+                         f"{c[0]:.4g} ms", budget_range(c))
+    return c
+
+
 def exp_fractions(costs: Sequence[float], budget_ms: float) -> np.ndarray:
     """EENet's geometric exit distribution p_k ∝ q^k with the largest q whose nominal cost
     Σ p_k c_k stays within ``budget_ms`` (a budget at or above the last exit's cost sends
     everything there)."""
-    c = check_costs(costs, len(costs))
-    if budget_ms < c[0]:
-        raise InputError("policy", "budget_ms", f"{budget_ms} ms is below the first exit's cost "
-                         f"{c[0]:.4g} ms", budget_range(c))
+    c = budget_costs(costs, len(costs), budget_ms)
     k = np.arange(c.size)
 
     def dist(log_q: float) -> np.ndarray:

@@ -37,8 +37,8 @@ import numpy as np
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
-from .budget import budget_range, exits_for, within_budget
-from .costs import average_cost, check_costs
+from .budget import budget_costs, exits_for, within_budget
+from .costs import average_cost
 from .learned import LearnedScorePolicy
 from .thresholds import from_fractions
 
@@ -128,10 +128,7 @@ class EENet(LearnedScorePolicy):
         self.decoupled_weight_decay = decoupled_weight_decay
 
     def fit(self, trace: ExitTrace, split: str = "val") -> EENet:
-        c = check_costs(self.costs, trace.n_exits)
-        if self.budget_ms < c[0]:
-            raise InputError("policy", "budget_ms", f"{self.budget_ms} ms is below the first "
-                             f"exit's cost {c[0]:.4g} ms", budget_range(c))
+        c = budget_costs(self.costs, trace.n_exits, self.budget_ms)
         if trace.n_exits < 2:
             raise InputError(trace.source, "pred", "EENet needs at least two exits",
                              "use a multi-exit trace")

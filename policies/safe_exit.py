@@ -33,10 +33,10 @@ from pydantic import Field, model_validator
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace, has_entropy
 
-from .budget import budget_range
+from .budget import budget_costs
 from .configs import PolicyConfigBase, Tunable
-from .costs import check_costs
 from .learned import LearnedScorePolicy
+from .table import trace_fingerprint
 
 GRID_POINTS = 2001  # candidate thresholds: quantiles of the val scores
 
@@ -77,17 +77,6 @@ def safe_features(trace: ExitTrace, k: int, rows: np.ndarray) -> np.ndarray:
     pred = trace.pred[rows]
     parts.append((pred[:, :k] == pred[:, k:k + 1]).astype(np.float64))
     return np.hstack(parts)
-
-
-def _rows_hash(trace: ExitTrace, ids: np.ndarray) -> str:
-    """A hash of what the scorers read on ``ids`` (predictions, max-prob, labels): the same
-    rows of the same trace, not another trace with the same split layout."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for arr in (trace.pred[ids], trace.maxprob[ids], trace.labels[ids]):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 class _Constant:
@@ -143,11 +132,7 @@ class SafeExit(LearnedScorePolicy):
         if self.costs is None:
             raise InputError("policy", "budget_ms", "a budget needs per-exit costs",
                              "build the policy with a latency profile (policies.build_policy)")
-        c = check_costs(self.costs, trace.n_exits)
-        if self.budget_ms < c[0]:
-            raise InputError("policy", "budget_ms", f"{self.budget_ms} ms is below the first "
-                             f"exit's cost {c[0]:.4g} ms", budget_range(c))
-        return c
+        return budget_costs(self.costs, trace.n_exits, self.budget_ms)
 
     def fit(self, trace: ExitTrace, split: str = "val") -> SafeExit:
         from threadpoolctl import threadpool_limits
@@ -181,8 +166,8 @@ class SafeExit(LearnedScorePolicy):
                 oof[hold, k] = model.predict_proba(x[hold])[:, 1]
                 models.append(model)
             self.models_.append(models)
-        self.fit_split_, self.fit_ids_, self.oof_ = split, ids, oof
-        self.fit_rows_hash_ = _rows_hash(trace, ids)
+        self.fit_ids_, self.oof_ = ids, oof
+        self.fit_fingerprint_ = trace_fingerprint(trace)
         self._choose_threshold(trace.correct[ids], c)
         self.__dict__.pop("_score_cache", None)
         return super().fit(trace, split)
@@ -226,8 +211,8 @@ class SafeExit(LearnedScorePolicy):
         for k, models in enumerate(self.models_):
             x = safe_features(trace, k, rows)
             out[:, k] = np.mean([m.predict_proba(x)[:, 1] for m in models], axis=0)
-        if np.array_equal(trace.indices(self.fit_split_), self.fit_ids_) and \
-                _rows_hash(trace, self.fit_ids_) == self.fit_rows_hash_:
+        # Only the trace it was fitted on (not another with the same split layout).
+        if trace_fingerprint(trace) == self.fit_fingerprint_:
             out[self.fit_ids_, :-1] = self.oof_  # the fitting split keeps its cross-fitted scores
         return out
 

@@ -22,7 +22,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,8 @@ class Dataset:
     source: str
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
     """Training-time corruption of ``train.x`` (redrawn each epoch), where the dataset has one."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What a trace recorded on it should say about it beyond its name (e.g. ``corruptions``)."""
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -157,13 +159,13 @@ def load_fashion_mnist(path: str | Path | None = None, val_size: int = FMNIST_VA
 def load_fashion_mnist_c(path: str | Path | None = None) -> Dataset:
     """Fashion-MNIST-C: val and test corrupted by the fixed mix of ``traces/corruptions.py``;
     train clean, with a fresh draw of the same mix per epoch (``augment``)."""
-    from .corruptions import augment, corrupt_split
+    from .corruptions import augment, corrupt_split, describe
 
     clean = load_fashion_mnist(path)
     val, test = (Split(corrupt_split(s.x, name)[0], s.y)
                  for name, s in (("val", clean.val), ("test", clean.test)))
     return Dataset("fashion-mnist-c", FMNIST_CLASSES, clean.train, val, test, clean.source,
-                   augment=augment)
+                   augment=augment, meta={"corruptions": describe()})
 
 
 def rotten_tomatoes_path(path: str | Path | None = None) -> Path:

@@ -35,7 +35,7 @@ from offramp.common.errors import InputError
 from .minilm import MINILM_INSTALL, MiniLMExits, minilm_available, minilm_dir
 from .multi_exit import MultiExitNet, _cumulative_fractions, _macs_per_segment
 
-__all__ = ["DATASET_OF", "MINILM_INSTALL", "MODELS", "FmnistResNet", "MiniLMExits",
+__all__ = ["DATASETS_OF", "MINILM_INSTALL", "MODELS", "FmnistResNet", "MiniLMExits",
            "MultiExitNet", "build_model", "images_to_tensor", "minilm_available", "minilm_dir"]
 
 
@@ -110,7 +110,9 @@ def images_to_tensor(images: Any) -> Tensor:
 
 
 MODELS: dict[str, type[MultiExitNet]] = {"fmnist-resnet": FmnistResNet, "rt-minilm6": MiniLMExits}
-DATASET_OF = {"fmnist-resnet": "fashion-mnist", "rt-minilm6": "rotten-tomatoes"}
+# The datasets each model trains and records on, its default first.
+DATASETS_OF = {"fmnist-resnet": ("fashion-mnist", "fashion-mnist-c"),
+               "rt-minilm6": ("rotten-tomatoes",)}
 
 
 def build_model(model_id: str, **kwargs: Any) -> MultiExitNet:

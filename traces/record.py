@@ -84,11 +84,7 @@ def record(checkpoint: str | Path, out: str | Path, model_id: str | None = None,
     prov = produced_by(command or command_line(), seed, checkpoint=Path(checkpoint).name,
                        training=ckpt.get("produced_by", {}),
                        train_wall_seconds=ckpt.get("train", {}).get("wall_seconds"))
-    extra: dict[str, Any] = {"produced_by": prov}
-    if data.name == "fashion-mnist-c":
-        from .corruptions import describe
-
-        extra["corruptions"] = describe()
-    trace = record_trace(model, data, batch_size=batch_size, meta_extra=extra)
+    trace = record_trace(model, data, batch_size=batch_size,
+                         meta_extra={**data.meta, "produced_by": prov})
     save_trace(trace, out)
     return trace

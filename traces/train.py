@@ -33,7 +33,7 @@ from offramp.common.machine import command_line
 
 from .checkpoint import save_checkpoint
 from .datasets import Dataset, load_dataset
-from .models import FmnistResNet, MultiExitNet, images_to_tensor
+from .models import DATASETS_OF, FmnistResNet, MultiExitNet, images_to_tensor
 from .train_minilm import train_minilm
 from .training import (
     DEFAULT_EPOCHS,
@@ -112,10 +112,6 @@ def train_fmnist(data: Dataset, epochs: int = DEFAULT_EPOCHS["fmnist-resnet"], s
     model = model.to(memory_format=torch.contiguous_format).eval()
     return model, {"history": history, "batch_size": batch_size, "lr": lr,
                    "weight_decay": weight_decay, "optimizer": "SGD nesterov, one-cycle"}
-
-
-DATASETS_OF = {"fmnist-resnet": ("fashion-mnist", "fashion-mnist-c"),
-               "rt-minilm6": ("rotten-tomatoes",)}
 
 
 def load_data(model_id: str, data_path: str | Path | None = None,

@@ -178,11 +178,10 @@ def _served(args: argparse.Namespace):
 
     with naming_study(args.served):
         data = load_config(args.served).model_dump(mode="json", exclude_unset=True)
-        data = apply_fields(data, {"trace.path": str(Path(args.trace).resolve())
-                                   if Path(args.trace).is_file() else args.trace,
-                                   "profile.path": str(Path(args.profile).resolve())
-                                   if Path(args.profile).is_file() else args.profile},
-                            f"{args.served} (--served)")
+        # A file given here stays the same file from the study's folder; a shipped name stays.
+        here = {name: str(Path(v).resolve()) if Path(v).is_file() else v
+                for name, v in (("trace.path", args.trace), ("profile.path", args.profile))}
+        data = apply_fields(data, here, f"{args.served} (--served)")
         cfg = parse_config(data, f"{args.served} (--served)")
     slo = args.slo_p99_ms if args.slo_p99_ms is not None else cfg.slo.latency_ms
     if slo is None:

@@ -79,7 +79,8 @@ def own_test_inputs(trace: ExitTrace, own: dict[str, Any]) -> tuple[np.ndarray, 
 
 def test_inputs(trace: ExitTrace, data_path: str | None = None) -> tuple[np.ndarray, list]:
     """(test sample ids, input parts indexed like the ids) of the trace's real test split."""
-    from offramp.traces.train import DATASETS_OF, load_data
+    from offramp.traces.models import DATASETS_OF
+    from offramp.traces.train import load_data
 
     dataset = trace.meta.get("dataset")
     data = load_data(trace.model_id, data_path,
