@@ -30,7 +30,6 @@ changes; each run gets its own :class:`ManagerRun` (``controller(n_replicas)``),
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -39,6 +38,7 @@ import numpy as np
 from offramp.common.errors import InputError
 from offramp.traces.format import ExitTrace
 
+from . import ofa_rule as rule
 from .base import Controller, ExitPolicy, StatefulPolicy
 
 
@@ -118,94 +118,73 @@ class ManagerRun(Controller):
     """One run of the manager: current level, the level each replica runs, the latency window,
     the lock, and ``history`` (time in s, level) of every switch from (0, initial level).
 
-    Its clock counts the manager's unit since the last switch: finished requests, dispatched
-    batches or simulated seconds (``_since``); the window keeps (clock, latency ms) pairs."""
+    Its state lives in arrays (:mod:`.ofa_rule`, the rule's one home), which the fast engine's
+    compiled loop changes in place; its clock counts the manager's unit since the last switch
+    (finished requests, dispatched batches or simulated seconds)."""
 
     def __init__(self, policy: DynamicOFA, n_replicas: int):
-        super().__init__(policy)
-        self.m = policy
-        self.level = policy.start_level_
-        self.active = [policy.start_level_] * n_replicas  # the level each running batch uses
-        self.loaded = [policy.start_level_] * n_replicas
-        self.history: list[tuple[float, int]] = [(0.0, policy.start_level_)]
-        by_requests = policy.unit is WindowUnit.REQUESTS
-        self._recent: deque[tuple[float, float]] = deque(
-            maxlen=int(policy.window) if by_requests else None)
-        self._requests = 0  # finished since the last switch
-        self._batches = 0  # dispatched since the last switch
-        self._switched_s = self._now = 0.0
-        self._rose = False
-        self._locked_until = -np.inf
+        self.policy = self.m = policy  # history is the arrays' (below), not a list
+        start = policy.start_level_
+        units = {WindowUnit.REQUESTS: rule.BY_REQUESTS, WindowUnit.BATCHES: rule.BY_BATCHES,
+                 WindowUnit.SECONDS: rule.BY_SECONDS}
+        self.st = np.zeros(7, np.int64)
+        self.st[rule.LEVEL], self.st[rule.N_HIST] = start, 1
+        self.sf = np.array([0.0, 0.0, -np.inf])
+        self.pi = np.array([units[policy.unit], len(policy.levels), int(policy.lock),
+                            -1 if policy.trim is None else int(policy.trim)], np.int64)
+        self.pf = np.array([policy.window, policy.warmup, policy.up_after,
+                            policy.latency_target_ms, policy.accuracy_target,
+                            policy.switch_cost_ms / 1000.0, policy.hold_s], float)
+        self.level_acc = np.array(policy.level_accuracy_, float)
+        self.arrays = {"active": np.full(n_replicas, start, np.int64),
+                       "loaded": np.full(n_replicas, start, np.int64),
+                       "win_c": np.zeros(64), "win_l": np.zeros(64),
+                       "hist_t": np.zeros(16), "hist_l": np.full(16, start, np.int64)}
 
-    def _since(self, now_s: float) -> float:
-        """The manager's clock: its unit counted since the last switch."""
-        unit = self.m.unit
-        if unit is WindowUnit.REQUESTS:
-            return float(self._requests)
-        if unit is WindowUnit.BATCHES:
-            return float(self._batches)
-        return now_s - self._switched_s
+    def make_room(self, more: int) -> None:
+        """Grow the window and history arrays until ``more`` observations fit."""
+        a = self.arrays
+        while not rule.room(self.st, a["win_c"], a["hist_t"], more):
+            for name in ("win_c", "win_l", "hist_t", "hist_l"):
+                a[name] = np.concatenate([a[name], np.zeros_like(a[name])])
+
+    @property
+    def level(self) -> int:
+        return int(self.st[rule.LEVEL])
+
+    @property
+    def active(self) -> list[int]:
+        """The level each replica's running batch decides at."""
+        return self.arrays["active"].tolist()
+
+    @property
+    def history(self) -> list[tuple[float, int]]:
+        n, a = int(self.st[rule.N_HIST]), self.arrays
+        return list(zip(a["hist_t"][:n].tolist(), a["hist_l"][:n].tolist(), strict=True))
+
+    @property
+    def _recent(self) -> list[tuple[float, float]]:
+        """The window's (clock, latency ms) rows."""
+        lo, hi, a = int(self.st[rule.LO]), int(self.st[rule.HI]), self.arrays
+        return list(zip(a["win_c"][lo:hi].tolist(), a["win_l"][lo:hi].tolist(), strict=True))
 
     def begin_batch(self, now_s: float, replica: int) -> float:
-        self._batches += 1
-        self.active[replica] = self.level
-        if self.loaded[replica] != self.level:
-            self.loaded[replica] = self.level
-            return self.m.switch_cost_ms / 1000.0
-        return 0.0
+        a = self.arrays
+        return float(rule.begin_batch(self.st, self.pf, a["active"], a["loaded"], replica))
 
     def decide(self, trace: ExitTrace, k: int, samples: np.ndarray, replica: int = 0
                ) -> np.ndarray:
-        return self.m.levels[self.active[replica]].decide(trace, k, samples)
+        return self.m.levels[int(self.arrays["active"][replica])].decide(trace, k, samples)
 
     def window_mean_ms(self, now_s: float | None = None) -> float:
         """Mean of the current window without outliers (NaN until the window is full)."""
-        m = self.m
-        if m.unit is WindowUnit.REQUESTS:
-            full = len(self._recent) >= m.window
-        else:
-            clock = self._since(self._now if now_s is None else now_s)
-            # The last ``window`` units: clocks in (clock − window, clock].
-            while self._recent and self._recent[0][0] <= clock - m.window:
-                self._recent.popleft()
-            full = clock - m.warmup >= m.window
-        if not full or not self._recent:
-            return float("nan")
-        x = np.sort(np.array([lat for _, lat in self._recent]))
-        n = m.window if m.unit is WindowUnit.REQUESTS else x.size
-        trim = m.trim if m.trim is not None else (max(1, int(n) // 10) if n >= 3 else 0)
-        if 0 < trim and 2 * trim < x.size:
-            x = x[trim:-trim]
-        return float(x.mean())
+        now = self.sf[rule.NOW] if now_s is None else now_s
+        a = self.arrays
+        return float(rule.window_mean(self.st, self.sf, self.pi, self.pf, a["win_c"],
+                                      a["win_l"], now))
 
     def observe(self, now_s: float, latency_s: float, replica: int, exit_index: int) -> None:
-        m = self.m
-        self._requests += 1
-        self._now = now_s
-        clock = self._since(now_s)
-        if self._rose and clock > m.warmup + 2 * m.window:
-            self._rose = False
-        if clock <= m.warmup:
-            return
-        self._recent.append((clock, latency_s * 1000.0))
-        mean = self.window_mean_ms(now_s)
-        if np.isnan(mean):
-            return
-        if mean > m.latency_target_ms:
-            if self.level > 0:
-                if m.lock and self._rose:
-                    self._locked_until = now_s + m.hold_s
-                self._switch(self.level - 1, now_s, rose=False)
-            return
-        if (self.level < len(m.levels) - 1 and clock >= m.up_after
-                and m.level_accuracy_[self.level] < m.accuracy_target
-                and now_s >= self._locked_until):
-            self._switch(self.level + 1, now_s, rose=True)
-
-    def _switch(self, level: int, now_s: float, rose: bool) -> None:
-        self.level = level
-        self.history.append((float(now_s), level))
-        self._recent.clear()
-        self._requests = self._batches = 0
-        self._switched_s = float(now_s)
-        self._rose = rose
+        self.make_room(1)
+        a = self.arrays
+        rule.observe(self.st, self.sf, self.pi, self.pf, self.level_acc, a["win_c"],
+                     a["win_l"], a["hist_t"], a["hist_l"], float(now_s), latency_s * 1000.0)
