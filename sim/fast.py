@@ -28,23 +28,26 @@ _OVERHEAD = StageKind.OVERHEAD.code
 
 def needs_events(scenario: Scenario) -> bool:
     """Whether the next step depends on what has finished (join-shortest-queue routing on
-    several replicas, closed-loop clients): the event loop of :mod:`.fast_dynamic` runs it."""
+    several replicas, closed-loop clients, a policy that watches the server): the event loop
+    of :mod:`.fast_dynamic` runs it."""
     srv = scenario.server
-    return isinstance(scenario.workload, ClosedLoop) or (srv.routing == "jsq"
-                                                          and srv.replicas > 1)
+    return (isinstance(scenario.workload, ClosedLoop) or not scenario.policy.is_static
+            or (srv.routing == "jsq" and srv.replicas > 1))
 
 
 def supports(scenario: Scenario) -> str | None:
     """None if the fast engine can run this scenario, else the reason it cannot."""
-    from . import fast_numba
+    from . import fast_manager, fast_numba
 
-    if not scenario.policy.is_static:
+    stateful = not scenario.policy.is_static
+    if stateful and not fast_manager.manages(scenario):
         return f"policy {scenario.policy.name!r} is stateful"
     if scenario.server.exit_mode.rebatches:
         return "exit mode rebatch (survivors batched again across batches)"
     if not needs_events(scenario):
         return None
     what = ("closed-loop clients" if isinstance(scenario.workload, ClosedLoop)
+            else f"stateful policy {scenario.policy.name!r}" if stateful
             else "join-shortest-queue routing")
     if not fast_numba.available():
         return f"{what} run on the fast engine only where numba is installed"

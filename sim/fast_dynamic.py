@@ -18,6 +18,7 @@ from offramp.core.modes import StageKind
 from . import fast_events as ev
 from .fast import _compile_plan, _exits
 from .fast_heap import push
+from .fast_manager import level_exits, manager_arrays
 from .fast_numba import _Plans, _tables
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
@@ -76,6 +77,9 @@ class _EventRun:
     def __init__(self, scenario: Scenario, rep: Replication, breakdown: bool):
         svc, srv, k = scenario.service, scenario.server, scenario.trace.n_exits
         self.sc, self.rep, self.breakdown, self.k = scenario, rep, breakdown, k
+        self.ctrl = rep.controller  # a manager's run state (Dynamic-OFA), else None
+        self.lv_ex = level_exits(scenario) if self.ctrl is not None else None
+        self.own = np.asarray(getattr(rep.requests, "samples", ()), np.int64)  # open loop
         load, reps = rep.requests, srv.replicas
         self.routing, queue_of = _routing(srv)
         n_q = int(queue_of.max()) + 1
@@ -139,13 +143,22 @@ class _EventRun:
             (plans.keys, plans.ids, plans.n, plans.slot, plans.batch, plans.leave, plans.kind,
              plans.sizes), tuple(self.out), *self.fin, *self.cli,
             self.draws.thinks if self.think_on else np.zeros(1),
-            self.draws.routes if closed and self.draws.routes.size else np.zeros(1, np.int64),
+            self._routes(),
             self.cur, self.aux, self.n_open, self.cap, self.routing, srv.max_batch,
             srv.max_wait_ms / 1000.0, self.end, self.k, srv.exit_mode.consults_early_exits,
             self.fixed, self.svc[0].shape[0], self.breakdown, StageKind.OVERHEAD.code,
             self.think_on, load.max_requests if closed and load.max_requests is not None else -1,
             load.duration_s if closed and load.duration_s is not None else np.inf,
-            srv.routing != "shared", self.scratch, *self.cand)
+            srv.routing != "shared", self.scratch, *self.cand, self.ctrl is not None,
+            manager_arrays(self.ctrl, self.lv_ex, self.draws.samples if closed else self.own))
+
+    def _routes(self) -> np.ndarray:
+        """Pre-drawn random routes: a closed loop's (drawn as clients submit), an open loop's
+        (the replication's)."""
+        if self.closed:
+            return self.draws.routes if self.draws.routes.size else np.zeros(1, np.int64)
+        routes = self.rep.routes
+        return np.zeros(1, np.int64) if routes is None else routes.astype(np.int64, copy=False)
 
     def answer(self, status: int) -> None:
         """Supply what the loop asked for: a batch shape's schedule, a noise chunk, room."""
@@ -159,15 +172,17 @@ class _EventRun:
             while self.chunk_of[r] < c:
                 self.noise[r] = self.rep.noise[r].draw_chunk()
                 self.chunk_of[r] += 1
+        elif status == ev.NEED_WINDOW:  # a manager's window or history is full
+            self.ctrl.make_room(srv.max_batch)
         elif status == ev.NEED_HEAP:  # finishes pending on one instant (stages of no time)
             self.fin = tuple(_grow(list(self.fin), 2 * self.fin[0].shape[0], [0.0, 0]))
         else:  # NEED_ROOM: a closed loop ran past the requests there is room for
-            self.cap *= 2
+            old, self.cap = self.cap, self.cap * 2
             self.draws.extend(self.cap)
             reqs, out = self.reqs, self.out
             self.reqs = _grow(reqs[:8], self.cap, [0.0, 0, -1, -1, 0.0, 0.0, 0, 0]) + (
                 _grow(reqs[8:], self.cap, [0.0]) if self.breakdown else reqs[8:])
-            self.reqs[1][:] = self.draws.exits
+            self.reqs[1][old:] = self.draws.exits[old:]  # served ones keep where they left
             self.out = _grow(out[:6], self.cap, [0] * 6) + _grow(out[6:], self.cap + 1, [0])
 
     def records(self) -> RunRecords:

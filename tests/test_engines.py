@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from helpers import scenario
@@ -209,15 +207,7 @@ def test_fast_engine_refuses_what_it_cannot_run():
     with pytest.raises(InputError, match="several replicas"):
         run_replication(*plan(), "fast")
     assert run_replication(*plan(), "auto")[1] == "reference"
-    # A stateful policy's decisions depend on what it has seen: reference only.
-    sc, rep = plan()
-    ofa = make_policy(policy_config(name="dynamic-ofa", levels=[{"name": "static:0"},
-                                                                 {"name": "none"}],
-                                    latency_target_ms=5, accuracy_target=0.9)).fit(TRACE)
-    sc = dataclasses.replace(sc, policy=ofa)
-    with pytest.raises(InputError, match="stateful"):
-        run_replication(sc, draw_replication(sc, RunConfig(requests=10),
-                                             np.random.SeedSequence(0)), "fast")
+    # Dynamic-OFA and a user's own stateful policy: tests/test_engines_manager.py.
 
 
 @pytest.mark.skipif(not fast_numba.available(), reason="numba is not installed")
