@@ -154,11 +154,17 @@ def test_cli_writes_a_study_that_simulates(tmp_path, capsys):
     assert main(["optimize", study, "--slo-p99-ms", "30", "--min-relative-accuracy", "0.99",
                  "-o", str(out), "--trials", "6", "--finalists", "1", "--seeds", "2",
                  "--screen-requests", "2000", "--no-baselines", "--workers", "1",
-                 "--quiet"]) == 0
+                 "--quiet", "--cost-per-replica-hour", "2"]) == 0
     text = capsys.readouterr().out
     assert "optimizer's choice" in text and "wrote" in text
     doc = json.loads((out / "optimize.json").read_text())
     assert doc["winner"]["feasible"] and doc["why"]
+    # Priced: the winner's cost per million requests, in the table, the JSON and the page.
+    win = doc["table"][0]
+    assert win["cost_per_million"] == pytest.approx(
+        2 * win["replicas"] / (doc["winner"]["detail"]["rate_rps"] * 3600) * 1e6)
+    assert f"{win['cost_per_million']:.4g}" in text
+    assert "cost per million requests" in (out / "report.html").read_text()
     best = load_config(out / "best.yaml")
     assert best.policy.name == doc["winner"]["point"]["policy.name"]
     assert best.slo.latency_ms == 30.0

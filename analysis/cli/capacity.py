@@ -126,7 +126,7 @@ def _plain(value):
 def _write(folder: Path, doc: dict, args: argparse.Namespace) -> None:
     """capacity.json (every variant: the search, its probes, what holds at the capacity),
     capacity.png and report.html, each atomically."""
-    from offramp.analysis.report.html import capacity_report
+    from offramp.analysis.report.search_pages import capacity_report
     from offramp.analysis.report.plots import plot_capacity
     from offramp.common.atomic import atomic_path
     from offramp.common.machine import command_line

@@ -122,15 +122,17 @@ def _baselines(text: str) -> list[str]:
 
 def _print(result, table_rows: list[dict], label: str, reasons: list[str]) -> None:
     table = Table(title=f"offramp optimize: {result.goal.describe()}")
+    priced = any(r.get("cost_per_million") is not None for r in table_rows)
     for head in ("", "configuration", label, "±95% CI", "× no exits", "test rel. acc [95% CI]",
-                 "ms/sample", "p99 ms"):
+                 "ms/sample", "p99 ms", *(["cost / 1M req"] if priced else [])):
         table.add_column(head, justify="left" if head in ("", "configuration") else "right")
     for r in table_rows:
         ci = r["test_relative_accuracy_ci95"]
         acc = "–" if r["test_relative_accuracy"] is None else (
             f"{r['test_relative_accuracy']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
         table.add_row(r["label"], r["config"], _f(r["value"], 5), _f(r["value_ci95"], 3),
-                      _f(r["vs_no_exits"], 3), acc, _f(r["cost_ms"], 4), _f(r["p99_ms"], 4))
+                      _f(r["vs_no_exits"], 3), acc, _f(r["cost_ms"], 4), _f(r["p99_ms"], 4),
+                      *([_f(r.get("cost_per_million"), 4)] if priced else []))
     out = Console()
     if not out.is_terminal:  # a file or a pipe: the whole table, not squeezed into 80 columns
         out = Console(width=180)

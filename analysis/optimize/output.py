@@ -124,8 +124,8 @@ def _clean(value: Any) -> Any:
 
 def write(result: Result, folder: Path, command: str) -> dict[str, Path]:
     """Write every output into ``folder``; returns them by name."""
-    from offramp.analysis.report.html import optimize_report
     from offramp.analysis.report.plots import plot_front
+    from offramp.analysis.report.search_pages import optimize_report
 
     folder = Path(folder)
     front = set(pareto(result.trials, result.goal.objective.maximize))

@@ -133,6 +133,12 @@ def sweep_report(folder: Path) -> str:
     best = best_points(frame)
     study = Path(info.get("study_file", info["study"]))
     config = study.read_text() if study.is_file() else "(the study file is not here)"
+    if "study_as_run" in info:  # what every point started from: the file with --set applied
+        import yaml
+
+        config = (f"# {info['study']}" + (f" with --set {' '.join(info['set'])}"
+                                          if info.get("set") else "") + "\n"
+                  + yaml.safe_dump(info["study_as_run"], sort_keys=False))
     grid = Path(info.get("grid_file", info["grid"]))
     grid_text = grid.read_text() if grid.is_file() else "(the grid file is not here)"
     sections = [(title, fig_png(fig)) for title, fig in sweep_figures(frame)]
@@ -142,8 +148,8 @@ def sweep_report(folder: Path) -> str:
                  ("Points", html_table(rows, [*fields, *show])),
                  ("Study", f"<pre>{html.escape(config)}</pre>"),
                  ("Grid", f"<pre>{html.escape(grid_text)}</pre>"),
-                 ("Reproduce", "<pre>" + html.escape(
-                     f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}")
+                 ("Reproduce", "<pre>" + html.escape(info.get("command") or (
+                     f"offramp sweep {info['study']} --grid {info['grid']} -o {folder}"))
                   + "</pre><p class='muted'>a re-run skips finished points</p>"),
                  ("Software", html_table([[k, v] for k, v in versions().items()],
                                          ["package", "version"]))]
@@ -199,14 +205,19 @@ def report(folder: str | Path) -> str:
     """The page for whatever kind of folder ``folder`` is."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(folder, None, "is not a folder", "pass a run or sweep folder")
+        raise InputError(folder, None, "is not a folder", "pass a run, sweep, capacity, "
+                         "optimize, frontier or concurrency folder")
     if (folder / "summary.json").exists():
         return run_report(folder)
     if (folder / "sweep.parquet").exists() and (folder / "sweep.json").exists():
         return sweep_report(folder)
     if (folder / "optimize.json").exists():
+        from offramp.analysis.report.search_pages import optimize_report
+
         return optimize_report(folder)
     if (folder / "capacity.json").exists():
+        from offramp.analysis.report.search_pages import capacity_report
+
         return capacity_report(folder)
     if any(folder.glob("*-frontier.csv")):
         from offramp.analysis.report.frontier_page import frontier_report
@@ -221,74 +232,3 @@ def report(folder: str | Path) -> str:
                      "(concurrency.json) or frontier (MODEL-frontier.csv) folder", "pass what "
                      "offramp simulate, sweep, optimize, capacity, concurrency or frontier "
                      "wrote with -o")
-
-
-def optimize_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
-    """The page of an optimize folder (``offramp optimize -o``)."""
-    doc = doc or json.loads((folder / "optimize.json").read_text())
-    head = ["", "configuration", doc["objective_label"], "± 95% CI", "× no exits",
-            "test rel. accuracy [95% CI]", "compute ms/sample (val)", "p99 ms", "replicas"]
-    rows = []
-    for r in doc["table"]:
-        ci = r["test_relative_accuracy_ci95"]
-        acc = fmt(r["test_relative_accuracy"], 4) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-        rows.append([r["label"], r["config"], fmt(r["value"], 5), fmt(r["value_ci95"], 3),
-                     fmt(r["vs_no_exits"], 3), acc, fmt(r["cost_ms"], 4), fmt(r["p99_ms"], 4),
-                     r["replicas"]])
-    spent = doc["simulated_requests"]
-    sections = [
-        ("Result", "<p>" + html.escape(doc["goal_line"] if "goal_line" in doc else "")
-         + "</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in doc["why"]) + "</ul>"
-         + html_table(rows, head)),
-        ("Accuracy against the objective", png_tag(folder / "front.png")
-         if (folder / "front.png").exists() else "<p class='muted'>no plot</p>"),
-        ("The winner as a study (best.yaml)",
-         f"<pre>{html.escape((folder / 'best.yaml').read_text())}</pre>"
-         if (folder / "best.yaml").exists() else ""),
-        ("Search space", f"<pre>{html.escape(json.dumps(doc['space'], indent=1))}</pre>"),
-        ("Spent", html_table([[k, f"{v:,}", fmt(doc["seconds"].get(k), 3)]
-                              for k, v in spent.items()],
-                             ["phase", "simulated requests", "seconds"])),
-        ("Reproduce", f"<pre>{html.escape(doc['command'])}</pre>"),
-        ("Software", html_table([[k, v] for k, v in versions().items()],
-                                ["package", "version"]))]
-    subtitle = f"{doc['study']} · {doc['trials']} candidates screened · {folder}"
-    return page(f"offramp optimize: {folder.name}", sections, subtitle)
-
-
-def capacity_report(folder: Path, doc: dict[str, Any] | None = None) -> str:
-    """The page of a capacity folder (``offramp capacity -o``)."""
-    doc = doc or json.loads((folder / "capacity.json").read_text())
-    rows = []
-    for label, v in doc["variants"].items():
-        there = v["at_capacity"]
-        rows.append([label, fmt(v["capacity_rps"], 5), fmt(v["plus_minus_rps"], 3),
-                     fmt(there["latency_p50_ms"], 4), fmt(there["latency_p99_ms"], 4),
-                     fmt(there["accuracy"], 4),
-                     " ".join(f"{f:.3f}" for f in there["exit_fractions"]),
-                     fmt(there["batch_size_stage_0"], 3), fmt(there["utilisation"], 3),
-                     len(v["probes"]), *([fmt(there["cost_per_million"], 4)]
-                                         if there.get("cost_per_million") is not None else [])])
-    slo = next(iter(doc["variants"].values()))["slo"]
-    head = ["variant", "capacity req/s", "± (half bracket)", "p50 ms there", "p99 ms there",
-            "accuracy", "exit fractions", "first-stage batch", "busy", "probes"]
-    if any(v["at_capacity"].get("cost_per_million") is not None
-           for v in doc["variants"].values()):
-        head.append("cost per million requests")
-    probes = [[label, fmt(p["rate_rps"], 5), fmt(p["value"], 4), fmt(p["ci95"], 3),
-               "holds" if p["holds"] else "fails", p["replications"]]
-              for label, v in doc["variants"].items() for p in v["probes"]]
-    sections = [("Capacity within the SLO", html_table(rows, head)),
-                ("Capacity by variant", png_tag(folder / "capacity.png")
-                 if (folder / "capacity.png").exists() else ""),
-                ("Probes", html_table(probes, ["variant", "rate req/s", "statistic",
-                                               "± 95% CI", "", "replications"])),
-                ("Fitted policies", "<pre>" + html.escape(json.dumps(
-                    {k: v["at_capacity"]["policy"] for k, v in doc["variants"].items()},
-                    indent=1)) + "</pre>"),
-                ("Reproduce", f"<pre>{html.escape(doc['command'])}</pre>"),
-                ("Software", html_table([[k, v] for k, v in versions().items()],
-                                        ["package", "version"]))]
-    what = (f"p{100 * slo['attainment']:g} <= {slo['latency_ms']:g} ms"
-            if slo.get("attainment") else f"mean <= {slo['latency_ms']:g} ms")
-    return page(f"offramp capacity: {folder.name}", sections, f"{doc['study']} · {what} · {folder}")

@@ -29,6 +29,7 @@ from offramp.analysis.study.config import load_yaml, parse_config
 from offramp.analysis.study.overrides import apply_fields
 from offramp.common.atomic import atomic_path
 from offramp.common.errors import InputError
+from offramp.common.machine import command_line
 
 SWEEP_OUTPUTS = ("points", "sweep.parquet", "sweep.json", "report.html")
 
@@ -166,7 +167,10 @@ def run_sweep(study: str | Path, grid: str | Path, out: str | Path, executor: Ex
         tmp.write_text(json.dumps({"study": str(study), "grid": str(grid),
                                    "study_file": str(Path(study).resolve()),
                                    "grid_file": str(Path(grid).resolve()),
-                                   "set": list(sets), "points": len(points)}, indent=1) + "\n")
+                                   "set": list(sets), "points": len(points),
+                                   "cost_per_replica_hour": cost_per_replica_hour,
+                                   "study_as_run": base, "command": command_line()},
+                                  indent=1) + "\n")
     return frame
 
 
