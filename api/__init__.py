@@ -1,5 +1,5 @@
 """offramp: a discrete-event simulator and policy optimizer for serving multi-exit DNNs with
-batching. This is its Python API, the twin of every command (docs/api.md)::
+batching. This is its Python API, the twin of every study command (docs/api.md)::
 
     import offramp
 
@@ -23,14 +23,17 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Capacity", "Run", "Study", "Summary", "__version__", "capacity", "fit_policy",
-           "load_profile", "load_study", "load_trace", "optimize", "report", "simulate",
-           "sweep", "validate"]
+__all__ = ["Capacity", "Frontier", "Run", "Study", "Summary", "__version__", "capacity",
+           "concurrency", "demo", "fit_policy", "frontier", "load_profile", "load_study",
+           "load_trace", "optimize", "pipeline", "report", "simulate", "sweep", "validate"]
+# The twins of the commands that compare many runs live in offramp.study_twins.
+_STUDY_TWINS = {"Frontier", "concurrency", "demo", "frontier", "pipeline"}
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        value = getattr(importlib.import_module("offramp.twins"), name)
+        home = "offramp.study_twins" if name in _STUDY_TWINS else "offramp.twins"
+        value = getattr(importlib.import_module(home), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'offramp' has no attribute {name!r}")

@@ -169,10 +169,13 @@ class Capacity:
 
 def capacity(study: Study | str | Path, slo_p99_ms: float | None = None,
              attainment: float = 0.99, slo_mean_ms: float | None = None,
-             policy: ExitPolicy | None = None, rel_tol: float = 0.01) -> Capacity:
+             policy: ExitPolicy | None = None, rel_tol: float = 0.01,
+             cost_per_replica_hour: float | None = None) -> Capacity:
     """The study's capacity at ``p{attainment} <= slo_p99_ms`` (default: the study's
-    ``slo.latency_ms``) or at a mean latency bound, with common random numbers across probes."""
+    ``slo.latency_ms``) or at a mean latency bound, with common random numbers across probes
+    (priced: ``at_capacity["cost_per_million"]``, as ``--cost-per-replica-hour`` gives)."""
     from offramp.analysis.studies.capacity import capacity_explained
+    from offramp.analysis.study.cost import cost_per_million
     from offramp.common.errors import InputError
 
     study = load_study(study)
@@ -184,6 +187,8 @@ def capacity(study: Study | str | Path, slo_p99_ms: float | None = None,
     stat = "attainment" if slo_p99_ms is not None else "mean"
     res, there = capacity_explained(study.config, study.base, slo_p99_ms or slo_mean_ms,
                                     attainment, stat, rel_tol, policy=policy)
+    there["cost_per_million"] = cost_per_million(cost_per_replica_hour,
+                                                 study.config.server.replicas, res.capacity_rps)
     return Capacity(res.capacity_rps, res.plus_minus_rps, there, res)
 
 

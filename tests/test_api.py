@@ -88,6 +88,9 @@ def test_capacity_gives_what_the_command_prints(tmp_path, capsys):
     assert cap.at_capacity["latency_p99_ms"] == cli["at_capacity"]["latency_p99_ms"]
     with pytest.raises(InputError, match="slo_p99_ms"):
         offramp.capacity(path)  # this study has no slo section
+    priced = offramp.capacity(path, slo_p99_ms=20, cost_per_replica_hour=3.0)
+    assert priced.at_capacity["cost_per_million"] == pytest.approx(
+        3.0 / (priced.capacity_rps * 3600) * 1e6)
 
 
 def test_sweep_of_a_python_study_writes_what_it_ran(tmp_path):
@@ -100,3 +103,27 @@ def test_sweep_of_a_python_study_writes_what_it_ran(tmp_path):
                  "-o", str(tmp_path / "cli"), "--workers", "1", "--quiet"]) == 0
     pd.testing.assert_frame_equal(frame, pd.read_parquet(tmp_path / "cli" / "sweep.parquet"))
     assert offramp.report(out).name == "report.html"
+
+
+def test_the_study_twins_give_what_their_commands_print(tmp_path, capsys):
+    # concurrency, pipeline and frontier: the same rows as the commands' --json.
+    path = _file(tmp_path, {**STUDY, "run": {"requests": 1500, "replications": 1}})
+    assert main(["concurrency", str(path), "--clients", "1,8", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    rows = offramp.concurrency(path, [1, 8])
+    assert rows["throughput_rps"].tolist() == pytest.approx([r["throughput_rps"] for r in cli],
+                                                            rel=1e-9)  # JSON keeps 10 digits
+    assert offramp.concurrency(path, "1,8")["concurrency"].tolist() == [1, 8]
+    assert main(["pipeline", "examples/capacity-fmnist.yaml", "--gpus", "2,4", "--json"]) == 0
+    assert offramp.pipeline("examples/capacity-fmnist.yaml", [2, 4]) == json.loads(
+        capsys.readouterr().out)
+    data = Path(__file__).parent / "data"
+    trace, profile = data / "synthetic-trace.npz", data / "synthetic-profile.json"
+    assert main(["frontier", "--trace", str(trace), "--profile", str(profile), "--eenet-fits",
+                 "1", "--eenet-epochs", "20", "-o", str(tmp_path / "f"), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    got = offramp.frontier(trace, profile, tmp_path / "g", eenet_fits=1, eenet_epochs=20)
+    assert got.points["test_accuracy"].tolist() == pytest.approx(
+        [p["test_accuracy"] for p in cli["points"]], rel=1e-9)
+    assert len(got.comparison) == len(cli["budgets"])
+    assert (tmp_path / "g" / "synthetic-trace-frontier.csv").exists()
