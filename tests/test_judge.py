@@ -73,3 +73,39 @@ def test_the_overall_line_counts_and_advises():
     line = overall(table)
     assert line.startswith("overall: 2 of 4 cells within, 1 outside, 1 too noisy to judge")
     assert "stage table" in line and "more repeats" in line and "1 repeats left out" in line
+
+
+def test_a_miss_is_explained_by_queueing_or_the_stages_up_to_an_exit():
+    # Built by hand: the simulation's time in service is right at exit 0 and 25% long at
+    # exit 3 (its later stages), its queueing right: the explanation names in service and
+    # the stages up to exit 3.
+    import pandas as pd
+
+    from offramp.analysis.validation.explain import explain_misses
+
+    def side(service_ms_at_3, queue_ms):
+        n = 200
+        arrival = [i * 0.01 for i in range(n)]
+        exits = [0 if i % 2 else 3 for i in range(n)]
+        dispatch = [a + queue_ms / 1e3 for a in arrival]
+        finish = [d + (1.0 if k == 0 else service_ms_at_3) / 1e3
+                  for d, k in zip(dispatch, exits, strict=True)]
+        return pd.DataFrame({"arrival_s": arrival, "dispatch_s": dispatch, "finish_s": finish,
+                             "exit_index": exits, "warmup": [i < 10 for i in range(n)],
+                             "key": "shrink-L1"})
+
+    table = pd.DataFrame({"key": ["shrink-L1", "shrink-L1", "none-L0"], "mode": "shrink",
+                          "load": [{"utilisation": 0.6}] * 3,
+                          "within": [True, False, False], "verdict": ["within", "outside",
+                                                                      "within"]})
+    out = explain_misses(table, side(4.0, 0.5), side(5.0, 0.5))
+    assert list(out) == ["shrink-L1"]  # only the point with a cell outside
+    part = out["shrink-L1"]
+    assert part["queue"]["error"] == pytest.approx(0.0, abs=1e-9)
+    assert part["service_by_exit"][0]["error"] == pytest.approx(0.0, abs=1e-9)
+    assert part["service_by_exit"][3]["error"] == pytest.approx(0.25)
+    assert part["line"].startswith("shrink at 60% busy: in service misses most")
+    assert "the stages up to exit 3 (+25%" in part["line"]
+    # Queueing that misses more than service is named instead.
+    line = explain_misses(table, side(4.0, 0.5), side(4.0, 1.0))["shrink-L1"]["line"]
+    assert "queueing misses most" in line

@@ -141,6 +141,8 @@ def print_table(table, doc) -> None:
     if costs:
         console.print("stage costs: " + ", ".join(costs))
     console.print(overall(table))
+    for part in (doc.get("explanations") or {}).values():
+        console.print(f"- {part['line']}")
 
 
 def overall(table) -> str:
@@ -153,7 +155,8 @@ def overall(table) -> str:
     line = (f"overall: {n - out - noisy} of {n} cells within, {out} outside, {noisy} too noisy "
             "to judge")
     if out:
-        line += "; outside: look at the stage table (validation.png) for the stage that explains it"
+        line += ("; outside: where each operating point misses is below (queueing or in service, "
+                 "and the exit whose stages), each stage in the stage table (validation.png)")
     if noisy:
         line += "; too noisy: more repeats or a quieter machine (the spread exceeds 25%)"
     if flagged:

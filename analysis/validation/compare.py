@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offramp.analysis.validation.explain import explain_misses
 from offramp.analysis.validation.io import read_real_side, read_run, real_records
 from offramp.analysis.validation.judge import judge_cells
 from offramp.analysis.validation.prepare import STATS, _json
@@ -116,23 +117,24 @@ def compare(plan_dir: Path, trace: ExitTrace, policy, sim_replications: int = 5,
     rows, real_frames, sim_frames, stage_frames = ([x for part in parts for x in part[i]]
                                                    for i in range(4))
     table = pd.DataFrame(rows)
-    for name, frames in (("real.parquet", real_frames), ("sim.parquet", sim_frames)):
+    real_all, sim_all = (pd.concat(f, ignore_index=True) for f in (real_frames, sim_frames))
+    for name, frame in (("real.parquet", real_all), ("sim.parquet", sim_all)):
         with atomic_path(plan_dir / name) as tmp:
-            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+            frame.to_parquet(tmp, index=False)
     doc = {"plan": plan.to_dict(), "machine": manifest.get("machine"), "streams": manifest["streams"],
            "runs": manifest["runs"], "profile": profile.source, "in_loop_stages": in_loop,
            "served_costs": profiles[None].meta.get("served_costs") if in_loop else None,
            "served_costs_by_load": {f"L{li}": p.meta["served_costs"] for li, p in profiles.items()
                                     if li is not None},
            "calibrate_on": sorted(calibration) if calibration is not None else None,
-           "table": json.loads(table.to_json(orient="records"))}
+           "table": json.loads(table.to_json(orient="records")),
+           "explanations": explain_misses(table, real_all, sim_all)}
     with atomic_path(plan_dir / "validation.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
     from offramp.analysis.report.plots import plot_validation
 
-    plot_validation(pd.concat(real_frames, ignore_index=True),
-                    pd.concat(sim_frames, ignore_index=True),
-                    pd.concat(stage_frames, ignore_index=True), plan_dir / "validation.png")
+    plot_validation(real_all, sim_all, pd.concat(stage_frames, ignore_index=True),
+                    plan_dir / "validation.png")
     return {"table": table, "doc": doc}
 
 
