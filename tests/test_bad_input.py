@@ -218,6 +218,22 @@ def test_errors_name_what_the_user_typed(argv, field, words, tmp_path, capsys, m
     assert len(err) == 1 and f"field '{field}'" in err[0] and words in err[0], err
 
 
+@pytest.mark.parametrize("flags,line", [
+    (["--compare", "exit_mode=none"], "offramp: error: --compare: field 'exit_mode=none': must "
+     'look like section.field=value (fix: e.g. --compare "server.exit_mode=none")'),
+    (["--compare", "server.max_batch="], "offramp: error: --compare: field 'server.max_batch=': "
+     "has no value after '=' (fix: e.g. --compare server.max_batch=16)"),
+    (["--set", "exit_mode=none", "--compare", "server.max_batch=8"], "offramp: error: --set: "
+     "field 'exit_mode=none': must look like section.field=value (fix: e.g. --set "
+     "workload.rate_rps=2000)"),
+])
+def test_capacity_errors_name_the_flag_typed(flags, line, capsys, monkeypatch):
+    """A malformed --compare item is a --compare error with a --compare example."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main(["capacity", STUDY, *SHORT, *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
 def test_capacity_takes_the_slo_each_variant_sets(capsys, monkeypatch):
     """A --set or --compare of slo.latency_ms is the bound searched (it was ignored)."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
@@ -248,6 +264,8 @@ def test_a_search_range_must_be_a_range():
      "--max-batch", "lower --max-batch"),
     (["--policy", "maxprob", "--budget-ms", "1", "--param", "exits=[0]"], "--param exits",
      "use --param exits with"),
+    (["--policy", "bogus"], "--policy", "unknown policy 'bogus'"),
+    (["--policy", "static:9"], "--policy", "static:9 but the trace has exits 0..3"),
 ])
 def test_fit_errors_name_its_flags(flags, field, words, tmp_path, capsys):
     assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu", *flags,

@@ -39,11 +39,39 @@ def test_fit_saves_a_policy_that_simulate_loads(tmp_path, capsys):
     assert np.allclose(fractions, doc["report"]["test"]["exit_fractions"], atol=0.05)
 
 
+def _costs_ms(tmp_path, capsys) -> list[float]:
+    """The per-exit costs (batch 1) `offramp fit` reports for the synthetic profile."""
+    assert main(["fit", "--trace", TRACE, "--profile", PROFILE, "--policy", "static:0",
+                 "-o", str(tmp_path / "s.json"), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["report"]["costs_ms"]
+
+
 def test_fit_rejects_missing_constraint(tmp_path, capsys):
+    costs = _costs_ms(tmp_path, capsys)
     assert main(["fit", "--trace", TRACE, "--profile", PROFILE, "--policy", "eenet",
                  "-o", str(tmp_path / "p.json")]) == 2
-    assert "budget_ms" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    # The fix gives the budgets that mean something on this profile: first exit .. full model.
+    assert err == ["offramp: error: offramp fit: field '--budget-ms': eenet needs budget_ms "
+                   f"(fix: give --budget-ms between {costs[0]:.4g} ms (everything at the first "
+                   f"exit) and {costs[-1]:.4g} ms (the full model) per sample)"]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_fit_warns_of_a_budget_above_the_full_model(tmp_path, capsys):
+    """A budget above the full model's cost binds nothing: one warning line, and the fit runs."""
+    costs = _costs_ms(tmp_path, capsys)
+    quick = ["--param", "n_fits=1", "--param", "epochs=2"]
+    for budget, warned in ((50.0, True), (costs[-1], False), (0.5 * (costs[0] + costs[-1]), False)):
+        assert main(["fit", "--trace", TRACE, "--profile", PROFILE, "--policy", "eenet",
+                     "--budget-ms", str(budget), *quick, "-o", str(tmp_path / "e.json")]) == 0
+        err = capsys.readouterr().err.strip().splitlines()
+        if not warned:
+            assert err == [], err
+            continue
+        assert len(err) == 1 and err[0].startswith("offramp fit: warning: --budget-ms 50 is "
+                                                   "above the full model's cost"), err
+        assert f"{costs[-1]:.4g} ms" in err[0] and "no more than the full model" in err[0]
 
 
 def test_frontier_reports_the_oracle_bound_and_mixes(tmp_path, capsys):

@@ -325,19 +325,49 @@ def test_swept_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words
     test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, build, words)
 
 
+def _commands(parser, name: str = "") -> list[str]:
+    """Every command line the parser takes, nested ones included ("" is `offramp` itself)."""
+    import argparse
+
+    out = [name]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, child in action.choices.items():
+                out += _commands(child, f"{name} {sub}".strip())
+    return out
+
+
 def test_help_has_no_markup_or_internal_notes():
-    """Every command's --help reads as plain text: no reST markup, no pointers into the source."""
+    """Every command's --help reads as plain text: no reST markup, no pointers into the source
+    (a module path like sim/pipeline.py)."""
     import re
     import subprocess
     import sys
 
-    commands = ["", "simulate", "capacity", "sweep", "report", "demo", "fit", "frontier",
-                "optimize", "validate", "profile", "profile run", "profile import",
-                "profile calibrate", "traces", "traces import", "traces record"]
+    from offramp.analysis.cli import build_parser
+
+    commands = _commands(build_parser())
+    assert {"concurrency", "pipeline", "profile show", "traces train"} <= set(commands)
     for cmd in commands:
         out = subprocess.run([sys.executable, "-m", "offramp.analysis.cli", *cmd.split(),
                               "--help"], capture_output=True, text=True, check=True).stdout
         assert not re.search(r"``|:(mod|func|class|data|meth):|The work (is|lives)", out), cmd
+        assert not re.search(r"\b[\w.-]+/[\w./-]*\.py\b", out), (cmd, out)
+
+
+@pytest.mark.parametrize("argv,prog,unknown", [
+    (["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu", "--policy", "entropy",
+      "--tolerance", "99", "--max-batchh", "8", "-o", "f.json"], "offramp fit", "--max-batchh 8"),
+    (["simulate", "study.yaml", "-o", "r", "--reps", "3"], "offramp simulate", "--reps 3"),
+    (["profile", "show", "fmnist-resnet-cpu", "--plott", "p.png"], "offramp profile show",
+     "--plott p.png"),
+    (["--verbose", "profile", "list"], "offramp", "--verbose"),
+])
+def test_an_unknown_option_names_the_command_it_was_given_to(argv, prog, unknown, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"offramp: error: {prog}: unrecognized arguments: {unknown} "
+                   f"(fix: see `{prog} --help`)"]
 
 
 def test_help_starts_without_the_heavy_libraries():
@@ -353,3 +383,24 @@ def test_help_starts_without_the_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_relative_policy_file_is_read_from_the_study_folder(tmp_path, monkeypatch, capsys):
+    # The rule (README, policy row): relative to the study file, also given by --set; where the
+    # file is in the current folder instead, the error says so with the path to give.
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "s.yaml").write_text(yaml.safe_dump({
+        "trace": {"path": "fmnist-resnet"}, "profile": {"path": "fmnist-resnet-cpu"},
+        "policy": {"name": "none"}, "run": {"requests": 500, "replications": 1}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--trace", "fmnist-resnet", "--profile", "fmnist-resnet-cpu",
+                 "--policy", "static:1", "-o", "pol.json"]) == 0
+    capsys.readouterr()
+    args = ["simulate", "sub/s.yaml", "--set", "policy.from_file=pol.json", "-o", "run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sub/pol.json" in err
+    assert f"give {tmp_path / 'pol.json'}" in err
+    assert main(["simulate", "sub/s.yaml", "--set", f"policy.from_file={tmp_path / 'pol.json'}",
+                 "-o", "run"]) == 0

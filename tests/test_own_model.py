@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -132,3 +133,66 @@ def test_a_model_or_data_off_the_protocol_is_the_users_error_with_the_fix():
     ok = record_from_loaders(_Tiny(), {"val": [(torch.as_tensor(x), y)] * 2,
                                        "test": [(torch.as_tensor(x), y)] * 2}, dataset="d")
     assert ok.n_exits == 2 and ok.n_samples == 16
+
+
+BAD_DATA = '''
+import numpy as np
+import torch
+
+X, Y = np.zeros((4, 4), np.float32), np.arange(4) % 3
+
+
+def good():
+    return {"val": [(torch.as_tensor(X), Y)], "test": (b for b in [(torch.as_tensor(X), Y)] * 2)}
+
+
+def numpy_inputs():
+    return {"val": [(X, Y)], "test": [(X, Y)]}
+
+
+def a_list():
+    return [(torch.as_tensor(X), Y)]
+
+
+def only_test():
+    return {"test": [(torch.as_tensor(X), Y)]}
+
+
+def triples():
+    return {"val": [(torch.as_tensor(X), Y, 0)], "test": [(torch.as_tensor(X), Y, 0)]}
+
+
+def not_batches():
+    return {"val": 3, "test": 3}
+'''
+
+
+@pytest.mark.parametrize("factory, match", [
+    ("numpy_inputs", r"field 'test\[0\] inputs': is a ndarray, not a torch.Tensor"),
+    ("a_list", r"must give \{'val': batches, 'test': batches\}, got a list"),
+    ("only_test", r"must give \{'val': batches, 'test': batches\}, got \['test'\]"),
+    ("triples", r"field 'test\[0\]': must be an \(inputs, labels\) pair, got 3 items"),
+    ("not_batches", r"field 'test': is not an iterable of \(inputs, labels\) batches"),
+])
+def test_validate_checks_a_data_factory_as_record_does(factory, match, tmp_path, monkeypatch):
+    """``offramp validate`` reads the user's test batches through the check ``traces record``
+    uses: data off the protocol is the user's error, naming the factory and the fix."""
+    from offramp.analysis.validation.prepare import own_test_inputs
+    from offramp.common.factory import call_factory
+    from offramp.traces.own import record_from_loaders
+
+    (tmp_path / "offramp_test_data_factories.py").write_text(BAD_DATA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = "offramp_test_data_factories:good"
+    trace = record_from_loaders(_Tiny(), call_factory(spec, [], "--data-factory", ""),
+                                dataset="d", source=spec)
+    ids, parts = own_test_inputs(trace, {"data_factory": spec})
+    assert np.array_equal(ids, trace.indices("test")) and parts[0].shape == (8, 4)
+    spec = f"offramp_test_data_factories:{factory}"
+    with pytest.raises(InputError, match=match) as err:
+        own_test_inputs(trace, {"data_factory": spec})
+    assert err.value.source == spec and "the protocol: offramp.traces.own" in err.value.fix
+    with pytest.raises(InputError) as same:  # one rule: record says the same (of val, first)
+        record_from_loaders(_Tiny(), call_factory(spec, [], "--data-factory", ""),
+                            dataset="d", source=spec)
+    assert (same.value.problem, same.value.fix) == (err.value.problem, err.value.fix)

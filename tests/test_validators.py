@@ -14,7 +14,7 @@ from offramp.analysis.study.config import parse_config
 from offramp.common.errors import InputError
 from offramp.profiling.format import LatencyProfile, check_profile_matches, validate_profile
 from offramp.sim.config import RunConfig, ServerConfig, WorkloadConfig
-from offramp.traces.format import validate_trace
+from offramp.traces.format import load_trace, save_trace, validate_trace
 from offramp.traces.synthetic import synthetic_trace
 
 TRACE = synthetic_trace(60, n_exits=3, n_classes=4, seed=2)
@@ -104,6 +104,45 @@ def test_trace_correct_accuracy_and_exit_metadata():
     bad_trace("correct.*bool", correct=TRACE.correct.astype(int))
     bad_trace("no samples", labels=TRACE.labels[:0])
 
+
+SIZES = {"val": int((TRACE.split == 0).sum()), "test": int((TRACE.split == 1).sum())}
+DESCRIBED = {**TRACE.meta, "split_sizes": SIZES, "class_names": ["a", "b", "c", "d"],
+             "exit_position_unit": "fraction of layers", "entropy_recorded": True}
+
+
+def test_trace_metadata_that_describes_the_arrays():
+    validate_trace(replace(TRACE, meta=DESCRIBED))
+    validate_trace(replace(TRACE, meta={**DESCRIBED, "synthetic": False}))
+    only_test = {**DESCRIBED, "split_sizes": {"test": TRACE.n_samples},
+                 "full_model_accuracy": float(TRACE.correct[:, -1].mean())}
+    validate_trace(replace(TRACE, split=np.ones_like(TRACE.split), meta=only_test))  # no val
+    for key, value in [("split_sizes", {**SIZES, "test": SIZES["test"] + 1}),
+                       ("split_sizes", {**SIZES, "train": 0}), ("split_sizes", [1, 2]),
+                       ("split_sizes", {**SIZES, "val": float(SIZES["val"])}),
+                       ("class_names", ["a", "b", "c", 3]), ("class_names", "abcd"),
+                       ("synthetic", 1), ("exit_position_unit", "")]:
+        bad_trace(f"meta.{key}", meta={**DESCRIBED, key: value})
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("split_sizes", {"val": 1, "test": 2},
+     r"as the split array holds them, \{'val': \d+, 'test': \d+\}, got \{'val': 1, 'test': 2\}"),
+    ("class_names", ["a", "b"], r"must list 4 names \(meta.num_classes\), one per class, got 2"),
+    ("synthetic", "maybe", "must be true or false, got 'maybe'"),
+    ("entropy_recorded", "no", "must be true or false, got 'no'"),
+    ("exit_position_unit", 5, "must be a non-empty string, got 5")])
+def test_loading_a_trace_whose_metadata_disagrees_is_one_error(key, value, match, tmp_path):
+    good = save_trace(replace(TRACE, meta=DESCRIBED), tmp_path / "good.npz")
+    with np.load(good) as z:
+        data = {name: z[name] for name in z.files}
+    path = tmp_path / "bad.npz"
+    meta = {**json.loads(str(data["meta"])), key: value}
+    np.savez_compressed(path, **{**data, "meta": np.array(json.dumps(meta))})
+    load_trace(good)
+    with pytest.raises(InputError, match=match) as err:
+        load_trace(path)
+    assert (err.value.source, err.value.field) == (str(path), f"meta.{key}")
+    assert "offramp traces record" in err.value.fix
 
 PROF = affine_profile(3, range(1, 5))
 

@@ -11,14 +11,18 @@
   profiler times every stage on it.
 - optional: ``model_id`` (else give ``--model-id``), ``exit_names``, ``exit_positions``.
 
-:func:`record_from_loaders` runs such a model over the user's val and test batches (any
-iterables of ``(inputs, labels)``) and builds the validated trace, as ``offramp traces record
---model-factory ... --data-factory ...`` does.
+**The data** (checked by :func:`check_loaders` and :func:`factory_batches`): a data factory
+returns ``{"val": batches, "test": batches}``, each any iterable of ``(inputs, labels)`` pairs
+whose inputs are what ``example_input`` gives (a tensor or a tuple of tensors).
+
+:func:`record_from_loaders` runs such a model over the user's val and test batches and builds
+the validated trace, as ``offramp traces record --model-factory ... --data-factory ...`` does;
+``offramp validate`` reads the same factory's test batches through :func:`factory_batches`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -59,6 +63,37 @@ def check_inputs(x: Any, source: str, where: str) -> None:
                          "give tensors, e.g. torch.as_tensor(x) (the protocol: offramp.traces.own)")
 
 
+def check_loaders(loaders: Any, source: str) -> None:
+    """One :class:`InputError` unless a data factory gave ``{"val": batches, "test": batches}``."""
+    if not isinstance(loaders, Mapping) or set(loaders) != set(SPLITS):
+        got = sorted(map(str, loaders)) if isinstance(loaders, Mapping) else \
+            f"a {type(loaders).__name__}"
+        raise InputError(source, None, "must give {'val': batches, 'test': batches}, got "
+                         f"{got}", "return both splits from the data factory (the protocol: "
+                         "offramp.traces.own)")
+
+
+def factory_batches(loaders: Mapping[str, Any], name: str, source: str
+                    ) -> Iterator[tuple[str, Any, Any]]:
+    """Split ``name``'s batches of a checked data factory as ``(where, inputs, labels)``
+    (``where``: ``"test[3]"``), each checked against the protocol as it comes."""
+    try:
+        batches = iter(loaders[name])
+    except TypeError:
+        raise InputError(source, name, "is not an iterable of (inputs, labels) batches (got "
+                         f"{type(loaders[name]).__name__})", "give a list or generator of "
+                         "(x, y) batches (the protocol: offramp.traces.own)") from None
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else \
+                f"a {type(batch).__name__}"
+            raise InputError(source, f"{name}[{i}]", f"must be an (inputs, labels) pair, got "
+                             f"{got}", "yield (x, y) batches (the protocol: offramp.traces.own)")
+        x, y = batch
+        check_inputs(x, source, f"{name}[{i}] inputs")
+        yield f"{name}[{i}]", x, y
+
+
 def run_exits(model: Any, x: Any, source: str, where: str) -> list[torch.Tensor]:
     """:func:`forward_exits`, with a failure inside the user's model (or a head that does not
     give (batch, classes) logits) as one :class:`InputError` naming the input."""
@@ -97,19 +132,12 @@ def record_from_loaders(model: Any, loaders: Mapping[str, Iterable[Any]], *,
     model_id = model_id or getattr(model, "model_id", None)
     if not model_id:
         raise InputError("model", "model_id", "missing", "give --model-id (or model.model_id)")
-    if not isinstance(loaders, Mapping) or set(loaders) != set(SPLITS):
-        raise InputError(source, None, "must give {'val': batches, 'test': batches}",
-                         "return both splits from the data factory")
+    check_loaders(loaders, source)
     model.eval()
     outs, labels, split = [], [], []
     for name in SPLITS:
-        for i, batch in enumerate(loaders[name]):
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise InputError(source, f"{name}[{i}]", "must be an (inputs, labels) pair",
-                                 "yield (x, y) batches")
-            x, y = batch
-            check_inputs(x, source, f"{name}[{i}] inputs")
-            exits = run_exits(model, x, source, f"{name}[{i}] inputs")
+        for where, x, y in factory_batches(loaders, name, source):
+            exits = run_exits(model, x, source, f"{where} inputs")
             logits = torch.stack([h.double() for h in exits], dim=1)
             outs.append(torch.softmax(logits, dim=2).cpu().numpy())
             y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)

@@ -1,6 +1,14 @@
 """The exit-trace schema: the splits, the required metadata, the model-id rule, and the checks
 :func:`offramp.traces.format.validate_trace` runs, in order (metadata, arrays, exits, the stored
-softmax), each raising ``bad(field, problem)`` on the first problem."""
+softmax), each raising ``bad(field, problem)`` on the first problem.
+
+The metadata that describes the arrays, and where each is checked: ``num_classes``,
+``full_model_accuracy``, ``model_id``, ``dataset``, ``produced_by``, ``synthetic``,
+``class_names``, ``entropy_recorded``, ``exit_position_unit`` (:func:`check_meta`);
+``exit_names``, ``exit_positions``, ``split_sizes`` and the accuracy's agreement with the last
+exit (:func:`check_exits`). ``class_names``, ``entropy_recorded``, ``exit_position_unit`` and
+``split_sizes`` are optional; where present they must agree. (Load adds nothing else the arrays
+could contradict; ``corruptions`` describes the data set, not the arrays.)"""
 
 from __future__ import annotations
 
@@ -52,7 +60,26 @@ def check_meta(t: ExitTrace, bad: Bad) -> int:
                   f"{t.meta['model_id']!r} (it names files)")
     if not isinstance(t.meta["produced_by"], dict):
         raise bad("meta.produced_by", f"must be a mapping, got {t.meta['produced_by']!r}")
+    check_descriptions(t, c, bad)
     return c
+
+
+def check_descriptions(t: ExitTrace, c: int, bad: Bad) -> None:
+    """The flags and names that describe the arrays: ``synthetic`` and (where present)
+    ``entropy_recorded`` are true or false, ``class_names`` names each of the C classes,
+    ``exit_position_unit`` is a non-empty string."""
+    for key in ("synthetic", "entropy_recorded"):
+        if key in t.meta and not isinstance(t.meta[key], bool):
+            raise bad(f"meta.{key}", f"must be true or false, got {t.meta[key]!r}")
+    names = t.meta.get("class_names")
+    if "class_names" in t.meta and (not isinstance(names, list) or len(names) != c
+                                    or not all(isinstance(x, str) for x in names)):
+        got = f"{len(names)} names" if isinstance(names, list) else repr(names)
+        raise bad("meta.class_names", f"must list {c} names (meta.num_classes), one per class, "
+                  f"got {got}")
+    unit = t.meta.get("exit_position_unit")
+    if "exit_position_unit" in t.meta and (not isinstance(unit, str) or not unit):
+        raise bad("meta.exit_position_unit", f"must be a non-empty string, got {unit!r}")
 
 
 def check_arrays(t: ExitTrace, c: int, bad: Bad
@@ -103,7 +130,8 @@ def check_arrays(t: ExitTrace, c: int, bad: Bad
 
 
 def check_exits(t: ExitTrace, k: int, bad: Bad) -> None:
-    """The exits' names and positions, and the recorded full-model accuracy."""
+    """The metadata checked against the arrays: the exits' names and positions, the split
+    sizes, and the recorded full-model accuracy."""
     names, positions = t.meta["exit_names"], t.meta["exit_positions"]
     if not isinstance(names, list) or len(names) != k or not all(isinstance(x, str) for x in names):
         raise bad("meta.exit_names", f"must list {k} names, one per exit")
@@ -114,12 +142,27 @@ def check_exits(t: ExitTrace, k: int, bad: Bad) -> None:
         raise bad("meta.exit_positions", f"must be finite numbers >= 0, got {positions}")
     if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
         raise bad("meta.exit_positions", f"must increase, got {positions}")
+    check_split_sizes(t, bad)
     test = t.split == SPLITS.index("test")
     if test.any():
         acc = float(t.correct[test, -1].mean())
         if abs(acc - float(t.meta["full_model_accuracy"])) > 1e-6:
             raise bad("meta.full_model_accuracy",
                       f"says {t.meta['full_model_accuracy']} but the last exit's test accuracy is {acc}")
+
+
+def check_split_sizes(t: ExitTrace, bad: Bad) -> None:
+    """``meta.split_sizes``, where present: each split's sample count, as ``split`` holds it (a
+    split without samples may be left out)."""
+    if "split_sizes" not in t.meta:
+        return
+    sizes = t.meta["split_sizes"]
+    counts = {name: int((t.split == i).sum()) for i, name in enumerate(SPLITS)}
+    if (not isinstance(sizes, dict) or not set(sizes) <= set(SPLITS)
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in sizes.values())
+            or any(sizes.get(name, 0) != n for name, n in counts.items())):
+        raise bad("meta.split_sizes", f"must give each split's sample count as the split array "
+                  f"holds them, {counts}, got {sizes!r}")
 
 
 def check_softmax(t: ExitTrace, n: int, k: int, c: int,

@@ -33,6 +33,14 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _fields(args: argparse.Namespace, sets: list[str]) -> dict:
+    """The --set fields, then this variant's --compare ones (the later wins), each error naming
+    the flag it came from."""
+    from offramp.analysis.study.overrides import parse_sets
+
+    return {**parse_sets(args.set), **parse_sets(sets, "--compare")}
+
+
 def _slo(args: argparse.Namespace, study_slo: float | None) -> tuple[float, str]:
     """(bound ms, statistic): --slo-p99-ms or --slo-mean-ms, else the study's slo.latency_ms
     at --attainment."""
@@ -50,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import capacity_explained
     from offramp.analysis.study.config import load_config, naming_study, parse_config
     from offramp.analysis.study.cost import cost_per_million
-    from offramp.analysis.study.overrides import apply_sets
+    from offramp.analysis.study.overrides import apply_fields
 
     if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     results = []
     for label, sets in _variants(args):
-        data = apply_sets(cfg0.model_dump(mode="json", exclude_unset=True), [*args.set, *sets])
+        data = apply_fields(cfg0.model_dump(mode="json", exclude_unset=True),
+                            _fields(args, sets), "--compare" if sets else "--set")
         named = f"{args.config} with {label}" if sets else (
             f"{args.config} with --set" if args.set else args.config)
         cfg = parse_config(data, named)
@@ -126,8 +135,8 @@ def _plain(value):
 def _write(folder: Path, doc: dict, args: argparse.Namespace) -> None:
     """capacity.json (every variant: the search, its probes, what holds at the capacity),
     capacity.png and report.html, each atomically."""
-    from offramp.analysis.report.search_pages import capacity_report
     from offramp.analysis.report.plots import plot_capacity
+    from offramp.analysis.report.search_pages import capacity_report
     from offramp.common.atomic import atomic_path
     from offramp.common.machine import command_line
 

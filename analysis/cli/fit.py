@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ def _study(args: argparse.Namespace, policy: dict | None = None):
     return parse_config(apply_sets(data, getattr(args, "set", []) or []), "command line")
 
 
-FLAGS = {"budget_ms": "--budget-ms", "tolerance_pct": "--tolerance",
+FLAGS = {"name": "--policy", "budget_ms": "--budget-ms", "tolerance_pct": "--tolerance",
          "accuracy_target": "--accuracy-target", "cost_batch": "--cost-batch",
          "max_batch": "--max-batch", "exit_mode": "--exit-mode"}
 
@@ -69,6 +70,44 @@ def _inputs(args: argparse.Namespace, cfg):
     return trace, load_study_profile(cfg, trace, Path.cwd())
 
 
+def _exit_costs(cfg, profile, batch: int):
+    """Per-sample cost (ms) of answering at each exit, as the study's budgeted policies see it."""
+    from offramp.analysis.study.resolve import study_costs
+    from offramp.policies.costs import exit_costs
+
+    return exit_costs(study_costs(cfg, profile), batch)
+
+
+def _fit_study(args: argparse.Namespace, policy: dict):
+    """The study to fit; a budget left out is an error whose fix is the range the profile
+    allows (the first exit's cost to the full model's)."""
+    from offramp.policies.budget import budget_range
+
+    try:
+        return _study(args, policy)
+    except InputError as exc:
+        if "budget_ms" in policy or not (exc.field or "").endswith("budget_ms"):
+            raise
+        try:  # the profile's own errors come after the policy's, as without a budget
+            cfg = _study(args)
+            costs = _exit_costs(cfg, _inputs(args, cfg)[1], policy.get("cost_batch", 1))
+        except (InputError, TypeError, ValueError):
+            raise exc from None
+        raise InputError(exc.source, exc.field, exc.problem,
+                         budget_range(costs).replace("a budget", "--budget-ms", 1)) from None
+
+
+def _warn_budget(args: argparse.Namespace, cfg, profile) -> None:
+    """One line on stderr where --budget-ms is above the full model's cost (it binds nothing)."""
+    if args.budget_ms is None or profile is None:
+        return
+    full = float(_exit_costs(cfg, profile, getattr(cfg.policy, "cost_batch", 1))[-1])
+    if args.budget_ms > full:
+        print(f"offramp fit: warning: --budget-ms {args.budget_ms:g} is above the full model's "
+              f"cost ({full:.4g} ms per sample): it spends no more than the full model (every "
+              "sample can go to the last exit)", file=sys.stderr)
+
+
 def run_fit(args: argparse.Namespace) -> int:
     from offramp.analysis.study.config import parse_value
     from offramp.analysis.study.fitting import fit_and_report
@@ -93,8 +132,9 @@ def run_fit(args: argparse.Namespace) -> int:
         policy[key] = parse_value(raw, "--param", item)
     check_output_file(args.output, "policy file")
     with as_flags():
-        cfg = _study(args, policy)
+        cfg = _fit_study(args, policy)
         trace, profile = _inputs(args, cfg)
+        _warn_budget(args, cfg, profile)
         table, report = fit_and_report(cfg, trace, profile, args.cost_batch)
     path = save_policy(table, args.output, report)
     if args.json:

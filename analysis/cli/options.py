@@ -7,21 +7,43 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import NoReturn
 
 from offramp.common.errors import InputError
 
+_LEFT_BY = "_offramp_left_by"  # the innermost (sub)command that left arguments it did not know
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with every usage error printed as one line (option, problem, where to look)
-    instead of the usage block; subcommand parsers inherit it."""
+    instead of the usage block; subcommand parsers inherit it. An unknown option names the
+    command it was given to (`offramp fit`, `offramp profile show`), not `offramp`."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, _LEFT_BY):  # a subcommand's parser returns first
+            setattr(namespace, _LEFT_BY, self.prog)
+        return namespace, extras
+
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        namespace, extras = self.parse_known_args(args, namespace)
+        prog = vars(namespace).pop(_LEFT_BY, self.prog)
+        if extras:
+            _usage_error(prog, f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
 
     def error(self, message: str) -> NoReturn:
-        print(f"offramp: error: {self.prog}: {message} (fix: see `{self.prog} --help`)",
-              file=sys.stderr)
-        sys.exit(2)
+        _usage_error(self.prog, message)
+
+
+def _usage_error(prog: str, message: str) -> NoReturn:
+    print(f"offramp: error: {prog}: {message} (fix: see `{prog} --help`)", file=sys.stderr)
+    sys.exit(2)
 
 
 def integer(low: int) -> Callable[[str], int]:

@@ -1,5 +1,5 @@
 """``offramp pipeline STUDY.yaml --gpus 2,4``: E3's split of the study's segments over GPUs
-(sim/pipeline.py: GPUs in proportion to each group's work), with the ``--set`` that serves it
+(GPUs in proportion to each group's work), with the ``--set`` that serves it
 (``exit_mode: rebatch``)."""
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def parse_sets(items: list[str], option: str = "--set") -> dict[str, Any]:
         parts = key.split(".")
         if not sep or len(parts) != 2 or not all(parts):
             raise InputError(option, item, "must look like section.field=value",
-                             "e.g. --set workload.rate_rps=2000")
+                             f'e.g. {option} "server.exit_mode=none"' if option == "--compare"
+                             else f"e.g. {option} workload.rate_rps=2000")
         fields[key] = parse_value(raw, option, item)
     return fields
 

@@ -133,9 +133,14 @@ def fit_policy(cfg: StudyConfig, trace: ExitTrace, profile: LatencyProfile | Non
     PAME its batch size, exit mode and engine sizes from the study's server.
     """
     if isinstance(cfg.policy, FromFileConfig):
-        path = Path(cfg.policy.from_file)
-        if not path.is_absolute() and base is not None:
-            path = base / path
+        given = Path(cfg.policy.from_file)
+        path = given if given.is_absolute() or base is None else base / given
+        if path != given and not path.exists():
+            here = (f"; {given} is in the current folder: give {given.resolve()}"
+                    if given.is_file() else "")
+            raise InputError(path, "policy.from_file", "no such policy file",
+                             f"a relative path is read from the study file's folder ({base})"
+                             f"{here}; or write one with `offramp fit -o`")
         return load_policy(path).fit(trace, "val")
     return build_policy(cfg.policy, trace, study_costs(cfg, profile), cfg.server, "val")
 

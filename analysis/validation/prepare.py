@@ -52,17 +52,20 @@ def exit_rule(policy: ExitPolicy, trace: ExitTrace) -> tuple[dict[str, Any], np.
 
 def own_test_inputs(trace: ExitTrace, own: dict[str, Any]) -> tuple[np.ndarray, list]:
     """(test sample ids, input parts) of a user's model: the data factory's test batches, in
-    the order ``traces record --data-factory`` recorded them (val first, then test)."""
+    the order ``traces record --data-factory`` recorded them (val first, then test), each
+    batch checked as ``traces record`` checks it (:func:`offramp.traces.own.factory_batches`)."""
     import torch
 
     from offramp.common.factory import call_factory
     from offramp.profiling.segments import flatten
+    from offramp.traces.own import check_loaders, factory_batches
 
-    loaders = call_factory(own["data_factory"], own.get("data_args", []), "--data-factory",
-                           "--data-arg")
+    source = own["data_factory"]
+    loaders = call_factory(source, own.get("data_args", []), "--data-factory", "--data-arg")
+    check_loaders(loaders, source)
     parts: list[list[np.ndarray]] = []
     labels = []
-    for x, y in loaders["test"]:
+    for _, x, y in factory_batches(loaders, "test", source):
         pieces = [t.detach().cpu().numpy() for t in flatten(x)]
         parts = [[] for _ in pieces] if not parts else parts
         for i, p in enumerate(pieces):
