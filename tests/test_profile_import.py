@@ -163,6 +163,16 @@ def test_trtexec_and_csv_merge_into_a_profile_that_shrinks(tmp_path, capsys):
                  "-o", str(tmp_path / "no.json")]) == 2
     err = capsys.readouterr().err
     assert "segment 0" in err and "batch 1 is also in" in err and "manifest.csv" in err
+    # --csv is repeatable: the gather in a file of its own, beside another CSV's rows.
+    other = tmp_path / "other.csv"
+    other.write_text("kind,k,batch,p50_ms,p99_ms\ncheck,0,1,0.001,0.002\n")
+    assert main(["profile", "import", "--trtexec", str(TRT / "manifest.csv"), "--csv",
+                 str(compact), "--csv", str(other), "--model-id", "tiny-trt", "--n-exits", "2",
+                 "--device", "x", "-o", str(tmp_path / "three.json")]) == 0
+    three = load_profile(tmp_path / "three.json")
+    assert _row(three, "check", 0, 1)["p50_ms"] == 0.001
+    assert _row(three, "compact", 0, 4)["p50_ms"] == 0.020
+    capsys.readouterr()
     # A study in shrink mode on the trtexec-only profile names the stage and the same fix.
     save_trace(synthetic_trace(600, n_exits=2, model_id="tiny-trt"), tmp_path / "t.npz")
     study = tmp_path / "s.yaml"

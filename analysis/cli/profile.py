@@ -72,8 +72,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                          "p99_ms) or from TensorRT trtexec --exportTimes JSON files, one per "
                          "(engine, batch size): listed in a manifest CSV (kind,k,batch,file) or "
                          "found in a folder by --pattern. docs/profiling.md has the formats.")
-    imp.add_argument("--csv", type=Path, help="tidy CSV of samples or quantiles (ms); with "
-                     "--trtexec, the stages trtexec does not time (checks, handoffs, compaction)")
+    imp.add_argument("--csv", type=Path, action="append", help="tidy CSV of samples or "
+                     "quantiles (ms), repeatable (a stage given twice is an error naming both); "
+                     "with --trtexec, the stages trtexec does not time (checks, handoffs, "
+                     "compaction)")
     imp.add_argument("--trtexec", type=Path, help="a manifest CSV, or a folder with --pattern")
     imp.add_argument("--pattern", help="file names in the --trtexec folder, e.g. "
                      "'{kind}{k}_b{batch}.json' ({kind} optional: segment)")
@@ -199,8 +201,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                  if args.trtexec.is_dir() else trtexec_files(manifest=args.trtexec))
         parts.append(trtexec_part(files, args.model_id, args.n_exits, args.device,
                                   args.precision, args.h2d, str(args.trtexec)))
-    if args.csv is not None:
-        parts.append(csv_part(args.csv, args.model_id, args.n_exits, args.device,
+    for csv in args.csv or ():
+        parts.append(csv_part(csv, args.model_id, args.n_exits, args.device,
                               precision=args.precision))
     profile = merge_parts(parts)
     save_profile(profile, args.output)

@@ -1,5 +1,6 @@
 """``offramp report FOLDER``: one self-contained HTML page (tables, plots, the study and the
-command that reproduces it) for what simulate, sweep, capacity, optimize or demo wrote with -o.
+command that reproduces it) for what simulate, sweep, capacity, optimize, frontier, concurrency
+or demo wrote with -o.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML page for a run or sweep folder",
+    p = sub.add_parser("report", help="one self-contained HTML page for a run, sweep, capacity, "
+                       "optimize, frontier or concurrency folder",
                        description=user_help(__doc__))
-    p.add_argument("folder", help="what offramp simulate, sweep, capacity, optimize or demo wrote with -o")
+    p.add_argument("folder", help="what offramp simulate, sweep, capacity, optimize, frontier, "
+                   "concurrency or demo wrote with -o")
     p.add_argument("-o", "--output", help="HTML file (default: FOLDER/report.html)")
     p.set_defaults(func=run)

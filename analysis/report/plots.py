@@ -29,10 +29,11 @@ def save_png(fig, path: str | Path) -> Path:
 
 def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path) -> None:
     """After warm-up: the latency tail (the fraction of requests slower than x, log scale, so
-    p90/p99/p99.9 are visible), where requests exit, and where their time goes (queueing and
-    each stage kind, by exit), side by side, as a PNG."""
+    p90/p99/p99.9 are visible), where requests exit, where their time goes (queueing and
+    each stage kind, by exit) and how full the batches were, side by side, as a PNG."""
     kept = frame[~frame["warmup"]]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ax1, ax2, ax3, ax4) = plt.subplots(1, 4, figsize=(20, 4))
+    _batch_sizes(ax4, kept)
     floor = 1.0
     for rep, grp in kept.groupby("replication"):
         lat = np.sort(grp["latency_ms"].to_numpy())
@@ -83,6 +84,21 @@ def plot_run(frame: pd.DataFrame, n_exits: int, slo_ms: float | None, path: Path
     ax3.set_title("Where the time goes")
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _batch_sizes(ax, kept: pd.DataFrame) -> None:
+    """The first stage's batch sizes after warm-up: the share of batches of each size."""
+    sizes = kept.groupby(["replication", "batch_id"]).size().to_numpy()
+    if sizes.size:
+        values, counts = np.unique(sizes, return_counts=True)
+        ax.bar(values, counts / sizes.size, width=0.8, color="tab:green")
+        for q, style in ((50, "--"), (90, ":")):
+            v = float(np.percentile(sizes, q))
+            ax.axvline(v, color="k", ls=style, lw=1, label=f"p{q} {v:g}")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("requests in the batch (first stage)")
+    ax.set_ylabel("fraction of batches")
+    ax.set_title("How full the batches were")
 
 
 def plot_profile(profile: LatencyProfile, path: Path, scale: str = "log") -> Path:
