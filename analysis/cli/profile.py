@@ -73,9 +73,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                          "(engine, batch size): listed in a manifest CSV (kind,k,batch,file) or "
                          "found in a folder by --pattern. docs/profiling.md has the formats.")
     imp.add_argument("--csv", type=Path, action="append", help="tidy CSV of samples or "
-                     "quantiles (ms), repeatable (a stage given twice is an error naming both); "
-                     "with --trtexec, the stages trtexec does not time (checks, handoffs, "
-                     "compaction)")
+                     "quantiles (ms), repeatable; with --trtexec, the stages trtexec does not "
+                     "time (checks, handoffs, compaction)")
     imp.add_argument("--trtexec", type=Path, help="a manifest CSV, or a folder with --pattern")
     imp.add_argument("--pattern", help="file names in the --trtexec folder, e.g. "
                      "'{kind}{k}_b{batch}.json' ({kind} optional: segment)")
