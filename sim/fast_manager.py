@@ -4,6 +4,10 @@ The manager's rule is compiled from its one home, :mod:`offramp.policies.ofa_rul
 state is the :class:`~offramp.policies.dynamic_ofa.ManagerRun`'s own arrays, changed in place,
 so its ``history`` afterwards is the run's. A batch's requests exit where the level the batch
 began with sends them: each level's exit for every sample of the trace, computed once per run.
+
+The event loop that calls these is cached by numba, whose cache notices a change to the loop's
+own file only: after editing ``policies/ofa_rule.py``, remove the ``*.nbi``/``*.nbc`` files
+under ``sim/__pycache__`` (as :mod:`.fast_kernels` says for the batching rule).
 """
 
 from __future__ import annotations
