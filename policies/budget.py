@@ -12,9 +12,10 @@ from offramp.common.errors import InputError
 from .costs import average_cost, check_costs
 
 
-def budget_range(costs: Sequence[float]) -> str:
-    """The budgets that mean something for these per-exit costs, as advice."""
-    return (f"give a budget between {costs[0]:.4g} ms (everything at the first exit) and "
+def budget_range(costs: Sequence[float], what: str = "a budget") -> str:
+    """The budgets that mean something for these per-exit costs, as advice (``what``: how the
+    user gives one, e.g. ``--budget-ms``)."""
+    return (f"give {what} between {costs[0]:.4g} ms (everything at the first exit) and "
             f"{costs[-1]:.4g} ms (the full model) per sample")
 
 

@@ -94,7 +94,7 @@ def _fit_study(args: argparse.Namespace, policy: dict):
         except (InputError, TypeError, ValueError):
             raise exc from None
         raise InputError(exc.source, exc.field, exc.problem,
-                         budget_range(costs).replace("a budget", "--budget-ms", 1)) from None
+                         budget_range(costs, "--budget-ms")) from None
 
 
 def _warn_budget(args: argparse.Namespace, cfg, profile) -> None:
