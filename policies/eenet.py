@@ -39,6 +39,7 @@ from offramp.traces.format import ExitTrace
 
 from .budget import budget_costs, exits_for, within_budget
 from .costs import average_cost
+from .eenet_train import groups
 from .learned import LearnedScorePolicy
 from .thresholds import from_fractions
 
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # torch is imported when a policy is fitted, not with the pac
     import torch
     from torch import nn
 
-COST_LOSS_OK = 0.1  # an epoch may be kept once its cost loss |cost − B| / B is under this
-PATIENCE = 100  # epochs without a better kept epoch before a fit stops
 
 
 def eenet_features(trace: ExitTrace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -140,10 +139,11 @@ class EENet(LearnedScorePolicy):
         correct = torch.as_tensor(trace.correct[ids], dtype=torch.float32)
         from offramp.common.pool import map_independent
 
-        # The seeds are independent fits, each single-threaded: spread over processes (the
-        # same numbers wherever one runs).
-        fits = map_independent(_fit_in_one_thread, [(self, feats, correct, c, self.seed + i)
-                                                    for i in range(self.n_fits)])
+        # The seeds are independent fits, trained in fixed groups, each single-threaded:
+        # spread over processes (the same numbers wherever one runs).
+        seeds = [self.seed + i for i in range(self.n_fits)]
+        fits = [fit for group in map_independent(_fit_in_one_thread, [
+            (self, feats, correct, c, g) for g in groups(seeds)]) for fit in group]
         best = max(fits, key=lambda f: f["accuracy"])  # every fit is within the budget on val
         self.net_ = best["net"]
         self.thresholds_ = best["thresholds"]
@@ -155,77 +155,33 @@ class EENet(LearnedScorePolicy):
         self.__dict__.pop("_score_cache", None)
         return super().fit(trace, split)
 
-    def _optimizer(self, net: nn.ModuleDict) -> torch.optim.Optimizer:
+    def _fit_group(self, feats, correct: torch.Tensor, costs: np.ndarray, seeds: list[int]
+                   ) -> list[dict]:
+        """The fits from ``seeds``, trained together (:mod:`.eenet_train`), each then
+        calibrated to the budget on val."""
         import torch
 
-        kind = torch.optim.AdamW if self.decoupled_weight_decay else torch.optim.Adam
-        return kind(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        from .eenet_train import train
 
-    def _losses(self, net: nn.ModuleDict, feats, correct: torch.Tensor, c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(BCE, KL, cost loss) of one batch."""
-        from torch import nn
-
-        raw, log_pi = _forward(net, *feats)
-        pi = log_pi.detach().exp()
-        w = pi / pi.sum(dim=0, keepdim=True).clamp_min(1e-12)
-        q = raw.clamp(1e-6, 1 - 1e-6)
-        bce = nn.functional.binary_cross_entropy(q, correct, reduction="none")
-        t = raw.detach().clamp(1e-6, 1.0)
-        t = t / t.sum(dim=1, keepdim=True)
-        kl = (t * (t.log() - log_pi)).mean()  # KLDivLoss's mean: over every sample and exit
-        cost = (log_pi.exp() @ c).mean()
-        return (w * bce).sum(dim=0).mean(), kl, (cost - self.budget_ms).abs() / self.budget_ms
-
-    def _fit_once(self, feats, correct: torch.Tensor, costs: np.ndarray, seed: int) -> dict:
-        """One fit from ``seed`` (what :func:`_fit_in_one_thread` runs)."""
-        import copy
-
-        import torch
-
-        torch.manual_seed(seed)
         n, k_exits = correct.shape
-        net = _scheduler(k_exits, feats[0].shape[2], self.hidden_scale)
-        opt = self._optimizer(net)
-        c = torch.as_tensor(costs, dtype=torch.float32)
-        gen = torch.Generator().manual_seed(seed)
-        best_state, best_loss, best_epoch, left, epoch = None, np.inf, -1, PATIENCE, -1
-        for epoch in range(self.epochs):
-            q_phase = (epoch // self.phase_epochs) % 2 == 0
-            sums = torch.zeros(3)
-            batches = torch.randperm(n, generator=gen).split(self.batch_size)
-            for batch in batches:
-                bce, kl, cost_loss = self._losses(net, [f[batch] for f in feats], correct[batch], c)
-                loss = bce if q_phase else 1e-3 * kl + 1e-2 * cost_loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sums += torch.stack([bce.detach(), kl.detach(), cost_loss.detach()])
-            bce_m, kl_m, cost_m = (sums / len(batches)).tolist()
-            if cost_m < COST_LOSS_OK:
-                total = bce_m + 1e-3 * kl_m + 1e-2 * cost_m
-                if total < best_loss:
-                    best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), total, epoch
-                    left = PATIENCE
-                else:
-                    left -= 1
-                    if left == 0:
-                        break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        with torch.no_grad():
-            raw, log_pi = _forward(net, *feats)
-        scores = raw.numpy().astype(np.float64)
-        fractions = log_pi.exp().mean(dim=0).numpy().astype(np.float64)
-        fractions /= fractions.sum()
-        thresholds, lowered = within_budget(scores, from_fractions(scores, fractions), costs,
-                                            self.budget_ms)
-        exits = exits_for(scores, thresholds)
-        ok = correct.numpy()[np.arange(n), exits]
-        return {"net": net, "thresholds": thresholds, "fractions": fractions,
-                "cost": average_cost(exits, costs), "accuracy": float(ok.mean()),
-                "lowered_by": lowered, "epochs": epoch + 1, "kept_epoch": best_epoch + 1,
-                "nominal_cost": float(fractions @ costs)}
+        trained = train(self, feats, correct, costs, seeds,
+                        lambda: _scheduler(k_exits, feats[0].shape[2], self.hidden_scale))
+        out = []
+        for net, epochs, kept_epoch in trained:
+            with torch.no_grad():
+                raw, log_pi = _forward(net, *feats)
+            scores = raw.numpy().astype(np.float64)
+            fractions = log_pi.exp().mean(dim=0).numpy().astype(np.float64)
+            fractions /= fractions.sum()
+            thresholds, lowered = within_budget(scores, from_fractions(scores, fractions), costs,
+                                                self.budget_ms)
+            exits = exits_for(scores, thresholds)
+            ok = correct.numpy()[np.arange(n), exits]
+            out.append({"net": net, "thresholds": thresholds, "fractions": fractions,
+                        "cost": average_cost(exits, costs), "accuracy": float(ok.mean()),
+                        "lowered_by": lowered, "epochs": epochs, "kept_epoch": kept_epoch,
+                        "nominal_cost": float(fractions @ costs)})
+        return out
 
     def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
         import torch
@@ -251,14 +207,15 @@ class EENet(LearnedScorePolicy):
                 "into the budget")
 
 
-def _fit_in_one_thread(policy: EENet, feats, correct, costs: np.ndarray, seed: int) -> dict:  # noqa: ANN001
-    """``policy._fit_once`` on one torch thread (in this process or a pool worker): the same
+def _fit_in_one_thread(policy: EENet, feats, correct, costs: np.ndarray,  # noqa: ANN001
+                       seeds: list[int]) -> list[dict]:
+    """``policy._fit_group`` on one torch thread (in this process or a pool worker): the same
     numbers either way."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return policy._fit_once(feats, correct, costs, seed)
+        return policy._fit_group(feats, correct, costs, seeds)
     finally:
         torch.set_num_threads(threads)

@@ -129,6 +129,32 @@ def test_eenet_seeds_fit_in_worker_processes_give_the_same_policy(monkeypatch):
     assert np.array_equal(alone.exit_index(tr, ids), pooled.exit_index(tr, ids))
 
 
+@pytest.mark.parametrize("patience", [100, 3])
+def test_seeds_trained_side_by_side_are_the_fits_each_seed_gives_alone(monkeypatch, patience):
+    # The fits of a group share no parameter: stacked, each one follows its own seed's path
+    # (initialisation, batch order, kept epoch and, with a short patience, its own stop while
+    # the others train on), to float rounding.
+    from offramp.policies import eenet_train
+
+    monkeypatch.setattr(eenet_train, "PATIENCE", patience)
+    tr = synthetic_trace(1500, seed=6)
+    costs = exit_costs(synthetic_profile())
+    kw = {"budget_ms": float(costs[1]), "costs": costs, "n_fits": 4, "epochs": 40,
+          "lr": 0.01, "decoupled_weight_decay": True}
+    monkeypatch.setattr(eenet_train, "FIT_GROUPS", 1)
+    together = EENet(**kw).fit(tr)
+    monkeypatch.setattr(eenet_train, "FIT_GROUPS", 4)
+    alone = EENet(**kw).fit(tr)
+    stops = {f["epochs"] for f in alone.fits_}
+    if patience == 3:
+        assert len(stops) > 1 and min(stops) < 40  # fits stopped at different epochs
+    for a, b in zip(together.fits_, alone.fits_, strict=True):
+        assert (a["epochs"], a["kept_epoch"]) == (b["epochs"], b["kept_epoch"])
+        assert a["cost"] == pytest.approx(b["cost"], abs=1e-4)
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=2e-3)
+    assert np.allclose(together.scores(tr), alone.scores(tr), atol=1e-4)
+
+
 def test_the_pool_is_never_used_where_it_is_not_safe(monkeypatch):
     # Off unless enabled (a library caller, a notebook, a script without a main guard); never
     # in a child process (a sweep's or optimizer's worker: no pools within pools) nor in a fork

@@ -1,0 +1,164 @@
+"""EENet's fits trained side by side: a group of seeds' score and assignment heads stacked along
+a leading fit axis, so that one step of batched matrix products trains every fit of the group.
+
+Each fit keeps what it has alone (policies/eenet.py): its seed's initialisation and mini-batch
+order, its own losses, Adam's element-wise update, its kept epoch and its patience. The fits
+share no parameter, so the gradient of the group's summed loss with respect to one fit's
+parameters is that fit's own. A fit that has stopped keeps computing (its kept weights are
+copied) until the group's last one stops. What changes is the cost: a step of ten small fits
+is close to the cost of one (PyTorch's per-call overhead dominates these tiny heads).
+
+Groups are fixed by ``n_fits`` alone (:func:`groups`), never by the machine, so a fit gives the
+same numbers wherever its group runs (one process or a pool worker).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FIT_GROUPS = 2  # the seeds are trained in this many groups (the pool runs them side by side)
+COST_LOSS_OK = 0.1  # an epoch may be kept once its cost loss |cost − B| / B is under this
+PATIENCE = 100  # epochs without a better kept epoch before a fit stops
+
+
+def groups(seeds: list[int]) -> list[list[int]]:
+    """The seeds in :data:`FIT_GROUPS` contiguous groups (fewer when there are fewer seeds)."""
+    size = math.ceil(len(seeds) / FIT_GROUPS) if seeds else 1
+    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+
+
+def stack(nets: list[nn.ModuleDict]) -> list[torch.Tensor]:
+    """The nets' parameters stacked along a new leading fit axis, as leaf tensors: per exit the
+    score weight (F, 1, W), then per early exit (w1, b1, w2, b2)."""
+    import torch
+
+    def cat(get: Any) -> torch.Tensor:
+        return torch.stack([get(n).detach().clone() for n in nets]).requires_grad_(True)
+
+    out = [cat(lambda n, k=k: n["score"][k].weight) for k in range(len(nets[0]["score"]))]
+    for k in range(len(nets[0]["assign"])):
+        for part in ((0, "weight"), (0, "bias"), (2, "weight"), (2, "bias")):
+            out.append(cat(lambda n, k=k, part=part: getattr(n["assign"][k][part[0]], part[1])))
+    return out
+
+
+def load_into(net: nn.ModuleDict, params: list[torch.Tensor], f: int) -> nn.ModuleDict:
+    """``net`` (the same architecture) with fit ``f``'s weights of ``params``."""
+    import torch
+
+    k_exits = len(net["score"])
+    with torch.no_grad():
+        for k in range(k_exits):
+            net["score"][k].weight.copy_(params[k][f])
+        for k in range(k_exits - 1):
+            w1, b1, w2, b2 = params[k_exits + 4 * k:k_exits + 4 * k + 4]
+            net["assign"][k][0].weight.copy_(w1[f])
+            net["assign"][k][0].bias.copy_(b1[f])
+            net["assign"][k][2].weight.copy_(w2[f])
+            net["assign"][k][2].bias.copy_(b2[f])
+    return net
+
+
+def forward(params: list[torch.Tensor], sm: torch.Tensor, mx: torch.Tensor, conf: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """policies/eenet.py's forward for every fit at once: features (F, B, K, C), (F, B, K) ×2;
+    returns (raw scores (F, B, K), log π (F, B, K))."""
+    import torch
+    from torch.nn.functional import logsigmoid
+
+    k_exits = sm.shape[2]
+    prev: list[torch.Tensor] = []
+    raw, logits = [], []
+    for k in range(k_exits):
+        x = torch.cat([sm[:, :, k], mx[:, :, k:k + 1], conf[:, :, k:k + 1], *prev], dim=2)
+        q = torch.bmm(x, params[k].transpose(1, 2))
+        raw.append(q[..., 0])
+        if k < k_exits - 1:
+            w1, b1, w2, b2 = params[k_exits + 4 * k:k_exits + 4 * k + 4]
+            h = torch.sigmoid(torch.baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2)))
+            logits.append(torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2))[..., 0])
+        prev.append(q.clamp(0.0, 1.0).detach())
+    z = torch.stack(logits, dim=2)
+    stay = logsigmoid(-z).cumsum(dim=2)  # log Π_{j≤k} (1 − r_j)
+    log_pi = torch.cat([logsigmoid(z[..., :1]), stay[..., :-1] + logsigmoid(z[..., 1:]),
+                        stay[..., -1:]], dim=2)
+    return torch.stack(raw, dim=2), log_pi
+
+
+def losses(params: list[torch.Tensor], feats: list[torch.Tensor], correct: torch.Tensor,
+           c: torch.Tensor, budget_ms: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per fit (F,): BCE, KL and cost loss of one batch (policies/eenet.py's definitions)."""
+    from torch import nn
+
+    raw, log_pi = forward(params, *feats)
+    pi = log_pi.detach().exp()
+    w = pi / pi.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    q = raw.clamp(1e-6, 1 - 1e-6)
+    bce = nn.functional.binary_cross_entropy(q, correct, reduction="none")
+    t = raw.detach().clamp(1e-6, 1.0)
+    t = t / t.sum(dim=2, keepdim=True)
+    kl = (t * (t.log() - log_pi)).mean(dim=(1, 2))  # KLDivLoss's mean: every sample and exit
+    cost = (log_pi.exp() @ c).mean(dim=1)
+    return (w * bce).sum(dim=1).mean(dim=1), kl, (cost - budget_ms).abs() / budget_ms
+
+
+def train(policy: Any, feats: tuple, correct: torch.Tensor, costs: np.ndarray,
+          seeds: list[int], make_net: Any) -> list[tuple[nn.ModuleDict, int, int]]:
+    """Train one fit per seed together; per fit (net with its kept weights, epochs run, kept
+    epoch, 0 when none was kept). ``make_net()`` builds one fit's untrained heads."""
+    import torch
+
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(make_net())
+    params = stack(nets)
+    kind = torch.optim.AdamW if policy.decoupled_weight_decay else torch.optim.Adam
+    opt = kind(params, lr=policy.lr, weight_decay=policy.weight_decay)
+    c = torch.as_tensor(costs, dtype=torch.float32)
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    n, n_fits = correct.shape[0], len(seeds)
+    best: list[list[torch.Tensor] | None] = [None] * n_fits
+    best_loss, best_epoch = [np.inf] * n_fits, [-1] * n_fits
+    left, ran = [PATIENCE] * n_fits, [policy.epochs] * n_fits
+    for epoch in range(policy.epochs):
+        q_phase = (epoch // policy.phase_epochs) % 2 == 0
+        sums = torch.zeros(n_fits, 3)
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens])
+        batches = orders.split(policy.batch_size, dim=1)
+        for idx in batches:
+            bce, kl, cost_loss = losses(params, [f[idx] for f in feats], correct[idx], c,
+                                        policy.budget_ms)
+            loss = bce if q_phase else 1e-3 * kl + 1e-2 * cost_loss
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+            sums += torch.stack([bce.detach(), kl.detach(), cost_loss.detach()], dim=1)
+        means = (sums / len(batches)).tolist()
+        for f, (bce_m, kl_m, cost_m) in enumerate(means):
+            if ran[f] != policy.epochs or cost_m >= COST_LOSS_OK:
+                continue  # stopped, or an epoch that may not be kept
+            total = bce_m + 1e-3 * kl_m + 1e-2 * cost_m
+            if total < best_loss[f]:
+                best[f] = [p[f].detach().clone() for p in params]
+                best_loss[f], best_epoch[f], left[f] = total, epoch, PATIENCE
+            else:
+                left[f] -= 1
+                if left[f] == 0:
+                    ran[f] = epoch + 1
+        if all(r != policy.epochs for r in ran):
+            break
+    out = []
+    for f, net in enumerate(nets):
+        kept = best[f]
+        weights = [p.detach() for p in params] if kept is None else [p.unsqueeze(0) for p in kept]
+        out.append((load_into(net, weights, 0 if kept is not None else f), ran[f],
+                    best_epoch[f] + 1))
+    return out
