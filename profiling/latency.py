@@ -193,11 +193,23 @@ def stage_costs(profile: LatencyProfile, costs: CostModel | str | None = None,
     return LatencyModel(profile, engine_sizes, want)
 
 
+def costs_machine(model: LatencyModel) -> str:
+    """The machine a cost model's stage times describe: for a served calibration the one it
+    was fitted on (where recorded), else the one the profile's rows were measured on."""
+    meta = model.profile.meta
+    fitted = (meta.get("served_costs") or {}).get("fitted_on") or {}
+    machine = fitted.get("machine") or {}
+    if model.costs is CostModel.SERVED and (machine.get("gpu") or machine.get("cpu")):
+        return machine.get("gpu") or machine["cpu"]
+    return str(meta.get("device", "?"))
+
+
 def describe_costs(model: LatencyModel) -> dict:
     """Which cost model and calibration a prediction used (for summaries and reports)."""
     meta = model.profile.meta
     doc = {"model": model.costs.value, "profile": str(model.profile.source),
-           "device": meta.get("device"), "measured": meta.get("date")}
+           "device": meta.get("device"), "measured": meta.get("date"),
+           "machine": costs_machine(model)}
     served = meta.get("served_costs") if model.costs is CostModel.SERVED else None
     if served:
         doc["calibration"] = {k: served[k] for k in ("fitted_on", "sources", "stage_times")

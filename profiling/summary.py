@@ -122,3 +122,32 @@ def profile_warnings(profile: LatencyProfile) -> list[str]:
                        f"{r['p99_ms'] / r['p50_ms']:.0f}x its p50{more}: interference while "
                        "timing? re-measure with more --runs on a quiet machine")
     return out
+
+
+def calibration_lines(profile: LatencyProfile) -> list[str]:
+    """Which cost models the profile holds (the default last) and what its served calibration
+    was fitted on, saying so where that machine is not the one the rows were measured on."""
+    from .latency import calibrations
+
+    held = calibrations(profile)
+    lines = [f"cost models: {', '.join(c.value for c in held)} (default {held[-1].value})"]
+    served = profile.meta.get("served_costs")
+    if not served:
+        return lines
+    fit = served.get("fitted_on") or {}
+    machine = fit.get("machine") or {}
+    cpu = machine.get("gpu") or machine.get("cpu") or \
+        f"{fit.get('device', '?')} (model not recorded; {machine.get('platform', '?')})"
+    lines.append(
+        f"served: fitted {str(fit.get('date', '?'))[:10]} on {cpu}, {fit.get('streams', '?')} "
+        f"streams (loads {_items(fit.get('loads'))}; modes {_items(fit.get('modes'))}; max_batch "
+        f"{fit.get('max_batch')}; max_wait {fit.get('max_wait_ms')} ms), median |residual| "
+        f"{served.get('median_abs_residual', '?')}")
+    if machine.get("cpu") and not machine.get("gpu") and machine["cpu"] != profile.meta.get("device"):
+        lines.append(f"note: the served calibration ran on {machine['cpu']}, the rows on "
+                     f"{profile.meta.get('device')}: served predictions are for the former")
+    return lines
+
+
+def _items(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, list) else str(values)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from offramp.common.atomic import atomic_path
+from offramp.common.machine import cpu_name
 from offramp.core.plan import ValidationPlan
 
 from .format import save_profile
@@ -93,7 +94,8 @@ def _run_plan(plan_dir: Path, log) -> Path:
     _find_rates(plan, out, manifest, loop_for, inputs, test_ids, log)
     _serve_repeats(plan, out, manifest, loop_for, inputs, test_ids, log)
     device = plan.device
-    manifest["machine"] = {"device": device, "core": core, "python": platform.python_version(),
+    manifest["machine"] = {"device": device, "cpu": cpu_name(), "core": core,
+                           "python": platform.python_version(),
                            "torch": torch.__version__, "platform": platform.platform(),
                            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
                            "cuda": torch.version.cuda if device == "cuda" else None}

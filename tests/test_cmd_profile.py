@@ -99,6 +99,18 @@ def test_real_shipped_profiles_show(name, capsys):
     assert doc["meta"]["synthetic"] is False and doc["meta"]["backend"] == "eager"
 
 
+def test_show_says_which_cost_models_and_where_the_calibration_ran(capsys):
+    assert main(["profile", "show", "rt-minilm6-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "cost models: isolated, in_loop, served (default served)" in out
+    assert "fitted 2026-12-06 on Intel" in out and "modes none, keep, shrink" in out
+    # Its rows were measured on another CPU than the calibration: the listing says so.
+    assert "the served calibration ran on Intel" in out and "the rows on AMD EPYC" in out
+    assert main(["profile", "show", "fmnist-resnet-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "model not recorded" in out and "the served calibration ran on" not in out
+
+
 def test_run_with_a_checkpoint(tmp_path):
     import torch
 

@@ -67,9 +67,13 @@ def test_simulate_uses_and_says_the_cost_model(tmp_path):
     # Inside the loop the stages cost more than the profiler timed them alone.
     p50 = {s["stage_costs"]["model"]: s["metrics"]["latency_p50_ms"]["mean"] for s in (loop, iso)}
     assert p50["in_loop"] > p50["isolated"]
-    # A profile without a served calibration (MiniLM's) cannot be asked for one.
+    # A profile without a served calibration (MiniLM's, its served fit taken out) cannot be
+    # asked for one.
+    doc = json.loads(Path(resolve_profile("rt-minilm6-cpu").source).read_text())
+    del doc["meta"]["served_costs"]
+    (tmp_path / "bare.json").write_text(json.dumps(doc))
     assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / "x"),
-                 "--set", "trace.path=rt-minilm6", "--set", "profile.path=rt-minilm6-cpu",
+                 "--set", "trace.path=rt-minilm6", "--set", f"profile.path={tmp_path / 'bare.json'}",
                  "--set", "profile.costs=served"]) == 2
 
 
@@ -186,3 +190,18 @@ def test_calibrate_names_a_missing_or_conflicting_checkpoint(tmp_path, capsys):
     assert main([*args[:-1], str(tmp_path / "w.pt"), "--model-factory", "m:f",
                  "--data-factory", "m:g"]) == 2
     assert "--model-factory" in capsys.readouterr().err
+
+
+def test_a_prediction_names_the_machine_its_costs_describe():
+    # MiniLM's served calibration ran on another host than its profiled rows: a prediction on
+    # the served model names that host; on the rows' models, the rows' one.
+    from offramp.analysis.report.tables import costs_line
+    from offramp.profiling.latency import describe_costs
+
+    served = describe_costs(stage_costs(resolve_profile("rt-minilm6-cpu")))
+    assert served["model"] == "served" and served["device"] == "AMD EPYC"
+    assert served["machine"].startswith("Intel") and " on Intel" in costs_line(served)
+    iso = describe_costs(stage_costs(resolve_profile("rt-minilm6-cpu"), CostModel.ISOLATED))
+    assert iso["machine"] == "AMD EPYC" and " on Intel" not in costs_line(iso)
+    fm = describe_costs(stage_costs(resolve_profile("fmnist-resnet-cpu")))
+    assert fm["machine"] == fm["device"]  # its calibration did not record the CPU

@@ -189,7 +189,7 @@ def run_frontier(args: argparse.Namespace) -> int:
                          indent=1))
         return 0
     con = Console(width=None if Console().is_terminal else 140)
-    table = Table(title=f"{title} · costs per exit (ms): "
+    table = Table(title=f"{title.replace(chr(10), ' ')} · costs per exit (ms): "
                   + ", ".join(f"{c:.3g}" for c in points.attrs["costs_ms"]))
     for col in ("family", "setting", "val acc", "test acc", "relative", "test cost ms"):
         table.add_column(col, justify="left" if col in ("family", "setting") else "right")

@@ -213,18 +213,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _print_coverage(profile) -> None:
-    """Which exit modes the profile serves, and for the others what is missing and the fix;
-    then the rows worth a second look."""
-    from offramp.profiling.summary import how_to_supply, missing_by_mode, profile_warnings
+    """Its cost models, the rows worth a second look, and which exit modes it serves (for the
+    others what is missing and the fix)."""
+    from offramp.profiling import summary
 
-    for line in profile_warnings(profile):
-        print(f"  warning: {line}")
-
-    for mode, missing in missing_by_mode(profile).items():
+    for line in [*summary.calibration_lines(profile),
+                 *(f"warning: {w}" for w in summary.profile_warnings(profile))]:
+        print(f"  {line}")
+    for mode, missing in summary.missing_by_mode(profile).items():
         if not missing:
             print(f"  exit_mode {mode}: ready")
         else:
-            print(f"  exit_mode {mode}: missing {', '.join(missing)}; {how_to_supply(missing)}")
+            print(f"  exit_mode {mode}: missing {', '.join(missing)}; {summary.how_to_supply(missing)}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

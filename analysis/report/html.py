@@ -90,7 +90,8 @@ def run_report(folder: Path) -> str:
 
     doc = json.loads((folder / "summary.json").read_text())
     metrics = doc["metrics"]
-    device = (doc.get("stage_costs") or {}).get("device")
+    costs = doc.get("stage_costs") or {}
+    device = costs.get("machine") or costs.get("device")
     rows = [[f"busy fraction of the replicas ({device} time)" if key == "utilisation" and device
              else label, fmt(metrics[key]["mean"], 5), fmt(metrics[key]["ci95"], 3), unit]
             for key, label, unit, _ in ROWS if key in metrics]

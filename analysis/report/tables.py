@@ -76,7 +76,10 @@ def costs_line(costs: dict[str, Any] | None) -> str:
         line += f" ({costs.get('device') or '?'}, measured {str(costs.get('measured') or '?')[:10]}"
         fitted = (costs.get("calibration") or {}).get("fitted_on") or {}
         if fitted.get("date"):
-            line += f", calibrated {str(fitted['date'])[:10]} at loads {fitted.get('loads')}"
+            other = costs.get("machine") not in (None, costs.get("device"))
+            line += (f", calibrated {str(fitted['date'])[:10]}"
+                     f"{' on ' + str(costs['machine']) if other else ''} at loads "
+                     f"{fitted.get('loads')}")
         line += ")"
     if costs.get("noisy_stages"):
         line += ("; too noisy to trust (p99 > 5x p50): " + "; ".join(costs["noisy_stages"][:3])

@@ -27,7 +27,7 @@ from offramp.policies.oracle_lp import oracle_frontier
 from offramp.policies.parse import parse_policy
 from offramp.policies.registry import build_policy
 from offramp.profiling.format import LatencyProfile
-from offramp.profiling.latency import stage_costs
+from offramp.profiling.latency import costs_machine, stage_costs
 from offramp.sim.config import ServerConfig
 from offramp.traces.format import ExitTrace, has_entropy
 
@@ -121,6 +121,7 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
                           "agreement_oracle": agreement_frontier(trace, costs, grid),
                           "best_mix": mixed})
     points.attrs.update(costs_ms=costs.tolist(), budgets_ms=budgets, cost_batch=cost_batch,
+                        cost_model=latency.costs.value, costs_machine=costs_machine(latency),
                         full_model_cost_ms=full_model_cost(latency, cost_batch),
                         full_model_accuracy=full_acc)
     return points, bound, budget_comparison(trace, points, test_exits, costs, capacity)
@@ -176,8 +177,9 @@ def write_frontier(trace: ExitTrace, profile: LatencyProfile, points: pd.DataFra
     m = profile.meta
     name = stem.removesuffix("-frontier")
     what = trace.model_id if name == trace.model_id else f"{name} ({trace.model_id})"
-    title = (f"{what} on {m.get('device', '?')} ({m.get('backend')}, "
-             f"{m.get('precision')}): test accuracy vs cost")
+    machine = points.attrs.get("costs_machine", m.get("device", "?"))
+    title = (f"{what}: test accuracy vs cost\n({machine}, {m.get('backend')} "
+             f"{m.get('precision')}, {points.attrs.get('cost_model', '?')} costs)")
     # Other models' frontiers in the same folder stay; this model's files are replaced whole.
     with output_dir(out_dir, FRONTIER_OUTPUTS, keep=True) as tmp:
         points.to_csv(tmp / f"{stem}.csv", index=False)
