@@ -134,8 +134,12 @@ def test_seeds_trained_side_by_side_are_the_fits_each_seed_gives_alone(monkeypat
     # The fits of a group share no parameter: stacked, each one follows its own seed's path
     # (initialisation, batch order, kept epoch and, with a short patience, its own stop while
     # the others train on), to float rounding.
+    from offramp.common import pool
     from offramp.policies import eenet_train
 
+    # Here, not in pool workers (they would not see the patched patience): an earlier CLI
+    # test may have turned the pool on for this process.
+    monkeypatch.setattr(pool, "_ENABLED", False)
     monkeypatch.setattr(eenet_train, "PATIENCE", patience)
     tr = synthetic_trace(1500, seed=6)
     costs = exit_costs(synthetic_profile())
