@@ -84,25 +84,13 @@ def _scheduler(n_exits: int, n_classes: int, hidden_scale: float) -> nn.ModuleDi
 
 def _forward(net: nn.ModuleDict, sm: torch.Tensor, mx: torch.Tensor, conf: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(raw scores (n, K), log π (n, K))."""
-    import torch
-    from torch.nn.functional import logsigmoid
+    """(raw scores (n, K), log π (n, K)) of one fit: the group forward of
+    :mod:`.eenet_train` for a group of one (one home for the rule; bit-identical to the
+    heads applied one by one on the shipped traces)."""
+    from .eenet_train import forward, stack
 
-    k_exits = sm.shape[1]
-    prev: list[torch.Tensor] = []
-    raw, logits = [], []
-    for k in range(k_exits):
-        x = torch.cat([sm[:, k], mx[:, k:k + 1], conf[:, k:k + 1], *prev], dim=1)
-        q = net["score"][k](x)
-        raw.append(q[:, 0])
-        if k < k_exits - 1:
-            logits.append(net["assign"][k](x)[:, 0])
-        prev.append(q.clamp(0.0, 1.0).detach())
-    z = torch.stack(logits, dim=1)
-    stay = logsigmoid(-z).cumsum(dim=1)  # log Π_{j≤k} (1 − r_j)
-    log_pi = torch.cat([logsigmoid(z[:, :1]), stay[:, :-1] + logsigmoid(z[:, 1:]), stay[:, -1:]],
-                       dim=1)
-    return torch.stack(raw, dim=1), log_pi
+    raw, log_pi = forward([p.detach() for p in stack([net])], sm[None], mx[None], conf[None])
+    return raw[0], log_pi[0]
 
 
 class EENet(LearnedScorePolicy):
