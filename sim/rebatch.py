@@ -35,45 +35,29 @@ time between stages (waiting and moving; parts plus that add up to finish − di
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from offramp.common.errors import InputError
-from offramp.core.execution import Stage, between_exits, consulted, reach_exit
-from offramp.core.modes import Discipline, ExitMode, StageKind
+from offramp.core.modes import StageKind
+from offramp.core.rebatching import Layout, cut, pick, stage_ready, stage_steps
 
 from .records import N_KINDS
 
-OVERHEAD, SEGMENT, COMPACT, HANDOFF = (StageKind.OVERHEAD, StageKind.SEGMENT,
-                                       StageKind.COMPACT, StageKind.HANDOFF)
+OVERHEAD, SEGMENT = StageKind.OVERHEAD, StageKind.SEGMENT
 INF = float("inf")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the stages end (``ends``: a segment index), whether each ends with a consulted
-    exit (``exits``; else at a pipeline boundary), and each stage's pipeline group."""
-
-    ends: tuple[int, ...]
-    exits: tuple[bool, ...]
-    group: tuple[int, ...]  # the pipeline group of each stage (0 without a pipeline)
 
 
 def layout(sc: Any) -> Layout:
     """The stages of a scenario: cut at the exits its policy consults and at its pipeline's
     group boundaries."""
     n = sc.trace.n_exits
-    heads = consulted(ExitMode.REBATCH, sc.policy.active_exits(n).tolist())
-    groups = [list(range(n))] if sc.server.pipeline is None else [
-        g.segments for g in sc.server.pipeline]
-    if groups[-1][-1] != n - 1:
+    groups = None if sc.server.pipeline is None else [g.segments for g in sc.server.pipeline]
+    if groups is not None and groups[-1][-1] != n - 1:
         raise InputError("server", "pipeline", f"its groups cover segments 0-{groups[-1][-1]} "
                          f"but the model has {n}", f"place segments 0-{n - 1}, each once")
-    ends = sorted(set(heads) | {g[-1] for g in groups})
-    of = {k: i for i, g in enumerate(groups) for k in g}
-    return Layout(tuple(ends), tuple(e in heads for e in ends), tuple(of[e] for e in ends))
+    return cut(sc.policy.active_exits(n).tolist(), groups)
 
 
 class Pool:
@@ -110,8 +94,8 @@ class Pool:
                       or now >= entry[0].arrival + cfg.max_wait_ms / 1000.0):
             out.append((0, entry[0].arrival, min(len(entry), cfg.max_batch)))
         for j, items in self.waiting.items():
-            if items and (len(items) >= cfg.max_batch or now >= items[0][1] + cfg.stage_wait_s
-                          or not self.upstream(j)):
+            if items and stage_ready(len(items), items[0][1], now, cfg.max_batch,
+                                     cfg.stage_wait_s, self.upstream(j)):
                 out.append((j, items[0][1], min(len(items), cfg.max_batch)))
         return out
 
@@ -154,15 +138,6 @@ def _poke(srv: Any) -> None:
         pool.poke()
 
 
-def _pick(ready: list[tuple[int, float, int]], discipline: Discipline) -> int:
-    """The stage the discipline runs among the ready ones (ties: the deeper)."""
-    if discipline is Discipline.OLDEST_FIRST:
-        return min(ready, key=lambda x: (x[1], -x[0]))[0]
-    if discipline is Discipline.FULLEST_FIRST:
-        return max(ready, key=lambda x: (x[2], x[0]))[0]
-    return max(x[0] for x in ready)
-
-
 def rebatch_executor(srv: Any, r: int):
     """Replica ``r``'s process in ``rebatch`` mode (see the module docstring)."""
     env, cfg, pool = srv.env, srv.sc.server, srv.rb_pools[r]
@@ -173,7 +148,7 @@ def rebatch_executor(srv: Any, r: int):
             event = pool.wake if pool.entry is None else pool.wake | pool.entry.arrived
             yield event | env.timeout(wait) if wait < INF else event
             continue
-        j = _pick(ready, cfg.discipline)
+        j = pick(ready, cfg.discipline)
         if j == 0:
             batch, taken = pool.entry.items[:cfg.max_batch], None
             del pool.entry.items[:cfg.max_batch]
@@ -185,18 +160,6 @@ def rebatch_executor(srv: Any, r: int):
         yield from _run_stage(srv, r, j, batch, taken)
         pool.running[j] -= 1
         _poke(srv)
-
-
-def _steps(plan: Layout, j: int, b: int, intact: bool, n_exits: int) -> list[Stage]:
-    """Stage j's work on a batch of b: the dispatch overhead (stage 0) or the gather of its
-    survivors (``handoff`` where it is one earlier batch intact), then its segments, with the
-    head and decision of its exit where it ends at one."""
-    lo, hi = (plan.ends[j - 1] + 1 if j else 0), plan.ends[j]
-    first = (Stage(OVERHEAD, 0, b) if j == 0
-             else Stage(HANDOFF if intact else COMPACT, plan.ends[j - 1], b))
-    body = (reach_exit(ExitMode.REBATCH, b, b, lo, hi, n_exits) if plan.exits[j]
-            else between_exits(ExitMode.REBATCH, b, b, lo, hi)[:-1])
-    return [first, *body]
 
 
 def _begin(srv: Any, r: int, j: int, m: int, batch: list, taken: list | None, start: float):
@@ -243,7 +206,7 @@ def _run_stage(srv: Any, r: int, j: int, batch: list, taken: list | None):
     x = factors[bisect_right(at, start) - 1]
     fac = srv.unscaled if svc.state is None else svc.state.at_dispatch(start - srv.free_at[r])
     sizes = [0] * n_exits
-    for st in _steps(plan, j, b, intact, n_exits):
+    for st in stage_steps(plan, j, b, intact, n_exits):
         if st.kind not in svc.skip:
             slot = svc.slot(st.kind, st.k)
             dt = svc.duration(slot, st.batch, z) * x * fac[slot]
