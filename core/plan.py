@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .modes import ExitMode
+from .modes import Discipline, ExitMode
 
 PLAN_VERSION = 2  # 1: the untyped plans written before 2026-12-06 (read the same way)
 RULES = ("none", "maxprob", "entropy", "table")
@@ -48,6 +48,8 @@ class ValidationPlan:
     precision: str = "fp32"
     max_batch: int = 32
     max_wait_ms: float = 2.0
+    discipline: Discipline = Discipline.DEEPEST_FIRST  # rebatch: which ready stage runs next
+    stage_max_wait_ms: float | None = None  # rebatch: survivors' wait (None: max_wait_ms)
     repeats: int = 5
     requests: int = 20_000
     calib_requests: int = 1500
@@ -157,11 +159,17 @@ def _check(name: str, v: Any) -> Any:
             raise PlanError(name, "must be a mapping")
         return v
     if name == "modes":
-        served = [m.value for m in ExitMode if not m.rebatches]  # what the real loop runs
+        served = [m.value for m in ExitMode]  # the real loop serves every exit mode
         if not isinstance(v, list) or not v or any(m not in served for m in v):
-            raise PlanError(name, f"must be exit modes the real loop serves "
-                            f"({', '.join(served)}), got {v!r}")
+            raise PlanError(name, f"must be exit modes ({', '.join(served)}), got {v!r}")
         return tuple(ExitMode(m) for m in v)
+    if name == "discipline":
+        if v not in [d.value for d in Discipline]:
+            raise PlanError(name, f"must be one of {', '.join(d.value for d in Discipline)}, "
+                            f"got {v!r}")
+        return Discipline(v)
+    if name == "stage_max_wait_ms":
+        return None if v is None else _number(name, v, float, 0)
     if name == "loads":
         if not isinstance(v, list) or not v or not all(
                 isinstance(x, dict) and len(x) == 1 and set(x) <= {"utilisation", "rate_rps"}

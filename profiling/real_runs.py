@@ -40,7 +40,7 @@ def pin_to_one_core(core: int | None = None) -> int | None:
     return core
 
 
-def _sleep_until(t_s: float, clock: Callable[[], float]) -> None:
+def sleep_until(t_s: float, clock: Callable[[], float]) -> None:
     """Sleep, then spin for the last 0.3 ms (sleep alone overshoots by ~0.1 ms)."""
     while True:
         left = t_s - clock()
@@ -75,6 +75,10 @@ def serve_stream(loop: ServingLoop, inputs: Callable[[int], Any], arrival_s: np.
     gc.freeze()
     gc.disable()
     try:
+        if loop.mode.rebatches:
+            from .rebatch_loop import serve_rebatch
+
+            return serve_rebatch(loop, payload, arr, smp, max_batch, wait, lead_in_s)
         return _serve(loop, payload, arr, smp, max_batch, wait, lead_in_s)
     finally:
         gc.unfreeze()
@@ -100,7 +104,7 @@ def _serve(loop: ServingLoop, payload: list, arr: np.ndarray, smp: np.ndarray, m
     while i < n:
         # The batching rule gives when the batch goes and who is in it; the loop waits till then.
         due, j = dispatch(arr_list, i, clock(), max_batch, wait, end)
-        _sleep_until(due, clock)
+        sleep_until(due, clock)
         reason = 0 if j - i >= max_batch else (2 if j == n else 1)
         batch, ids = payload[i:j], smp[i:j].tolist()
         d = clock()

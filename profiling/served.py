@@ -173,7 +173,8 @@ def _tail(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, list]:
         timed = np.bincount(run["stage_batch"].astype(np.int64), weights=run["stage_ms"],
                             minlength=nb)
         gaps.append(1000.0 * (run["batch_finish"] - run["batch_dispatch"]) - timed)
-        sizes.append(run["batch_sizes"][:, 0].astype(np.int64))
+        # the batch size: its first segment's (in rebatch a later stage's batch starts later)
+        sizes.append(run["batch_sizes"].max(axis=1).astype(np.int64))
     size, gap = np.concatenate(sizes), np.concatenate(gaps)
     out_b, out_ms = [], []
     for b in np.unique(size):

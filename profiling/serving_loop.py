@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from offramp.core.execution import Exit, Stage, batch_steps
-from offramp.core.modes import ExitMode, StageKind
+from offramp.core.modes import Discipline, ExitMode, StageKind
 
 from .backends.torch_common import gather
 
@@ -76,6 +76,29 @@ class BatchRun:
 RULES = ("maxprob", "entropy", "table")
 
 
+@dataclass
+class Pass:
+    """One batch's state through the loop's stages: its single-request inputs and sample
+    ids; per request its exit and prediction (-1: not yet); per row of the current
+    activation the request it belongs to (``alive``); the activation, the last head's logits
+    and the rows going on after the last decision (``keep``)."""
+
+    requests: Sequence[Any]
+    samples: list[int]
+    exits: list[int] = field(default_factory=list)
+    preds: list[int] = field(default_factory=list)
+    alive: list[int] = field(default_factory=list)
+    act: Any = None
+    logits: Tensor | None = None
+    keep: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.samples)
+        self.exits = self.exits or [-1] * n
+        self.preds = self.preds or [-1] * n
+        self.alive = self.alive or list(range(n))
+
+
 class ServingLoop:
     """Serve batches of a model with ``segments`` and ``heads`` (``nn.ModuleList``s).
 
@@ -84,13 +107,16 @@ class ServingLoop:
     normalised entropy H / log C <= ``thresholds[k]``) or ``table`` (exit where ``table[sample
     id]`` says: a saved policy's per-sample exits). ``active[k]``: whether exit k is consulted.
     ``handoff(k, act)`` passes a whole batch's activation to segment k+1 (identity in eager
-    PyTorch; a copy into the next graph's static input for CUDA graphs).
+    PyTorch; a copy into the next graph's static input for CUDA graphs). In mode ``rebatch``
+    streams are served by :mod:`.rebatch_loop` with ``discipline`` and ``stage_wait_ms``.
     """
 
     def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, mode: ExitMode | str,
                  thresholds: Sequence[float], active: Sequence[bool] | None = None,
                  handoff: Callable[[int, Any], Any] | None = None, rule: str = "maxprob",
-                 table: Sequence[int] | None = None):
+                 table: Sequence[int] | None = None,
+                 discipline: Discipline | str = Discipline.DEEPEST_FIRST,
+                 stage_wait_ms: float | None = None):
         if rule not in RULES:
             raise ValueError(f"rule {rule!r} is not one of {RULES}")
         if rule == "table" and table is None:
@@ -102,6 +128,9 @@ class ServingLoop:
         self.rule, self.table = rule, (list(table) if table is not None else None)
         self.active = list(active) if active is not None else [True] * self.k_exits
         self.handoff = handoff or (lambda k, act: act)
+        # rebatch (profiling/rebatch_loop.py): which ready stage runs next, and how long
+        # survivors wait for a fuller batch (None: max_wait_ms)
+        self.discipline, self.stage_wait_ms = Discipline(discipline), stage_wait_ms
 
     @torch.inference_mode()
     def run(self, requests: Sequence[Any], samples: Sequence[int] | None = None) -> BatchRun:
@@ -110,76 +139,75 @@ class ServingLoop:
         clock = StageClock(self.device)
         clock.mark()  # from here: the loop's own setup of the batch counts as its overhead
         size = len(requests)
-        self._samples = list(samples) if samples is not None else [-1] * size
-        self._preds = [-1] * size
-        exits = [-1] * size
-        alive = list(range(size))  # request index of each row still going on
+        p = Pass(requests, list(samples) if samples is not None else [-1] * size)
         done: list[Stage] = []
-        act: Any = None
-        logits: Tensor | None = None
-        keep_rows: Tensor | None = None
         steps = batch_steps(self.mode, size, self.active)
         item = next(steps)
         while True:
             if isinstance(item, Exit):
-                k = item.k
-                if k == self.k_exits - 1:
-                    pred = logits.argmax(dim=-1).tolist()
-                    for i, r in enumerate(alive):
-                        if exits[r] < 0:
-                            exits[r], self._preds[r] = k, pred[i]
-                    going = 0
-                else:
-                    going = int(keep_rows.numel())
+                going = self.last_exit(item.k, p) if item.k == self.k_exits - 1 else \
+                    int(p.keep.numel())
                 try:
                     item = steps.send(going)
                 except StopIteration:
                     break
                 continue
-            st = item
-            kind = st.kind
-            if kind is StageKind.OVERHEAD:
-                act = place(stack(requests), self.device, self.dtype)
-            elif kind is StageKind.SEGMENT:
-                act = self.segments[st.k](act)
-            elif kind is StageKind.HEAD:
-                logits = self.heads[st.k](act)
-            elif kind is StageKind.CHECK:
-                keep_rows = self._decide(st.k, logits, alive, exits)
-            elif kind is StageKind.COMPACT:
-                act = gather(act, keep_rows)
-                alive = [alive[i] for i in keep_rows.tolist()]
-                keep_rows = torch.arange(len(alive), device=self.device)
-            elif kind is StageKind.HANDOFF:
-                act = self.handoff(st.k, act)
+            self.step(item, p)
             clock.mark()
-            done.append(st)
+            done.append(item)
             item = next(steps, None)
             if item is None:
                 break
-        return BatchRun(exits, list(zip(done, clock.elapsed_ms(), strict=True)), self._preds)
+        return BatchRun(p.exits, list(zip(done, clock.elapsed_ms(), strict=True)), p.preds)
 
-    def _leaving(self, k: int, logits: Tensor, alive: list[int]) -> Tensor:
+    def step(self, st: Stage, p: Pass) -> None:
+        """Run one stage of the execution rule on a batch's state ``p`` (untimed here)."""
+        kind = st.kind
+        if kind is StageKind.OVERHEAD:
+            p.act = place(stack(p.requests), self.device, self.dtype)
+        elif kind is StageKind.SEGMENT:
+            p.act = self.segments[st.k](p.act)
+        elif kind is StageKind.HEAD:
+            p.logits = self.heads[st.k](p.act)
+        elif kind is StageKind.CHECK:
+            p.keep = self._decide(st.k, p)
+        elif kind is StageKind.COMPACT:
+            p.act = gather(p.act, p.keep)
+            p.alive = [p.alive[i] for i in p.keep.tolist()]
+            p.keep = torch.arange(len(p.alive), device=self.device)
+        elif kind is StageKind.HANDOFF:
+            p.act = self.handoff(st.k, p.act)
+
+    def last_exit(self, k: int, p: Pass) -> int:
+        """Everybody still in the batch leaves at the last exit ``k``; returns 0 (going on)."""
+        pred = p.logits.argmax(dim=-1).tolist()
+        for i, r in enumerate(p.alive):
+            if p.exits[r] < 0:
+                p.exits[r], p.preds[r] = k, pred[i]
+        return 0
+
+    def _leaving(self, k: int, logits: Tensor, p: Pass) -> Tensor:
         """(rows,) bool on the host: which rows of the batch the rule lets exit at k."""
         if self.rule == "table":
-            return torch.tensor([self.table[self._samples[r]] == k for r in alive], dtype=torch.bool)
-        p = torch.softmax(logits.float(), dim=-1)
+            return torch.tensor([self.table[p.samples[r]] == k for r in p.alive], dtype=torch.bool)
+        prob = torch.softmax(logits.float(), dim=-1)
         if self.rule == "maxprob":
-            return (p.amax(dim=-1) >= self.thresholds[k]).cpu()
-        ent = -(p.double() * torch.log(p.double().clamp_min(1e-12))).sum(dim=-1) / math.log(p.shape[-1])
+            return (prob.amax(dim=-1) >= self.thresholds[k]).cpu()
+        ent = -(prob.double() * torch.log(prob.double().clamp_min(1e-12))).sum(dim=-1) / \
+            math.log(prob.shape[-1])
         return (ent.clamp(0.0, 1.0).float() <= self.thresholds[k]).cpu()
 
-    def _decide(self, k: int, logits: Tensor, alive: list[int], exits: list[int]) -> Tensor:
+    def _decide(self, k: int, p: Pass) -> Tensor:
         """Exit decision at early exit k: rows (of the current batch) of those going on."""
-        leave = self._leaving(k, logits, alive)
-        pred = logits.argmax(dim=-1).cpu()
+        leave = self._leaving(k, p.logits, p)
+        pred = p.logits.argmax(dim=-1).cpu()
         if self.mode.keeps_size:
             # The batch keeps every row; rows that left earlier are neither counted nor re-exited.
-            gone = torch.tensor([exits[r] >= 0 for r in alive], dtype=torch.bool)
+            gone = torch.tensor([p.exits[r] >= 0 for r in p.alive], dtype=torch.bool)
             leave &= ~gone
             for i in torch.nonzero(leave).squeeze(1).tolist():
-                exits[alive[i]], self._preds[alive[i]] = k, int(pred[i])
+                p.exits[p.alive[i]], p.preds[p.alive[i]] = k, int(pred[i])
             return torch.nonzero(~(leave | gone)).squeeze(1).to(self.device)
         for i in torch.nonzero(leave).squeeze(1).tolist():
-            exits[alive[i]], self._preds[alive[i]] = k, int(pred[i])
+            p.exits[p.alive[i]], p.preds[p.alive[i]] = k, int(pred[i])
         return torch.nonzero(~leave).squeeze(1).to(self.device)

@@ -135,7 +135,8 @@ def _real_model(plan: ValidationPlan, plan_dir: Path, out: Path, log):
 
     def loop_for(mode: str) -> ServingLoop:
         return ServingLoop(model, device, dtype, mode, rule.thresholds, rule.active,
-                           rule=loop_rule, table=table)
+                           rule=loop_rule, table=table, discipline=plan.discipline,
+                           stage_wait_ms=plan.stage_max_wait_ms)
 
     if plan.measure_profile and not (out / "profile.json").exists():
         from .measure import RunPolicy

@@ -30,13 +30,21 @@ def test_round_trip_and_defaults():
     # An old, unversioned plan reads the same; a plan that differs only in its command is the same.
     assert ValidationPlan.from_dict({**MINIMAL, "command": "x"}).same_plan(plan)
     assert not ValidationPlan.from_dict({**MINIMAL, "max_batch": 8}).same_plan(plan)
+    # rebatch is served too, with its discipline and stage wait
+    rb = ValidationPlan.from_dict({**MINIMAL, "modes": ["rebatch"], "discipline": "oldest_first",
+                                   "stage_max_wait_ms": 0})
+    assert ValidationPlan.from_json(rb.to_json()) == rb
+    assert (rb.modes[0].rebatches, rb.discipline.value, rb.stage_max_wait_ms) == (
+        True, "oldest_first", 0.0)
 
 
 @pytest.mark.parametrize("change,field", [
     ({"max_batch": 0}, "max_batch"),
     ({"max_batch": True}, "max_batch"),
     ({"warmup_fraction": 1.0}, "warmup_fraction"),
-    ({"modes": ["rebatch"]}, "modes"),
+    ({"modes": ["teleport"]}, "modes"),
+    ({"discipline": "loudest_first"}, "discipline"),
+    ({"stage_max_wait_ms": -1}, "stage_max_wait_ms"),
     ({"loads": [{"busy": 0.3}]}, "loads"),
     ({"rule": {"kind": "magic"}}, "rule"),
     ({"core": -1}, "core"),

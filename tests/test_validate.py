@@ -161,6 +161,56 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+@needs_fmnist
+def test_rebatch_is_served_and_judged_like_the_other_modes(tmp_path, capsys):
+    """The real loop runs rebatch (stage queues on one device); validate judges it, and its
+    simulated side is a plain study that `offramp simulate` reproduces to the request."""
+    import pandas as pd
+
+    from offramp.policies import build_policy
+    from offramp.traces.format import load_trace
+
+    study = tmp_path / "v.yaml"
+    study.write_text(yaml.safe_dump({
+        "trace": {"path": "fmnist-resnet"}, "profile": {"path": "fmnist-resnet-cpu"},
+        "server": {"max_batch": 8, "max_wait_ms": 2.0, "exit_mode": "rebatch",
+                   "discipline": "oldest_first"},
+        "policy": {"name": "entropy", "tolerance_pct": 99}, "run": {"seed": 3}}))
+    out = tmp_path / "val"
+    assert main(["validate", str(study), "--rates", "400", "--modes", "rebatch", "--repeats",
+                 "2", "--requests", "500", "--profile", "fmnist-resnet-cpu", "--profiler-costs",
+                 "--served-requests", "0", "--sim-replications", "1", "--quiet",
+                 "-o", str(out)]) == 0
+    assert "rebatch" in capsys.readouterr().out
+    plan = json.loads((out / "plan.json").read_text())
+    assert (plan["modes"], plan["discipline"], plan["stage_max_wait_ms"]) == (
+        ["rebatch"], "oldest_first", None)
+    trace = load_trace(resolve_trace("fmnist-resnet"))
+    policy = build_policy({"name": "entropy", "tolerance_pct": 99}, trace)
+    manifest = json.loads((out / "real" / "manifest.json").read_text())
+    for run in manifest["runs"]:
+        z = np.load(out / "real" / run["file"])
+        # every request once, with the policy's exit, in one stage-0 batch
+        assert np.isfinite(z["finish"]).all() and (z["batch_stage"][z["batch"]] == 0).all()
+        assert (z["exit"] == policy.exit_index(trace, z["sample"])).mean() >= 0.995
+        assert (z["arrival"] <= z["dispatch"]).all() and (z["dispatch"] < z["finish"]).all()
+        assert (z["batch_dispatch"][1:] >= z["batch_finish"][:-1]).all()
+        # later stages ran as batches of their own (tests/test_rebatch_loop.py: gathered across)
+        assert (z["batch_stage"] > 0).any() and (z["batch_sizes"] <= 8).all()
+    doc = json.loads((out / "validation.json").read_text())
+    assert {r["stat"] for r in doc["table"] if r["key"] == "rebatch-L0"} >= {
+        "latency_p50_ms", "latency_p99_ms", "utilisation", "exit_match"}
+    study_k = yaml.safe_load((out / "sim-study-rebatch-L0.yaml").read_text())
+    assert study_k["server"]["exit_mode"] == "rebatch"
+    assert study_k["server"]["discipline"] == "oldest_first"
+    assert main(["simulate", str(out / "sim-study-rebatch-L0.yaml"), "-o", str(tmp_path / "s"),
+                 "--json"]) == 0
+    users = pd.read_parquet(tmp_path / "s" / "requests.parquet")
+    ours = pd.read_parquet(out / "sim.parquet")
+    for col in ("arrival_s", "dispatch_s", "finish_s", "exit_index"):
+        assert np.array_equal(users[col].to_numpy(), ours[col].to_numpy()), col
+
+
 def test_cuda_absent_is_one_line(tmp_path, capsys):
     import torch
 

@@ -119,13 +119,6 @@ def _recorded(trace: ExitTrace) -> str | None:
     return str(found) if found is not None and found.name != f"{trace.model_id}.pt" else None
 
 
-def _served_modes(modes: list[str]) -> None:
-    """The exit modes the real serving loop runs (one clear error for the others)."""
-    if any(ExitMode(m).rebatches for m in modes):
-        raise InputError("--modes", None, "the real serving loop does not run rebatch yet (the "
-                         "simulator does: docs/simulator.md)", "validate none, keep or shrink")
-
-
 def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
@@ -141,7 +134,6 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     from offramp.profiling.latency import stage_costs
     from offramp.sim.service import ServiceTimes
 
-    _served_modes(modes)
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
     study_profile = load_study_profile(cfg, trace, base)
@@ -161,6 +153,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     plan = ValidationPlan.from_dict(json.loads(json.dumps({
         "model": trace.model_id, "trace": trace.source, "device": device, "precision": precision,
         "max_batch": mb, "max_wait_ms": cfg.server.max_wait_ms, "rule": rule,
+        "discipline": cfg.server.discipline, "stage_max_wait_ms": cfg.server.stage_max_wait_ms,
         "policy": policy.get_params(), "modes": modes, "loads": loads, "repeats": repeats,
         "requests": requests, "calib_requests": calib_requests,
         "served_requests": served_requests, "served_seconds": served_seconds,

@@ -34,7 +34,10 @@ def sim_study(trace: ExitTrace, plan: ValidationPlan, mode: ExitMode, profile_pa
                         **({"costs": costs.value} if costs is not None else {})},
             "workload": {"kind": "replay", "path": str(arrivals.resolve())},
             "server": {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms,
-                       "exit_mode": mode.value},
+                       "exit_mode": mode.value,
+                       **({"discipline": plan.discipline.value,
+                           "stage_max_wait_ms": plan.stage_max_wait_ms}
+                          if mode.rebatches else {})},
             "policy": policy,
             "run": {"requests": requests, "replications": replications,
                     "warmup_fraction": plan.warmup_fraction, "seed": plan.seed}}
