@@ -143,8 +143,9 @@ class EENetConfig(PolicyConfigBase):
     n_fits: int = Field(10, ge=1, description="fits to keep the best of (the paper's 10)")
     epochs: int = Field(1000, ge=1, description="training epochs per fit, at most")
     lr: float = Field(3e-5, gt=0, description="Adam's learning rate (the paper's 3e-5)")
-    hidden_scale: float = Field(0.5, gt=0, description="assignment heads' hidden width per "
-                                "input (the paper: 0.5 for CNNs, 2 for BERT)")
+    hidden_scale: float | None = Field(None, gt=0, description="assignment heads' hidden width "
+                                       "per input (unset: the paper's, 2 for a transformer "
+                                       "model, 0.5 otherwise)")
     decoupled_weight_decay: bool = Field(False, description="AdamW instead of Adam's L2 (the "
                                          "CPU-tuned variant: with lr 1e-2, 150 epochs)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the first fit")

@@ -93,6 +93,14 @@ def _forward(net: nn.ModuleDict, sm: torch.Tensor, mx: torch.Tensor, conf: torch
     return raw[0], log_pi[0]
 
 
+def paper_hidden_scale(trace: ExitTrace) -> float:
+    """The assignment heads' hidden width per input the paper uses for the trace's model: 2
+    for a transformer (its BERT setting), 0.5 otherwise (its CNN setting)."""
+    from offramp.traces.shipped import model_family
+
+    return 2.0 if model_family(str(trace.meta.get("model_id", ""))) == "transformer" else 0.5
+
+
 class EENet(LearnedScorePolicy):
     """EENet's learned scheduler for an average per-sample budget ``budget_ms`` (ms)."""
 
@@ -100,7 +108,7 @@ class EENet(LearnedScorePolicy):
 
     def __init__(self, budget_ms: float, costs: Sequence[float], n_fits: int = 10,
                  epochs: int = 1000, lr: float = 3e-5, weight_decay: float = 1e-2,
-                 batch_size: int = 512, phase_epochs: int = 10, hidden_scale: float = 0.5,
+                 batch_size: int = 512, phase_epochs: int = 10, hidden_scale: float | None = None,
                  seed: int = 0, decoupled_weight_decay: bool = False):
         self.budget_ms = budget_ms
         self.costs = costs
@@ -116,6 +124,8 @@ class EENet(LearnedScorePolicy):
 
     def fit(self, trace: ExitTrace, split: str = "val") -> EENet:
         c = budget_costs(self.costs, trace.n_exits, self.budget_ms)
+        self.hidden_scale_ = paper_hidden_scale(trace) if self.hidden_scale is None \
+            else self.hidden_scale
         if trace.n_exits < 2:
             raise InputError(trace.source, "pred", "EENet needs at least two exits",
                              "use a multi-exit trace")
@@ -153,7 +163,7 @@ class EENet(LearnedScorePolicy):
 
         n, k_exits = correct.shape
         trained = train(self, feats, correct, costs, seeds,
-                        lambda: _scheduler(k_exits, feats[0].shape[2], self.hidden_scale))
+                        lambda: _scheduler(k_exits, feats[0].shape[2], self.hidden_scale_))
         out = []
         for net, epochs, kept_epoch in trained:
             with torch.no_grad():
@@ -180,7 +190,8 @@ class EENet(LearnedScorePolicy):
 
     def fitted_params(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds_, "fractions": self.fractions_,
-                "val_cost_ms": self.val_cost_ms_, "val_accuracy": self.val_accuracy_}
+                "val_cost_ms": self.val_cost_ms_, "val_accuracy": self.val_accuracy_,
+                "hidden_scale": self.hidden_scale_}
 
     def explain(self) -> str | None:
         """The budget against the range the exits allow, and the fit kept."""

@@ -177,3 +177,19 @@ def test_the_pool_is_never_used_where_it_is_not_safe(monkeypatch):
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # a child
     assert not pool.usable()
     assert pool.map_independent(pow, [(2, 3), (3, 2)]) == [8, 9]  # runs here, in order
+
+
+@pytest.mark.parametrize("model_id,scale", [("rt-minilm6", 2.0), ("fmnist-resnet", 0.5),
+                                            ("crafted", 0.5)])
+def test_the_assignment_heads_width_is_the_papers_for_the_models_family(model_id, scale):
+    """Unset, hidden_scale is the paper's for the trace's model: 2 for a transformer (its BERT
+    setting), 0.5 otherwise; the fitted policy says which it used."""
+    tr = half_easy_trace()
+    tr.meta["model_id"] = model_id
+    pol = EENet(2.0, [1.0, 2.0, 3.0], n_fits=1, epochs=2).fit(tr)
+    width = pol.net_["assign"][0][0].in_features
+    assert pol.net_["assign"][0][0].out_features == max(2, int(width * scale))
+    assert pol.get_params()["hidden_scale"] == scale
+    # a given width is used as given
+    given = EENet(2.0, [1.0, 2.0, 3.0], n_fits=1, epochs=2, hidden_scale=1.0).fit(tr)
+    assert given.net_["assign"][0][0].out_features == max(2, int(width * 1.0))

@@ -17,6 +17,13 @@ SHIPPED = {
     "rt-minilm6": "rt-minilm6.npz",
 }
 PROVENANCE = "PROVENANCE.json"
+# The architecture family of each shipped model (a trace names its model by ``model_id``).
+FAMILY = {"fmnist-resnet": "cnn", "rt-minilm6": "transformer"}
+
+
+def model_family(model_id: str) -> str | None:
+    """``cnn`` or ``transformer`` for a shipped model's id; None for any other model."""
+    return FAMILY.get(model_id)
 
 
 def shipped_names() -> list[str]:
