@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -145,7 +144,9 @@ def executor_for(args: argparse.Namespace) -> Iterator[tuple[Executor, str]]:
                           dashboard_address=None) as cluster, Client(cluster) as client:
             yield client.get_executor(), f"Dask LocalCluster, {args.dask_local} workers"
         return
-    workers = args.workers or max(1, (os.cpu_count() or 1))
+    from offramp.common import pool as common_pool
+
+    workers = args.workers or common_pool.workers()  # the cores this process may use
     with ProcessPoolExecutor(max_workers=workers) as pool:
         yield pool, f"process pool, {workers} workers"
 

@@ -1,0 +1,28 @@
+"""The process pools the commands use take the cores this process may run on, not the
+machine's count (a job pinned to one core gets one worker)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from offramp.analysis.cli.options import executor_for
+from offramp.common import pool
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_a_sweeps_default_pool_follows_the_affinity(monkeypatch):
+    monkeypatch.delenv("OFFRAMP_WORKERS", raising=False)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {sorted(before)[0]})
+    try:
+        assert pool.workers() == 1
+        args = argparse.Namespace(scheduler=None, dask_local=None, workers=None)
+        with executor_for(args) as (_, line):
+            assert line == "process pool, 1 workers"
+    finally:
+        os.sched_setaffinity(0, before)
+    monkeypatch.setenv("OFFRAMP_WORKERS", "1")
+    assert pool.workers() == 1
