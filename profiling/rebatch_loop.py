@@ -74,11 +74,15 @@ class Rebatcher:
                             or now >= arr[i] + wait_s):
             out.append((0, arr[i], min(arrived - i, max_batch)))
         for j, w in self.waiting.items():
-            upstream = arrived > i or any(self.waiting[x] for x in range(1, j))
             if stage_ready(len(w), w[0].since if w else 0.0, now, max_batch, stage_wait_s,
-                           upstream):
+                           self.upstream(j, i, arrived)):
                 out.append((j, w[0].since, min(len(w), max_batch)))
         return out
+
+    def upstream(self, j: int, i: int, arrived: int) -> bool:
+        """Whether anything could still join stage j: an arrived request not yet taken, or a
+        survivor waiting in front of an earlier stage (on one replica nothing else runs)."""
+        return arrived > i or any(self.waiting[x] for x in range(1, j))
 
     def deadline(self, arr: list[float], i: int, arrived: int, wait_s: float,
                  stage_wait_s: float) -> float:
@@ -166,8 +170,8 @@ def serve_rebatch(loop: ServingLoop, payload: list, arr: np.ndarray, smp: np.nda
             i += count
         else:
             w = rb.waiting[j]
-            upstream = arrived > i or any(rb.waiting[x] for x in range(1, j))
-            reason = FULL if count >= max_batch else (WAITED if upstream else NOTHING_UPSTREAM)
+            reason = FULL if count >= max_batch else (
+                WAITED if rb.upstream(j, i, arrived) else NOTHING_UPSTREAM)
             taken, rb.waiting[j] = w[:count], w[count:]
             reqs = [s.req for s in taken]
         sb, d = len(served), clock()
