@@ -85,18 +85,16 @@ class Pass:
 
     requests: Sequence[Any]
     samples: list[int]
-    exits: list[int] = field(default_factory=list)
-    preds: list[int] = field(default_factory=list)
-    alive: list[int] = field(default_factory=list)
+    exits: list[int] = field(init=False)
+    preds: list[int] = field(init=False)
+    alive: list[int] = field(init=False)
     act: Any = None
     logits: Tensor | None = None
     keep: Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.samples)
-        self.exits = self.exits or [-1] * n
-        self.preds = self.preds or [-1] * n
-        self.alive = self.alive or list(range(n))
+        self.exits, self.preds, self.alive = [-1] * n, [-1] * n, list(range(n))
 
 
 class ServingLoop:
@@ -186,11 +184,11 @@ class ServingLoop:
                 p.exits[r], p.preds[r] = k, pred[i]
         return 0
 
-    def _leaving(self, k: int, logits: Tensor, p: Pass) -> Tensor:
+    def _leaving(self, k: int, p: Pass) -> Tensor:
         """(rows,) bool on the host: which rows of the batch the rule lets exit at k."""
         if self.rule == "table":
             return torch.tensor([self.table[p.samples[r]] == k for r in p.alive], dtype=torch.bool)
-        prob = torch.softmax(logits.float(), dim=-1)
+        prob = torch.softmax(p.logits.float(), dim=-1)
         if self.rule == "maxprob":
             return (prob.amax(dim=-1) >= self.thresholds[k]).cpu()
         ent = -(prob.double() * torch.log(prob.double().clamp_min(1e-12))).sum(dim=-1) / \
@@ -199,7 +197,7 @@ class ServingLoop:
 
     def _decide(self, k: int, p: Pass) -> Tensor:
         """Exit decision at early exit k: rows (of the current batch) of those going on."""
-        leave = self._leaving(k, p.logits, p)
+        leave = self._leaving(k, p)
         pred = p.logits.argmax(dim=-1).cpu()
         if self.mode.keeps_size:
             # The batch keeps every row; rows that left earlier are neither counted nor re-exited.

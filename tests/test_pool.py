@@ -12,7 +12,8 @@ from offramp.analysis.cli.options import executor_for
 from offramp.common import pool
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
+                    reason="CPU affinity is Linux-only; elsewhere the pool takes the core count")
 def test_a_sweeps_default_pool_follows_the_affinity(monkeypatch):
     monkeypatch.delenv("OFFRAMP_WORKERS", raising=False)
     before = os.sched_getaffinity(0)
