@@ -1,22 +1,23 @@
-"""EENet's fits trained side by side: a group of seeds' score and assignment heads stacked along
+"""EENet's fits trained side by side: a group of fits' score and assignment heads stacked along
 a leading fit axis, so that one step of batched matrix products trains every fit of the group.
+A group may hold the seeds of several budgets (a frontier's): each fit has its own budget.
 
 Each fit keeps what it has alone (policies/eenet.py): its seed's initialisation and mini-batch
 order, its own losses, Adam's element-wise update, its kept epoch and its patience. The fits
 share no parameter, so the gradient of the group's summed loss with respect to one fit's
-parameters is that fit's own. A fit that has stopped keeps computing (its kept weights are
-copied) until the group's last one stops. What changes is the cost: PyTorch's per-call
-overhead dominates these tiny heads, so a step of five fits costs far less than five steps of
-one (ten fits at one budget: 2.8× faster, benchmarks/eenet_fit_speed.py).
+parameters is that fit's own. A fit that stops is dropped from the group (its slice of the
+parameters and of Adam's state cut out) while the others train on. What changes is the cost:
+PyTorch's per-call overhead dominates these tiny heads, so a step of five fits costs far less
+than five steps of one (ten fits at one budget: 2.8× faster, benchmarks/eenet_fit_speed.py).
 
-Groups are fixed by ``n_fits`` alone (:func:`groups`), never by the machine, so a fit gives the
-same numbers wherever its group runs (one process or a pool worker).
+Groups are fixed by the fits asked for alone (:func:`groups`), never by the machine, so a fit
+gives the same numbers wherever its group runs (one process or a pool worker).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,15 +25,16 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+T = TypeVar("T")
 FIT_GROUPS = 2  # the seeds are trained in this many groups (the pool runs them side by side)
 COST_LOSS_OK = 0.1  # an epoch may be kept once its cost loss |cost − B| / B is under this
 PATIENCE = 100  # epochs without a better kept epoch before a fit stops
 
 
-def groups(seeds: list[int]) -> list[list[int]]:
-    """The seeds in :data:`FIT_GROUPS` contiguous groups (fewer when there are fewer seeds)."""
-    size = math.ceil(len(seeds) / FIT_GROUPS) if seeds else 1
-    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+def groups(fits: list[T]) -> list[list[T]]:
+    """The fits in :data:`FIT_GROUPS` contiguous groups (fewer when there are fewer fits)."""
+    size = math.ceil(len(fits) / FIT_GROUPS) if fits else 1
+    return [fits[i:i + size] for i in range(0, len(fits), size)]
 
 
 def stack(nets: list[nn.ModuleDict]) -> list[torch.Tensor]:
@@ -94,8 +96,10 @@ def forward(params: list[torch.Tensor], sm: torch.Tensor, mx: torch.Tensor, conf
 
 
 def losses(params: list[torch.Tensor], feats: list[torch.Tensor], correct: torch.Tensor,
-           c: torch.Tensor, budget_ms: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per fit (F,): BCE, KL and cost loss of one batch (policies/eenet.py's definitions)."""
+           c: torch.Tensor, budget_ms: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per fit (F,): BCE, KL and cost loss of one batch (policies/eenet.py's definitions);
+    ``budget_ms`` (F,): each fit's budget."""
     from torch import nn
 
     raw, log_pi = forward(params, *feats)
@@ -110,56 +114,105 @@ def losses(params: list[torch.Tensor], feats: list[torch.Tensor], correct: torch
     return (w * bce).sum(dim=1).mean(dim=1), kl, (cost - budget_ms).abs() / budget_ms
 
 
+class _Live:
+    """The fits of a group still training: their stacked parameters, optimiser and batch
+    orders. A fit that stops is dropped (:meth:`drop`), its slice of every parameter and of
+    Adam's state cut out; Adam's update is element-wise, so the others go on as before."""
+
+    def __init__(self, policy: Any, params: list[torch.Tensor], gens: list, budgets: list[float]):
+        import torch
+
+        self.policy, self.params, self.gens = policy, params, gens
+        self.ids = list(range(len(gens)))
+        self.budget = torch.tensor(budgets, dtype=torch.float32)
+        self.opt = self._optimiser(params)
+
+    def _optimiser(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        import torch
+
+        pol = self.policy
+        kind = torch.optim.AdamW if pol.decoupled_weight_decay else torch.optim.Adam
+        return kind(params, lr=pol.lr, weight_decay=pol.weight_decay)
+
+    def drop(self, stopped: set[int]) -> None:
+        """Stop training the fits ``stopped`` (ids)."""
+        import torch
+
+        keep = [i for i, f in enumerate(self.ids) if f not in stopped]
+        rows = torch.tensor(keep)
+        old_params, old_state = self.params, self.opt.state
+        self.params = [p.detach()[rows].clone().requires_grad_(True) for p in old_params]
+        self.opt = self._optimiser(self.params)
+        for new, old in zip(self.params, old_params, strict=True):
+            st = old_state.get(old)
+            if st:
+                self.opt.state[new] = {k: (v.clone() if v.dim() == 0 else v[rows].clone())
+                                       for k, v in st.items()}
+        self.ids = [self.ids[i] for i in keep]
+        self.gens = [self.gens[i] for i in keep]
+        self.budget = self.budget[rows]
+
+    def epoch(self, feats: tuple, correct: torch.Tensor, c: torch.Tensor, q_phase: bool
+              ) -> list[list[float]]:
+        """One epoch of every live fit; per live fit its mean (BCE, KL, cost loss)."""
+        import torch
+
+        n, pol = correct.shape[0], self.policy
+        sums = torch.zeros(len(self.ids), 3)
+        orders = torch.stack([torch.randperm(n, generator=g) for g in self.gens])
+        batches = orders.split(pol.batch_size, dim=1)
+        for idx in batches:
+            bce, kl, cost_loss = losses(self.params, [f[idx] for f in feats], correct[idx], c,
+                                        self.budget)
+            loss = bce if q_phase else 1e-3 * kl + 1e-2 * cost_loss
+            self.opt.zero_grad()
+            loss.sum().backward()
+            self.opt.step()
+            sums += torch.stack([bce.detach(), kl.detach(), cost_loss.detach()], dim=1)
+        return (sums / len(batches)).tolist()
+
+
 def train(policy: Any, feats: tuple, correct: torch.Tensor, costs: np.ndarray,
-          seeds: list[int], make_net: Any) -> list[tuple[nn.ModuleDict, int, int]]:
-    """Train one fit per seed together; per fit (net with its kept weights, epochs run, kept
-    epoch, 0 when none was kept). ``make_net()`` builds one fit's untrained heads."""
+          fits: list[tuple[int, float]], make_net: Any) -> list[tuple[nn.ModuleDict, int, int]]:
+    """Train one fit per (seed, budget in ms) of ``fits`` together (the policy's other
+    settings shared); per fit (net with its kept weights, epochs run, kept epoch, 0 when none
+    was kept). ``make_net()`` builds one fit's untrained heads."""
     import torch
 
     nets = []
-    for seed in seeds:
+    for seed, _ in fits:
         torch.manual_seed(seed)
         nets.append(make_net())
-    params = stack(nets)
-    kind = torch.optim.AdamW if policy.decoupled_weight_decay else torch.optim.Adam
-    opt = kind(params, lr=policy.lr, weight_decay=policy.weight_decay)
+    live = _Live(policy, stack(nets), [torch.Generator().manual_seed(s) for s, _ in fits],
+                 [b for _, b in fits])
     c = torch.as_tensor(costs, dtype=torch.float32)
-    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
-    n, n_fits = correct.shape[0], len(seeds)
+    n_fits = len(fits)
     best: list[list[torch.Tensor] | None] = [None] * n_fits
     best_loss, best_epoch = [np.inf] * n_fits, [-1] * n_fits
     left, ran = [PATIENCE] * n_fits, [policy.epochs] * n_fits
     for epoch in range(policy.epochs):
-        q_phase = (epoch // policy.phase_epochs) % 2 == 0
-        sums = torch.zeros(n_fits, 3)
-        orders = torch.stack([torch.randperm(n, generator=g) for g in gens])
-        batches = orders.split(policy.batch_size, dim=1)
-        for idx in batches:
-            bce, kl, cost_loss = losses(params, [f[idx] for f in feats], correct[idx], c,
-                                        policy.budget_ms)
-            loss = bce if q_phase else 1e-3 * kl + 1e-2 * cost_loss
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step()
-            sums += torch.stack([bce.detach(), kl.detach(), cost_loss.detach()], dim=1)
-        means = (sums / len(batches)).tolist()
-        for f, (bce_m, kl_m, cost_m) in enumerate(means):
-            if ran[f] != policy.epochs or cost_m >= COST_LOSS_OK:
-                continue  # stopped, or an epoch that may not be kept
+        means = live.epoch(feats, correct, c, (epoch // policy.phase_epochs) % 2 == 0)
+        stopped = set()
+        for pos, (f, (bce_m, kl_m, cost_m)) in enumerate(zip(live.ids, means, strict=True)):
+            if cost_m >= COST_LOSS_OK:
+                continue  # an epoch that may not be kept
             total = bce_m + 1e-3 * kl_m + 1e-2 * cost_m
             if total < best_loss[f]:
-                best[f] = [p[f].detach().clone() for p in params]
+                best[f] = [p[pos].detach().clone() for p in live.params]
                 best_loss[f], best_epoch[f], left[f] = total, epoch, PATIENCE
             else:
                 left[f] -= 1
                 if left[f] == 0:
                     ran[f] = epoch + 1
-        if all(r != policy.epochs for r in ran):
+                    stopped.add(f)
+        if len(stopped) == len(live.ids):
             break
+        if stopped:
+            live.drop(stopped)
     out = []
     for f, net in enumerate(nets):
         kept = best[f]
-        weights = [p.detach() for p in params] if kept is None else [p.unsqueeze(0) for p in kept]
-        out.append((load_into(net, weights, 0 if kept is not None else f), ran[f],
+        weights = ([p[live.ids.index(f)] for p in live.params] if kept is None else kept)
+        out.append((load_into(net, [w.detach().unsqueeze(0) for w in weights], 0), ran[f],
                     best_epoch[f] + 1))
     return out

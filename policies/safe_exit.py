@@ -24,6 +24,7 @@ No seed system has it; docs/policies.md says where it comes from.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -171,6 +172,31 @@ class SafeExit(LearnedScorePolicy):
         self._choose_threshold(trace.correct[ids], c)
         self.__dict__.pop("_score_cache", None)
         return super().fit(trace, split)
+
+    def _scorer(self) -> tuple:
+        """What the scorer depends on (the budget or tolerance only moves the threshold)."""
+        return (self.folds, self.seed, self.max_iter, self.learning_rate, self.max_leaf_nodes)
+
+    @classmethod
+    def fit_together(cls, policies: Sequence[SafeExit], trace: ExitTrace, split: str = "val"
+                     ) -> list[SafeExit]:
+        """Fit safe-exit policies that differ in their budget or tolerance: those with the
+        same scorer settings share one scorer (trained once; its scores computed once per
+        trace) and each fits its own threshold. The same policies as one by one."""
+        first: dict[tuple, SafeExit] = {}
+        for pol in policies:
+            done = first.get(pol._scorer())
+            if done is None:
+                first[pol._scorer()] = pol.fit(trace, split)
+                continue
+            c = pol._check(trace)
+            pol.models_, pol.fit_ids_, pol.oof_ = done.models_, done.fit_ids_, done.oof_
+            pol.fit_fingerprint_ = done.fit_fingerprint_
+            pol._choose_threshold(trace.correct[done.fit_ids_], c)
+            pol.__dict__["_score_cache"] = done.__dict__.setdefault("_score_cache",
+                                                                   weakref.WeakKeyDictionary())
+            super(SafeExit, pol).fit(trace, split)
+        return list(policies)
 
     def _choose_threshold(self, correct: np.ndarray, c: np.ndarray | None) -> None:
         """The threshold on the cross-fitted val scores (the rule in the module docstring)."""

@@ -193,3 +193,36 @@ def test_the_assignment_heads_width_is_the_papers_for_the_models_family(model_id
     # a given width is used as given
     given = EENet(2.0, [1.0, 2.0, 3.0], n_fits=1, epochs=2, hidden_scale=1.0).fit(tr)
     assert given.net_["assign"][0][0].out_features == max(2, int(width * 1.0))
+
+
+def test_every_budget_trained_side_by_side_gives_each_budgets_own_fits(monkeypatch):
+    # A frontier fits EENet at several budgets at once (every budget's seeds in one group,
+    # each fit with its own budget; fits dropped from the group as they stop): the same fits
+    # as one budget at a time, to float rounding.
+    from offramp.common import pool
+    from offramp.policies import eenet_train
+    from offramp.policies.registry import build_policies, build_policy
+    from offramp.profiling.latency import LatencyModel
+
+    monkeypatch.setattr(pool, "_ENABLED", False)
+    monkeypatch.setattr(eenet_train, "PATIENCE", 3)
+    monkeypatch.setattr(eenet_train, "FIT_GROUPS", 1)
+    tr = synthetic_trace(1500, seed=6)
+    latency = LatencyModel(synthetic_profile())
+    costs = exit_costs(latency)
+    cfgs = [{"name": "eenet", "budget_ms": float(b), "n_fits": 3, "epochs": 40, "lr": 0.01,
+             "decoupled_weight_decay": True} for b in (costs[1], (costs[1] + costs[2]) / 2)]
+    together = list(build_policies([*cfgs, {"name": "maxprob", "tolerance_pct": 99}], tr,
+                                   latency))
+    assert together[-1].name == "maxprob"
+    stops = set()
+    for cfg, joint in zip(cfgs, together, strict=False):
+        alone = build_policy(cfg, tr, latency)
+        assert joint.budget_ms == cfg["budget_ms"]
+        for a, b in zip(joint.fits_, alone.fits_, strict=True):
+            assert (a["epochs"], a["kept_epoch"]) == (b["epochs"], b["kept_epoch"])
+            assert a["cost"] == pytest.approx(b["cost"], abs=1e-4)
+            assert a["cost"] <= cfg["budget_ms"] + 1e-9  # each fit calibrated to its own budget
+            stops.add(a["epochs"])
+        assert np.allclose(joint.scores(tr), alone.scores(tr), atol=1e-4)
+    assert len(stops) > 1 and min(stops) < 40  # fits left the group at different epochs

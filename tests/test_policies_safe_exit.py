@@ -128,3 +128,26 @@ def test_config_and_errors():
     policy = build_policy({"name": "safe-exit", "tolerance_pct": 99}, trace)
     assert policy.get_params()["threshold"] == policy.threshold_
     assert "P(same answer" in policy.explain()
+
+
+def test_budgets_fitted_together_share_one_scorer_and_give_the_same_policies():
+    # A frontier's safe-exit budgets train the scorer once (the budget only moves the
+    # threshold): the same thresholds and exits as fitting each alone.
+    from offramp.policies.registry import build_policies
+
+    tr = miscalibrated_trace(1200, seed=3)
+    from offramp.profiling.synthetic import synthetic_profile
+
+    prof = synthetic_profile(n_exits=3)
+    cfgs = [{"name": "safe-exit", "budget_ms": b} for b in (1.2, 1.6)] + [
+        {"name": "safe-exit", "tolerance_pct": 99.0}, {"name": "safe-exit", "budget_ms": 1.6,
+                                                       "seed": 1}]
+    together = list(build_policies(cfgs, tr, prof))
+    assert together[0].models_ is together[1].models_ is together[2].models_
+    assert together[3].models_ is not together[0].models_  # another seed: its own scorer
+    for cfg, joint in zip(cfgs, together, strict=True):
+        alone = build_policy(cfg, tr, prof)
+        assert joint.threshold_ == alone.threshold_
+        assert joint.val_accuracy_ == alone.val_accuracy_
+        every = np.arange(tr.n_samples)
+        assert np.array_equal(joint.exit_index(tr, every), alone.exit_index(tr, every))

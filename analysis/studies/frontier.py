@@ -25,7 +25,7 @@ from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
 from offramp.policies.oracle_lp import oracle_frontier
 from offramp.policies.parse import parse_policy
-from offramp.policies.registry import build_policy
+from offramp.policies.registry import build_policies
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import costs_machine, stage_costs
 from offramp.sim.config import ServerConfig
@@ -92,10 +92,13 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
     test, val = trace.indices("test"), trace.indices("val")
     full_acc = float(trace.correct[test, -1].mean())
     rows, test_exits, capacity = [], {}, {}
-    for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits, eenet_epochs):
-        if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati"):
-            cfg = cfg.model_copy(update={"cost_batch": cost_batch})
-        policy = build_policy(cfg, trace, latency, server, "val")
+    points = [(family, setting, cfg.model_copy(update={"cost_batch": cost_batch})
+               if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati")
+               else cfg)
+              for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits,
+                                                           eenet_epochs)]
+    fitted = build_policies([cfg for _, _, cfg in points], trace, latency, server, "val")
+    for (family, setting, cfg), policy in zip(points, fitted, strict=True):
         row = {"family": family, "setting": setting, "policy": cfg.name}
         for split, ids in (("val", val), ("test", test)):
             exits = policy.exit_index(trace, ids)
