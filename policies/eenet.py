@@ -87,9 +87,9 @@ def _forward(net: nn.ModuleDict, sm: torch.Tensor, mx: torch.Tensor, conf: torch
     """(raw scores (n, K), log π (n, K)) of one fit: the group forward of
     :mod:`.eenet_train` for a group of one (one home for the rule; bit-identical to the
     heads applied one by one on the shipped traces)."""
-    from .eenet_train import forward, stack
+    from .eenet_train import forward, inputs, stack
 
-    raw, log_pi = forward([p.detach() for p in stack([net])], sm[None], mx[None], conf[None])
+    raw, log_pi = forward([p.detach() for p in stack([net])], inputs(sm, mx, conf)[:, None])
     return raw[0], log_pi[0]
 
 

@@ -69,18 +69,25 @@ def load_into(net: nn.ModuleDict, params: list[torch.Tensor], f: int) -> nn.Modu
     return net
 
 
-def forward(params: list[torch.Tensor], sm: torch.Tensor, mx: torch.Tensor, conf: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """policies/eenet.py's forward for every fit at once: features (F, B, K, C), (F, B, K) ×2;
-    returns (raw scores (F, B, K), log π (F, B, K))."""
+def inputs(sm: torch.Tensor, mx: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Every exit's own features, exit-major: (K, n, C + 2) = [softmax_k, max_k, conf_k] per
+    sample (built once, so a batch is one gather)."""
+    import torch
+
+    return torch.cat([sm, mx[..., None], conf[..., None]], dim=2).transpose(0, 1).contiguous()
+
+
+def forward(params: list[torch.Tensor], xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """policies/eenet.py's forward for every fit at once: ``xs`` (K, F, B, C + 2) the exits'
+    own features (:func:`inputs`) per fit; returns (raw scores (F, B, K), log π (F, B, K))."""
     import torch
     from torch.nn.functional import logsigmoid
 
-    k_exits = sm.shape[2]
+    k_exits = xs.shape[0]
     prev: list[torch.Tensor] = []
     raw, logits = [], []
     for k in range(k_exits):
-        x = torch.cat([sm[:, :, k], mx[:, :, k:k + 1], conf[:, :, k:k + 1], *prev], dim=2)
+        x = torch.cat([xs[k], *prev], dim=2) if prev else xs[k]
         q = torch.bmm(x, params[k].transpose(1, 2))
         raw.append(q[..., 0])
         if k < k_exits - 1:
@@ -95,14 +102,14 @@ def forward(params: list[torch.Tensor], sm: torch.Tensor, mx: torch.Tensor, conf
     return torch.stack(raw, dim=2), log_pi
 
 
-def losses(params: list[torch.Tensor], feats: list[torch.Tensor], correct: torch.Tensor,
+def losses(params: list[torch.Tensor], xs: torch.Tensor, correct: torch.Tensor,
            c: torch.Tensor, budget_ms: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per fit (F,): BCE, KL and cost loss of one batch (policies/eenet.py's definitions);
     ``budget_ms`` (F,): each fit's budget."""
     from torch import nn
 
-    raw, log_pi = forward(params, *feats)
+    raw, log_pi = forward(params, xs)
     pi = log_pi.detach().exp()
     w = pi / pi.sum(dim=1, keepdim=True).clamp_min(1e-12)
     q = raw.clamp(1e-6, 1 - 1e-6)
@@ -152,7 +159,7 @@ class _Live:
         self.gens = [self.gens[i] for i in keep]
         self.budget = self.budget[rows]
 
-    def epoch(self, feats: tuple, correct: torch.Tensor, c: torch.Tensor, q_phase: bool
+    def epoch(self, xs: torch.Tensor, correct: torch.Tensor, c: torch.Tensor, q_phase: bool
               ) -> list[list[float]]:
         """One epoch of every live fit; per live fit its mean (BCE, KL, cost loss)."""
         import torch
@@ -162,7 +169,11 @@ class _Live:
         orders = torch.stack([torch.randperm(n, generator=g) for g in self.gens])
         batches = orders.split(pol.batch_size, dim=1)
         for idx in batches:
-            bce, kl, cost_loss = losses(self.params, [f[idx] for f in feats], correct[idx], c,
+            rows = idx.reshape(-1)
+            bce, kl, cost_loss = losses(self.params,
+                                        xs.index_select(1, rows).view(*xs.shape[:1], *idx.shape,
+                                                                      xs.shape[2]),
+                                        correct.index_select(0, rows).view(*idx.shape, -1), c,
                                         self.budget)
             loss = bce if q_phase else 1e-3 * kl + 1e-2 * cost_loss
             self.opt.zero_grad()
@@ -186,12 +197,13 @@ def train(policy: Any, feats: tuple, correct: torch.Tensor, costs: np.ndarray,
     live = _Live(policy, stack(nets), [torch.Generator().manual_seed(s) for s, _ in fits],
                  [b for _, b in fits])
     c = torch.as_tensor(costs, dtype=torch.float32)
+    xs = inputs(*feats)
     n_fits = len(fits)
     best: list[list[torch.Tensor] | None] = [None] * n_fits
     best_loss, best_epoch = [np.inf] * n_fits, [-1] * n_fits
     left, ran = [PATIENCE] * n_fits, [policy.epochs] * n_fits
     for epoch in range(policy.epochs):
-        means = live.epoch(feats, correct, c, (epoch // policy.phase_epochs) % 2 == 0)
+        means = live.epoch(xs, correct, c, (epoch // policy.phase_epochs) % 2 == 0)
         stopped = set()
         for pos, (f, (bce_m, kl_m, cost_m)) in enumerate(zip(live.ids, means, strict=True)):
             if cost_m >= COST_LOSS_OK:
