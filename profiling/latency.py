@@ -195,9 +195,12 @@ def stage_costs(profile: LatencyProfile, costs: CostModel | str | None = None,
 
 def costs_machine(model: LatencyModel) -> str:
     """The machine a cost model's stage times describe: for a served calibration the one it
-    was fitted on (where recorded), else the one the profile's rows were measured on."""
+    was fitted (or last re-levelled) on, where recorded, else the one the profile's rows were
+    measured on."""
     meta = model.profile.meta
-    fitted = (meta.get("served_costs") or {}).get("fitted_on") or {}
+    served = meta.get("served_costs") or {}
+    # A re-levelled table's levels describe the machine of its re-levelling stream.
+    fitted = served.get("relevelled") or served.get("fitted_on") or {}
     machine = fitted.get("machine") or {}
     if model.costs is CostModel.SERVED and (machine.get("gpu") or machine.get("cpu")):
         return machine.get("gpu") or machine["cpu"]
@@ -214,6 +217,9 @@ def describe_costs(model: LatencyModel) -> dict:
     if served:
         doc["calibration"] = {k: served[k] for k in ("fitted_on", "sources", "stage_times")
                               if k in served}
+        if served.get("relevelled"):  # what moved its levels, without the long lists
+            doc["calibration"]["relevelled"] = {k: v for k, v in served["relevelled"].items()
+                                                if k not in ("sources", "own")}
     return doc
 
 

@@ -89,7 +89,9 @@ def ar1_from_series(mean: np.ndarray) -> float:
     return float(np.clip(math.exp(slope), 0.0, 0.99))
 
 
-def _stage_table(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def stage_table(runs: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every stage time of ``runs`` as columns: kind code, k, batch size, ms, idle ms before
+    its batch, its batch's row (numbered across the runs)."""
     cols: dict[str, list[np.ndarray]] = {c: [] for c in ("kind", "k", "b", "ms", "idle", "batch")}
     offset = 0
     for run in runs:
@@ -243,7 +245,7 @@ def fit_served_costs(runs: Sequence[dict[str, np.ndarray]],
     (:func:`fill_rows`)."""
     if not runs:
         raise ValueError("fit_served_costs needs at least one served stream")
-    t = _stage_table(runs)
+    t = stage_table(runs)
     fit = _fit_additive(t)
     keys, base, resid, key_id = fit["keys"], fit["base"], fit["resid"], fit["key_id"]
     counts = np.bincount(key_id, minlength=len(keys))

@@ -123,6 +123,52 @@ def test_profile_calibrate_stores_a_served_model_that_studies_then_use(tmp_path,
     assert summary["stage_costs"]["calibration"]["fitted_on"]["loads"] == [0.5]
 
 
+@needs_fmnist
+def test_relevel_moves_the_shipped_tables_levels_to_a_stream_served_now(tmp_path, capsys):
+    # A short stream of the real loop re-levels the shipped calibration: every stage moved by
+    # one factor (its shape in batch size kept), what it was re-levelled on recorded, and the
+    # calibration it keeps the shape of still named.
+    import offramp.traces
+
+    out = tmp_path / "relevel.json"
+    weights = str(Path(offramp.traces.__file__).parent / "data" / "fmnist-resnet.pt")
+    assert main(["profile", "calibrate", "fmnist-resnet-cpu", "--relevel", "-o", str(out),
+                 "--requests", "400", "--served-seconds", "0", "--checkpoint", weights]) == 0
+    assert "re-levelled on 2 streams" in capsys.readouterr().out
+    from offramp.profiling.format import load_profile
+
+    shipped = resolve_profile("fmnist-resnet-cpu").meta["served_costs"]
+    served = load_profile(out).meta["served_costs"]
+    rel = served["relevelled"]
+    assert rel["loads"] == [0.3] and rel["modes"] == ["shrink"] and rel["streams"] == 2
+    assert "segment 0" in rel["own"] and "head 0" in rel["own"]
+    assert served["fitted_on"] == shipped["fitted_on"]
+    for key, rows in served["stages"].items():
+        ratio = [a[1] / b[1] for a, b in zip(rows, shipped["stages"][key], strict=True)]
+        assert np.allclose(ratio, rel["factor"][key], rtol=1e-3), key
+        assert 0.2 < rel["factor"][key] < 5  # a level, not a different table
+    # Every prediction made with it says it was re-levelled, and where.
+    assert main(["simulate", str(_study(tmp_path)), "-o", str(tmp_path / "run"), "--json",
+                 "--set", f"profile.path={out}"]) == 0
+    costs = json.loads((tmp_path / "run" / "summary.json").read_text())["stage_costs"]
+    assert costs["calibration"]["relevelled"]["loads"] == [0.3]
+    assert costs["machine"] == rel["machine"]["cpu"]
+    capsys.readouterr()
+    assert main(["profile", "show", str(out)]) == 0
+    assert "re-levelled " + rel["date"][:10] + " on 2 streams" in capsys.readouterr().out
+
+
+def test_relevel_needs_a_served_table(tmp_path, capsys):
+    from offramp.profiling.format import save_profile
+
+    save_profile(synthetic_profile(), tmp_path / "p.json")
+    assert main(["profile", "calibrate", str(tmp_path / "p.json"), "--relevel", "-o",
+                 str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "meta.served_costs" in err and "holds no served table" in err
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_a_profile_too_noisy_to_trust_is_named(tmp_path):
     # Synthetic profile (a unit-test input): every stage's p99 is 10x its p50.
     from offramp.profiling.format import save_profile

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from offramp.analysis.cli.options import integer, number, user_help
+from offramp.analysis.cli.profile_calibrate import add_calibrate
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_file
 from offramp.profiling.format import load_profile, save_profile
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_import(sub)
     _add_show(sub)
     _add_list(sub)
-    _add_calibrate(sub)
+    add_calibrate(sub)
     _add_compare(sub)
 
 
@@ -103,37 +104,6 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     lst.set_defaults(func=cmd_list)
 
 
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    cal = sub.add_parser("calibrate", help="fit a profile's served-cost model on the real "
-                         "serving loop (short streams at a few loads and exit modes)",
-                         description="Serve short streams of the real model through the real "
-                         "loop (offramp validate's machinery) at each --loads busy fraction and "
-                         "exit mode, fit one served-cost table on every stream's stage timings "
-                         "and write the profile with it (meta.served_costs, with what it was "
-                         "fitted on). Studies on it then predict with profile.costs: served.")
-    cal.add_argument("profile", help="profile file or shipped name")
-    cal.add_argument("-o", "--output", type=Path, required=True, help="calibrated profile (.json)")
-    cal.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    cal.add_argument("--trace", help="the model's trace (default: the shipped one of its model id)")
-    cal.add_argument("--loads", default="0.3,0.6,0.9", help="busy fractions to serve at")
-    cal.add_argument("--modes", default="keep,shrink", help="exit modes to serve")
-    cal.add_argument("--requests", type=integer(200), default=3000,
-                     help="requests per stream (two streams per load and mode)")
-    cal.add_argument("--served-seconds", type=number(0, low_open=False), default=3.0,
-                     help="a served stream lasts at least this long at its rate")
-    cal.add_argument("--max-batch", type=integer(1), default=32)
-    cal.add_argument("--max-wait-ms", type=number(0, low_open=False), default=2.0)
-    for name, what in (("model", "your own model (as in profile run); needs --data-factory"),
-                       ("data", "its data")):
-        cal.add_argument(f"--{name}-factory", metavar="MODULE:FUNCTION", help=what)
-        cal.add_argument(f"--{name}-arg", action="append", default=[], metavar="NAME=VALUE")
-    cal.add_argument("--checkpoint", type=Path, help="the real model's weights (default: the "
-                     "shipped ones; rt-minilm6's: offramp traces train --model rt-minilm6)")
-    cal.add_argument("--keep-runs", type=Path, help="keep the real runs in this folder")
-    cal.add_argument("--quiet", action="store_true")
-    cal.set_defaults(func=cmd_calibrate)
-
-
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser("compare", help="per-stage p50 difference of two profiles")
     cmp.add_argument("a")
@@ -159,30 +129,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"wrote {job.output}: {len(profile.rows)} rows, batches {sizes[0]}..{sizes[-1]}, "
           f"{profile.meta['wall_s']} s")
     _print_coverage(profile)
-    return 0
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from offramp.analysis.cli.options import exit_modes, own_model
-    from offramp.analysis.validation.calibrate import calibrate_profile
-    from offramp.common.errors import InputError
-
-    check_output_file(args.output, "profile file")
-    try:
-        loads = tuple(float(x) for x in args.loads.split(","))
-    except ValueError:
-        raise InputError("--loads", args.loads, "not a list of numbers", "e.g. 0.3,0.6,0.9") from None
-    modes = tuple(exit_modes(args.modes))
-    own = own_model(args)
-    profile = calibrate_profile(args.profile, args.output, args.device, loads, modes,
-                                args.requests, args.served_seconds, args.max_batch,
-                                args.max_wait_ms, args.trace, keep=args.keep_runs, own=own,
-                                checkpoint=str(args.checkpoint) if args.checkpoint else None,
-                                log=(lambda *_: None) if args.quiet else print)
-    fitted = profile.meta["served_costs"]
-    print(f"wrote {args.output}: served costs fitted on {fitted['fitted_on']['streams']} streams "
-          f"({fitted['stage_times']} stage times; busy "
-          + ", ".join(f"{k} {v:.2f}" for k, v in fitted["fitted_on"]["busy"].items()) + ")")
     return 0
 
 

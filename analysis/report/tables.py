@@ -80,6 +80,9 @@ def costs_line(costs: dict[str, Any] | None) -> str:
             line += (f", calibrated {str(fitted['date'])[:10]}"
                      f"{' on ' + str(costs['machine']) if other else ''} at loads "
                      f"{fitted.get('loads')}")
+        moved = (costs.get("calibration") or {}).get("relevelled") or {}
+        if moved.get("date"):
+            line += f", re-levelled {str(moved['date'])[:10]} at loads {moved.get('loads')}"
         line += ")"
     if costs.get("noisy_stages"):
         line += ("; too noisy to trust (p99 > 5x p50): " + "; ".join(costs["noisy_stages"][:3])

@@ -32,25 +32,25 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
                       served_seconds: float = 3.0, max_batch: int = 32, max_wait_ms: float = 2.0,
                       trace: str | None = None, policy: dict[str, Any] | None = None,
                       keep: Path | None = None, own: dict[str, Any] | None = None,
-                      log: Callable[..., None] = print, checkpoint: str | None = None
-                      ) -> LatencyProfile:
+                      log: Callable[..., None] = print, checkpoint: str | None = None,
+                      relevel: bool = False) -> LatencyProfile:
     """Serve the real loop, fit, and write the calibrated profile to ``output``
-    (``checkpoint``: the real model's weights, default the shipped ones)."""
+    (``checkpoint``: the real model's weights, default the shipped ones). ``relevel``: keep
+    the profile's served table and move its levels to the streams served now
+    (:func:`offramp.profiling.served_level.relevel`)."""
     from offramp.analysis.validation.compare import read_real_side, served_profile
     from offramp.analysis.validation.prepare import prepare
+    from offramp.analysis.validation.served import served_runs
+    from offramp.profiling.served_level import relevel as relevel_table
     from offramp.profiling.validate_real import run_plan
 
     if not all(0 < u < 1 for u in loads):
         raise InputError("--loads", None, "busy fractions must be in (0, 1)", "e.g. 0.3,0.6,0.9")
-    if checkpoint is not None:
-        if own:
-            raise InputError("--checkpoint", checkpoint, "weights of a shipped model, but "
-                             "--model-factory gives your own", "drop one of the two")
-        if not Path(checkpoint).is_file():
-            raise InputError("--checkpoint", checkpoint, "no such file",
-                             "give the checkpoint's path (offramp traces train -o writes one)")
-        checkpoint = str(Path(checkpoint).resolve())  # the provenance keeps where it was
+    checkpoint = _checked_checkpoint(checkpoint, own)
     base = resolve_profile(profile)
+    if relevel and not base.meta.get("served_costs"):
+        raise InputError(base.source, "meta.served_costs", "holds no served table to re-level",
+                         "calibrate it first (offramp profile calibrate without --relevel)")
     study = parse_config({"trace": {"path": trace or base.meta["model_id"]},
                           "profile": {"path": str(base.source)},
                           "server": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
@@ -67,16 +67,35 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
         plan, manifest = read_real_side(work)
         # Every stream the loop served (served streams and repeats) feeds the one table.
         pooled = {**manifest, "served": manifest.get("served", []) + manifest["runs"]}
-        fitted = served_profile(work, base, pooled, trace_obj)
+        if relevel:
+            served = relevel_table(base.meta["served_costs"],
+                                   served_runs(work, pooled["served"], trace_obj),
+                                   [s["file"] for s in pooled["served"]],
+                                   _provenance(plan, manifest, requests))
+        else:
+            served = dict(served_profile(work, base, pooled, trace_obj).meta["served_costs"])
+            served["fitted_on"] = _provenance(plan, manifest, requests)
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    served = dict(fitted.meta["served_costs"])
-    served["fitted_on"] = _provenance(plan, manifest, requests)
     meta = {**base.meta, "served_costs": served}
     out = LatencyProfile(rows=base.rows, meta=meta, source=str(output))
     save_profile(out, output)
     return out
+
+
+def _checked_checkpoint(checkpoint: str | None, own: dict[str, Any] | None) -> str | None:
+    """The real model's weights as an absolute path (the provenance keeps where they were);
+    one error where the file is missing or your own model is given too."""
+    if checkpoint is None:
+        return None
+    if own:
+        raise InputError("--checkpoint", checkpoint, "weights of a shipped model, but "
+                         "--model-factory gives your own", "drop one of the two")
+    if not Path(checkpoint).is_file():
+        raise InputError("--checkpoint", checkpoint, "no such file",
+                         "give the checkpoint's path (offramp traces train -o writes one)")
+    return str(Path(checkpoint).resolve())
 
 
 def _provenance(plan: ValidationPlan, manifest: dict[str, Any], requests: int) -> dict[str, Any]:

@@ -25,9 +25,8 @@ def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, 
     from offramp.profiling.format import save_profile
     from offramp.profiling.served import fit_served_costs
 
-    real_dir = plan_dir / "real"
     streams = [s for s in manifest["served"] if load is None or s.get("load") == load]
-    runs = [read_run(real_dir / s["file"], trace) for s in streams]
+    runs = served_runs(plan_dir, streams, trace)
     base = LatencyModel(profile, costs=CostModel.IN_LOOP)
     stages = sorted({(r["kind"], r["k"]) for r in profile.rows})
     table = fit_served_costs(
@@ -38,6 +37,12 @@ def served_profile(plan_dir: Path, profile: LatencyProfile, manifest: dict[str, 
                             source=profile.source)
     save_profile(fitted, plan_dir / served_profile_name(load))
     return fitted
+
+
+def served_runs(plan_dir: Path, streams: list[dict[str, Any]], trace: ExitTrace
+                ) -> list[dict[str, Any]]:
+    """The arrays of a folder's real streams (entries of its manifest's ``served``/``runs``)."""
+    return [read_run(plan_dir / "real" / s["file"], trace) for s in streams]
 
 
 def _calibration_keys(plan: ValidationPlan, manifest: dict[str, Any],
