@@ -50,9 +50,9 @@ def main() -> None:
         panel(ax, name, cells(a), cells(b))
     np.atleast_1d(axes)[0].legend(fontsize=8, loc="upper left", ncol=3)
     fig.suptitle("Each cell's error, p50 (left) and p99 (right): the shipped calibration "
-                 "(2026-12-06) and it re-levelled on one 30% shrink stream (2026-12-07)",
+                 "(2026-12-06) and it re-levelled on 30% shrink streams just before (2026-12-07)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     save_png(fig, out)
 
 

@@ -1,0 +1,42 @@
+"""Re-level a profile's served table on some of the streams a kept calibration folder holds
+(``offramp profile calibrate ... --keep-runs DIR``): e.g. on its ``shrink`` streams alone, to
+compare with the re-levelling on all of them, made from the very same minutes of serving.
+
+    .venv/bin/python benchmarks/relevel_from_runs.py DIR PROFILE OUT.json --modes shrink
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from offramp.analysis.validation.served import served_runs
+from offramp.profiling.format import LatencyProfile, save_profile
+from offramp.profiling.served_level import relevel
+from offramp.profiling.shipped import resolve_profile
+from offramp.traces.shipped import load_shipped
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("profile")
+    ap.add_argument("output", type=Path)
+    ap.add_argument("--modes", required=True, help="comma-separated exit modes to keep")
+    args = ap.parse_args()
+    modes = set(args.modes.split(","))
+    manifest = json.loads((args.folder / "real" / "manifest.json").read_text())
+    streams = [s for s in manifest.get("served", []) + manifest["runs"]
+               if manifest["streams"][s["key"]]["mode"] in modes]
+    base = resolve_profile(args.profile)
+    runs = served_runs(args.folder, streams, load_shipped(base.meta["model_id"]))
+    served = relevel(base.meta["served_costs"], runs, [s["file"] for s in streams],
+                     {"modes": sorted(modes), "from": str(args.folder)})
+    save_profile(LatencyProfile(rows=base.rows, meta={**base.meta, "served_costs": served}),
+                 args.output)
+    print(f"wrote {args.output}: {len(streams)} streams of modes {sorted(modes)}")
+
+
+if __name__ == "__main__":
+    main()
