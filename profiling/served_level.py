@@ -86,3 +86,12 @@ def relevel(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]],
                            "sources": list(sources), **(what or {}),
                            "date": datetime.datetime.now(datetime.UTC).isoformat(
                                timespec="seconds")}}
+
+
+def describe_factors(factors: dict[str, float]) -> str:
+    """The factors of a re-levelling as one range per stage kind ('segment x0.93..0.97, ...')."""
+    kinds: dict[str, list[float]] = {}
+    for key, f in factors.items():
+        kinds.setdefault(key.split()[0], []).append(f)
+    return ", ".join(f"{kind} x{min(f):.3g}" + (f"..{max(f):.3g}" if max(f) > min(f) else "")
+                     for kind, f in sorted(kinds.items()))

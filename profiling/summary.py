@@ -145,14 +145,11 @@ def calibration_lines(profile: LatencyProfile) -> list[str]:
         f"{served.get('median_abs_residual', '?')}")
     moved = served.get("relevelled")
     if moved:
-        kinds: dict[str, list[float]] = {}
-        for key, f in moved.get("factor", {}).items():
-            kinds.setdefault(key.split()[0], []).append(f)
+        from .served_level import describe_factors
+
         lines.append(f"re-levelled {str(moved.get('date', '?'))[:10]} on {moved.get('streams')} "
                      f"streams (loads {_items(moved.get('loads'))}; modes "
-                     f"{_items(moved.get('modes'))}): " + ", ".join(
-                         f"{kind} x{min(f):.3g}" + (f"..{max(f):.3g}" if max(f) > min(f) else "")
-                         for kind, f in sorted(kinds.items())))
+                     f"{_items(moved.get('modes'))}): {describe_factors(moved.get('factor', {}))}")
     if machine.get("cpu") and not machine.get("gpu") and machine["cpu"] != profile.meta.get("device"):
         lines.append(f"note: the served calibration ran on {machine['cpu']}, the rows on "
                      f"{profile.meta.get('device')}: served predictions are for the former")

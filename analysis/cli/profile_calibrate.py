@@ -74,16 +74,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                 relevel=args.relevel)
     fitted = profile.meta["served_costs"]
     if args.relevel:
+        from offramp.profiling.served_level import describe_factors
+
         rel = fitted["relevelled"]
-        kinds: dict[str, list[float]] = {}
-        for key, f in rel["factor"].items():
-            kinds.setdefault(key.split()[0], []).append(f)
         print(f"wrote {args.output}: served table re-levelled on {rel['streams']} streams "
               f"({rel['stage_times']} stage times; busy "
               + ", ".join(f"{k} {v:.2f}" for k, v in rel["busy"].items()) + "): "
-              + ", ".join(f"{kind} x{min(f):.3f}" + (f"..{max(f):.3f}" if max(f) > min(f) else "")
-                          for kind, f in kinds.items())
-              + "; shape kept from the calibration of "
+              + describe_factors(rel["factor"]) + "; shape kept from the calibration of "
               + str(fitted.get("fitted_on", {}).get("date", "?"))[:10])
         return 0
     print(f"wrote {args.output}: served costs fitted on {fitted['fitted_on']['streams']} streams "
