@@ -182,8 +182,7 @@ def build_policy(cfg: C.PolicyConfigBase | dict, trace: ExitTrace,
     ``server`` (a ``sim.config.ServerConfig``) gives PAME its ``max_batch``, ``exit_mode`` and
     ``engine_sizes``.
     """
-    cfg = _config(cfg)
-    return REGISTRY[cfg.base].build(cfg, FitContext(latency, server)).fit(trace, split)
+    return next(build_policies([cfg], trace, latency, server, split))
 
 
 def build_policies(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
