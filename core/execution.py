@@ -15,6 +15,13 @@ survivor indices back) and the samples that exit there leave; then, by exit mode
   ``size`` until nobody is left.
 - ``shrink`` (PAME): exited samples leave and, if some do but not all, the survivors are
   gathered (``compact`` at the survivor count) and go on as a smaller batch.
+- ``async`` (Gati's asynchronous lookups): the batch runs whole as in ``keep``, but an early
+  exit's head and check run *aside*, on a lookup lane beside the backbone: the backbone goes
+  on at once (handoff, the next segments) and waits for the lookup's decision only when it
+  reaches the next consulted exit (the stage that waits has ``wait``). The exit's leavers
+  finish when its check ends; a miss costs the backbone nothing unless its lookup outlasts the
+  segments up to the next exit. If nobody goes on, the backbone learns it there and stops (the
+  segments run meanwhile were speculative). :func:`timeline` is the lanes' arithmetic.
 
 Wherever a batch goes on to the next segment whole (every boundary in ``none``, every one in
 ``keep``, and in ``shrink`` where nobody exited or the exit was not consulted) its activation is
@@ -41,6 +48,8 @@ class Stage:
     kind: StageKind
     k: int
     batch: int
+    aside: bool = False  # on the lookup lane beside the backbone (``async``; a head starts it)
+    wait: bool = False   # the backbone waits for the lookup in flight before this stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,9 @@ def batch_steps(mode: ExitMode | str, size: int, active: Sequence[bool]
     ``Stage`` it sends nothing. ``active[k]``: whether exit k's head runs (the last always).
     """
     mode = ExitMode.parse(mode)
+    if mode.lookups_aside:
+        yield from _lookups_aside(mode, size, active)
+        return
     yield Stage(OVERHEAD, 0, size)
     cur, prev, last = size, -1, len(active) - 1
     for e in consulted(mode, active):
@@ -112,6 +124,61 @@ def batch_steps(mode: ExitMode | str, size: int, active: Sequence[bool]
             return
         yield from exit_step(mode, e, size, cur, left)
         cur, prev = left, e
+
+
+def _lookups_aside(mode: ExitMode, size: int, active: Sequence[bool]
+                   ) -> Generator[Stage | Exit, int, None]:
+    """:func:`batch_steps` for ``async``: the whole batch runs every segment it reaches; each
+    early lookup runs aside and is waited for at the next consulted exit."""
+    yield Stage(OVERHEAD, 0, size)
+    prev, last, in_flight, going = -1, len(active) - 1, False, size
+    for e in consulted(mode, active):
+        for k in range(prev + 1, e + 1):
+            yield Stage(SEGMENT, k, size)
+            if k < e:
+                yield Stage(HANDOFF, k, size)
+        if in_flight and not going:
+            return  # the lookup said nobody goes on: the batch ends once it is waited for
+        if e == last:
+            yield Stage(HEAD, e, size, wait=in_flight)
+            yield Exit(e, size)
+            return
+        yield Stage(HEAD, e, size, aside=True, wait=in_flight)
+        yield Stage(CHECK, e, size, aside=True)
+        going = yield Exit(e, size)
+        yield Stage(HANDOFF, e, size)
+        prev, in_flight = e, True
+
+
+def timeline(plan: BatchPlan, durations: Sequence[float]) -> tuple[float, list[float]]:
+    """When a batch's work ends and when each exit's leavers finish (NaN where nobody leaves),
+    from each stage's duration, from 0: the backbone's clock ``t`` and the lookup lane's ``s``.
+    An aside head starts a lookup at ``t`` (``s = t``), aside stages add to ``s``, the others to
+    ``t``; a stage that waits first sets ``t = max(t, s)``; the batch ends at ``max(t, s)``.
+    Without aside stages this is the sum in order. The simulator's engines add the same way."""
+    marks = {e - 1: k for k, e in enumerate(plan.ends) if e >= 0}
+    leave = [float("nan")] * len(plan.ends)
+    t = s = 0.0
+    for i, (st, dt) in enumerate(zip(plan.stages, durations, strict=True)):
+        if st.wait:
+            t = max(t, s)
+        if st.aside:
+            s = (t if st.kind is HEAD else s) + dt
+        else:
+            t += dt
+        if i in marks:
+            leave[marks[i]] = s if st.aside else t
+    return max(t, s), leave
+
+
+WAITS, ASIDE, STARTS = 1, 2, 4  # a stage's lane as the compiled loops read it (bit flags)
+
+
+def lane_code(st: Stage) -> int:
+    """``st``'s lane as bit flags: WAITS (``t = max(t, s)`` first), ASIDE (adds to ``s``) and
+    STARTS (an aside head: ``s = t`` first) — :func:`timeline`'s rule, for the engines' loops."""
+    return ((WAITS if st.wait else 0) | (ASIDE if st.aside else 0)
+            | (STARTS if st.aside and st.kind is HEAD else 0))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class ExitMode(StrEnum):
     KEEP = "keep"      # Apparate: exited results return at once, the batch keeps its size
     SHRINK = "shrink"  # PAME: exited samples leave, survivors are compacted
     REBATCH = "rebatch"  # E3 / DREX: survivors of several batches gathered into a new batch
+    ASYNC = "async"    # Gati: the batch kept whole, each exit's lookup beside the backbone
 
     @property
     def consults_early_exits(self) -> bool:
@@ -37,7 +38,20 @@ class ExitMode(StrEnum):
     @property
     def keeps_size(self) -> bool:
         """Whether the batch runs at its dispatched size until nobody is left."""
-        return self is ExitMode.KEEP
+        return self in (ExitMode.KEEP, ExitMode.ASYNC)
+
+    @property
+    def lookups_aside(self) -> bool:
+        """Whether an early exit's lookup (head and check) runs beside the backbone, off its
+        critical path (Gati's asynchronous lookups): the backbone goes on at once and waits for
+        the lookup's decision only at the next consulted exit (core/execution.py)."""
+        return self is ExitMode.ASYNC
+
+    @property
+    def real_loop_serves(self) -> bool:
+        """Whether the real serving loop (``validate``, ``profile calibrate``) serves this mode:
+        it runs one stage at a time, so it cannot overlap a lookup with the backbone."""
+        return self is not ExitMode.ASYNC
 
     def stages_needed(self, n_exits: int) -> list[tuple[StageKind, int]]:
         """The (stage kind, k) a profile must measure for this mode (kinds a profile may leave

@@ -159,7 +159,7 @@ def _check(name: str, v: Any) -> Any:
             raise PlanError(name, "must be a mapping")
         return v
     if name == "modes":
-        served = [m.value for m in ExitMode]  # the real loop serves every exit mode
+        served = [m.value for m in ExitMode if m.real_loop_serves]
         if not isinstance(v, list) or not v or any(m not in served for m in v):
             raise PlanError(name, f"must be exit modes ({', '.join(served)}), got {v!r}")
         return tuple(ExitMode(m) for m in v)

@@ -21,7 +21,7 @@ import numpy as np
 
 from offramp.common.errors import InputError
 from offramp.core import execution as stages
-from offramp.core.modes import StageKind
+from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import LatencyModel
 from offramp.traces.format import ExitTrace
@@ -56,6 +56,28 @@ def full_model_cost(latency: LatencyModel | LatencyProfile, batch: int = 1) -> f
     """Per-sample cost in ms of the full model run without early heads."""
     model = as_latency_model(latency)
     return _without_overhead(model, stages.no_exit(batch, model.profile.n_exits)) / batch
+
+
+def placement_costs(latency: LatencyModel | LatencyProfile, mode: ExitMode | str,
+                    active: Sequence[bool], batch: int = 1) -> np.ndarray:
+    """(K,) per-sample ms until a sample answered at exit k leaves, with only the exits
+    ``active`` consulted (the last always) under exit ``mode``: the execution rule's
+    :func:`~offramp.core.execution.timeline` of a batch of ``batch`` that all leaves at k,
+    less the overhead, over ``batch``. Where lookups are synchronous a miss pays each consulted
+    head and check on the way; in ``async`` only the leavers' own lookup is on their path
+    (and a wait, where an earlier lookup outlasts the segments to the next exit). NaN at an
+    exit that is not consulted."""
+    model = as_latency_model(latency)
+    k_exits = model.profile.n_exits
+    on = [bool(a) for a in active[:-1]] + [True]
+    out = np.full(k_exits, np.nan)
+    for k in (j for j in range(k_exits) if on[j]):
+        going = tuple(batch if j < k else 0 for j in range(k_exits - 1))
+        plan = stages.batch_plan(mode, batch, going, tuple(on))
+        ms = [0.0 if st.kind is StageKind.OVERHEAD else model.lookup(st.kind, st.k, st.batch)[0]
+              for st in plan.stages]
+        out[k] = stages.timeline(plan, ms)[1][k] / batch
+    return out
 
 
 def _without_overhead(model: LatencyModel, plan: stages.BatchPlan) -> float:

@@ -7,10 +7,14 @@ agreement with the last exit's prediction. A sample exits at exit k iff P_k > ``
 
 Placement, on val: over every subset S of the early exits (exhaustive, so K ≤ 13), with exits
 outside S disabled, the expected latency
-``E[L] = Σ_j Π_{i<j}(1−h_i)·h_j·(T(k_j)+l_j) + Π_j(1−h_j)·T(N)`` (h: conditional hit rates,
-T(k) = ``costs[k]``, l = ``lookup_ms``: hits pay their lookup, misses are asynchronous and
-free) is minimised subject to the accuracy ``Σ_j P(exit j)·a_j + P(no exit)·A ≥
-accuracy_target`` (absolute, ground truth). Both are computed exactly as val averages. With
+``E[L] = Σ_j Π_{i<j}(1−h_i)·h_j·(T_S(k_j)+l_j) + Π_j(1−h_j)·T_S(N)`` (h: conditional hit
+rates, l = ``lookup_ms``: a hit's extra latency) is minimised subject to the accuracy
+``Σ_j P(exit j)·a_j + P(no exit)·A ≥ accuracy_target`` (absolute, ground truth). T_S(k), the
+time until a sample answered at exit k leaves, is ``subset_costs(S)`` where given — the
+execution rule's with only S consulted under the server's exit mode
+(:func:`.costs.placement_costs`): with synchronous lookups a miss pays every consulted head
+and check on its way, with Gati's asynchronous ones (exit mode ``async``) nothing unless a
+lookup outlasts the backbone — else ``costs[k]`` whatever S. Both are computed exactly as val averages. With
 ``threshold=None`` (the default) the threshold is searched on val jointly with the placement
 over 0.50, 0.55, … 0.95, 0.97, 0.98, 0.99, 0.995; a given threshold is used as it is. If
 nothing meets the target the most accurate configuration is kept and ``feasible_`` is False.
@@ -18,7 +22,7 @@ nothing meets the target the most accurate configuration is kept and ``feasible_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -60,12 +64,15 @@ class Gati(LearnedScorePolicy):
     accuracy target."""
 
     name = "gati"
+    unsaved_params = ("subset_costs",)  # a function; the placement's times are in placed_ms
 
     def __init__(self, accuracy_target: float, costs: Sequence[float],
                  lookup_ms: float | Sequence[float] = 0.0, threshold: float | None = None,
-                 l2: float = 1.0):
+                 l2: float = 1.0,
+                 subset_costs: Callable[[tuple[bool, ...]], np.ndarray] | None = None):
         self.accuracy_target = accuracy_target
         self.costs = costs
+        self.subset_costs = subset_costs
         self.lookup_ms = lookup_ms
         self.threshold = threshold
         self.l2 = l2
@@ -110,21 +117,26 @@ class Gati(LearnedScorePolicy):
         grid = THRESHOLD_GRID if self.threshold is None else (float(self.threshold),)
         best, best_key = None, None
         rows = np.arange(ids.size)
+        per_subset: dict[tuple[int, ...], np.ndarray] = {}
         for thr in grid:
             hit = p > thr
             for size in range(k_early + 1):
                 for subset in combinations(range(k_early), size):
+                    if subset not in per_subset:
+                        per_subset[subset] = self._latency(c, subset)
+                    cs = per_subset[subset]
                     mask = np.zeros((ids.size, trace.n_exits), dtype=bool)
                     mask[:, list(subset)] = hit[:, list(subset)]
                     mask[:, -1] = True
                     exits = mask.argmax(axis=1)
                     acc = float(correct[rows, exits].mean())
-                    lat = float(np.where(exits < k_early, c[exits] + lookup[exits], c[-1]).mean())
+                    lat = float(np.where(exits < k_early, cs[exits] + lookup[exits], cs[-1]).mean())
                     ok = acc >= self.accuracy_target - 1e-12
                     key = (ok, -lat if ok else acc, acc if ok else -lat)
                     if best_key is None or key > best_key:
                         best_key, best = key, (thr, subset, acc, lat)
         thr, subset, acc, lat = best
+        self.placed_ms_ = per_subset[subset]
         self.threshold_ = float(thr)
         self.exits_ = list(subset)
         self.thresholds_ = np.full(k_early, np.inf)
@@ -135,10 +147,19 @@ class Gati(LearnedScorePolicy):
         self.__dict__.pop("_score_cache", None)
         return super().fit(trace, split)
 
+    def _latency(self, costs: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
+        """T_S(k) per exit with the early exits ``subset`` consulted."""
+        if self.subset_costs is None:
+            return costs
+        k_exits = costs.size
+        return np.asarray(self.subset_costs(tuple(j in subset for j in range(k_exits - 1))
+                                            + (True,)), dtype=float)
+
     def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
         return self._selector_probs(trace, np.arange(trace.n_samples))
 
     def fitted_params(self) -> dict[str, Any]:
         return {"exits": self.exits_, "threshold": self.threshold_, "feasible": self.feasible_,
                 "val_accuracy": self.val_accuracy_,
-                "expected_latency_ms": self.expected_latency_ms_}
+                "expected_latency_ms": self.expected_latency_ms_,
+                "placed_ms": [None if np.isnan(x) else float(x) for x in self.placed_ms_]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from offramp.common.errors import InputError
@@ -29,7 +30,7 @@ from .base import ExitPolicy
 from .baselines import NoExit, Oracle, StaticExit
 from .budget import exp_fractions
 from .confidence import Entropy, MaxProb
-from .costs import exit_costs
+from .costs import exit_costs, placement_costs
 from .dynamic_ofa import DynamicOFA
 from .eenet import EENet
 from .gati import Gati
@@ -103,8 +104,14 @@ def _pame(cfg: C.PAMEConfig, ctx: FitContext | None) -> ExitPolicy:
 
 
 def _gati(cfg: C.GatiConfig, ctx: FitContext | None) -> ExitPolicy:
-    return Gati(cfg.accuracy_target, _need(ctx, cfg).costs(cfg, cfg.cost_batch),
-                lookup_ms=cfg.lookup_ms, threshold=cfg.selector_threshold)
+    ctx = _need(ctx, cfg)
+    costs = ctx.costs(cfg, cfg.cost_batch)
+    mode = ExitMode.parse(getattr(ctx.server, "exit_mode", ExitMode.SHRINK))
+    # Each placement's own times under the server's exit mode (sync or asynchronous lookups).
+    per_subset = (partial(placement_costs, ctx.latency, mode, batch=cfg.cost_batch)
+                  if mode.consults_early_exits else None)
+    return Gati(cfg.accuracy_target, costs, lookup_ms=cfg.lookup_ms,
+                threshold=cfg.selector_threshold, subset_costs=per_subset)
 
 
 def _safe_exit(cfg: SafeExitConfig, ctx: FitContext | None) -> ExitPolicy:

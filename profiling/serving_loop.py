@@ -122,6 +122,9 @@ class ServingLoop:
         self.segments, self.heads = model.segments, model.heads
         self.k_exits = len(self.segments)
         self.device, self.dtype, self.mode = device, dtype, ExitMode.parse(mode)
+        if not self.mode.real_loop_serves:
+            raise ValueError(f"exit mode {self.mode} overlaps a lookup with the backbone; this "
+                             "loop runs one stage at a time (serve keep)")
         self.thresholds = [float(t) for t in thresholds]
         self.rule, self.table = rule, (list(table) if table is not None else None)
         self.active = list(active) if active is not None else [True] * self.k_exits

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from math import exp
 from typing import Any
 
 import numpy as np
 
 from offramp.core.batching import dispatch
-from offramp.core.execution import batch_plan
-from offramp.core.modes import ExitMode, StageKind
 
+from .fast_steps import compile_plan, run_steps
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
-from .service import ServiceTimes
 from .workload import ClosedLoop, Replay
-
-_OVERHEAD = StageKind.OVERHEAD.code
 
 
 def needs_events(scenario: Scenario) -> bool:
@@ -66,65 +61,6 @@ def supports(scenario: Scenario) -> str | None:
     return None
 
 
-def _compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], size: int,
-                  going: tuple[int, ...]) -> tuple[list[tuple], list[int]]:
-    """(timed steps, stage sizes) of a batch of ``size`` with ``going`` survivors past each
-    consulted exit: each step is (table, sigmas, noise slot, batch size, the exit whose leavers
-    finish when it ends or -1, the stage kind's code)."""
-    bp = batch_plan(mode, size, going, active)
-    done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
-    steps, sizes, pending, idle = [], [0] * svc.n_exits, [], None
-    for s_i, st in enumerate(bp.stages):
-        if st.kind not in svc.skip:
-            slot = svc.slot(st.kind, st.k)
-            step = [svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code]
-            # A stage of no time adds exactly 0.0 (to the clock and to its kind): left out,
-            # unless it is the first or an exit must end with it (below).
-            if steps and svc.base[slot][st.batch] == 0.0:
-                idle = step
-            else:
-                steps.append(step)
-                idle = None
-        if s_i in done_at:
-            pending.append(done_at[s_i])
-        if pending and steps:
-            for k in pending:  # an exit ends with the last timed stage before it ...
-                if steps[-1][4] >= 0:  # ... which ends another: with the no-time stage after
-                    steps.append(idle)
-                    idle = None
-                steps[-1][4] = k
-            pending = []
-        if st.kind is StageKind.SEGMENT:
-            sizes[st.k] = st.batch
-    return [tuple(x) for x in steps], sizes
-
-
-def _run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int,
-               wake: float, parts: list[float] | None) -> tuple[float, list[float]]:
-    """Add each stage's time, base * exp(sigma * z) * slowdown * loop-state factor, in the
-    reference engine's order (same floating-point timestamps); returns the finish time and
-    when each exit's leavers finish. With ``parts`` (zeros, exit-major, ``N_KINDS`` each), also
-    each exit's leavers' time by stage kind (the wake-up counts as overhead)."""
-    _exp = exp
-    ends = [0.0] * k_exits
-    if parts is None:  # the hot path of searches: no breakdown
-        for tb, ts, zi, b, leave, _ in steps:
-            t += tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]
-            if leave >= 0:
-                ends[leave] = t
-        return t, ends
-    acc = [0.0] * N_KINDS
-    acc[_OVERHEAD] = wake
-    for tb, ts, zi, b, leave, kc in steps:
-        dt = tb[b] * _exp(ts[b] * z[o + zi]) * x * fac[zi]  # the same time as above, kept
-        t += dt
-        acc[kc] += dt
-        if leave >= 0:
-            ends[leave] = t
-            parts[leave * N_KINDS:(leave + 1) * N_KINDS] = acc
-    return t, ends
-
-
 def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: np.ndarray,
                  servers: list[int], end: float, breakdown: bool) -> dict[str, np.ndarray | None]:
     """Serve one FIFO queue (arrival times ``arr``) by ``servers``; return the batch columns
@@ -165,7 +101,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         key = (size, *[rk[j] - rk[i] for rk in reach])
         entry = compiled.get(key)
         if entry is None:
-            entry = compiled[key] = _compile_plan(svc, mode, active, size, key[1:])
+            entry = compiled[key] = compile_plan(svc, mode, active, size, key[1:])
         steps, sizes = entry
         # First the loop's wake-up cost after an idle spell, where the profile measured one.
         w = 0.0 if wake is None else svc.wake_s(size, d - f)
@@ -173,7 +109,7 @@ def _serve_queue(scenario: Scenario, rep: Replication, arr: list[float], exits: 
         # Every stage scaled by the replica's idle time before the batch, where measured.
         fac = unscaled if state is None else state.at_dispatch(d - f)
         parts = [0.0] * (k_exits * N_KINDS) if breakdown else None
-        t, ends = _run_steps(steps, z, o, x, fac, t, k_exits, w, parts)
+        t, ends = run_steps(steps, z, o, x, fac, t, k_exits, w, parts)
         if tail is not None:  # the loop's own time after the last stage: busy, nobody waits
             t += tail[size]
         rows.append((size, r, m, d, t))

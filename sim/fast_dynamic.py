@@ -16,10 +16,11 @@ import numpy as np
 from offramp.core.modes import StageKind
 
 from . import fast_events as ev
-from .fast import _compile_plan, _exits
+from .fast import _exits
 from .fast_heap import push
 from .fast_manager import level_exits, manager_arrays
 from .fast_numba import _Plans, _tables
+from .fast_steps import compile_plan
 from .records import N_KINDS, RunRecords, number_batches
 from .scenario import Replication, Scenario
 from .service import ROWS_PER_CHUNK
@@ -120,7 +121,7 @@ class _EventRun:
         self.cur, self.aux = np.zeros(ev.NOW + 1, np.int64), np.zeros(k + 1, np.int64)
         self.think_on = self.closed and load.think_ms > 0
         self.scratch = (np.zeros(srv.max_batch), np.zeros(k), np.zeros((k, N_KINDS)),
-                        np.zeros(N_KINDS))
+                        np.zeros((2, N_KINDS)))
         self.cand = (np.zeros(n_q), np.zeros(n_q, np.int64), np.zeros(n_q, np.int64),
                      np.zeros(n_q, np.bool_))
         for c in range(clients):  # every client starts thinking at 0, in client order
@@ -165,7 +166,7 @@ class _EventRun:
         aux, k, srv = self.aux, self.k, self.sc.server
         if status == ev.NEED_PLAN:
             going = tuple(int(g) for g in aux[1:k]) if srv.exit_mode.consults_early_exits else ()
-            self.plans.add(int(aux[k]), *_compile_plan(self.sc.service, srv.exit_mode,
+            self.plans.add(int(aux[k]), *compile_plan(self.sc.service, srv.exit_mode,
                                                        self.active, int(aux[0]), going))
         elif status == ev.NEED_NOISE:
             r, c = int(aux[0]), int(aux[1])

@@ -30,7 +30,7 @@ import numpy as np
 
 from .fast_heap import pop as _pop
 from .fast_heap import push as _push
-from .fast_kernels import NEED_NOISE, NEED_PLAN, numba
+from .fast_kernels import LANED, NEED_NOISE, NEED_PLAN, numba
 from .fast_queues import (  # noqa: F401 (routing codes and state slots, used by fast_dynamic)
     JSQ,
     N_CLI,
@@ -52,7 +52,7 @@ from .service import ROWS_PER_CHUNK
 
 if numba is not None:  # the wake-up and the plan lookup, compiled from their one home
     from .fast_kernels import _bisect_right as _bisect
-    from .fast_kernels import _slot_of, _wake_s
+    from .fast_kernels import _lane_step, _slot_of, _wake_s
     from .fast_manager import begin_batch as _begin_batch
     from .fast_manager import observe as _observe
     from .fast_manager import room as _room
@@ -79,11 +79,12 @@ def _shape(q, take, ex, nxt, head, k_exits, consults, big_b, aux):
 
 
 def _stages(pid, r, m, d, f, size, svc, plans, fixed, width, breakdown, overhead, ends, snap,
-            acc, stall):
+            accs, stall):
     """Run batch row ``pid``'s schedule on replica ``r`` (its ``m``-th batch) from ``d``
     (free since ``f``; a manager's switch stalls it ``stall`` s first): base · exp(σ·z) ·
-    slowdown · loop factor per stage, in the batch loop's order; fills ``ends`` and ``snap``;
-    returns when the replica is free. The batch loop (``fast_kernels._loop``) has these lines
+    slowdown · loop factor per stage, in the batch loop's order; fills ``ends`` and ``snap``
+    (``accs``: two rows of time by kind, the backbone's and a lookup's); returns when the
+    replica is free. The batch loop (``fast_kernels._loop``) has these lines
     inline: calling this, M/M/1 ran 41% slower (2.85M vs 4.87M customers/s,
     benchmarks/mm1_peers.py, 2026-12-06)."""
     base, sigma, noise, _chunk_of, slow_at, slow_x, wake, grid, edges, state_f, tail = svc
@@ -95,20 +96,26 @@ def _stages(pid, r, m, d, f, size, svc, plans, fixed, width, breakdown, overhead
     t = t if wake.shape[1] == 0 else t + w
     fac = state_f[_bisect(edges, d - f, 0, edges.size)]
     ends[:] = np.nan
+    acc, side = accs[0], accs[1]
     if breakdown:
         acc[:] = 0.0
         acc[overhead] = stall + w
+    s = t  # the lookup lane's clock (exit mode async)
     for st in range(p_n[pid]):
         slot, b = p_slot[pid, st], p_batch[pid, st]
         dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]
+        leave, kl = p_leave[pid, st], p_kind[pid, st]
+        if kl >= LANED:
+            t, s = _lane_step(kl, dt, t, s, leave, ends, breakdown, acc, side, snap)
+            continue
         t += dt
-        leave = p_leave[pid, st]
         if breakdown:
-            acc[p_kind[pid, st]] += dt
+            acc[kl] += dt
         if leave >= 0:
             ends[leave] = t
             if breakdown:
                 snap[leave, :] = acc
+    t = s if s > t else t
     if tail.size:
         t += tail[size]
     return t

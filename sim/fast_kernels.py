@@ -16,6 +16,8 @@ import types
 import numpy as np
 
 from offramp.core import batching
+from offramp.core.execution import ASIDE, STARTS, WAITS
+from offramp.core.modes import StageKind
 
 from . import service
 from .service import ROWS_PER_CHUNK
@@ -27,6 +29,11 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
 
 
 DONE, NEED_PLAN, NEED_NOISE = range(3)
+# A compiled schedule stores each stage's kind code and its lane (core.execution.lane_code) in
+# one number: kind | lane << LANE_SHIFT; a stage at or above LANED has a lane to mind.
+LANE_SHIFT = 3
+KIND_MASK, LANED = (1 << LANE_SHIFT) - 1, 1 << LANE_SHIFT
+CHECK = StageKind.CHECK.code  # a wait for a lookup is check time
 
 if numba is not None:
     @numba.njit(cache=True)
@@ -65,6 +72,38 @@ if numba is not None:
         h = _slot_of(keys, key)
         keys[h], values[h] = key, value
 
+    @numba.njit(cache=True)
+    def _lane_step(kl, dt, t, s, leave, ends, breakdown, acc, side, snap):
+        """One stage of ``dt`` s with a lane (``kl`` at or above LANED), by
+        core.execution.timeline's rule: the backbone's clock ``t``, the lookup's ``s``; a wait
+        for a lookup counts as check time, a lookup's leavers' time by
+        kind is the backbone's when it started plus its own (``side``). Returns (t, s)."""
+        lane = kl >> LANE_SHIFT
+        if lane & WAITS and s > t:
+            if breakdown:
+                acc[CHECK] += s - t
+            t = s
+        if lane & ASIDE:
+            if lane & STARTS:
+                s = t
+                if breakdown:
+                    side[:] = acc
+            return t, _advance(s, dt, kl, leave, ends, breakdown, side, snap)
+        return _advance(t, dt, kl, leave, ends, breakdown, acc, snap), s
+
+    @numba.njit(cache=True)
+    def _advance(clock, dt, kl, leave, ends, breakdown, acc, snap):
+        """``clock`` + ``dt`` for a stage of kind ``kl & KIND_MASK`` that may end exit
+        ``leave``'s leavers (their finish and time by kind ``acc``)."""
+        clock += dt
+        if breakdown:
+            acc[kl & KIND_MASK] += dt
+        if leave >= 0:
+            ends[leave] = clock
+            if breakdown:
+                snap[leave, :] = acc
+        return clock
+
     # The wake-up's interpolation (ServiceTimes.wake_s), compiled from the same function.
     _wake_s = _compiled(service.on_grid, bisect_right=_bisect_right)
 
@@ -84,6 +123,7 @@ if numba is not None:
         i, nb = cursor[0], cursor[1]
         radix = big_b + 1
         acc = np.zeros(o_parts.shape[1])
+        side = np.zeros(o_parts.shape[1])  # a lookup's leavers' time by stage kind
         snap = np.zeros((k_exits, o_parts.shape[1]))  # acc when each exit's leavers finish
         ends = np.zeros(k_exits)  # when each exit's leavers finish
         while i < n:
@@ -127,17 +167,22 @@ if numba is not None:
             if breakdown:
                 acc[:] = 0.0
                 acc[overhead] = w
+            lk = t  # the lookup lane's clock (exit mode async)
             for st in range(p_n[pid]):  # base · exp(σ·z) · slowdown · loop factor, in order
                 slot, b = p_slot[pid, st], p_batch[pid, st]
                 dt = base[slot, b] * math.exp(sigma[slot, b] * noise[r, o + slot]) * x * fac[slot]
+                leave, kl = p_leave[pid, st], p_kind[pid, st]
+                if kl >= LANED:
+                    t, lk = _lane_step(kl, dt, t, lk, leave, ends, breakdown, acc, side, snap)
+                    continue
                 t += dt
-                leave = p_leave[pid, st]
                 if breakdown:
-                    acc[p_kind[pid, st]] += dt
+                    acc[kl] += dt
                 if leave >= 0:
                     ends[leave] = t
                     if breakdown:
                         snap[leave, :] = acc
+            t = lk if lk > t else t
             if tail.size:
                 t += tail[size]
             o_size[nb], o_rep[nb], o_local[nb], o_disp[nb], o_fin[nb] = size, r, m, d, t

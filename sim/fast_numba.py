@@ -2,7 +2,7 @@
 
 It runs the same loop as :func:`offramp.sim.fast._serve_queue` — the batching rule of
 :mod:`offramp.core.batching` (compiled from that very function), the batch schedules the
-execution rule gives (compiled once per batch shape by :func:`offramp.sim.fast._compile_plan`,
+execution rule gives (compiled once per batch shape by :func:`offramp.sim.fast_steps.compile_plan`,
 in Python), the same noise rows (:meth:`NoiseStream.draw_chunk`), slowdown, wake-up, loop-state
 factors and tail — with the floating-point operations in the same order, so both give the
 same timestamps. Whatever the compiled loop lacks (a batch shape not compiled yet, the next
@@ -22,7 +22,7 @@ import numpy as np
 
 from offramp.core.modes import ExitMode, StageKind
 
-from .fast_kernels import DONE, NEED_PLAN, numba
+from .fast_kernels import DONE, LANE_SHIFT, NEED_PLAN, numba
 from .records import N_KINDS
 from .service import ROWS_PER_CHUNK, ServiceTimes
 
@@ -64,9 +64,9 @@ class _Plans:
             self._alloc(2 * rows if self.count == rows else rows, max(width, 2 * len(steps)))
         p = self.count
         self.n[p] = len(steps)
-        for st, (_tb, _ts, slot, b, leave, kind) in enumerate(steps):
+        for st, (_tb, _ts, slot, b, leave, kind, lane) in enumerate(steps):
             self.slot[p, st], self.batch[p, st], self.leave[p, st], self.kind[p, st] = \
-                slot, b, leave, kind
+                slot, b, leave, kind | lane << LANE_SHIFT
         self.sizes[p] = sizes
         if 2 * (self.count + 1) > self.keys.size:  # keep the table at most half full
             keys, ids = np.full(2 * self.keys.size, -1, np.int64), np.zeros(2 * self.keys.size,
@@ -111,7 +111,7 @@ def serve_queue(svc: ServiceTimes, srv: Any, mode: ExitMode, active: tuple[bool,
                 end: float, breakdown: bool) -> dict[str, np.ndarray]:
     """Serve one FIFO queue by ``servers`` (as :func:`offramp.sim.fast._serve_queue`); returns
     the same columns."""
-    from .fast import _compile_plan
+    from .fast_steps import compile_plan
 
     k_exits = svc.n_exits
     n = arr.size
@@ -149,7 +149,7 @@ def serve_queue(svc: ServiceTimes, srv: Any, mode: ExitMode, active: tuple[bool,
         if status == NEED_PLAN:  # aux: size, survivors past each exit, the shape's key
             size = int(aux[0])
             going = tuple(int(g) for g in aux[1:k_exits]) if consults else ()
-            plans.add(int(aux[k_exits]), *_compile_plan(svc, mode, active, size, going))
+            plans.add(int(aux[k_exits]), *compile_plan(svc, mode, active, size, going))
         else:  # NEED_NOISE
             r, c = int(aux[0]), int(aux[1])
             while chunk_of[r] < c:  # rows are used in order: the next chunk, drawn as always

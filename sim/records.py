@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,3 +53,32 @@ def number_batches(replica: np.ndarray, local: np.ndarray, b_replica: np.ndarray
     lookup = np.empty(n_rep * width, dtype=np.int64)
     lookup[b_replica * width + b_local] = gid
     return order, lookup[replica * width + local]
+
+
+def from_requests(reqs: list[Any], b: list[tuple], k_exits: int) -> RunRecords:
+    """The run's flat records from the reference engine's request objects and its batches' (replica, local
+    count, dispatch, finish, sizes, time by kind at each exit)."""
+    replica = np.array([q.replica for q in reqs], dtype=np.int64)
+    local = np.array([q.local for q in reqs], dtype=np.int64)
+    b_rep = np.array([x[0] for x in b], dtype=np.int64)
+    b_loc = np.array([x[1] for x in b], dtype=np.int64)
+    b_disp = np.array([x[2] for x in b])
+    order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
+    exits = np.array([q.exit for q in reqs], dtype=np.int64)
+    if reqs and reqs[0].parts is not None:  # rebatch: each request's own sum over its batches
+        parts = np.array([q.parts for q in reqs], dtype=float)
+        extra = {"between_s": np.array([q.between for q in reqs])}
+    else:
+        parts = np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
+            order][gid, exits]
+        extra = {}
+    return RunRecords(
+        arrival=np.array([q.arrival for q in reqs]),
+        sample=np.array([q.sample for q in reqs], dtype=np.int64),
+        dispatch=np.array([q.dispatch for q in reqs]),
+        finish=np.array([q.finish for q in reqs]),
+        exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order],
+        batch_dispatch=b_disp[order], batch_finish=np.array([x[3] for x in b])[order],
+        batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
+        parts=parts, extra=extra,
+    )

@@ -19,46 +19,18 @@ from offramp.core.execution import Stage, batch_steps
 from offramp.core.modes import StageKind
 
 from . import rebatch
-from .records import N_KINDS, RunRecords, number_batches
+from .lookup_lane import LookupLane
+from .records import N_KINDS, RunRecords, from_requests
+from .reference_requests import Arrivals, Queue, Request
 from .scenario import Replication, Scenario
 from .workload import ClosedClients
 
-_OVERHEAD = StageKind.OVERHEAD.code
+_OVERHEAD, _CHECK = StageKind.OVERHEAD.code, StageKind.CHECK.code
 
 
-class Request:
-    __slots__ = ("rid", "sample", "arrival", "dispatch", "finish", "exit", "replica", "local",
-                 "done", "parts", "between")
-
-    def __init__(self, rid: int, sample: int, arrival: float):
-        self.rid, self.sample, self.arrival = rid, sample, arrival
-        self.dispatch = self.finish = float("nan")
-        self.exit = self.replica = self.local = -1
-        self.done: simpy.Event | None = None
-        # rebatch (sim/rebatch.py): time by stage kind over every batch the request was in,
-        # and its time waiting in front of stages after the first.
-        self.parts: list[float] | None = None
-        self.between = 0.0
-
-
-class Queue:
-    """A FIFO of requests with an event that fires on every arrival."""
-
-    def __init__(self, env: simpy.Environment):
-        self.env, self.items, self.arrived = env, [], env.event()
-
-    def put(self, req: Request) -> None:
-        self.items.append(req)
-        self.poke()
-
-    def poke(self) -> None:
-        """Wake whoever waits for an arrival (also when the stream ends)."""
-        event, self.arrived = self.arrived, self.env.event()
-        event.succeed()
-
-
-class ReferenceServer:
-    """The SimPy model for one replication of a :class:`Scenario`."""
+class ReferenceServer(Arrivals):
+    """The SimPy model for one replication of a :class:`Scenario` (its arrivals and routing:
+    :class:`~offramp.sim.reference_requests.Arrivals`)."""
 
     def __init__(self, scenario: Scenario, rep: Replication):
         self.sc, self.rep = scenario, rep
@@ -85,58 +57,6 @@ class ReferenceServer:
         else:
             for r in range(srv.replicas):
                 self.env.process(self._batcher(r))
-
-    # Arrivals and routing.
-    def _route(self) -> int:
-        srv = self.sc.server
-        if self.shared:
-            return 0
-        if srv.routing == "round_robin":
-            r, self.rr = self.rr, (self.rr + 1) % srv.replicas
-            return r
-        if srv.routing == "random":
-            return int(self.rep.route_rng.integers(0, srv.replicas))
-        return min(range(srv.replicas), key=lambda q: (self.outstanding[q], q))
-
-    def _submit(self, sample: int, arrival: float, route: int | None = None) -> Request:
-        req = Request(len(self.requests), sample, arrival)
-        req.done = self.env.event()
-        self.requests.append(req)
-        q = route if route is not None else self._route()
-        if not self.shared:
-            self.outstanding[q] += 1
-            req.replica = q
-        self.queues[q].put(req)
-        return req
-
-    def _open_loop(self):
-        load, routes = self.rep.requests, self.rep.routes
-        routes = routes.tolist() if routes is not None else [None] * load.times.size
-        prev, last = 0.0, load.times.size - 1
-        for i, (a, s, r) in enumerate(zip(load.times.tolist(), load.samples.tolist(), routes,
-                                          strict=True)):
-            # Requests arriving at the same instant are all queued before any batcher looks
-            # (as the fast engine and a real batcher see them).
-            if a > prev:
-                yield self.env.timeout(a - prev)
-            prev = a
-            self.ended = i == last
-            self._submit(s, a, r)
-        for q in self.queues:
-            q.poke()
-
-    def _client(self, c: ClosedClients):
-        mean_think = c.think_ms / 1000.0
-        while True:
-            if mean_think > 0:
-                yield self.env.timeout(c.think_rng.exponential(mean_think))
-            if c.max_requests is not None and len(self.requests) >= c.max_requests:
-                return
-            if c.duration_s is not None and self.env.now >= c.duration_s:
-                return
-            sample = int(c.sample_rng.choice(c.test_ids))
-            req = self._submit(sample, self.env.now)
-            yield req.done
 
     # Batching.
     def _form_batch(self, queue: Queue):
@@ -192,30 +112,35 @@ class ReferenceServer:
         active = batch
         steps = batch_steps(mode, size, sc.policy.active_exits(k_exits).tolist())
         decider = sc.policy.decide if ctrl is None else partial(ctrl.decide, replica=r)
+        lane = LookupLane(env)  # async: the lookups beside the backbone (core.execution)
         item = next(steps)
         while item is not None:
             if isinstance(item, Stage):
+                if item.wait:
+                    acc[_CHECK] += yield from lane.wait()
                 if item.kind not in svc.skip:
                     slot = svc.slot(item.kind, item.k)
                     dt = svc.duration(slot, item.batch, z) * x * fac[slot]
-                    acc[item.kind.code] += dt
-                    yield env.timeout(dt)
+                    if item.aside:
+                        lane.add(item, dt, acc)
+                    else:
+                        acc[item.kind.code] += dt
+                        yield env.timeout(dt)
                 if item.kind is StageKind.SEGMENT:
                     sizes[item.k] = item.batch
                 item = next(steps, None)
                 continue
             k = item.k
-            if not mode.consults_early_exits:
-                leave = [True] * len(active)
-            else:
-                leave = decider(sc.trace, k, np.array([q.sample for q in active]))
-            self._finish([q for q, go in zip(active, leave, strict=True) if go], k)
-            parts[k * N_KINDS:(k + 1) * N_KINDS] = acc
+            leave = ([True] * len(active) if not mode.consults_early_exits
+                     else decider(sc.trace, k, np.array([q.sample for q in active])))
+            leavers = [q for q, go in zip(active, leave, strict=True) if go]
+            lane.leave(partial(self._leave, leavers, k, parts), acc)  # now, or after a lookup
             active = [q for q, go in zip(active, leave, strict=True) if not go]
             try:
                 item = steps.send(len(active))
             except StopIteration:
                 item = None
+        yield from lane.wait()
         if svc.tail is not None and svc.tail[size] > 0:  # busy after the last stage
             yield env.timeout(svc.tail[size])
         self.batches.append((r, m, start, env.now, sizes, parts))
@@ -237,6 +162,11 @@ class ReferenceServer:
                 yield self.env.timeout(wake)
         return spent
 
+    def _leave(self, reqs: list[Request], k: int, parts: list[float], acc: list[float]) -> None:
+        """``reqs`` leave at exit k now, their time by stage kind ``acc``."""
+        self._finish(reqs, k)
+        parts[k * N_KINDS:(k + 1) * N_KINDS] = acc
+
     def _finish(self, reqs: list[Request], k: int) -> None:
         now = self.env.now
         for req in reqs:
@@ -255,36 +185,7 @@ class ReferenceServer:
         else:
             self.env.process(self._open_loop())
         self.env.run()
-        return _records(self.requests, self.batches, self.sc.trace.n_exits)
-
-
-def _records(reqs: list[Request], b: list[tuple], k_exits: int) -> RunRecords:
-    """The run's flat records from its request objects and its batches' (replica, local
-    count, dispatch, finish, sizes, time by kind at each exit)."""
-    replica = np.array([q.replica for q in reqs], dtype=np.int64)
-    local = np.array([q.local for q in reqs], dtype=np.int64)
-    b_rep = np.array([x[0] for x in b], dtype=np.int64)
-    b_loc = np.array([x[1] for x in b], dtype=np.int64)
-    b_disp = np.array([x[2] for x in b])
-    order, gid = number_batches(replica, local, b_rep, b_loc, b_disp)
-    exits = np.array([q.exit for q in reqs], dtype=np.int64)
-    if reqs and reqs[0].parts is not None:  # rebatch: each request's own sum over its batches
-        parts = np.array([q.parts for q in reqs], dtype=float)
-        extra = {"between_s": np.array([q.between for q in reqs])}
-    else:
-        parts = np.array([x[5] for x in b], dtype=float).reshape(-1, k_exits, N_KINDS)[
-            order][gid, exits]
-        extra = {}
-    return RunRecords(
-        arrival=np.array([q.arrival for q in reqs]),
-        sample=np.array([q.sample for q in reqs], dtype=np.int64),
-        dispatch=np.array([q.dispatch for q in reqs]),
-        finish=np.array([q.finish for q in reqs]),
-        exit=exits, replica=replica, batch=gid, batch_replica=b_rep[order],
-        batch_dispatch=b_disp[order], batch_finish=np.array([x[3] for x in b])[order],
-        batch_sizes=np.array([x[4] for x in b], dtype=np.int64).reshape(-1, k_exits)[order],
-        parts=parts, extra=extra,
-    )
+        return from_requests(self.requests, self.batches, self.sc.trace.n_exits)
 
 
 def run_reference(scenario: Scenario, rep: Replication) -> RunRecords:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from offramp.core.execution import BatchPlan
+from offramp.core.execution import BatchPlan, timeline
 from offramp.core.modes import ExitMode, StageKind
 from offramp.profiling.latency import LatencyModel, describe_costs, noisy_stages
 
@@ -201,9 +201,10 @@ class ServiceTimes:
         return self._width
 
     def plan_s(self, plan: BatchPlan) -> float:
-        """Time (s) of a batch's whole schedule at the base (p50) stage times."""
-        return sum(self.base[self.slot(s.kind, s.k)][s.batch] for s in plan.stages
-                   if s.kind not in self.skip)
+        """Time (s) of a batch's whole schedule at the base (p50) stage times (its lanes'
+        :func:`~offramp.core.execution.timeline`: in order, the sum)."""
+        return timeline(plan, [0.0 if s.kind in self.skip else
+                               self.base[self.slot(s.kind, s.k)][s.batch] for s in plan.stages])[0]
 
     def duration(self, slot: int, b: int, z: list[float]) -> float:
         """Duration (s) of one stage at batch size b, with this batch's noise row ``z``."""

@@ -12,11 +12,13 @@ from offramp.core import ExitMode, StageKind, dispatch, dispatch_time
 
 
 def test_exit_modes_carry_their_behaviour():
-    assert [m.value for m in ExitMode] == ["none", "keep", "shrink", "rebatch"]
-    assert [m.compacts for m in ExitMode] == [False, False, True, True]
-    assert [m.keeps_size for m in ExitMode] == [False, True, False, False]
-    assert [m.consults_early_exits for m in ExitMode] == [False, True, True, True]
-    assert [m.rebatches for m in ExitMode] == [False, False, False, True]
+    assert [m.value for m in ExitMode] == ["none", "keep", "shrink", "rebatch", "async"]
+    assert [m.compacts for m in ExitMode] == [False, False, True, True, False]
+    assert [m.keeps_size for m in ExitMode] == [False, True, False, False, True]
+    assert [m.consults_early_exits for m in ExitMode] == [False, True, True, True, True]
+    assert [m.rebatches for m in ExitMode] == [False, False, False, True, False]
+    assert [m.lookups_aside for m in ExitMode] == [False, False, False, False, True]
+    assert [m.real_loop_serves for m in ExitMode] == [True, True, True, True, False]
     assert ExitMode.parse("keep") is ExitMode.KEEP
     with pytest.raises(ValueError, match="unknown exit mode 'regather'"):
         ExitMode.parse("regather")

@@ -90,7 +90,7 @@ def same_run(plan):
 @example(policy_i=3, mode="shrink", replicas=2, routing="round_robin", max_batch=8, wait=1.0,
          load=0.6, sampled=True, n=400, seed=5, kind="poisson", cv=1.0, contention=[],
          loop="served")
-@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink", "async"]),
        replicas=st.integers(1, 3),
        routing=st.sampled_from(["round_robin", "random", "shared", "jsq"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
@@ -118,7 +118,7 @@ def test_fast_equals_reference(policy_i, mode, replicas, routing, max_batch, wai
 # Stage times without noise on one replica, clients thinking 0.2 ms, 5,000 requests.
 @example(policy_i=4, mode="keep", replicas=1, routing="shared", max_batch=4, wait=0.0,
          sampled=False, n=5000, seed=2, clients=3, think_ms=0.2, loop=False)
-@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink", "async"]),
        replicas=st.integers(1, 3),
        routing=st.sampled_from(["round_robin", "random", "shared", "jsq"]),
        max_batch=st.integers(1, 32), wait=st.floats(0, 5), sampled=st.booleans(),
@@ -162,7 +162,7 @@ def _fast(plan, compiled: bool):
 # Many batch shapes (the loop's schedule table grows), two replicas sharing a queue.
 @example(policy_i=5, mode="shrink", replicas=2, routing="shared", max_batch=48, wait=5.0,
          load=1.2, sampled=True, n=3000, seed=2, contention=[(0.01, 2.0, 1)], loop=True)
-@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink"]),
+@given(policy_i=st.integers(0, len(POLICIES) - 1), mode=st.sampled_from(["none", "keep", "shrink", "async"]),
        replicas=st.integers(1, 3), routing=st.sampled_from(["round_robin", "shared"]),
        max_batch=st.integers(1, 48), wait=st.floats(0, 5), load=st.floats(0.2, 1.3),
        sampled=st.booleans(), n=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1),

@@ -44,12 +44,16 @@ def same_managed_run(sc, n: int, seed: int):
 
     fast, _ = same_run(plan)
     fast_rep, ref_rep = reps
-    assert fast_rep.controller.history == ref_rep.controller.history
+    # The same switches at the same times to 1 ns, as every record's time: the reference's
+    # max_wait timeout lands at now + (deadline - now), which can be 1 ulp off the deadline.
+    fast_h, ref_h = fast_rep.controller.history, ref_rep.controller.history
+    assert [lv for _, lv in fast_h] == [lv for _, lv in ref_h]
+    np.testing.assert_allclose([t for t, _ in fast_h], [t for t, _ in ref_h], rtol=0, atol=1e-9)
     return fast, fast_rep.controller
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mode=st.sampled_from(["none", "keep", "shrink"]), replicas=st.integers(1, 3),
+@given(mode=st.sampled_from(["none", "keep", "shrink", "async"]), replicas=st.integers(1, 3),
        routing=st.sampled_from(["round_robin", "random", "shared", "jsq"]),
        max_batch=st.integers(1, 32), wait=st.floats(0, 5), load=st.floats(0.3, 1.3),
        sampled=st.booleans(), n=st.integers(1, 1500), seed=st.integers(0, 2**32 - 1),

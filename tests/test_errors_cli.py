@@ -196,6 +196,8 @@ CASES: list[tuple[str, Callable[[World], list[str]], list[str]]] = [
                                                 str(w.a_file() / "p.png")], ["under"]),
     ("validate-o-file", lambda w: ["validate", str(w.study), "-o", str(w.a_file())],
      ["a-file", "is a file"]),
+    ("validate-async", lambda w: ["validate", str(w.study), "-o", str(w.root / "v"), "--modes",
+                                  "keep,async"], ["'async'", "one stage at a time", "serve keep"]),
     # CLI numbers.
     ("frontier-eenet-fits-0", lambda w: _frontier(w, w.root / "f", "--eenet-fits", "0"),
      ["--eenet-fits", "at least 1"]),

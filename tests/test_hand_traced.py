@@ -259,3 +259,40 @@ def test_an_exit_after_stages_of_no_time_keeps_its_finish(compiled, monkeypatch)
         # Request 2 leaves at exit 1: when exit 0's leavers do (shrink pays its compaction).
         assert fast.finish[2] == pytest.approx(
             fast.finish[0] + (0.0003 if mode == "shrink" else 0.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_async_lookups_run_beside_the_backbone(engine):
+    rec = run("async", profile=LOOP, engine=engine)
+    # Batch 1 (reqs 0-2) at 2 ms: 2.1, + 1.3 seg0(3) -> 3.4; exit 0's lookup beside it: 3.4 +
+    # 0.5 head + 0.06 check(3) -> 3.96 (req 0). The backbone at once: + 0.035 handoff(3) + 1.3
+    # -> 4.735; exit 1's lookup (exit 0's ended at 3.96: no wait): + 0.5 + 0.06 -> 5.295
+    # (req 2). Backbone: + 0.035 + 1.3 -> 6.07, the last head + 0.5 -> 6.57 (req 1).
+    # Batch 2 (req 3 alone, at once at 10): 10.1 + 1.1 -> 11.2, lookup + 0.5 + 0.04 -> 11.74
+    # (req 3); the backbone went on meanwhile (+ 0.025 + 1.1 -> 12.325) and learns at exit 1
+    # that nobody is left: the batch ends there. (keep: 3.96, 7.69, 5.855, 11.74.)
+    assert rec.finish * 1000 == pytest.approx([3.96, 6.57, 5.295, 11.74], abs=1e-9)
+    assert rec.batch_finish * 1000 == pytest.approx([6.57, 12.325], abs=1e-9)
+    assert rec.batch_sizes.tolist() == [[3, 3, 3], [1, 1, 0]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_async_backbone_waits_for_a_slow_lookup_and_counts_it_as_check(engine):
+    from offramp.core.modes import StageKind as K
+    from offramp.sim.metrics import request_parts_ms
+
+    slow = affine_profile(3, range(1, 5), head=(3.0, 0.0), last_head=(0.5, 0.0),
+                          check=(0.03, 0.01), handoff=(0.02, 0.005))
+    rec = run("async", profile=slow, engine=engine)
+    # Early heads take 3 ms. Batch 1: 3.4; lookup 0: + 3.0 + 0.06 -> 6.46 (req 0). Backbone:
+    # 3.435 + 1.3 -> 4.735, waits for lookup 0 until 6.46 (1.725 ms); lookup 1: + 3.06 -> 9.52
+    # (req 2). Backbone: 6.495 + 1.3 -> 7.795, waits until 9.52 (1.725), last head -> 10.02.
+    assert rec.finish[:3] * 1000 == pytest.approx([6.46, 10.02, 9.52], abs=1e-9)
+    parts = request_parts_ms(rec)
+    # By kind: req 1 waited 2 x 1.725 (check) and ran one head; req 2's lookup began after one
+    # wait; each request's parts add up to its time in service.
+    assert parts[K.CHECK][:3] == pytest.approx([0.06, 3.45, 1.785], abs=1e-9)
+    assert parts[K.HEAD][:3] == pytest.approx([3.0, 0.5, 3.0], abs=1e-9)
+    assert parts[K.HANDOFF][:3] == pytest.approx([0.0, 0.07, 0.035], abs=1e-9)
+    total = sum(parts[k] for k in K)
+    assert total[:3] == pytest.approx((rec.finish[:3] - rec.dispatch[:3]) * 1000, abs=1e-9)

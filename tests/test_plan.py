@@ -43,6 +43,7 @@ def test_round_trip_and_defaults():
     ({"max_batch": True}, "max_batch"),
     ({"warmup_fraction": 1.0}, "warmup_fraction"),
     ({"modes": ["teleport"]}, "modes"),
+    ({"modes": ["keep", "async"]}, "modes"),  # the real loop cannot overlap a lookup
     ({"discipline": "loudest_first"}, "discipline"),
     ({"stage_max_wait_ms": -1}, "stage_max_wait_ms"),
     ({"loads": [{"busy": 0.3}]}, "loads"),

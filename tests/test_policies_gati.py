@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from helpers import crafted_trace
+from helpers import affine_profile, crafted_trace
 
-from offramp.policies.costs import evaluate
+from offramp.policies.costs import evaluate, exit_costs, placement_costs
 from offramp.policies.gati import Gati, fit_logistic
 from offramp.traces.synthetic import synthetic_trace
 
@@ -86,3 +86,35 @@ def test_the_searched_threshold_is_the_default_and_reads_val_only():
     assert again.val_accuracy_ == searched.val_accuracy_
     # A given threshold is used as it is.
     assert Gati(target, costs, threshold=0.5).fit(tr).threshold_ == 0.5
+
+
+def test_placement_times_follow_the_exit_mode():
+    # Segments 1.1 ms, early heads 2 ms, the last 0.5 ms, at batch 1 (overhead left out).
+    prof = affine_profile(3, range(1, 3), head=(2.0, 0.0), last_head=(0.5, 0.0))
+    every = (True, True, True)
+    # Synchronous lookups: every consulted head is on the way (the per-sample exit costs).
+    assert placement_costs(prof, "shrink", every) == pytest.approx(exit_costs(prof))
+    assert placement_costs(prof, "keep", every) == pytest.approx([3.1, 6.2, 7.8])
+    sync_0 = placement_costs(prof, "keep", (True, False, True))
+    assert sync_0[[0, 2]] == pytest.approx([3.1, 5.8]) and np.isnan(sync_0[1])
+    # async: exit 0's lookup ends at 3.1; the backbone reaches exit 1 at 2.2, waits until 3.1,
+    # exit 1's lookup ends at 5.1; the backbone reaches exit 2 at 4.2, waits until 5.1, + 0.5.
+    assert placement_costs(prof, "async", every) == pytest.approx([3.1, 5.1, 5.6])
+    # Exit 0 alone: the backbone reaches exit 2 at 3.3, after the lookup: it pays nothing.
+    assert placement_costs(prof, "async", (True, False, True))[[0, 2]] == pytest.approx([3.1, 3.8])
+
+
+@pytest.mark.parametrize(("mode", "exits", "latency"), [("keep", [], 3.8), ("async", [0], 3.45)])
+def test_the_placement_weighs_lookups_as_the_server_runs_them(mode, exits, latency):
+    from offramp.policies.registry import build_policy
+    from offramp.sim.config import ServerConfig
+
+    prof = affine_profile(3, range(1, 3), head=(2.0, 0.0), last_head=(0.5, 0.0))
+    tr = crafted_trace(ROWS * 2, n_val=40)
+    pol = build_policy({"name": "gati", "accuracy_target": 1.0}, tr, prof,
+                       ServerConfig(max_batch=2, exit_mode=mode))
+    # Heads of 2 ms: paid by every miss, no exit is worth it (the full model, 3.8 ms, beats
+    # exit 0 alone at 0.5·3.1 + 0.5·5.8 = 4.45); beside the backbone, exit 0 pays:
+    # 0.5·3.1 + 0.5·3.8 = 3.45.
+    assert pol.exits_ == exits and pol.expected_latency_ms_ == pytest.approx(latency)
+    json.dumps(pol.get_params())

@@ -119,6 +119,16 @@ def _recorded(trace: ExitTrace) -> str | None:
     return str(found) if found is not None and found.name != f"{trace.model_id}.pt" else None
 
 
+def _served_by_the_loop(modes: list[str]) -> None:
+    """One clear error for an exit mode the real serving loop cannot serve."""
+    unserved = [m for m in modes if not ExitMode.parse(m).real_loop_serves]
+    if unserved:
+        raise InputError("--modes or server.exit_mode", unserved[0], "the real serving loop "
+                         "runs one stage at a time, so it cannot run a lookup beside the "
+                         "backbone", "serve keep (the same batches with synchronous lookups); "
+                         "async is simulated only")
+
+
 def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: list[str],
             loads: list[dict[str, float]], repeats: int, requests: int, precision: str = "fp32",
             profile_given: Path | None = None, calib_requests: int = 1500,
@@ -134,6 +144,7 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     from offramp.profiling.latency import stage_costs
     from offramp.sim.service import ServiceTimes
 
+    _served_by_the_loop(modes)
     cfg = resolve_workload(cfg, base)
     trace = load_study_trace(cfg, base)
     study_profile = load_study_profile(cfg, trace, base)
@@ -141,11 +152,9 @@ def prepare(cfg: StudyConfig, base: Path | None, out: Path, device: str, modes: 
     rule, table = exit_rule(policy, trace)
     ids, parts = own_test_inputs(trace, own) if own else test_inputs(trace)
     checkpoint = checkpoint if checkpoint is not None or own else _recorded(trace)
-    guess = study_profile
-    if profile_given is not None:
-        from offramp.profiling.shipped import resolve_profile
+    from offramp.profiling.shipped import resolve_profile
 
-        guess = resolve_profile(str(profile_given))
+    guess = study_profile if profile_given is None else resolve_profile(str(profile_given))
     mb = cfg.server.max_batch
     svc = ServiceTimes.from_latency(stage_costs(guess), n_exits=trace.n_exits, max_batch=mb,
                                     mode=ExitMode.KEEP, sampled=False)
