@@ -116,7 +116,8 @@ def _gati(cfg: C.GatiConfig, ctx: FitContext | None) -> ExitPolicy:
 
 def _safe_exit(cfg: SafeExitConfig, ctx: FitContext | None) -> ExitPolicy:
     costs = None if cfg.budget_ms is None else _need(ctx, cfg).costs(cfg, cfg.cost_batch)
-    return SafeExit(cfg.budget_ms, cfg.tolerance_pct, costs, folds=cfg.folds, seed=cfg.seed)
+    return SafeExit(cfg.budget_ms, cfg.tolerance_pct, costs, folds=cfg.folds, seed=cfg.seed,
+                    target=cfg.target)
 
 
 def _dynamic_ofa(cfg: C.DynamicOFAConfig, ctx: FitContext | None) -> ExitPolicy:

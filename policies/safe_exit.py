@@ -19,6 +19,11 @@ P(agree) ≥ t. t is fitted on the cross-fitted val scores, either
   (never above it; among equally accurate ones the cheapest), or
 - ``tolerance_pct``: the cheapest t whose val accuracy keeps τ % of the full model's.
 
+``target: gain`` trains the scorers on "continuing would not fix it" instead (not: wrong at
+exit k and right at the last exit): a sample also leaves where it is right now and the last
+exit would be wrong, or where it is wrong everywhere though the exits disagree. It needs the
+labels (correctness), as EENet's targets do; agreement needs none.
+
 No seed system has it; docs/policies.md says where it comes from.
 """
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -42,6 +48,20 @@ from .table import trace_fingerprint
 GRID_POINTS = 2001  # candidate thresholds: quantiles of the val scores
 
 
+class Target(StrEnum):
+    """What safe-exit's scorers learn to predict (module docstring)."""
+
+    AGREEMENT = "agreement"  # exit k's prediction equals the last exit's
+    GAIN = "gain"            # continuing would not make a wrong answer right
+
+    def labels(self, trace: ExitTrace, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), K−1) booleans: leaving at each early exit is safe."""
+        if self is Target.AGREEMENT:
+            return trace.agree[ids]
+        ok = trace.correct[ids]
+        return ~(~ok[:, :-1] & ok[:, -1:])
+
+
 class SafeExitConfig(PolicyConfigBase):
     """``safe-exit``: learned P(exit agrees with the full model), one threshold on it."""
 
@@ -52,6 +72,8 @@ class SafeExitConfig(PolicyConfigBase):
     tolerance_pct: float | None = Field(None, gt=0, le=100, description="or: keep τ % of the "
                                         "full model's val accuracy, at the least cost")
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
+    target: Target = Field(Target.AGREEMENT, strict=False, description="agreement (with the "
+                           "last exit) | gain (continuing would not fix it)")
     folds: int = Field(5, ge=2, le=20, description="cross-fitting folds on val")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the folds and the boosting")
 
@@ -103,7 +125,9 @@ class SafeExit(LearnedScorePolicy):
 
     def __init__(self, budget_ms: float | None = None, tolerance_pct: float | None = None,
                  costs: Sequence[float] | None = None, folds: int = 5, seed: int = 0,
-                 max_iter: int = 150, learning_rate: float = 0.05, max_leaf_nodes: int = 15):
+                 max_iter: int = 150, learning_rate: float = 0.05, max_leaf_nodes: int = 15,
+                 target: Target | str = Target.AGREEMENT):
+        self.target = Target(target)
         self.budget_ms = budget_ms
         self.tolerance_pct = tolerance_pct
         self.costs = costs
@@ -152,7 +176,7 @@ class SafeExit(LearnedScorePolicy):
         if ids.size < 2 * self.folds:
             raise InputError(trace.source, split, f"{ids.size} {split} samples are too few for "
                              f"{self.folds} folds", "use fewer folds or a larger split")
-        agree = trace.agree[ids]
+        agree = self.target.labels(trace, ids)
         kfold = KFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
         splits = list(kfold.split(ids))
         oof = np.zeros((ids.size, trace.n_exits - 1))
@@ -175,7 +199,8 @@ class SafeExit(LearnedScorePolicy):
 
     def _scorer(self) -> tuple:
         """What the scorer depends on (the budget or tolerance only moves the threshold)."""
-        return (self.folds, self.seed, self.max_iter, self.learning_rate, self.max_leaf_nodes)
+        return (self.folds, self.seed, self.max_iter, self.learning_rate, self.max_leaf_nodes,
+                self.target)
 
     @classmethod
     def fit_together(cls, policies: Sequence[SafeExit], trace: ExitTrace, split: str = "val"

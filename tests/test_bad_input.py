@@ -29,7 +29,8 @@ DATA = Path(__file__).parent / "data"
 @pytest.mark.parametrize("data,field,words", [
     ({"server": {"max_bacth": 8}}, "server.max_bacth", "unknown field"),
     ({"server": {"max_batch": 0}}, "server.max_batch", "greater than or equal to 1"),
-    ({"server": {"exit_mode": "teleport"}}, "server.exit_mode", "'none', 'keep', 'shrink', 'rebatch' or 'async'"),
+    ({"server": {"exit_mode": "teleport"}}, "server.exit_mode",
+     "'none', 'keep', 'shrink', 'rebatch' or 'async'"),
     ({"workload": {"rate_rps": -5}}, "workload.rate_rps", "greater than or equal to 0.001"),
     ({"run": {"requests": 10, "duration_s": 3}}, "run", "only one of"),
     ({"server": {"max_batch": 64, "engine_sizes": [8, 32]}}, "server.engine_sizes", "do not cover"),

@@ -151,3 +151,49 @@ def test_budgets_fitted_together_share_one_scorer_and_give_the_same_policies():
         assert joint.val_accuracy_ == alone.val_accuracy_
         every = np.arange(tr.n_samples)
         assert np.array_equal(joint.exit_index(tr, every), alone.exit_index(tr, every))
+
+
+def hopeless_trace(n: int = 3000, seed: int = 0):
+    """3 exits, 3 classes. A: right everywhere (exit 0 sure, [.8, .1, .1] around its class).
+    B: wrong at every exit, and exit 0's wrong answer differs from the last exit's — with a
+    tell-tale exit-0 softmax (split between two wrong classes). C: wrong at exit 0 (max-prob
+    0.45 on a wrong class) and right from exit 1 on. Continuing fixes C, never B. Synthetic:
+    tests only."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    group = rng.choice(3, n, p=[0.4, 0.3, 0.3])
+    sm = np.full((n, 3, 3), 0.05)
+    for i in range(n):
+        y, w1, w2 = labels[i], (labels[i] + 1) % 3, (labels[i] + 2) % 3
+        if group[i] == 0:
+            sm[i, :, y] = 0.8
+        elif group[i] == 1:
+            sm[i, 0, w1], sm[i, 0, w2] = 0.5, 0.4
+            sm[i, 1:, w2] = 0.7
+        else:
+            sm[i, 0, w1], sm[i, 0, y] = 0.45, 0.3
+            sm[i, 1:, y] = 0.8
+    sm /= sm.sum(axis=2, keepdims=True)
+    split = np.where(np.arange(n) % 2 == 0, SPLITS.index("val"), SPLITS.index("test"))
+    meta = {"model_id": "synthetic-hopeless", "dataset": "synthetic",
+            "exit_names": ["e0", "e1", "e2"], "exit_positions": [0.33, 0.66, 1.0],
+            "produced_by": {"command": "hopeless_trace()"}, "synthetic": True}
+    return make_trace(labels, split, sm, meta), group
+
+
+def test_the_gain_target_lets_hopeless_samples_go_at_once():
+    trace, group = hopeless_trace()
+    test = trace.indices("test")
+    b = group[test] == 1
+    fits = {t: build_policy({"name": "safe-exit", "tolerance_pct": 100, "target": t}, trace)
+            for t in ("agreement", "gain")}
+    exits = {t: p.exit_index(trace, test) for t, p in fits.items()}
+    # Agreement: B's exit 0 disagrees with the last exit, so B runs on (to exit 1, where it
+    # already agrees). Gain: continuing never fixes B, so B leaves at exit 0; A leaves there
+    # too and C, which continuing fixes, goes on in both. The same accuracy, less cost.
+    assert (exits["agreement"][b] > 0).mean() > 0.95
+    assert (exits["gain"][b] == 0).mean() > 0.95
+    acc = {t: float(trace.correct[test, e].mean()) for t, e in exits.items()}
+    assert acc["gain"] == pytest.approx(acc["agreement"], abs=0.01)
+    assert average_cost(exits["gain"], COSTS) < average_cost(exits["agreement"], COSTS) - 0.2
+    assert fits["gain"].get_params()["target"] == "gain"
