@@ -47,9 +47,7 @@ def exit_costs(latency: LatencyModel | LatencyProfile, batch: int = 1) -> np.nda
     per-batch dispatch overhead, per sample.
     """
     model = as_latency_model(latency)
-    k_exits = model.profile.n_exits
-    return np.array([_without_overhead(model, stages.all_exit_at("shrink", batch, k, k_exits))
-                     for k in range(k_exits)]) / batch
+    return placement_costs(model, ExitMode.SHRINK, (True,) * model.profile.n_exits, batch)
 
 
 def full_model_cost(latency: LatencyModel | LatencyProfile, batch: int = 1) -> float:
