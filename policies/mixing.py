@@ -15,6 +15,8 @@ import numpy as np
 
 from offramp.common.errors import InputError
 
+from .lp import solve
+
 
 @dataclass(frozen=True)
 class Mix:
@@ -47,9 +49,7 @@ def best_mix(accuracy: Sequence[float], cost_ms: Sequence[float], budget_ms: flo
 
     w = cp.Variable(a.size, nonneg=True)
     prob = cp.Problem(cp.Maximize(a @ w), [cp.sum(w) == 1, c @ w <= budget_ms])
-    prob.solve(solver=cp.HIGHS)
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"mixing LP ended with status {prob.status}")
+    solve(prob, "mixing LP")
     weights = np.clip(w.value, 0.0, None)
     weights /= weights.sum()
     return Mix(weights, float(a @ weights), float(c @ weights))

@@ -20,6 +20,7 @@ from offramp.traces.format import ExitTrace
 
 from .base import ExitPolicy
 from .costs import check_costs
+from .lp import solve
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,7 @@ def pattern_lp(values: np.ndarray, counts: np.ndarray, costs: Sequence[float],
     acc = w @ cp.sum(cp.multiply(x, values), axis=1)
     cost = w @ (x @ c)
     prob = cp.Problem(cp.Maximize(acc), [cp.sum(x, axis=1) == 1, cost <= budget_ms])
-    prob.solve(solver=cp.HIGHS)
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"oracle LP ended with status {prob.status}")
+    solve(prob, "oracle LP")
     frac = np.clip(x.value, 0.0, 1.0)
     return frac / frac.sum(axis=1, keepdims=True)
 
