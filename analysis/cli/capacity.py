@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offramp.analysis.cli.options import integer, number, user_help
+from offramp.analysis.cli.options import add_set_arg, integer, number, user_help
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 
@@ -163,8 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop when the bracket is within this fraction of the capacity")
     p.add_argument("--compare", action="append", default=[], metavar="FIELD=VALUE,...",
                    help="a variant of the study (repeatable), e.g. server.exit_mode=keep")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a config field for every variant")
+    add_set_arg(p, "override a config field for every variant")
     p.add_argument("--max-replications", type=integer(1), default=None,
                    help="most replications of an uncertain probe (default 4x the study's)")
     p.add_argument("--cost-per-replica-hour", type=number(0), default=None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offramp.analysis.cli.options import number, user_help
+from offramp.analysis.cli.options import add_set_arg, number, user_help
 
 OUTPUTS = ("concurrency.csv", "concurrency.json", "concurrency.png", "report.html")
 
@@ -20,18 +20,15 @@ OUTPUTS = ("concurrency.csv", "concurrency.json", "concurrency.png", "report.htm
 def run(args: argparse.Namespace) -> int:
     from offramp.analysis.report.concurrency_page import COLUMNS
     from offramp.analysis.studies.concurrency import concurrency_sweep, parse_clients
-    from offramp.analysis.study.config import load_config, naming_study, parse_config
-    from offramp.analysis.study.overrides import apply_sets
+    from offramp.analysis.study.config import naming_study
+    from offramp.analysis.study.overrides import study_with_sets
     from offramp.common.outputs import check_output_dir
 
     clients = parse_clients(args.clients)
     if args.output is not None:
         check_output_dir(args.output, OUTPUTS, "concurrency folder")
-    cfg = load_config(args.config)
-    if args.set:
-        cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True), args.set),
-                           f"{args.config} with --set")
-    with naming_study(f"{args.config} with --set" if args.set else args.config):
+    cfg, named = study_with_sets(args.config, args.set)
+    with naming_study(named):
         frame = concurrency_sweep(cfg, Path(args.config).parent, clients, args.think_ms)
     if args.output is not None:
         _write(Path(args.output), frame, args, cfg.slo.latency_ms)
@@ -72,8 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "A-B:STEP or A-B:xFACTOR (default 1-64:x2)")
     p.add_argument("--think-ms", type=number(0, low_open=False), default=0.0,
                    help="each client's pause between a response and its next request")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="change a field of the study (repeatable)")
+    add_set_arg(p, "change a field of the study (repeatable)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("-o", "--output", default=None, help="also write concurrency.csv, "
                    "concurrency.json, concurrency.png and report.html to this folder")

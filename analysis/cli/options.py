@@ -110,6 +110,13 @@ def exit_modes(text: str, option: str = "--modes") -> list[str]:
     return modes
 
 
+def add_set_arg(p: argparse.ArgumentParser, help: str = "override a field of the study "
+                "(repeatable)") -> None:
+    """``--set SECTION.FIELD=VALUE`` (repeatable): a field of the study changed."""
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help=help)
+
+
 def add_executor_args(p: argparse.ArgumentParser) -> None:
     """``--workers``, ``--dask-local`` and ``--scheduler``: where the work runs."""
     p.add_argument("--workers", type=integer(1), default=None,

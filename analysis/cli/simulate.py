@@ -9,12 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from offramp.analysis.cli.options import add_set_arg
 from offramp.common.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
-    from offramp.analysis.study.config import load_config, naming_study, parse_config
-    from offramp.analysis.study.overrides import apply_sets
+    from offramp.analysis.study.config import naming_study
+    from offramp.analysis.study.overrides import study_with_sets
     from offramp.analysis.study.run import RUN_OUTPUTS, run_study, summary_doc, write_run
     from offramp.common.outputs import check_output_dir, check_output_file
 
@@ -25,17 +26,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--save-arrivals", args.save_arrivals, "is inside the run folder, "
                              "which is written whole", "save the arrivals beside it")
         check_output_file(args.save_arrivals, "arrivals file")
-    cfg = load_config(args.config)
-    if args.set:
-        cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True),
-                                      args.set), f"{args.config} with --set")
+    cfg, named = study_with_sets(args.config, args.set)
     base = Path(args.config).parent
     console = Console(stderr=True)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("replications"), TimeElapsedColumn(), console=console,
                   disable=args.json or not console.is_terminal) as bar:
         task = bar.add_task("sim", total=cfg.run.replications)
-        with naming_study(f"{args.config} with --set" if args.set else args.config):
+        with naming_study(named):
             out = run_study(cfg, base, progress=lambda i: bar.update(task, completed=i))
     dest = write_run(out, Path(args.output))
     if args.save_arrivals:
@@ -77,8 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "config.resolved.yaml, requests.parquet, summary.json, latency.png.")
     p.add_argument("config", help="study YAML (see examples/)")
     p.add_argument("-o", "--output", required=True, help="run folder to write")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a config field (repeatable)")
+    add_set_arg(p, "override a config field (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--breakdown", action="store_true", help="also print where the time goes: "
                    "queueing, in service, and each stage kind (p50, p99, mean)")

@@ -10,7 +10,13 @@ import argparse
 
 from rich.console import Console
 
-from offramp.analysis.cli.options import add_executor_args, executor_for, number, user_help
+from offramp.analysis.cli.options import (
+    add_executor_args,
+    add_set_arg,
+    executor_for,
+    number,
+    user_help,
+)
 from offramp.traces.progress import rich_progress
 
 
@@ -57,8 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or points: [{section.field: value}, ...]")
     p.add_argument("-o", "--output", required=True, help="sweep folder (resumable)")
     add_executor_args(p)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="change a field of the base study (repeatable; as in simulate)")
+    add_set_arg(p, "change a field of the base study (repeatable; as in simulate)")
     p.add_argument("--cost-per-replica-hour", type=number(0), default=None,
                    help="price of a replica-hour: adds each point's cost per million requests "
                    "at its throughput (cost_per_million)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from offramp.analysis.cli.options import exit_modes, integer, number, own_model, user_help
+from offramp.analysis.cli.options import add_set_arg, exit_modes, integer, number, own_model, user_help
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 from offramp.core.modes import ExitMode
@@ -84,22 +84,16 @@ def _serve(args: argparse.Namespace, cfg, base: Path, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offramp.analysis.study.config import load_config, naming_study
+    from offramp.analysis.study.config import naming_study
+    from offramp.analysis.study.overrides import study_with_sets
     from offramp.analysis.validation.run import judge_folder
 
     out = Path(args.output)
     if args.real_from is None:
         check_output_dir(out, VALIDATE_OUTPUTS, "validation folder")
-    cfg = load_config(args.config)
-    if args.set:
-        from offramp.analysis.study.config import parse_config
-        from offramp.analysis.study.overrides import apply_sets
-
-        cfg = parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True), args.set),
-                           f"{args.config} with --set")
+    cfg, named = study_with_sets(args.config, args.set)
     base = Path(args.config).parent
     calibrate_on = calibration_points(args.calibrate_on)
-    named = f"{args.config} with --set" if args.set else args.config
     if args.real_from is None:
         with naming_study(named):
             _serve(args, cfg, base, out)
@@ -208,8 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate-on", action="append", default=[], metavar="load=U,mode=M",
                    help="fit the served-cost model only on the served streams of these "
                         "operating points (repeatable); every other cell is judged held out")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="change a field of the study (repeatable; as in simulate)")
+    add_set_arg(p, "change a field of the study (repeatable; as in simulate)")
     p.add_argument("--real-only", action="store_true", help="run the real side only")
     p.add_argument("--real-from", metavar="DIR", help="compare the real runs already in DIR")
     p.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="your own model (as for "

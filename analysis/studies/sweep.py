@@ -105,15 +105,11 @@ def check_sweep(study: str | Path, grid: str | Path, out: str | Path, sets: list
     """Everything checked before a point runs: the output folder, the base study (with
     ``--set`` items ``sets`` applied), the grid and every point as a study. Returns (base
     study mapping, points, names, folder)."""
-    from offramp.analysis.study.config import load_config
-    from offramp.analysis.study.overrides import apply_sets
+    from offramp.analysis.study.overrides import study_with_sets
     from offramp.common.outputs import check_output_dir
 
     out = check_output_dir(out, SWEEP_OUTPUTS, "sweep folder")
-    base = load_config(study).model_dump(mode="json", exclude_unset=True)
-    if sets:
-        base = parse_config(apply_sets(base, list(sets)), f"{study} with --set").model_dump(
-            mode="json", exclude_unset=True)
+    base = study_with_sets(study, sets)[0].model_dump(mode="json", exclude_unset=True)
     finished = Path(out) / "sweep.json"
     if finished.exists():
         before = json.loads(finished.read_text()).get("set", [])

@@ -11,9 +11,11 @@ Fields are dotted (``section.field``). Two sections hold variants whose fields d
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from offramp.analysis.study.config import parse_value
+from offramp.analysis.study.config import StudyConfig, load_config, parse_config, parse_value
 from offramp.common.errors import InputError
 from offramp.sim.config import WorkloadConfig
 
@@ -62,3 +64,14 @@ def apply_fields(data: dict[str, Any], fields: dict[str, Any], source: str) -> d
 def apply_sets(data: dict[str, Any], items: list[str], option: str = "--set") -> dict[str, Any]:
     """``data`` with the command line's ``--set section.field=value`` items applied."""
     return apply_fields(data, parse_sets(items, option), option)
+
+
+def study_with_sets(path: str | Path, sets: Sequence[str] = ()) -> tuple[StudyConfig, str]:
+    """The study at ``path`` with the command line's ``--set`` items applied, and the name its
+    errors go by (``PATH with --set`` when any is given)."""
+    cfg = load_config(path)
+    if not sets:
+        return cfg, str(path)
+    named = f"{path} with --set"
+    return parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True),
+                                   list(sets)), named), named
