@@ -308,3 +308,30 @@ def test_a_space_file_changes_the_params_it_names_and_keeps_the_rest(tmp_path):
         path.write_text(text + "\n")
         with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
             load_space(path, default)
+
+
+def test_cli_set_changes_the_study_searched_and_a_resume_must_match(tmp_path, capsys):
+    """``--set`` as in simulate: the search runs on the changed study (here a profile three
+    times slower, and the SLO from slo.latency_ms), best.yaml carries the change, and the
+    folder's search cannot be resumed with other --set items."""
+    study = _study(tmp_path, _easy_trace())
+    save_profile(synthetic_profile(segment_ms=3.0), tmp_path / "slow.json")
+    common = ["--min-relative-accuracy", "0.99", "--trials", "6", "--finalists", "1",
+              "--seeds", "2", "--screen-requests", "2000", "--no-baselines", "--workers", "1",
+              "--quiet"]
+    values = {}
+    for name, sets in (("plain", []), ("slow", ["--set", "profile.path=slow.json"])):
+        assert main(["optimize", study, "-o", str(tmp_path / name), *common, *sets,
+                     "--set", "slo.latency_ms=40"]) == 0
+        doc = json.loads((tmp_path / name / "optimize.json").read_text())
+        assert doc["goal"]["slo_ms"] == 40.0
+        values[name] = doc["winner"]["value"]
+    assert doc["set"] == ["profile.path=slow.json", "slo.latency_ms=40"]
+    best = load_config(tmp_path / "slow" / "best.yaml")
+    assert Path(best.profile.path) == (tmp_path / "slow.json").resolve()
+    assert values["slow"] < 0.6 * values["plain"]  # three times the work per batch
+    capsys.readouterr()
+    assert main(["optimize", study, "-o", str(tmp_path / "slow"), *common,
+                 "--set", "slo.latency_ms=40"]) != 0
+    err = capsys.readouterr().err
+    assert "--set" in err and "another -o folder" in err and "Traceback" not in err

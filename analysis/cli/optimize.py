@@ -5,7 +5,8 @@ One objective: ``--maximize load`` (the capacity at the SLO, default), ``--minim
 --load-rps L`` or ``--maximize accuracy --load-rps L``; constraints ``--min-relative-accuracy``
 or ``--min-accuracy`` (checked on val, reported on test), ``--budget-ms`` (average compute per
 sample at batch 1), ``--max-replicas``. The space: the policies' own search ranges, exit
-mode, max_batch and max_wait_ms (``--space FILE`` replaces any of them; docs/optimize.md).
+mode, max_batch and max_wait_ms (``--space FILE`` replaces any of them; docs/optimize.md);
+``--set section.field=value`` changes the study first, as in simulate.
 Optuna's TPE screens candidates on short simulations with common random numbers; the best
 few re-run on the study's run at several seeds; baselines (no exits at its best batching,
 PAME, EENet, a grid given the same simulated requests) run beside. Writes OUT/best.yaml (a
@@ -21,7 +22,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offramp.analysis.cli.options import add_executor_args, executor_for, integer, number, user_help
+from offramp.analysis.cli.options import (
+    add_executor_args,
+    add_set_arg,
+    executor_for,
+    integer,
+    number,
+    user_help,
+)
 from offramp.common.errors import InputError
 
 
@@ -45,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from offramp.analysis.optimize.output import rows, value_label, why, write
     from offramp.analysis.optimize.run import optimize, prepare
     from offramp.analysis.optimize.search import Settings
-    from offramp.analysis.study.config import load_config
+    from offramp.analysis.study.overrides import study_with_sets
     from offramp.common.machine import command_line
     from offramp.traces.progress import rich_progress
 
-    goal = goal_from(args, load_config(args.config).slo.latency_ms)
+    goal = goal_from(args, study_with_sets(args.config, args.set)[0].slo.latency_ms)
     if args.validate:
         from offramp.analysis.optimize.validate import check_validate
 
@@ -61,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(front=args.front, trials=args.trials, finalists=args.finalists,
                         seeds=args.seeds,
                         screen_requests=args.screen_requests, seed=args.seed)
-    _, _, space, _, _ = prepare(args.config, goal, args.space, args.output)  # before workers
+    _, _, space, _, _ = prepare(args.config, goal, args.space, args.output,  # before workers
+                                args.set)
     console = Console(stderr=True)
     if not args.quiet:
         console.print(f"goal: {goal.describe()}\nspace:\n  " + space.describe().replace(
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(tasks[what], completed=done, total=total)
 
         result = optimize(args.config, goal, args.output, executor, settings, args.space,
-                          baselines=chosen, progress=progress)
+                          baselines=chosen, progress=progress, sets=args.set)
     paths = write(result, Path(args.output), command_line())
     _print(result, rows(result), value_label(result), why(result))
     print(f"wrote {paths['best.yaml']} (the winner as a study), trials.parquet, optimize.json, "
@@ -173,6 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --minimize replicas: the most to use")
     p.add_argument("--cost-per-replica-hour", type=number(0),
                    help="price of a replica-hour: results also read as cost per million requests")
+    add_set_arg(p, "change a field of the study before the search (repeatable; as in "
+                "simulate), e.g. --set profile.path=runs/today.json")
     p.add_argument("--space", type=Path, help="YAML replacing dimensions of the search space")
     p.add_argument("--trials", type=integer(1), default=60, help="candidates simulated")
     p.add_argument("--finalists", type=integer(1), default=3, help="re-run on the full run")

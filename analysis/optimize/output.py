@@ -16,7 +16,7 @@ from offramp.analysis.optimize.baselines import ratio
 from offramp.analysis.optimize.evaluate import Outcome
 from offramp.analysis.optimize.goal import Objective
 from offramp.analysis.optimize.run import Result
-from offramp.analysis.study.config import load_config
+from offramp.analysis.study.config import parse_config
 from offramp.analysis.study.overrides import apply_fields
 from offramp.common.atomic import atomic_path
 
@@ -142,7 +142,8 @@ def write(result: Result, folder: Path, command: str) -> dict[str, Path]:
                                               "front.png", "report.html")}
     with atomic_path(paths["trials.parquet"]) as tmp:
         table.to_parquet(tmp, index=False)
-    doc = _clean({"study": result.study, "command": command, "goal": result.goal.as_dict(),
+    doc = _clean({"study": result.study, "set": result.sets, "command": command,
+                  "goal": result.goal.as_dict(),
                   "goal_line": result.goal.describe(),
                   "objective_label": value_label(result),
                   "space": result.space.model_dump(mode="json"),
@@ -174,15 +175,13 @@ def write(result: Result, folder: Path, command: str) -> dict[str, Path]:
 def _write_best(result: Result, path: Path, command: str) -> None:
     """The study with the winner's fields: ``simulate``, ``capacity`` and ``validate`` take it
     as is."""
-    cfg = load_config(result.study)
     fields = dict(result.winner.point)
     rate = (result.winner.detail or {}).get("rate_rps")
-    if rate and cfg.workload.kind in ("poisson", "gamma"):
+    if rate and parse_config(result.base, result.study).workload.kind in ("poisson", "gamma"):
         fields["workload.rate_rps"] = round(float(rate), 4)  # simulate it where it was judged
     fields["server.replicas"] = result.winner.replicas
     fields["slo.latency_ms"] = result.goal.slo_ms
-    data = apply_fields(cfg.model_dump(mode="json", exclude_unset=True), fields,
-                        str(result.study))
+    data = apply_fields(result.base, fields, str(result.study))
     study_dir = Path(result.study).parent.resolve()
     for section in ("trace", "profile"):  # paths relative to the study stay valid
         p = (data.get(section) or {}).get("path")

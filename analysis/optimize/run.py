@@ -30,7 +30,8 @@ from offramp.analysis.optimize.space import (
     load_space,
     study_params,
 )
-from offramp.analysis.study.config import StudyConfig, load_config
+from offramp.analysis.study.config import StudyConfig
+from offramp.analysis.study.overrides import set_name, study_with_sets
 from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
@@ -56,24 +57,28 @@ class Result:
     winner: Outcome
     finalists: list[Outcome]
     trials: list[Outcome]
+    base: dict[str, Any]  # the study searched (a mapping, after --set)
+    sets: list[str] = field(default_factory=list)  # the --set items
     baselines: dict[str, Outcome] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     full_cost_ms: float = 0.0
 
 
-def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: str | Path
+def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: str | Path,
+            sets: Sequence[str] = ()
             ) -> tuple[StudyConfig, dict[str, Any], SearchSpace, float, Path]:
-    """Everything checked before a candidate runs: the output folder, the study (an open-loop
-    workload with a latency profile), the space. Returns (study, its mapping, space, the full
-    model's per-sample cost at batch 1, output folder)."""
+    """Everything checked before a candidate runs: the output folder, the study (with the
+    ``--set`` items ``sets`` applied: an open-loop workload with a latency profile), the space.
+    Returns (study, its mapping, space, the full model's per-sample cost at batch 1, output
+    folder)."""
     folder = check_output_dir(out, OUTPUTS, "optimize folder")
-    cfg = load_config(study)
+    cfg, named = study_with_sets(study, sets)
     if cfg.profile.kind != "profile":
-        raise InputError(study, "profile.kind", "an analytic service time has no stages to "
+        raise InputError(named, "profile.kind", "an analytic service time has no stages to "
                          "exit from", "optimize a study with a latency profile")
     if cfg.workload.kind == "closed":
-        raise InputError(study, "workload.kind", "a closed loop has no arrival rate to search",
+        raise InputError(named, "workload.kind", "a closed loop has no arrival rate to search",
                          "use an open-loop workload (poisson, gamma, replay, mmpp, diurnal)")
     base_dir = Path(study).parent
     trace = load_study_trace(cfg, base_dir)
@@ -98,17 +103,19 @@ def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: s
 
 def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
              settings: Settings | None = None, space_file: str | Path | None = None,
-             baselines: bool | Sequence[str] = True, progress: Progress | None = None
-             ) -> Result:
+             baselines: bool | Sequence[str] = True, progress: Progress | None = None,
+             sets: Sequence[str] = ()) -> Result:
     """Search the space for the goal's best configuration (module docstrings of
     :mod:`.search` and :mod:`.baselines`); writes nothing but the Optuna storage.
-    ``baselines``: all (True), none (False) or those named (:data:`BASELINES`)."""
+    ``baselines``: all (True), none (False) or those named (:data:`BASELINES`); ``sets``: the
+    study's fields changed first (``--set section.field=value`` items)."""
     settings = settings or Settings()
-    cfg, base, space, full, folder = prepare(study, goal, space_file, out)
-    job = Job(base, goal, str(Path(study).parent.resolve()), str(study))
+    cfg, base, space, full, folder = prepare(study, goal, space_file, out, sets)
+    named = set_name(study, sets)
+    job = Job(base, goal, str(Path(study).parent.resolve()), named)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    opt = open_study(folder, goal, space, settings)
+    opt = open_study(folder, goal, space, settings, list(sets))
     job = dataclasses.replace(job, store=opt)  # finalists and baselines kept as they finish
     screen(opt, job, space, settings, executor, full, cfg.server.replicas,
            study_params(cfg, space, full),
@@ -117,7 +124,7 @@ def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
     top = best_of(trials, goal, settings.finalists)
     if not top:
         reasons = sorted({o.reason for o in trials if o.reason})
-        raise InputError(str(study), None, f"no candidate of {len(trials)} met the goal "
+        raise InputError(named, None, f"no candidate of {len(trials)} met the goal "
                          f"({goal.describe()}); seen: {'; '.join(reasons[:3])}",
                          "loosen a constraint or the SLO, or widen the space (--space)")
     search_s = time.perf_counter() - t0
@@ -128,10 +135,10 @@ def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
     finals = finalize(job, executor, top, settings, run)
     winners = best_of(finals, goal, 1)
     if not winners:
-        raise InputError(str(study), None, "no finalist held the goal on the full run",
+        raise InputError(named, None, "no finalist held the goal on the full run",
                          "raise --finalists or the screening run's length")
-    result = Result(str(study), goal, space, settings, winners[0], finals, trials,
-                    full_cost_ms=full)
+    result = Result(str(study), goal, space, settings, winners[0], finals, trials, base,
+                    sets=list(sets), full_cost_ms=full)
     result.spent = {"search": spent(trials), "finalists": spent(finals)}
     result.seconds = {"search": _clock(opt, "search", search_s),
                       "finalists": _clock(opt, "finalists", time.perf_counter() - t0 - search_s)}

@@ -105,15 +105,16 @@ def _key(point: dict[str, Any]) -> str:
     return json.dumps(point, sort_keys=True, default=str)
 
 
-def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings) -> Any:
+def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings,
+               sets: list[str] | None = None) -> Any:
     """The Optuna study in ``out/optuna.db``: created, or resumed if it searched the same goal,
-    space and settings (else one clear error)."""
+    space, settings and ``--set`` items (else one clear error)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
     setup = json.loads(json.dumps({"goal": goal.as_dict(), "space": space.model_dump(
-        mode="json"), "settings": asdict(settings)}))
+        mode="json"), "settings": asdict(settings), **({"set": sets} if sets else {})}))
     direction = "maximize" if goal.objective.maximize else "minimize"
     directions = [direction, "maximize"] if settings.front else [direction]
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
@@ -122,9 +123,10 @@ def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings) ->
     if before is None:
         study.set_user_attr("setup", setup)
     elif before != setup:
-        changed = sorted(k for k in setup if setup[k] != before.get(k))
+        changed = sorted(k for k in setup.keys() | before.keys()
+                         if setup.get(k) != before.get(k))
         raise InputError(str(out / "optuna.db"), ", ".join(changed), "this folder holds a "
-                         "search of another goal, space or settings", "use another -o folder, "
+                         "search of another goal, space, settings or --set", "use another -o folder, "
                          "or the same options")
     return study
 

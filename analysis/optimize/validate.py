@@ -14,7 +14,7 @@ from offramp.analysis.optimize.evaluate import Outcome, candidate_study
 from offramp.analysis.optimize.goal import Goal, Objective
 from offramp.analysis.optimize.output import NO_EXITS, describe
 from offramp.analysis.optimize.run import Result
-from offramp.analysis.study.config import load_config
+from offramp.analysis.study.config import parse_config
 from offramp.analysis.study.resolve import load_study_trace
 from offramp.analysis.validation.real_capacity import measure_capacity
 from offramp.common.atomic import atomic_path
@@ -35,10 +35,9 @@ def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: 
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure both capacities for real; write ``folder/validation.json`` and return it."""
     check_validate(result.goal)
-    base_cfg = load_config(result.study)
     base_dir = Path(result.study).parent
-    base = base_cfg.model_dump(mode="json", exclude_unset=True)
-    trace = load_study_trace(base_cfg, base_dir)
+    base = result.base
+    trace = load_study_trace(parse_config(base, result.study), base_dir)
     picks: list[tuple[str, Outcome]] = [("optimizer's choice", result.winner)]
     if NO_EXITS in result.baselines:
         picks.append((NO_EXITS, result.baselines[NO_EXITS]))

@@ -72,6 +72,11 @@ def study_with_sets(path: str | Path, sets: Sequence[str] = ()) -> tuple[StudyCo
     cfg = load_config(path)
     if not sets:
         return cfg, str(path)
-    named = f"{path} with --set"
+    named = set_name(path, sets)
     return parse_config(apply_sets(cfg.model_dump(mode="json", exclude_unset=True),
                                    list(sets)), named), named
+
+
+def set_name(path: str | Path, sets: Sequence[str] = ()) -> str:
+    """The name a study's errors go by: ``PATH with --set`` when ``--set`` changed it."""
+    return f"{path} with --set" if sets else str(path)
