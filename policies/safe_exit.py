@@ -19,47 +19,37 @@ P(agree) ≥ t. t is fitted on the cross-fitted val scores, either
   (never above it; among equally accurate ones the cheapest), or
 - ``tolerance_pct``: the cheapest t whose val accuracy keeps τ % of the full model's.
 
-``target: gain`` trains the scorers on "continuing would not fix it" instead (not: wrong at
-exit k and right at the last exit): a sample also leaves where it is right now and the last
-exit would be wrong, or where it is wrong everywhere though the exits disagree. It needs the
-labels (correctness), as EENet's targets do; agreement needs none.
+What the scorers learn is the ``target``: ``agreement`` (above); ``gain``, "continuing would
+not fix it" (not: wrong at exit k and right at the last exit): a sample also leaves where it
+is right now and the last exit would be wrong, or where it is wrong everywhere though the exits
+disagree; ``next-gain``, "the next exit would not fix it" (not: wrong at k and right at k + 1):
+under a tight budget a sample that goes on mostly stops at the next exit, so that is the gain
+its budget buys. The two gains need the labels (correctness), as EENet's targets do; agreement
+needs none. ``auto`` (the default) trains a scorer for each and keeps, per policy, the one whose
+threshold is the most accurate on the cross-fitted val scores (the budget or tolerance decides
+which; ``chosen_target`` in the fitted parameters).
 
 No seed system has it; docs/policies.md says where it comes from.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from offramp.common.errors import InputError
-from offramp.traces.format import ExitTrace, has_entropy
+from offramp.traces.format import ExitTrace
 
 from .budget import budget_costs
 from .configs import PolicyConfigBase, Tunable
+from .costs import check_costs
 from .learned import LearnedScorePolicy
-from .table import trace_fingerprint
+from .safe_scorer import LEARNED_TARGETS, Scorer, Target, train_scorer
 
 GRID_POINTS = 2001  # candidate thresholds: quantiles of the val scores
-
-
-class Target(StrEnum):
-    """What safe-exit's scorers learn to predict (module docstring)."""
-
-    AGREEMENT = "agreement"  # exit k's prediction equals the last exit's
-    GAIN = "gain"            # continuing would not make a wrong answer right
-
-    def labels(self, trace: ExitTrace, ids: np.ndarray) -> np.ndarray:
-        """(len(ids), K−1) booleans: leaving at each early exit is safe."""
-        if self is Target.AGREEMENT:
-            return trace.agree[ids]
-        ok = trace.correct[ids]
-        return ~(~ok[:, :-1] & ok[:, -1:])
 
 
 class SafeExitConfig(PolicyConfigBase):
@@ -72,8 +62,10 @@ class SafeExitConfig(PolicyConfigBase):
     tolerance_pct: float | None = Field(None, gt=0, le=100, description="or: keep τ % of the "
                                         "full model's val accuracy, at the least cost")
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
-    target: Target = Field(Target.AGREEMENT, strict=False, description="agreement (with the "
-                           "last exit) | gain (continuing would not fix it)")
+    target: Target = Field(Target.AUTO, strict=False, description="auto (each target below, "
+                           "the most accurate on val kept) | agreement (with the last exit) | "
+                           "gain (continuing would not fix it) | next-gain (the next exit "
+                           "would not)")
     folds: int = Field(5, ge=2, le=20, description="cross-fitting folds on val")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the folds and the boosting")
 
@@ -83,33 +75,6 @@ class SafeExitConfig(PolicyConfigBase):
             raise ValueError("needs budget_ms or tolerance_pct, exactly one (e.g. "
                              "tolerance_pct: 99)")
         return self
-
-
-def safe_features(trace: ExitTrace, k: int, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), F) features of exit k: its softmax; every exit j ≤ k's max-prob, entropy and
-    margin; whether each earlier exit's prediction equals exit k's."""
-    parts = []
-    if trace.softmax is not None:
-        sm = np.asarray(trace.softmax[rows, :k + 1], dtype=np.float64)
-        parts.append(sm[:, k])
-        top2 = np.sort(sm, axis=2)[:, :, -2:]
-        parts.append(top2[:, :, 1] - top2[:, :, 0])
-    parts.append(np.asarray(trace.maxprob[rows, :k + 1], dtype=np.float64))
-    if has_entropy(trace):
-        parts.append(np.asarray(trace.entropy[rows, :k + 1], dtype=np.float64))
-    pred = trace.pred[rows]
-    parts.append((pred[:, :k] == pred[:, k:k + 1]).astype(np.float64))
-    return np.hstack(parts)
-
-
-class _Constant:
-    """A 'classifier' for a fold whose targets are all one class."""
-
-    def __init__(self, p: float):
-        self.p = p
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.full(len(x), 1 - self.p), np.full(len(x), self.p)])
 
 
 def exits_at(prefix_max: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -126,7 +91,7 @@ class SafeExit(LearnedScorePolicy):
     def __init__(self, budget_ms: float | None = None, tolerance_pct: float | None = None,
                  costs: Sequence[float] | None = None, folds: int = 5, seed: int = 0,
                  max_iter: int = 150, learning_rate: float = 0.05, max_leaf_nodes: int = 15,
-                 target: Target | str = Target.AGREEMENT):
+                 target: Target | str = Target.AUTO):
         self.target = Target(target)
         self.budget_ms = budget_ms
         self.tolerance_pct = tolerance_pct
@@ -169,63 +134,64 @@ class SafeExit(LearnedScorePolicy):
             return self._fit(trace, split)
 
     def _fit(self, trace: ExitTrace, split: str) -> SafeExit:
-        from sklearn.model_selection import KFold
+        c, ids = self._check(trace), self._ids(trace, split)
+        return self._keep({t: self._train(trace, ids, t) for t in self.target.candidates},
+                          trace, split, c)
 
-        c = self._check(trace)
+    def _ids(self, trace: ExitTrace, split: str) -> np.ndarray:
         ids = trace.indices(split)
         if ids.size < 2 * self.folds:
             raise InputError(trace.source, split, f"{ids.size} {split} samples are too few for "
                              f"{self.folds} folds", "use fewer folds or a larger split")
-        agree = self.target.labels(trace, ids)
-        kfold = KFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
-        splits = list(kfold.split(ids))
-        oof = np.zeros((ids.size, trace.n_exits - 1))
-        self.models_: list[list[Any]] = []
-        for k in range(trace.n_exits - 1):
-            x, y = safe_features(trace, k, ids), agree[:, k]
-            models = []
-            for train, hold in splits:
-                yt = y[train]
-                model = (_Constant(float(yt[0])) if yt.all() or not yt.any()
-                         else self._classifier().fit(x[train], yt))
-                oof[hold, k] = model.predict_proba(x[hold])[:, 1]
-                models.append(model)
-            self.models_.append(models)
-        self.fit_ids_, self.oof_ = ids, oof
-        self.fit_fingerprint_ = trace_fingerprint(trace)
-        self._choose_threshold(trace.correct[ids], c)
-        self.__dict__.pop("_score_cache", None)
+        return ids
+
+    def _train(self, trace: ExitTrace, ids: np.ndarray, target: Target) -> Scorer:
+        return train_scorer(trace, ids, target, self.folds, self.seed, self._classifier)
+
+    def _keep(self, scorers: dict[Target, Scorer], trace: ExitTrace, split: str,
+              c: np.ndarray | None) -> SafeExit:
+        """Fit the threshold on each candidate scorer's cross-fitted val scores and keep the
+        best on val: under a budget the most accurate, under a tolerance the cheapest (the
+        per-exit costs if given, else the mean exit index); ties: the first in
+        :data:`LEARNED_TARGETS`' order."""
+        fits = [(scorers[t], self._threshold(trace.correct[scorers[t].ids], scorers[t].oof, c))
+                for t in self.target.candidates]
+        better = (lambda f: f[1][1]) if c is not None else (lambda f: -f[1][3])
+        scorer, (t, acc, cost, _) = max(fits, key=better)  # max keeps the first of a tie
+        self.scorer_, self.threshold_, self.val_accuracy_, self.val_cost_ms_ = scorer, t, acc, cost
+        self.thresholds_ = np.full(scorer.oof.shape[1], t)
+        self.__dict__["_score_cache"] = scorer.cache
         return super().fit(trace, split)
 
     def _scorer(self) -> tuple:
-        """What the scorer depends on (the budget or tolerance only moves the threshold)."""
-        return (self.folds, self.seed, self.max_iter, self.learning_rate, self.max_leaf_nodes,
-                self.target)
+        """What a scorer depends on (the budget or tolerance only moves the threshold)."""
+        return (self.folds, self.seed, self.max_iter, self.learning_rate, self.max_leaf_nodes)
 
     @classmethod
     def fit_together(cls, policies: Sequence[SafeExit], trace: ExitTrace, split: str = "val"
                      ) -> list[SafeExit]:
-        """Fit safe-exit policies that differ in their budget or tolerance: those with the
-        same scorer settings share one scorer (trained once; its scores computed once per
-        trace) and each fits its own threshold. The same policies as one by one."""
-        first: dict[tuple, SafeExit] = {}
-        for pol in policies:
-            done = first.get(pol._scorer())
-            if done is None:
-                first[pol._scorer()] = pol.fit(trace, split)
-                continue
-            c = pol._check(trace)
-            pol.models_, pol.fit_ids_, pol.oof_ = done.models_, done.fit_ids_, done.oof_
-            pol.fit_fingerprint_ = done.fit_fingerprint_
-            pol._choose_threshold(trace.correct[done.fit_ids_], c)
-            pol.__dict__["_score_cache"] = done.__dict__.setdefault("_score_cache",
-                                                                   weakref.WeakKeyDictionary())
-            super(SafeExit, pol).fit(trace, split)
+        """Fit safe-exit policies that differ in their budget, tolerance or target: those with
+        the same scorer settings share each target's scorer (trained once; its scores computed
+        once per trace) and each fits its own threshold. The same policies as one by one."""
+        from threadpoolctl import threadpool_limits
+
+        trained: dict[tuple, dict[Target, Scorer]] = {}
+        with threadpool_limits(limits=1, user_api="openmp"):  # as in fit
+            for pol in policies:
+                c, ids = pol._check(trace), pol._ids(trace, split)
+                have = trained.setdefault(pol._scorer(), {})
+                for t in pol.target.candidates:
+                    if t not in have:
+                        have[t] = pol._train(trace, ids, t)
+                pol._keep(have, trace, split, c)
         return list(policies)
 
-    def _choose_threshold(self, correct: np.ndarray, c: np.ndarray | None) -> None:
-        """The threshold on the cross-fitted val scores (the rule in the module docstring)."""
-        prefix = np.maximum.accumulate(self.oof_, axis=1)
+    def _threshold(self, correct: np.ndarray, oof: np.ndarray, c: np.ndarray | None
+                   ) -> tuple[float, float, float | None, float]:
+        """(threshold, val accuracy, val cost under a budget else None, val spend: the cost,
+        or under a tolerance the per-exit costs' mean if given, else the mean exit index) on
+        cross-fitted val scores ``oof`` (the rule in the module docstring)."""
+        prefix = np.maximum.accumulate(oof, axis=1)
         # Thresholds midway between neighbouring score levels: a test sample scored a hair
         # apart from its val twin (fold mean against cross-fitted score) falls on the same side.
         q = np.unique(np.quantile(prefix, np.linspace(0, 1, GRID_POINTS)))
@@ -240,15 +206,12 @@ class SafeExit(LearnedScorePolicy):
                 ok = cost <= cost.min()
             idx = np.flatnonzero(ok)  # ties go to the smallest t: as accurate, cheaper
             best = idx[np.argmax(acc[idx])]
-            self.val_cost_ms_ = float(cost[best])
-        else:
-            target = correct[:, -1].mean() * float(self.tolerance_pct) / 100.0
-            ok = acc >= target - 1e-12
-            best = np.flatnonzero(ok)[0]  # the smallest t: the most exits, the least cost
-            self.val_cost_ms_ = None
-        self.threshold_ = float(grid[best])
-        self.val_accuracy_ = float(acc[best])
-        self.thresholds_ = np.full(self.oof_.shape[1], self.threshold_)
+            return float(grid[best]), float(acc[best]), float(cost[best]), float(cost[best])
+        target = correct[:, -1].mean() * float(self.tolerance_pct) / 100.0
+        best = np.flatnonzero(acc >= target - 1e-12)[0]  # the smallest t: the least cost
+        per_exit = (np.arange(correct.shape[1], dtype=float) if self.costs is None
+                    else check_costs(self.costs, correct.shape[1]))
+        return float(grid[best]), float(acc[best]), None, float(per_exit[exits[best]].mean())
 
     def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
         from threadpoolctl import threadpool_limits
@@ -257,19 +220,11 @@ class SafeExit(LearnedScorePolicy):
             return self._scores_all(trace)
 
     def _scores_all(self, trace: ExitTrace) -> np.ndarray:
-        rows = np.arange(trace.n_samples)
-        out = np.ones((trace.n_samples, trace.n_exits))
-        for k, models in enumerate(self.models_):
-            x = safe_features(trace, k, rows)
-            out[:, k] = np.mean([m.predict_proba(x)[:, 1] for m in models], axis=0)
-        # Only the trace it was fitted on (not another with the same split layout).
-        if trace_fingerprint(trace) == self.fit_fingerprint_:
-            out[self.fit_ids_, :-1] = self.oof_  # the fitting split keeps its cross-fitted scores
-        return out
+        return self.scorer_.scores(trace)
 
     def fitted_params(self) -> dict[str, Any]:
         return {"threshold": self.threshold_, "val_accuracy": self.val_accuracy_,
-                "val_cost_ms": self.val_cost_ms_}
+                "val_cost_ms": self.val_cost_ms_, "chosen_target": self.scorer_.target.value}
 
     def explain(self) -> str | None:
         if not hasattr(self, "threshold_"):
@@ -277,5 +232,8 @@ class SafeExit(LearnedScorePolicy):
         how = (f"the most accurate within the {self.budget_ms:.4g} ms budget (val cost "
                f"{self.val_cost_ms_:.4g} ms)" if self.budget_ms is not None else
                f"the cheapest keeping {self.tolerance_pct:g} % of the full model's val accuracy")
-        return (f"exit where P(same answer as the full model) ≥ {self.threshold_:.4f}: {how}; "
+        chosen = self.scorer_.target
+        why = (f" (its target chosen on val among {', '.join(LEARNED_TARGETS)})"
+               if self.target is Target.AUTO else "")
+        return (f"exit where P({chosen.meaning}) ≥ {self.threshold_:.4f}{why}: {how}; "
                 f"val accuracy {self.val_accuracy_:.4f} on {self.folds}-fold cross-fitted scores")

@@ -47,7 +47,7 @@ def test_safe_exit_keeps_its_cross_fitted_scores_for_its_own_trace_only():
     b = dataclasses.replace(synthetic_trace(1200, n_exits=3, seed=1), split=a.split)
     policy = SafeExit(tolerance_pct=99, folds=3).fit(a)
     val = a.indices("val")
-    np.testing.assert_array_equal(policy.scores(a)[val, :-1], policy.oof_)
+    np.testing.assert_array_equal(policy.scores(a)[val, :-1], policy.scorer_.oof)
     # Another trace with the same split layout is scored by the fold models, not given a's.
     fold_mean = policy._scores_all(dataclasses.replace(b, split=np.zeros_like(b.split) + 1))
     np.testing.assert_allclose(policy.scores(b)[val], fold_mean[val])

@@ -6,6 +6,7 @@ The traces here are synthetic (labelled so), built so that what max-prob sees is
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -88,10 +89,10 @@ def test_val_scores_are_cross_fitted_and_test_labels_never_read():
     policy = SafeExit(tolerance_pct=99.0, folds=4).fit(trace)
     val = trace.indices("val")
     scores = policy.scores(trace)
-    np.testing.assert_array_equal(scores[val, :-1], policy.oof_)
+    np.testing.assert_array_equal(scores[val, :-1], policy.scorer_.oof)
     # The fold models' mean differs from the cross-fitted scores somewhere on val.
     assert not np.allclose(policy._compute_scores(dataclasses.replace(
-        trace, split=np.full_like(trace.split, SPLITS.index("test"))))[val, :-1], policy.oof_)
+        trace, split=np.full_like(trace.split, SPLITS.index("test"))))[val, :-1], policy.scorer_.oof)
     # Scrambling the test split's labels changes nothing the fit chose.
     test = trace.indices("test")
     labels = trace.labels.copy()
@@ -100,7 +101,7 @@ def test_val_scores_are_cross_fitted_and_test_labels_never_read():
                                     correct=trace.pred == labels[:, None])
     again = SafeExit(tolerance_pct=99.0, folds=4).fit(scrambled)
     assert again.threshold_ == policy.threshold_
-    np.testing.assert_array_equal(again.oof_, policy.oof_)
+    np.testing.assert_array_equal(again.scorer_.oof, policy.scorer_.oof)
 
 
 def test_same_seed_same_fit_and_exits_at_counts_prefix_maxima():
@@ -143,8 +144,10 @@ def test_budgets_fitted_together_share_one_scorer_and_give_the_same_policies():
         {"name": "safe-exit", "tolerance_pct": 99.0}, {"name": "safe-exit", "budget_ms": 1.6,
                                                        "seed": 1}]
     together = list(build_policies(cfgs, tr, prof))
-    assert together[0].models_ is together[1].models_ is together[2].models_
-    assert together[3].models_ is not together[0].models_  # another seed: its own scorer
+    trained = {t: p.scorer_ for p in together[:3] for t in [p.scorer_.target]}
+    for p in together[:3]:  # one scorer per target, shared by every budget that keeps it
+        assert p.scorer_ is trained[p.scorer_.target]
+    assert all(together[3].scorer_ is not s for s in trained.values())  # another seed
     for cfg, joint in zip(cfgs, together, strict=True):
         alone = build_policy(cfg, tr, prof)
         assert joint.threshold_ == alone.threshold_
@@ -159,9 +162,16 @@ def hopeless_trace(n: int = 3000, seed: int = 0):
     tell-tale exit-0 softmax (split between two wrong classes). C: wrong at exit 0 (max-prob
     0.45 on a wrong class) and right from exit 1 on. Continuing fixes C, never B. Synthetic:
     tests only."""
+    return _three_groups(n, seed, "hopeless", [0.4, 0.3, 0.3], last_right=False)
+
+
+def _three_groups(n: int, seed: int, name: str, shares: list[float], last_right: bool):
+    """The A/B/C traces above: 3 exits, 3 classes, groups drawn with ``shares``; B wrong at
+    exits 0 and 1 (exit 0 split between two wrong classes), and at the last unless
+    ``last_right``. Synthetic: tests only."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, n)
-    group = rng.choice(3, n, p=[0.4, 0.3, 0.3])
+    group = rng.choice(3, n, p=shares)
     sm = np.full((n, 3, 3), 0.05)
     for i in range(n):
         y, w1, w2 = labels[i], (labels[i] + 1) % 3, (labels[i] + 2) % 3
@@ -170,14 +180,16 @@ def hopeless_trace(n: int = 3000, seed: int = 0):
         elif group[i] == 1:
             sm[i, 0, w1], sm[i, 0, w2] = 0.5, 0.4
             sm[i, 1:, w2] = 0.7
+            if last_right:
+                sm[i, 2, w2], sm[i, 2, y] = 0.05, 0.8
         else:
             sm[i, 0, w1], sm[i, 0, y] = 0.45, 0.3
             sm[i, 1:, y] = 0.8
     sm /= sm.sum(axis=2, keepdims=True)
     split = np.where(np.arange(n) % 2 == 0, SPLITS.index("val"), SPLITS.index("test"))
-    meta = {"model_id": "synthetic-hopeless", "dataset": "synthetic",
+    meta = {"model_id": f"synthetic-{name}", "dataset": "synthetic",
             "exit_names": ["e0", "e1", "e2"], "exit_positions": [0.33, 0.66, 1.0],
-            "produced_by": {"command": "hopeless_trace()"}, "synthetic": True}
+            "produced_by": {"command": f"{name}_trace()"}, "synthetic": True}
     return make_trace(labels, split, sm, meta), group
 
 
@@ -197,3 +209,48 @@ def test_the_gain_target_lets_hopeless_samples_go_at_once():
     assert acc["gain"] == pytest.approx(acc["agreement"], abs=0.01)
     assert average_cost(exits["gain"], COSTS) < average_cost(exits["agreement"], COSTS) - 0.2
     assert fits["gain"].get_params()["target"] == "gain"
+
+
+def test_next_gain_labels_say_whether_the_next_exit_fixes_it():
+    from offramp.policies.safe_scorer import Target
+
+    # Correctness at 3 exits: (right, right, right), (wrong, right, right), (wrong, wrong,
+    # right), (wrong, wrong, wrong), (right, wrong, right).
+    ok = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0], [1, 0, 1]], dtype=bool)
+    trace = SimpleNamespace(correct=ok)
+    ids = np.arange(5)
+    assert Target.NEXT_GAIN.labels(trace, ids).tolist() == [
+        [True, True], [False, True], [True, False], [True, True], [True, False]]
+    assert Target.GAIN.labels(trace, ids).tolist() == [
+        [True, True], [False, True], [False, False], [True, True], [True, False]]
+    with pytest.raises(ValueError):
+        Target.AUTO.labels(trace, ids)
+
+
+def next_fix_trace(n: int = 3000, seed: int = 0):
+    """3 exits, 3 classes. A (50%): right everywhere. B (25%): wrong at exits 0 and 1, right
+    at the last; C (25%): wrong at exit 0, right from exit 1 on. Exit 0's softmax tells B
+    (split between two wrong classes) from C (a wrong class, then the right one). Under a
+    budget that lets a quarter of the samples go one exit further, sending C on is the best
+    use of it; agreement and gain (with the last exit) cannot tell B from C. Synthetic: tests
+    only."""
+    return _three_groups(n, seed, "next_fix", [0.5, 0.25, 0.25], last_right=True)
+
+
+def test_auto_keeps_the_target_most_accurate_on_val():
+    trace, group = next_fix_trace()
+    test = trace.indices("test")
+    fits = {t: SafeExit(budget_ms=1.27, costs=COSTS, target=t).fit(trace)
+            for t in ("agreement", "gain", "next-gain", "auto")}
+    acc = {t: _score(p, trace, "test")[0] for t, p in fits.items()}
+    # next-gain sends C one exit on and lets B go at once; the others spend the budget on both.
+    assert acc["next-gain"] > max(acc["agreement"], acc["gain"]) + 0.08
+    assert (fits["next-gain"].exit_index(trace, test)[group[test] == 2] == 1).mean() > 0.9
+    auto = fits["auto"]
+    assert auto.get_params()["chosen_target"] == "next-gain"
+    assert auto.val_accuracy_ == max(p.val_accuracy_ for p in fits.values())
+    assert auto.threshold_ == fits["next-gain"].threshold_
+    assert acc["auto"] == acc["next-gain"]
+    assert "the next exit would not fix it" in auto.explain()
+    for p in fits.values():  # every one within its budget on val
+        assert p.val_cost_ms_ <= 1.27 + 1e-12
