@@ -7,28 +7,36 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
 
 _QUIET = False
+_LOCK = threading.Lock()  # a worker's threads: one redirects fd 1, the others wait
 
 
 def _silence_banner() -> None:
-    """Make HiGHS's first solver (the one that prints the banner) with fd 1 on /dev/null."""
+    """Make HiGHS's first solver (the one that prints the banner, at construction: checked on
+    highspy 1.16) with fd 1 on /dev/null; where fd 1 cannot be redirected, leave it."""
     global _QUIET
-    if _QUIET:
-        return
-    import highspy
+    with _LOCK:
+        if _QUIET:
+            return
+        import highspy
 
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    _QUIET = True
+        sys.stdout.flush()
+        try:
+            saved = os.dup(1)
+        except OSError:  # no standard output to keep clean
+            _QUIET = True
+            return
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _QUIET = True
 
 
 def solve(problem: Any, what: str) -> None:

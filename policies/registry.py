@@ -115,9 +115,7 @@ def _gati(cfg: C.GatiConfig, ctx: FitContext | None) -> ExitPolicy:
 
 
 def _safe_exit(cfg: SafeExitConfig, ctx: FitContext | None) -> ExitPolicy:
-    # Under a tolerance the costs (where a profile gives them) only rank auto's targets.
-    known = cfg.budget_ms is not None or (ctx is not None and ctx.latency is not None)
-    costs = _need(ctx, cfg).costs(cfg, cfg.cost_batch) if known else None
+    costs = None if cfg.budget_ms is None else _need(ctx, cfg).costs(cfg, cfg.cost_batch)
     return SafeExit(cfg.budget_ms, cfg.tolerance_pct, costs, folds=cfg.folds, seed=cfg.seed,
                     target=cfg.target)
 

@@ -25,9 +25,9 @@ is right now and the last exit would be wrong, or where it is wrong everywhere t
 disagree; ``next-gain``, "the next exit would not fix it" (not: wrong at k and right at k + 1):
 under a tight budget a sample that goes on mostly stops at the next exit, so that is the gain
 its budget buys. The two gains need the labels (correctness), as EENet's targets do; agreement
-needs none. ``auto`` (the default) trains a scorer for each and keeps, per policy, the one whose
-threshold is the most accurate on the cross-fitted val scores (the budget or tolerance decides
-which; ``chosen_target`` in the fitted parameters).
+needs none. ``auto`` (the default) trains a scorer for each and keeps, per policy, the one
+its threshold rule prefers on the cross-fitted val scores (:meth:`SafeExit._keep`;
+``chosen_target`` in the fitted parameters).
 
 No seed system has it; docs/policies.md says where it comes from.
 """
@@ -53,7 +53,7 @@ GRID_POINTS = 2001  # candidate thresholds: quantiles of the val scores
 
 
 class SafeExitConfig(PolicyConfigBase):
-    """``safe-exit``: learned P(exit agrees with the full model), one threshold on it."""
+    """``safe-exit``: a learned P(leaving at the exit is safe), one threshold on it."""
 
     tunable: ClassVar[dict[str, Tunable]] = {"tolerance_pct": Tunable(low=90.0, high=100.0)}
     name: Literal["safe-exit"] = "safe-exit"
@@ -63,7 +63,7 @@ class SafeExitConfig(PolicyConfigBase):
                                         "full model's val accuracy, at the least cost")
     cost_batch: int = Field(1, ge=1, description="batch size the per-sample exit costs are taken at")
     target: Target = Field(Target.AUTO, strict=False, description="auto (each target below, "
-                           "the most accurate on val kept) | agreement (with the last exit) | "
+                           "the one chosen on val kept) | agreement (with the last exit) | "
                            "gain (continuing would not fix it) | next-gain (the next exit "
                            "would not)")
     folds: int = Field(5, ge=2, le=20, description="cross-fitting folds on val")
@@ -84,7 +84,7 @@ def exits_at(prefix_max: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 class SafeExit(LearnedScorePolicy):
-    """Exit at the first exit whose learned P(agree with the last exit) ≥ the fitted threshold."""
+    """Exit at the first exit whose learned P(safe) ≥ the fitted threshold (module docstring)."""
 
     name = "safe-exit"
 
@@ -151,12 +151,14 @@ class SafeExit(LearnedScorePolicy):
     def _keep(self, scorers: dict[Target, Scorer], trace: ExitTrace, split: str,
               c: np.ndarray | None) -> SafeExit:
         """Fit the threshold on each candidate scorer's cross-fitted val scores and keep the
-        best on val: under a budget the most accurate, under a tolerance the cheapest (the
-        per-exit costs if given, else the mean exit index); ties: the first in
-        :data:`LEARNED_TARGETS`' order."""
+        one the threshold rule itself prefers (the one home of ``auto``'s choice): under a
+        budget the most accurate, then the cheapest; under a tolerance the cheapest (the
+        per-exit costs if given, else the mean exit index), then the most accurate; a full tie
+        goes to the first in :data:`LEARNED_TARGETS`' order."""
         fits = [(scorers[t], self._threshold(trace.correct[scorers[t].ids], scorers[t].oof, c))
                 for t in self.target.candidates]
-        better = (lambda f: f[1][1]) if c is not None else (lambda f: -f[1][3])
+        better = ((lambda f: (f[1][1], -f[1][3])) if c is not None
+                  else (lambda f: (-f[1][3], f[1][1])))
         scorer, (t, acc, cost, _) = max(fits, key=better)  # max keeps the first of a tie
         self.scorer_, self.threshold_, self.val_accuracy_, self.val_cost_ms_ = scorer, t, acc, cost
         self.thresholds_ = np.full(scorer.oof.shape[1], t)
@@ -212,6 +214,13 @@ class SafeExit(LearnedScorePolicy):
         per_exit = (np.arange(correct.shape[1], dtype=float) if self.costs is None
                     else check_costs(self.costs, correct.shape[1]))
         return float(grid[best]), float(acc[best]), None, float(per_exit[exits[best]].mean())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a pool worker): scores cached on the scorer again, so policies sent
+        together that share a scorer compute its scores once there too."""
+        self.__dict__.update(state)
+        if "scorer_" in state:
+            self.__dict__["_score_cache"] = self.scorer_.cache
 
     def _compute_scores(self, trace: ExitTrace) -> np.ndarray:
         from threadpoolctl import threadpool_limits

@@ -22,7 +22,7 @@ class Target(StrEnum):
     AGREEMENT = "agreement"  # exit k's prediction equals the last exit's
     GAIN = "gain"            # continuing to the last exit would not make a wrong answer right
     NEXT_GAIN = "next-gain"  # the next exit would not make a wrong answer right
-    AUTO = "auto"            # a scorer for each of the above; the most accurate on val is kept
+    AUTO = "auto"            # a scorer for each of the above; one kept (SafeExit._keep)
 
     @property
     def meaning(self) -> str:

@@ -331,7 +331,17 @@ def test_cli_set_changes_the_study_searched_and_a_resume_must_match(tmp_path, ca
     assert Path(best.profile.path) == (tmp_path / "slow.json").resolve()
     assert values["slow"] < 0.6 * values["plain"]  # three times the work per batch
     capsys.readouterr()
+    # The same items in another order: the same study, so the finished search reads back.
     assert main(["optimize", study, "-o", str(tmp_path / "slow"), *common,
-                 "--set", "slo.latency_ms=40"]) != 0
-    err = capsys.readouterr().err
-    assert "--set" in err and "another -o folder" in err and "Traceback" not in err
+                 "--set", "slo.latency_ms=40", "--set", "profile.path=slow.json"]) == 0
+    assert json.loads((tmp_path / "slow" / "optimize.json").read_text())["winner"]["value"] \
+        == values["slow"]
+    for change in (["--set", "slo.latency_ms=40"],  # the profile --set left out
+                   "refit"):  # the same --set, but the profile re-made into the same file
+        if change == "refit":
+            save_profile(synthetic_profile(segment_ms=2.0), tmp_path / "slow.json")
+            change = ["--set", "profile.path=slow.json", "--set", "slo.latency_ms=40"]
+        capsys.readouterr()
+        assert main(["optimize", study, "-o", str(tmp_path / "slow"), *common, *change]) != 0
+        err = capsys.readouterr().err
+        assert "--set" in err and "another -o folder" in err and "Traceback" not in err

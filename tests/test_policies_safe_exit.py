@@ -254,3 +254,31 @@ def test_auto_keeps_the_target_most_accurate_on_val():
     assert "the next exit would not fix it" in auto.explain()
     for p in fits.values():  # every one within its budget on val
         assert p.val_cost_ms_ <= 1.27 + 1e-12
+
+
+def test_auto_under_a_tolerance_keeps_the_cheapest_and_fits_together_like_one_by_one():
+    import pickle
+
+    from offramp.policies.registry import build_policies
+
+    trace, _ = next_fix_trace(1600, seed=2)
+    # Under a tolerance auto keeps the cheapest target that holds it (here by the per-exit
+    # costs given), an explicit target keeps its own.
+    fits = {t: SafeExit(tolerance_pct=90.0, costs=COSTS, target=t).fit(trace)
+            for t in ("agreement", "gain", "next-gain", "auto")}
+    spend = {t: _score(p, trace, "val")[1] for t, p in fits.items() if t != "auto"}
+    assert fits["auto"].get_params()["chosen_target"] == min(spend, key=spend.get)
+    assert _score(fits["auto"], trace, "val")[1] == min(spend.values())
+    # Explicit targets and auto fitted together share the scorers and give what each gives alone.
+    cfgs = [{"name": "safe-exit", "tolerance_pct": 90.0, "target": t}
+            for t in ("next-gain", "auto", "agreement")]
+    together = list(build_policies(cfgs, trace))
+    every = np.arange(trace.n_samples)
+    for cfg, joint in zip(cfgs, together, strict=True):
+        alone = build_policy(cfg, trace)
+        assert joint.threshold_ == alone.threshold_
+        assert np.array_equal(joint.exit_index(trace, every), alone.exit_index(trace, every))
+    # A fitted policy sent to a process pool scores the same there.
+    back = pickle.loads(pickle.dumps(together[1]))
+    assert np.array_equal(back.exit_index(trace, every), together[1].exit_index(trace, every))
+    assert back.__dict__["_score_cache"] is back.scorer_.cache

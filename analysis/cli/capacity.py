@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from offramp.analysis.studies.capacity import capacity_explained
     from offramp.analysis.study.config import load_config, naming_study, parse_config
     from offramp.analysis.study.cost import cost_per_million
-    from offramp.analysis.study.overrides import apply_fields
+    from offramp.analysis.study.overrides import apply_fields, set_name
 
     if args.slo_p99_ms is not None and args.slo_mean_ms is not None:
         raise InputError("capacity", "--slo-p99-ms", "give exactly one of --slo-p99-ms and "
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     for label, sets in _variants(args):
         data = apply_fields(cfg0.model_dump(mode="json", exclude_unset=True),
                             _fields(args, sets), "--compare" if sets else "--set")
-        named = f"{args.config} with {label}" if sets else (
-            f"{args.config} with --set" if args.set else args.config)
+        named = f"{args.config} with {label}" if sets else set_name(args.config, args.set)
         cfg = parse_config(data, named)
 
         def show(p, label=label):

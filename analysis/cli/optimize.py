@@ -183,7 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-per-replica-hour", type=number(0),
                    help="price of a replica-hour: results also read as cost per million requests")
     add_set_arg(p, "change a field of the study before the search (repeatable; as in "
-                "simulate), e.g. --set profile.path=runs/today.json")
+                "simulate: a relative path is the study folder's), e.g. --set "
+                "profile.path=$PWD/today.json")
     p.add_argument("--space", type=Path, help="YAML replacing dimensions of the search space")
     p.add_argument("--trials", type=integer(1), default=60, help="candidates simulated")
     p.add_argument("--finalists", type=integer(1), default=3, help="re-run on the full run")

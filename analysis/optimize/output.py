@@ -177,11 +177,11 @@ def _write_best(result: Result, path: Path, command: str) -> None:
     as is."""
     fields = dict(result.winner.point)
     rate = (result.winner.detail or {}).get("rate_rps")
-    if rate and parse_config(result.base, result.study).workload.kind in ("poisson", "gamma"):
+    if rate and parse_config(result.base, result.named).workload.kind in ("poisson", "gamma"):
         fields["workload.rate_rps"] = round(float(rate), 4)  # simulate it where it was judged
     fields["server.replicas"] = result.winner.replicas
     fields["slo.latency_ms"] = result.goal.slo_ms
-    data = apply_fields(result.base, fields, str(result.study))
+    data = apply_fields(result.base, fields, result.named)
     study_dir = Path(result.study).parent.resolve()
     for section in ("trace", "profile"):  # paths relative to the study stay valid
         p = (data.get(section) or {}).get("path")

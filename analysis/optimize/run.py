@@ -32,7 +32,12 @@ from offramp.analysis.optimize.space import (
 )
 from offramp.analysis.study.config import StudyConfig
 from offramp.analysis.study.overrides import set_name, study_with_sets
-from offramp.analysis.study.resolve import load_study_profile, load_study_trace, study_costs
+from offramp.analysis.study.resolve import (
+    input_digests,
+    load_study_profile,
+    load_study_trace,
+    study_costs,
+)
 from offramp.common.errors import InputError
 from offramp.common.outputs import check_output_dir
 from offramp.policies.costs import exit_costs, full_model_cost
@@ -63,6 +68,11 @@ class Result:
     spent: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     full_cost_ms: float = 0.0
+
+    @property
+    def named(self) -> str:
+        """The name the searched study's errors go by (``PATH with --set`` after --set)."""
+        return set_name(self.study, self.sets)
 
 
 def prepare(study: str | Path, goal: Goal, space_file: str | Path | None, out: str | Path,
@@ -115,7 +125,8 @@ def optimize(study: str | Path, goal: Goal, out: str | Path, executor: Executor,
     job = Job(base, goal, str(Path(study).parent.resolve()), named)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    opt = open_study(folder, goal, space, settings, list(sets))
+    opt = open_study(folder, goal, space, settings,
+                     {"fields": base, "inputs": input_digests(cfg, Path(study).parent)})
     job = dataclasses.replace(job, store=opt)  # finalists and baselines kept as they finish
     screen(opt, job, space, settings, executor, full, cfg.server.replicas,
            study_params(cfg, space, full),

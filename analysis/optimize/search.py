@@ -106,15 +106,16 @@ def _key(point: dict[str, Any]) -> str:
 
 
 def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings,
-               sets: list[str] | None = None) -> Any:
+               study: dict[str, Any] | None = None) -> Any:
     """The Optuna study in ``out/optuna.db``: created, or resumed if it searched the same goal,
-    space, settings and ``--set`` items (else one clear error)."""
+    space, settings and ``study`` (the study after ``--set`` and its input files' digests;
+    else one clear error)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
     setup = json.loads(json.dumps({"goal": goal.as_dict(), "space": space.model_dump(
-        mode="json"), "settings": asdict(settings), **({"set": sets} if sets else {})}))
+        mode="json"), "settings": asdict(settings), **({"study": study} if study else {})}))
     direction = "maximize" if goal.objective.maximize else "minimize"
     directions = [direction, "maximize"] if settings.front else [direction]
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
@@ -126,7 +127,8 @@ def open_study(out: Path, goal: Goal, space: SearchSpace, settings: Settings,
         changed = sorted(k for k in setup.keys() | before.keys()
                          if setup.get(k) != before.get(k))
         raise InputError(str(out / "optuna.db"), ", ".join(changed), "this folder holds a "
-                         "search of another goal, space, settings or --set", "use another -o folder, "
+                         "search of another goal, space, settings or study (its fields, --set, "
+                         "or the trace or profile files)", "use another -o folder, "
                          "or the same options")
     return study
 

@@ -37,13 +37,13 @@ def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: 
     check_validate(result.goal)
     base_dir = Path(result.study).parent
     base = result.base
-    trace = load_study_trace(parse_config(base, result.study), base_dir)
+    trace = load_study_trace(parse_config(base, result.named), base_dir)
     picks: list[tuple[str, Outcome]] = [("optimizer's choice", result.winner)]
     if NO_EXITS in result.baselines:
         picks.append((NO_EXITS, result.baselines[NO_EXITS]))
     rows = []
     for i, (label, o) in enumerate(picks):
-        cfg = candidate_study(base, o.point, {}, result.study)
+        cfg = candidate_study(base, o.point, {}, result.named)
         log(f"serving {label} for real around {o.value:.4g} req/s")
         got = measure_capacity(cfg, base_dir, folder / f"validate-{i}", trace, o.value,
                                result.goal.slo_ms, result.goal.attainment, repeats=repeats,

@@ -55,6 +55,18 @@ def resolve_workload(cfg: StudyConfig, base: Path | None = None) -> StudyConfig:
     return cfg.model_copy(update={"workload": wl.model_copy(update={name: str(path)})})
 
 
+def input_digests(cfg: StudyConfig, base: Path | None = None) -> dict[str, str]:
+    """SHA-256 (16 hex digits) of the trace and profile files the study resolves to: what a
+    resumed search checks it still reads (a profile re-levelled into the same path is
+    another profile)."""
+    import hashlib
+
+    paths = {"trace": resolve_path(cfg.trace.path, base, _shipped_trace)}
+    if cfg.profile.kind == "profile":
+        paths["profile"] = resolve_path(cfg.profile.path, base, shipped_profile_path)
+    return {k: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for k, p in paths.items()}
+
+
 def load_study_trace(cfg: StudyConfig, base: Path | None = None) -> ExitTrace:
     """The study's trace, validated, with both splits (policies fit on val, judged on test)."""
     trace = load_trace(resolve_path(cfg.trace.path, base, _shipped_trace))
