@@ -125,18 +125,7 @@ class SafeExit(LearnedScorePolicy):
         return budget_costs(self.costs, trace.n_exits, self.budget_ms)
 
     def fit(self, trace: ExitTrace, split: str = "val") -> SafeExit:
-        from threadpoolctl import threadpool_limits
-
-        # One OpenMP thread: the boosting's threads spin-wait against any other work on a
-        # small machine (a 2-core box: 44 s instead of 2 s for one fit), and the frontier
-        # already runs fits side by side.
-        with threadpool_limits(limits=1, user_api="openmp"):
-            return self._fit(trace, split)
-
-    def _fit(self, trace: ExitTrace, split: str) -> SafeExit:
-        c, ids = self._check(trace), self._ids(trace, split)
-        return self._keep({t: self._train(trace, ids, t) for t in self.target.candidates},
-                          trace, split, c)
+        return self.fit_together([self], trace, split)[0]
 
     def _ids(self, trace: ExitTrace, split: str) -> np.ndarray:
         ids = trace.indices(split)
@@ -178,7 +167,10 @@ class SafeExit(LearnedScorePolicy):
         from threadpoolctl import threadpool_limits
 
         trained: dict[tuple, dict[Target, Scorer]] = {}
-        with threadpool_limits(limits=1, user_api="openmp"):  # as in fit
+        # One OpenMP thread: the boosting's threads spin-wait against any other work on a
+        # small machine (a 2-core box: 44 s instead of 2 s for one fit), and the frontier
+        # already runs fits side by side.
+        with threadpool_limits(limits=1, user_api="openmp"):
             for pol in policies:
                 c, ids = pol._check(trace), pol._ids(trace, split)
                 have = trained.setdefault(pol._scorer(), {})
