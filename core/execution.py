@@ -65,6 +65,7 @@ def run_size(mode: ExitMode, size: int, active: int) -> int:
     return size if mode.keeps_size else active
 
 
+@lru_cache(maxsize=1 << 12)
 def exit_step(mode: ExitMode, k: int, size: int, active: int, going_on: int) -> tuple[Stage, ...]:
     """What exit k costs after its decision: ``active`` reached it, ``going_on`` continue."""
     if going_on == 0:
@@ -89,6 +90,7 @@ def between_exits(mode: ExitMode, size: int, active: int, lo: int, hi: int) -> t
     return tuple(out) + (Stage(HEAD, hi, run),)
 
 
+@lru_cache(maxsize=1 << 14)
 def reach_exit(mode: ExitMode, size: int, active: int, lo: int, hi: int,
                n_exits: int) -> tuple[Stage, ...]:
     """:func:`between_exits`, then exit hi's decision (``check``) unless hi is the last exit."""
@@ -200,7 +202,8 @@ def batch_plan(mode: ExitMode | str, size: int, going_on: tuple[int, ...],
     ``going_on`` has one entry per early exit (K-1); it is ignored for exit mode ``none``.
     Cached: a run reuses the few distinct schedules its batches have.
     """
-    return _batch_plan(ExitMode.parse(mode), size, tuple(going_on), tuple(active))
+    mode = mode if isinstance(mode, ExitMode) else ExitMode.parse(mode)
+    return _batch_plan(mode, size, tuple(going_on), tuple(active))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -208,14 +211,14 @@ def _batch_plan(mode: ExitMode, size: int, going_on: tuple[int, ...], active: tu
                 ) -> BatchPlan:
     stages: list[Stage] = []
     ends = [-1] * len(active)
+    last = len(active) - 1 if mode.consults_early_exits else 0  # exits below it may go on
     steps = batch_steps(mode, size, active)
     item = next(steps)
     try:
         while True:
             if isinstance(item, Exit):
                 ends[item.k] = len(stages)
-                left = (going_on[item.k] if item.k < len(active) - 1 and mode.consults_early_exits
-                        else 0)
+                left = going_on[item.k] if item.k < last else 0
                 item = steps.send(left)
             else:
                 stages.append(item)

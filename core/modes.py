@@ -97,7 +97,7 @@ class StageKind(StrEnum):
     @property
     def code(self) -> int:
         """This kind's index in the canonical order (how run files store it)."""
-        return _ORDER.index(self)
+        return _CODE[self]
 
     @classmethod
     def from_code(cls, code: int) -> StageKind:
@@ -120,6 +120,7 @@ class StageKind(StrEnum):
 
 
 _ORDER: tuple[StageKind, ...] = tuple(StageKind)
+_CODE: dict[StageKind, int] = {kind: i for i, kind in enumerate(_ORDER)}
 
 
 class CostModel(StrEnum):

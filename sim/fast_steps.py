@@ -20,16 +20,18 @@ _OVERHEAD, _CHECK = StageKind.OVERHEAD.code, StageKind.CHECK.code
 def compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], size: int,
                   going: tuple[int, ...]) -> tuple[list[tuple], list[int]]:
     """(timed steps, stage sizes) of a batch of ``size`` with ``going`` survivors past each
-    consulted exit: each step is (table, sigmas, noise slot, batch size, the exit whose leavers
-    finish when it ends or -1, the stage kind's code, its lane: core.execution.lane_code)."""
+    consulted exit: each step is [table, sigmas, noise slot, batch size, the exit whose leavers
+    finish when it ends or -1, the stage kind's code, its lane: core.execution.lane_code]."""
     bp = batch_plan(mode, size, going, active)
     done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
     steps, sizes, pending, idle = [], [0] * svc.n_exits, [], None
+    kinds = _kind_rows(svc)
     for s_i, st in enumerate(bp.stages):
-        if st.kind not in svc.skip:
-            slot = svc.slot(st.kind, st.k)
-            step = [svc.base[slot], svc.sigma[slot], slot, st.batch, -1, st.kind.code,
-                    lane_code(st)]
+        row = kinds[st.kind]
+        if row is not None:
+            slot = row[0] + st.k
+            step = [svc.base[slot], svc.sigma[slot], slot, st.batch, -1, row[1],
+                    lane_code(st) if st.aside or st.wait else 0]
             # A stage of no time adds exactly 0.0 (to the clock and to its kind): left out,
             # unless it is the first, is on a lane of its own (async), or an exit must end
             # with it (below).
@@ -49,7 +51,18 @@ def compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], si
             pending = []
         if st.kind is StageKind.SEGMENT:
             sizes[st.k] = st.batch
-    return [tuple(x) for x in steps], sizes
+    return steps, sizes
+
+
+def _kind_rows(svc: ServiceTimes) -> dict[StageKind, tuple[int, int] | None]:
+    """Per stage kind, (its first table row, its code), or None where the tables skip it:
+    looked up once per service tables, not per stage."""
+    rows = svc.__dict__.get("_kind_rows")
+    if rows is None:
+        rows = svc.__dict__["_kind_rows"] = {
+            kind: None if kind in svc.skip else (svc.slot(kind, 0), kind.code)
+            for kind in StageKind}
+    return rows
 
 
 def run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int,

@@ -66,10 +66,12 @@ def _breakdown(rec: RunRecords, keep: np.ndarray) -> dict[str, float]:
     if (between := between_ms(rec)) is not None:
         named[f"{BETWEEN}_{{}}_ms"] = between
     out = {}
+    qs = [q for q in STAGE_STATS.values() if q is not None]
     for name, ms in named.items():
         ms = ms[keep]
+        at = dict(zip(qs, np.percentile(ms, qs).tolist(), strict=True))  # one partition
         for stat, q in STAGE_STATS.items():
-            out[name.format(stat)] = float(ms.mean() if q is None else np.percentile(ms, q))
+            out[name.format(stat)] = float(ms.mean()) if q is None else at[q]
     return out
 
 
@@ -83,20 +85,24 @@ def summarize_run(rec: RunRecords, trace: ExitTrace, warmup_fraction: float,
     window = max(t1 - t0, 1e-12)
     k_exits = trace.n_exits
     samples, exits = rec.sample[keep], rec.exit[keep]
+    # Each array's percentiles from one call (one partition; the same values as one by one).
+    wait_p50, wait_p99 = np.percentile(wait_ms, [50, 99]).tolist()
+    service_p50, service_p99 = np.percentile(lat_ms - wait_ms, [50, 99]).tolist()
     out: dict[str, Any] = {
         "requests": int(keep.sum()),
         "throughput_rps": keep.sum() / window,
         "latency_mean_ms": float(lat_ms.mean()),
         "wait_mean_ms": float(wait_ms.mean()),
-        "wait_p50_ms": float(np.percentile(wait_ms, 50)),
-        "wait_p99_ms": float(np.percentile(wait_ms, 99)),
+        "wait_p50_ms": wait_p50,
+        "wait_p99_ms": wait_p99,
         "in_service_mean_ms": float((lat_ms - wait_ms).mean()),
-        "in_service_p50_ms": float(np.percentile(lat_ms - wait_ms, 50)),
-        "in_service_p99_ms": float(np.percentile(lat_ms - wait_ms, 99)),
+        "in_service_p50_ms": service_p50,
+        "in_service_p99_ms": service_p99,
     }
     out.update(_breakdown(rec, keep))
-    for name, q in PERCENTILES.items():
-        out[f"latency_{name}_ms"] = float(np.percentile(lat_ms, q))
+    lat_q = np.percentile(lat_ms, list(PERCENTILES.values())).tolist()
+    for name, value in zip(PERCENTILES, lat_q, strict=True):
+        out[f"latency_{name}_ms"] = value
     out["latency_max_ms"] = float(lat_ms.max())
     out["accuracy"] = float(trace.correct[samples, exits].mean())
     out["agreement"] = float(trace.agree[samples, exits].mean())
