@@ -62,7 +62,16 @@ def map_independent(fn: Callable[..., Any], calls: Iterable[tuple]) -> list[Any]
     """``[fn(*args) for args in calls]``, in order; spread over the pool where there is more
     than one call and the pool is :func:`usable` (``fn`` must be importable: a module-level
     function)."""
+    return start_independent(fn, calls)()
+
+
+def start_independent(fn: Callable[..., Any], calls: Iterable[tuple]
+                      ) -> Callable[[], list[Any]]:
+    """:func:`map_independent` started now: where the pool is used the calls run there while
+    the caller goes on, and the function returned waits for their results (in order); elsewhere
+    it runs them when called."""
     calls = list(calls)
     if len(calls) < 2 or not usable():
-        return [fn(*args) for args in calls]
-    return list(_pool().map(fn, *zip(*calls, strict=True)))
+        return lambda: [fn(*args) for args in calls]
+    futures = [_pool().submit(fn, *args) for args in calls]
+    return lambda: [f.result() for f in futures]

@@ -29,7 +29,7 @@ The geometric ``exp`` exit distribution baseline and the budget rule live in :mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -134,9 +134,17 @@ class EENet(LearnedScorePolicy):
         groups spread over the process pool. Each fit follows its own seed's path whatever it is
         trained beside (to float rounding), so a frontier of five budgets gives the fits five
         separate ``fit`` calls give, in less time. Returns ``policies``, fitted."""
+        return cls.start_together(policies, trace, split)()
+
+    @classmethod
+    def start_together(cls, policies: Sequence[EENet], trace: ExitTrace, split: str = "val"
+                       ) -> Callable[[], list[EENet]]:
+        """:meth:`fit_together` started: the groups go to the process pool now (where it is
+        used) and the function returned waits for them and keeps each policy's best fit; the
+        caller may fit other policies meanwhile. Bad budgets fail here, at once."""
         import torch
 
-        from offramp.common.pool import map_independent
+        from offramp.common.pool import start_independent
 
         if trace.n_exits < 2:
             raise InputError(trace.source, "pred", "EENet needs at least two exits",
@@ -151,18 +159,26 @@ class EENet(LearnedScorePolicy):
         sm, mx, conf = eenet_features(trace)
         feats = (sm[ids], mx[ids], conf[ids])
         correct = torch.as_tensor(trace.correct[ids], dtype=torch.float32)
+        started = []
         for same in sets.values():
             first = same[0]
             c = budget_costs(first.costs, trace.n_exits, first.budget_ms)
             fits = [(first.seed + i, pol.budget_ms) for pol in same for i in range(first.n_fits)]
             # The fits are independent, trained in fixed groups, each single-threaded: spread
             # over processes (the same numbers wherever one runs).
-            done = [fit for group in map_independent(_fit_in_one_thread, [
-                (first, feats, correct, c, g) for g in groups(fits)]) for fit in group]
-            for j, pol in enumerate(same):
-                pol._keep_best(done[j * first.n_fits:(j + 1) * first.n_fits])
-                LearnedScorePolicy.fit(pol, trace, split)
-        return list(policies)
+            started.append((same, start_independent(_fit_in_one_thread, [
+                (first, feats, correct, c, g) for g in groups(fits)])))
+
+        def finish() -> list[EENet]:
+            for same, results in started:
+                n_fits = same[0].n_fits
+                done = [fit for group in results() for fit in group]
+                for j, pol in enumerate(same):
+                    pol._keep_best(done[j * n_fits:(j + 1) * n_fits])
+                    LearnedScorePolicy.fit(pol, trace, split)
+            return list(policies)
+
+        return finish
 
     def _shared(self) -> tuple:
         """What fits of different budgets must share to be trained side by side."""

@@ -196,22 +196,44 @@ def build_policy(cfg: C.PolicyConfigBase | dict, trace: ExitTrace,
 def build_policies(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
                    latency: LatencyModel | LatencyProfile | None = None, server=None,
                    split: str = "val") -> Iterator[ExitPolicy]:
-    """:func:`build_policy` of each config, yielded in order as each is fitted. The policies
-    of a kind that fits several at once (``fit_together``: EENet's fits of every budget side
-    by side, safe-exit's one scorer for every budget) are fitted together when the first of
-    them is reached: the same policies as one by one, in less time."""
+    """:func:`build_policy` of each config, yielded in order as each is fitted
+    (:func:`fit_as_ready`'s policies, put back in order)."""
+    ready: dict[int, ExitPolicy] = {}
+    nxt = 0
+    for i, policy in fit_as_ready(cfgs, trace, latency, server, split):
+        ready[i] = policy
+        while nxt in ready:
+            yield ready.pop(nxt)
+            nxt += 1
+
+
+def fit_as_ready(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
+                 latency: LatencyModel | LatencyProfile | None = None, server=None,
+                 split: str = "val") -> Iterator[tuple[int, ExitPolicy]]:
+    """(position in ``cfgs``, the policy fitted) for each config, as each is ready. The
+    policies of a kind that fits several at once (``fit_together``: EENet's fits of every
+    budget side by side, safe-exit's one scorer for every budget) are fitted together when the
+    first of them is reached; a kind that can start its fits in the process pool
+    (``start_together``: EENet's) starts them first and is collected last, the others fitted
+    meanwhile. The same policies as one by one, in less time."""
     ctx = FitContext(latency, server)
     built = [REGISTRY[cfg.base].build(cfg, ctx) for cfg in map(_config, cfgs)]
-    pending: dict[type, list[ExitPolicy]] = {}
-    for policy in built:
+    together: dict[type, list[int]] = {}
+    for i, policy in enumerate(built):
         if hasattr(type(policy), "fit_together"):
-            pending.setdefault(type(policy), []).append(policy)
-    for policy in built:
+            together.setdefault(type(policy), []).append(i)
+    started = {kind: kind.start_together([built[i] for i in pos], trace, split)
+               for kind, pos in together.items() if hasattr(kind, "start_together")}
+    for i, policy in enumerate(built):
         kind = type(policy)
-        if kind not in pending:
-            yield policy.fit(trace, split)
+        if kind in started:
             continue
-        if pending[kind]:
-            kind.fit_together(pending[kind], trace, split)
-            pending[kind] = []
-        yield policy
+        if kind not in together:
+            built[i] = policy.fit(trace, split)
+        elif i == together[kind][0]:
+            kind.fit_together([built[j] for j in together[kind]], trace, split)
+        yield i, built[i]
+    for kind, finish in started.items():
+        finish()
+        for i in together[kind]:
+            yield i, built[i]

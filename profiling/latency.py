@@ -77,6 +77,7 @@ class LatencyModel:
                      ) if tail and tail["batch"] else None
         wake = profile.meta.get("wake_ms") if in_loop and not served else None
         self.wake = None
+        self._looked: dict[tuple, tuple[float, float]] = {}  # lookup's answers (it is pure)
         if wake:
             self.wake = (np.array(wake["batch"], dtype=float),
                          np.r_[0.0, np.array(wake["idle_ms"], dtype=float)],
@@ -113,6 +114,12 @@ class LatencyModel:
         """(p50 in ms, lognormal sigma) of stage (kind, k) at batch size b; (0, 0) at b = 0."""
         if b == 0:
             return 0.0, 0.0
+        found = self._looked.get((kind, k, b))
+        if found is None:
+            found = self._looked[(kind, k, b)] = self._lookup(kind, k, b)
+        return found
+
+    def _lookup(self, kind: StageKind, k: int, b: int) -> tuple[float, float]:
         rows = self.profile.stage(kind, k)
         if not rows:
             if StageKind(kind).optional:

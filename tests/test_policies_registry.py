@@ -245,3 +245,23 @@ def test_exits_turn_early_exits_off_and_give_their_share_to_the_others():
     with pytest.raises(InputError, match="exits"):
         make_policy(parse_policy({"name": "maxprob", "fractions": [0.4, 0.3, 0.2, 0.1],
                                   "exits": [1]})).fit(TRACE)
+
+
+def test_policies_fitted_as_ready_are_those_fitted_one_by_one():
+    # EENet's fits start first (in the process pool where there is one) and are collected
+    # last, the other policies fitted meanwhile; build_policies puts them back in order.
+    from offramp.policies.registry import build_policies, fit_as_ready
+
+    cfgs = [{"name": "maxprob", "budget_ms": 2.4},
+            {"name": "eenet", "budget_ms": 2.4, "n_fits": 2, "epochs": 5, "seed": 3},
+            {"name": "safe-exit", "budget_ms": 2.4, "target": "agreement", "folds": 2},
+            {"name": "eenet", "budget_ms": 2.8, "n_fits": 2, "epochs": 5, "seed": 3},
+            {"name": "static:1"}]
+    latency = LatencyModel(PROFILE)
+    assert [i for i, _ in fit_as_ready(cfgs, TRACE, latency)] == [0, 2, 4, 1, 3]
+    in_order = list(build_policies(cfgs, TRACE, latency))
+    one_by_one = [build_policy(cfg, TRACE, latency) for cfg in cfgs]
+    assert [type(p) for p in in_order] == [type(p) for p in one_by_one]
+    assert all(same_exits(a, b) for a, b in zip(in_order, one_by_one, strict=True))
+    for a, b in zip(in_order[1:4:2], one_by_one[1:4:2], strict=True):
+        assert np.array_equal(a.thresholds_, b.thresholds_)

@@ -27,3 +27,21 @@ def test_a_sweeps_default_pool_follows_the_affinity(monkeypatch):
         os.sched_setaffinity(0, before)
     monkeypatch.setenv("OFFRAMP_WORKERS", "1")
     assert pool.workers() == 1
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_work_started_in_the_pool_gives_what_it_gives_in_order(monkeypatch):
+    # start_independent hands the calls to the pool at once and the caller collects them
+    # later, in order; without the pool they run when collected.
+    monkeypatch.setattr(pool, "_ENABLED", False)
+    later = pool.start_independent(_square, [(3,), (4,)])
+    assert later() == [9, 16]
+    monkeypatch.setattr(pool, "_ENABLED", True)
+    if not pool.usable():
+        pytest.skip("one core: no pool to start work in")
+    later = pool.start_independent(_square, [(x,) for x in range(6)])
+    assert later() == [x * x for x in range(6)] == pool.map_independent(_square,
+                                                                        [(x,) for x in range(6)])

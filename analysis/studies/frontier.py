@@ -25,7 +25,7 @@ from offramp.policies.costs import average_cost, exit_costs, full_model_cost
 from offramp.policies.mixing import best_mix
 from offramp.policies.oracle_lp import oracle_frontier
 from offramp.policies.parse import parse_policy
-from offramp.policies.registry import build_policies
+from offramp.policies.registry import fit_as_ready
 from offramp.profiling.format import LatencyProfile
 from offramp.profiling.latency import costs_machine, stage_costs
 from offramp.sim.config import ServerConfig
@@ -91,15 +91,17 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
     budgets = budgets_for(costs)
     test, val = trace.indices("test"), trace.indices("val")
     full_acc = float(trace.correct[test, -1].mean())
-    rows, test_exits, capacity = [], {}, {}
+    test_exits, capacity = {}, {}
     points = [(family, setting, cfg.model_copy(update={"cost_batch": cost_batch})
                if getattr(cfg, "budget_ms", None) is not None or cfg.name in ("eenet", "gati")
                else cfg)
               for family, setting, cfg in frontier_configs(trace, budgets, eenet_fits,
                                                            eenet_epochs)]
-    fitted = build_policies([cfg for _, _, cfg in points], trace, latency, server, "val")
-    for (family, setting, cfg), policy in zip(points, fitted, strict=True):
-        row = {"family": family, "setting": setting, "policy": cfg.name}
+    # Each policy as it is ready (EENet's fits train in the pool meanwhile); rows in order.
+    at = {}
+    for i, policy in fit_as_ready([cfg for _, _, cfg in points], trace, latency, server, "val"):
+        family, setting, cfg = points[i]
+        row = at[i] = {"family": family, "setting": setting, "policy": cfg.name}
         for split, ids in (("val", val), ("test", test)):
             exits = policy.exit_index(trace, ids)
             row[f"{split}_accuracy"] = float(trace.correct[ids, exits].mean())
@@ -111,11 +113,10 @@ def compute_frontier(trace: ExitTrace, profile: LatencyProfile, server: ServerCo
             test_exits[(family, row["budget_ms"])] = policy.exit_index(trace, test)
             if served is not None:
                 capacity[(family, row["budget_ms"])] = served(policy)
-        rows.append(row)
         if progress is not None:
             progress()
     grid = np.linspace(costs[0], costs[-1], 25)
-    points = pd.DataFrame(rows)
+    points = pd.DataFrame([at[i] for i in range(len(points))])
     real = points[points["family"] != "oracle"]
     # Mixing operating points (serving each with some probability) reaches their concave hull.
     mixed = [best_mix(real["test_accuracy"], real["test_cost_ms"], b).accuracy
