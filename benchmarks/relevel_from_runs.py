@@ -3,6 +3,9 @@
 compare with the re-levelling on all of them, made from the very same minutes of serving.
 
     .venv/bin/python benchmarks/relevel_from_runs.py DIR PROFILE OUT.json --modes shrink
+
+``DIR`` may also be a validation folder (its judged runs): ``--key shrink-L0 --repeat 0`` keeps
+one stream of it (the re-levelling stream; its cells are then not held out).
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ def main() -> None:
     ap.add_argument("profile")
     ap.add_argument("output", type=Path)
     ap.add_argument("--modes", required=True, help="comma-separated exit modes to keep")
+    ap.add_argument("--key", help="only the streams of this cell (e.g. shrink-L0)")
+    ap.add_argument("--repeat", type=int, help="only this repeat of it")
     args = ap.parse_args()
     modes = set(args.modes.split(","))
     manifest = json.loads((args.folder / "real" / "manifest.json").read_text())
     streams = [s for s in manifest.get("served", []) + manifest["runs"]
-               if manifest["streams"][s["key"]]["mode"] in modes]
+               if manifest["streams"][s["key"]]["mode"] in modes
+               and args.key in (None, s["key"]) and args.repeat in (None, s.get("repeat"))]
     base = resolve_profile(args.profile)
     runs = served_runs(args.folder, streams, load_shipped(base.meta["model_id"]))
     served = relevel(base.meta["served_costs"], runs, [s["file"] for s in streams],
