@@ -75,8 +75,7 @@ def relevel(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]],
     shifts, own, n = level_shifts(served, runs)
     stages = {key: [[r[0], None if r[1] is None else round(r[1] * shifts[key], 6), *r[2:]]
                     for r in rows] for key, rows in served["stages"].items()}
-    seg = [shifts[k] for k in own if k.startswith(f"{StageKind.SEGMENT} ")]
-    tail_shift = float(np.median(seg)) if seg else float(np.median(list(shifts.values())))
+    tail_shift = _segments(shifts, own) or float(np.median(list(shifts.values())))
     tail = served.get("batch_tail_ms") or {"batch": [], "ms": []}
     return {**served, "stages": stages,
             "batch_tail_ms": {"batch": list(tail["batch"]),
@@ -86,6 +85,24 @@ def relevel(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]],
                            "sources": list(sources), **(what or {}),
                            "date": datetime.datetime.now(datetime.UTC).isoformat(
                                timespec="seconds")}}
+
+
+def _segments(shifts: dict[str, float], own: Sequence[str]) -> float | None:
+    """The median factor of the segments with a shift of their own (None: no such segment)."""
+    seg = [shifts[k] for k in own if k.startswith(f"{StageKind.SEGMENT} ")]
+    return float(np.median(seg)) if seg else None
+
+
+def segment_level(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]]
+                  ) -> float | None:
+    """How fast the loop ran its segments in ``runs`` against the table ``served`` (the
+    machine's level: 1.1 = 10% slower than the table says; :func:`level_shifts`' segment
+    factors, their median); None where no segment ran often enough to tell."""
+    try:
+        shifts, own, _ = level_shifts(served, runs)
+    except ValueError:
+        return None
+    return _segments(shifts, own)
 
 
 def describe_factors(factors: dict[str, float]) -> str:

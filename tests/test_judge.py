@@ -109,3 +109,8 @@ def test_a_miss_is_explained_by_queueing_or_the_stages_up_to_an_exit():
     # Queueing that misses more than service is named instead.
     line = explain_misses(table, side(4.0, 0.5), side(4.0, 1.0))["shrink-L1"]["line"]
     assert "queueing misses most" in line
+    assert "segments at" not in line  # no level where the table gives none
+    # With the level the real loop ran its segments at (compare.py, from the served table).
+    part = explain_misses(table.assign(level=1.124), side(4.0, 0.5),
+                          side(4.0, 0.5))["shrink-L1"]
+    assert part["level"] == 1.124 and "ran its segments at x1.12 of the cost model's" in part["line"]

@@ -38,6 +38,7 @@ from offramp.core.modes import CostModel, ExitMode, StageKind
 from offramp.core.plan import ValidationPlan
 from offramp.profiling.format import LatencyProfile, load_profile
 from offramp.profiling.latency import LatencyModel, stage_costs
+from offramp.profiling.served_level import segment_level
 from offramp.sim.metrics import combine, summarize_run
 from offramp.sim.records import RunRecords
 from offramp.sim.runner import simulate
@@ -149,9 +150,13 @@ def _judge_key(f: _Folder, key: str, runs: list[dict[str, Any]]) -> tuple[list, 
     model = stage_costs(f.profiles[li], cost_model)
     costs = "profiler" if f.profiles[None] is f.profile else served_profile_name(li)
     profile_path = f.real_dir / "profile.json" if costs == "profiler" else f.plan_dir / costs
-    real, real_frames, stage_frames = [], [], []
+    # The machine's level in each repeat against the served table simulated with, if any.
+    table = f.profiles[li].meta.get("served_costs") if model.costs is CostModel.SERVED else None
+    real, real_frames, stage_frames, levels = [], [], [], []
     for r in runs:
         data = read_run(f.real_dir / r["file"], trace)
+        if table:
+            levels.append(segment_level(table, [data]))
         rec = real_records(data)
         real.append(summarize_run(rec, trace, warm, None, 1))
         want = (f.policy.exit_index(trace, data["sample"]) if mode.consults_early_exits
@@ -173,8 +178,10 @@ def _judge_key(f: _Folder, key: str, runs: list[dict[str, Any]]) -> tuple[list, 
                                  {stat: v["mean"] for stat, v in sim.items()},
                                  STATS + [f"batch_size_stage_{j}" for j in range(k)],
                                  TARGETS, st["load"].get("utilisation"))
+    known = [x for x in levels if x is not None]
     common = {"key": key, "mode": mode, "load": st["load"], "rate_rps": st["rate_rps"],
-              "costs": costs, "held_out": f.calibration is None or key not in f.calibration}
+              "costs": costs, "held_out": f.calibration is None or key not in f.calibration,
+              "level": float(np.median(known)) if known else None}
     rows = [{**common, **cell, "tail_samples": int(0.01 * real[0]["requests"]),
              "flagged": [runs[i]["repeat"] for i in flagged]} for cell in cells]
     match = _spread(np.array([r["exit_match"] for r in real]))

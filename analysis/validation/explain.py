@@ -1,6 +1,9 @@
 """Where a validation's misses come from: for each served operating point with a cell outside
 the real spread, the simulation's time against the real runs' split into queueing and time in
-service, and the time in service by the exit a request leaves at (the stages up to it)."""
+service, the time in service by the exit a request leaves at (the stages up to it), and, where
+the simulation used a served-cost table, the level the real loop ran its segments at against
+that table (the machine's speed that minute: a miss the same size at every exit and a level
+away from 1 is the machine, not the model's shape)."""
 
 from __future__ import annotations
 
@@ -57,6 +60,11 @@ def explain_line(label: str, part: dict[str, Any]) -> str:
         k, worst = max(by_exit.items(), key=lambda kv: abs(kv[1]["error"]))
         line += (f"; by exit, the stages up to exit {k} ({worst['error']:+.0%}; "
                  + ", ".join(f"exit {j} {v['error']:+.0%}" for j, v in by_exit.items()) + ")")
+    level = part.get("level")
+    if level is not None:
+        line += (f"; the real loop ran its segments at x{level:.3g} of the cost model's table "
+                 "(a level away from 1 at every exit is the machine's speed that minute; "
+                 "`offramp profile calibrate PROFILE --relevel` moves a table to it)")
     return line
 
 
@@ -72,6 +80,8 @@ def explain_misses(table: pd.DataFrame, real: pd.DataFrame, sim: pd.DataFrame
         where = (f"{load['utilisation']:.0%} busy" if "utilisation" in load
                  else f"{load['rate_rps']:g} req/s")
         part = explain_key(real[real["key"] == key], sim[sim["key"] == key])
+        level = rows.get("level")
+        part["level"] = None if level is None or pd.isna(level) else float(level)
         part["line"] = explain_line(f"{rows['mode']} at {where}", part)
         out[str(key)] = part
     return out
