@@ -208,21 +208,38 @@ def test_validate_needs_the_load_objective(tmp_path, capsys):
     assert main(["optimize", study, "--slo-p99-ms", "30", "--maximize", "accuracy",
                  "--load-rps", "100", "--validate", "-o", str(tmp_path / "o")]) != 0
     assert "--validate" in capsys.readouterr().err
+    # The real model's weights: checked before the search, and only with --validate.
+    for extra, words in ((["--validate", "--checkpoint", str(tmp_path / "no.pt")],
+                          "no such file"),
+                         (["--checkpoint", str(tmp_path / "no.pt")], "for --validate")):
+        assert main(["optimize", study, "--slo-p99-ms", "30", *extra,
+                     "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--checkpoint" in err[0] and words in err[0]
+        assert not (tmp_path / "o").exists()
 
 
 @needs_fmnist
 def test_validate_measures_the_winner_and_no_exits_on_the_real_loop(tmp_path, capsys):
+    from offramp.profiling.job import default_checkpoint
+
     out = tmp_path / "opt"
     study = Path(__file__).resolve().parent.parent / "examples" / "capacity-fmnist.yaml"
+    weights = default_checkpoint("fmnist-resnet")
     assert main(["optimize", str(study), "--slo-p99-ms", "25",
                  "--min-relative-accuracy", "0.99", "--trials", "4", "--finalists", "1",
                  "--seeds", "1", "--screen-requests", "1000", "-o", str(out), "--workers", "1",
                  "--baselines", "none", "--validate", "--validate-repeats", "1",
-                 "--validate-requests", "400",
+                 "--validate-requests", "400", "--checkpoint", str(weights),
                  "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "predicted vs measured capacity" in text and "ordering" in text
     doc = json.loads((out / "validation.json").read_text())
+    # The weights given are the ones the real loop served (rt-minilm6 has none shipped).
+    assert doc["checkpoint"] == str(weights.resolve())
+    for r in doc["rows"]:
+        assert json.loads((Path(r["folder"]) / "plan.json").read_text())["checkpoint"] == \
+            str(weights.resolve())
     labels = [r["label"] for r in doc["rows"]]
     assert labels == ["optimizer's choice", "no exits (best batching)"]
     for r in doc["rows"]:

@@ -58,10 +58,16 @@ def run(args: argparse.Namespace) -> int:
     from offramp.traces.progress import rich_progress
 
     goal = goal_from(args, study_with_sets(args.config, args.set)[0].slo.latency_ms)
+    checkpoint = None
     if args.validate:
         from offramp.analysis.optimize.validate import check_validate
+        from offramp.analysis.validation.calibrate import checked_checkpoint
 
         check_validate(goal)
+        checkpoint = checked_checkpoint(str(args.checkpoint) if args.checkpoint else None, None)
+    elif args.checkpoint is not None:
+        raise InputError("--checkpoint", str(args.checkpoint), "the real model's weights are "
+                         "for --validate", "add --validate, or drop --checkpoint")
     chosen = False if args.no_baselines else _baselines(args.baselines)
     if args.front and goal.objective.value == "accuracy":
         raise InputError("--front", None, "accuracy is already the objective",
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
         doc = validate_choice(result, Path(args.output), args.device, args.validate_repeats,
                               args.validate_requests, args.core,
-                              log=(lambda *_: None) if args.quiet else print)
+                              log=(lambda *_: None) if args.quiet else print,
+                              checkpoint=checkpoint)
         _print_validation(doc)
     return 0
 
@@ -208,6 +215,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests per real stream")
     p.add_argument("--core", type=integer(0), default=None, help="for --validate: the CPU "
                    "core the real loop runs on")
+    p.add_argument("--checkpoint", type=Path, default=None, help="for --validate: the real "
+                   "model's weights (default: the shipped ones; rt-minilm6's: offramp traces "
+                   "train --model rt-minilm6)")
     add_executor_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -32,8 +32,10 @@ def check_validate(goal: Goal) -> None:
 
 def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: int = 3,
                     requests: int = 6000, core: int | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure both capacities for real; write ``folder/validation.json`` and return it."""
+                    log: Callable[[str], None] = print, checkpoint: str | None = None
+                    ) -> dict[str, Any]:
+    """Measure both capacities for real; write ``folder/validation.json`` and return it.
+    ``checkpoint``: the real model's weights (default: the shipped ones)."""
     check_validate(result.goal)
     base_dir = Path(result.study).parent
     base = result.base
@@ -47,7 +49,8 @@ def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: 
         log(f"serving {label} for real around {o.value:.4g} req/s")
         got = measure_capacity(cfg, base_dir, folder / f"validate-{i}", trace, o.value,
                                result.goal.slo_ms, result.goal.attainment, repeats=repeats,
-                               requests=requests, device=device, core=core, log=log)
+                               requests=requests, device=device, core=core, log=log,
+                               checkpoint=checkpoint)
         lo, hi = got["spread_rps"]
         measured = got["capacity_rps"]
         within = lo <= o.value <= hi or abs(o.value - measured) <= TOLERANCE * measured
@@ -56,7 +59,8 @@ def validate_choice(result: Result, folder: Path, device: str = "cpu", repeats: 
                      "measured_spread_rps": [lo, hi], "error": o.value / measured - 1.0,
                      "within": bool(within), "folder": str(folder / f"validate-{i}"),
                      "censored": [r["censored"] for r in got["per_repeat"]]})
-    doc = {"device": device, "repeats": repeats, "requests": requests, "rows": rows,
+    doc = {"device": device, "repeats": repeats, "requests": requests, "checkpoint": checkpoint,
+           "rows": rows,
            "ordering_agrees": None if len(rows) < 2 else
            (rows[0]["predicted_rps"] > rows[1]["predicted_rps"]) ==
            (rows[0]["measured_rps"] > rows[1]["measured_rps"])}

@@ -46,7 +46,7 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
 
     if not all(0 < u < 1 for u in loads):
         raise InputError("--loads", None, "busy fractions must be in (0, 1)", "e.g. 0.3,0.6,0.9")
-    checkpoint = _checked_checkpoint(checkpoint, own)
+    checkpoint = checked_checkpoint(checkpoint, own)
     base = resolve_profile(profile)
     if relevel and not base.meta.get("served_costs"):
         raise InputError(base.source, "meta.served_costs", "holds no served table to re-level",
@@ -84,7 +84,7 @@ def calibrate_profile(profile: str, output: Path, device: str = "cpu",
     return out
 
 
-def _checked_checkpoint(checkpoint: str | None, own: dict[str, Any] | None) -> str | None:
+def checked_checkpoint(checkpoint: str | None, own: dict[str, Any] | None) -> str | None:
     """The real model's weights as an absolute path (the provenance keeps where they were);
     one error where the file is missing or your own model is given too."""
     if checkpoint is None:

@@ -31,15 +31,18 @@ def measure_capacity(cfg: StudyConfig, base: Path | None, out: Path, trace: Exit
                      predicted_rps: float, slo_ms: float, attainment: float = 0.99,
                      factors: Sequence[float] = FACTORS, repeats: int = 3,
                      requests: int = 6000, device: str = "cpu", core: int | None = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     log: Callable[[str], None] = print, checkpoint: str | None = None
+                     ) -> dict[str, Any]:
     """Serve the study for real around ``predicted_rps`` and measure its capacity; writes the
-    validate folder ``out`` (resumable) and ``out/capacity.json``."""
+    validate folder ``out`` (resumable) and ``out/capacity.json``. ``checkpoint``: the real
+    model's weights (default: the shipped ones)."""
     from offramp.profiling.validate_real import run_plan
 
     rates = [round(f * predicted_rps, 3) for f in factors]
     prepare(cfg, base, out, device, [cfg.server.exit_mode.value], [{"rate_rps": r} for r in rates],
             repeats, requests, served_requests=0, core=core,
-            profile_given=Path(cfg.profile.path) if cfg.profile.path else None)
+            profile_given=Path(cfg.profile.path) if cfg.profile.path else None,
+            checkpoint=checkpoint)
     run_plan(out, log=log)
     plan, manifest = read_real_side(out)
     got: dict[int, dict[float, float]] = {}
