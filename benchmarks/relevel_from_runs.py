@@ -4,8 +4,8 @@ compare with the re-levelling on all of them, made from the very same minutes of
 
     .venv/bin/python benchmarks/relevel_from_runs.py DIR PROFILE OUT.json --modes shrink
 
-``DIR`` may also be a validation folder (its judged runs): ``--key shrink-L0 --repeat 0`` keeps
-one stream of it (the re-levelling stream; its cells are then not held out).
+``DIR`` may also be a validation folder: ``--key shrink-L0 --repeat 0`` keeps that one judged
+run (no served stream; the re-levelling stream, whose cell is then not held out).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def main() -> None:
     args = ap.parse_args()
     modes = set(args.modes.split(","))
     manifest = json.loads((args.folder / "real" / "manifest.json").read_text())
-    streams = [s for s in manifest.get("served", []) + manifest["runs"]
+    one = args.key is not None or args.repeat is not None  # judged runs only, then
+    streams = [s for s in ([] if one else manifest.get("served", [])) + manifest["runs"]
                if manifest["streams"][s["key"]]["mode"] in modes
-               and args.key in (None, s["key"]) and args.repeat in (None, s.get("repeat"))]
+               and args.key in (None, s["key"]) and args.repeat in (None, s["repeat"])]
     base = resolve_profile(args.profile)
     runs = served_runs(args.folder, streams, load_shipped(base.meta["model_id"]))
     served = relevel(base.meta["served_costs"], runs, [s["file"] for s in streams],

@@ -5,7 +5,8 @@
 
 For every stream a validation or calibration folder keeps (``real/*.npz``), the median time of
 one stage (default: segment 0 at a batch of one, the stage every stream runs most) against
-when the stream ended (the file's modification time, UTC). Prints one line per stream and
+when the stream ended (the file's modification time, UTC: run it on the folders as served, not
+on copies). Prints one line per stream and
 draws them in time order, streams whose path holds a ``--label`` pattern marked apart (e.g.
 the calibration streams among the judged ones). Shows whether the machine held its speed
 between a calibration and the runs judged against it.
@@ -24,9 +25,10 @@ from offramp.core.modes import StageKind
 
 def stage_median(path: Path, kind: StageKind, k: int, size: int) -> tuple[float, int]:
     """(median ms, count) of stage (kind, k) at batch ``size`` in one stream's file."""
-    z = np.load(path)
-    sel = (z["stage_kind"] == kind.code) & (z["stage_k"] == k) & (z["stage_size"] == size)
-    return (float(np.median(z["stage_ms"][sel])) if sel.any() else float("nan")), int(sel.sum())
+    with np.load(path) as z:
+        sel = (z["stage_kind"] == kind.code) & (z["stage_k"] == k) & (z["stage_size"] == size)
+        ms = z["stage_ms"][sel]
+    return (float(np.median(ms)) if ms.size else float("nan")), int(ms.size)
 
 
 def main() -> None:
@@ -40,6 +42,8 @@ def main() -> None:
                     help="NAME=PATTERN: streams whose path contains PATTERN are drawn as NAME")
     args = ap.parse_args()
     kind = StageKind(args.kind)
+    if any("=" not in x for x in args.label):
+        ap.error("--label takes NAME=PATTERN")
     labels = [tuple(x.split("=", 1)) for x in args.label]
     rows = []
     for folder in args.folders:
@@ -47,6 +51,8 @@ def main() -> None:
             ms, n = stage_median(f, kind, args.k, args.size)
             name = next((lab for lab, pat in labels if pat in str(f)), "judged")
             rows.append((f.stat().st_mtime, ms, n, name, f))
+    if not rows:
+        ap.error("no real/*.npz in the folders given")
     rows.sort()
     for t, ms, n, name, f in rows:
         print(f"{time.strftime('%H:%M:%S', time.gmtime(t))} {ms:.3f} ms (n={n}) {name:12s} {f}")

@@ -62,16 +62,39 @@ def map_independent(fn: Callable[..., Any], calls: Iterable[tuple]) -> list[Any]
     """``[fn(*args) for args in calls]``, in order; spread over the pool where there is more
     than one call and the pool is :func:`usable` (``fn`` must be importable: a module-level
     function)."""
-    return start_independent(fn, calls)()
-
-
-def start_independent(fn: Callable[..., Any], calls: Iterable[tuple]
-                      ) -> Callable[[], list[Any]]:
-    """:func:`map_independent` started now: where the pool is used the calls run there while
-    the caller goes on, and the function returned waits for their results (in order); elsewhere
-    it runs them when called."""
     calls = list(calls)
-    if len(calls) < 2 or not usable():
-        return lambda: [fn(*args) for args in calls]
-    futures = [_pool().submit(fn, *args) for args in calls]
-    return lambda: [f.result() for f in futures]
+    if len(calls) < 2:
+        return [fn(*args) for args in calls]
+    return start_independent(fn, calls).results()
+
+
+class Started:
+    """Calls handed to the pool (or kept to run here, where it is not used): :meth:`results`
+    waits for them in order; :meth:`cancel` drops those not begun (a caller that fails or
+    stops early leaves no queued work behind)."""
+
+    def __init__(self, fn: Callable[..., Any], calls: list[tuple], futures: list | None):
+        self.fn, self.calls, self.futures = fn, calls, futures
+
+    def results(self) -> list[Any]:
+        if self.futures is None:
+            return [self.fn(*args) for args in self.calls]
+        try:
+            return [f.result() for f in self.futures]
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        for f in self.futures or ():
+            f.cancel()
+
+
+def start_independent(fn: Callable[..., Any], calls: Iterable[tuple]) -> Started:
+    """:func:`map_independent` started now: where the pool is :func:`usable` the calls run there
+    while the caller goes on (even one call: it overlaps the caller's own work); elsewhere they
+    run when their results are asked for."""
+    calls = list(calls)
+    if not calls or not usable():
+        return Started(fn, calls, None)
+    return Started(fn, calls, [_pool().submit(fn, *args) for args in calls])

@@ -138,10 +138,11 @@ class EENet(LearnedScorePolicy):
 
     @classmethod
     def start_together(cls, policies: Sequence[EENet], trace: ExitTrace, split: str = "val"
-                       ) -> Callable[[], list[EENet]]:
+                       ) -> Callable[..., list[EENet]]:
         """:meth:`fit_together` started: the groups go to the process pool now (where it is
-        used) and the function returned waits for them and keeps each policy's best fit; the
-        caller may fit other policies meanwhile. Bad budgets fail here, at once."""
+        used) and the function returned waits for them and keeps each policy's best fit (with
+        ``cancel=True`` it drops the groups not begun instead); the caller may fit other
+        policies meanwhile. Bad budgets fail here, at once."""
         import torch
 
         from offramp.common.pool import start_independent
@@ -169,10 +170,14 @@ class EENet(LearnedScorePolicy):
             started.append((same, start_independent(_fit_in_one_thread, [
                 (first, feats, correct, c, g) for g in groups(fits)])))
 
-        def finish() -> list[EENet]:
-            for same, results in started:
+        def finish(cancel: bool = False) -> list[EENet]:
+            if cancel:  # the caller stopped: drop the groups not begun
+                for _, work in started:
+                    work.cancel()
+                return []
+            for same, work in started:
                 n_fits = same[0].n_fits
-                done = [fit for group in results() for fit in group]
+                done = [fit for group in work.results() for fit in group]
                 for j, pol in enumerate(same):
                     pol._keep_best(done[j * n_fits:(j + 1) * n_fits])
                     LearnedScorePolicy.fit(pol, trace, split)

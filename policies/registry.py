@@ -196,8 +196,9 @@ def build_policy(cfg: C.PolicyConfigBase | dict, trace: ExitTrace,
 def build_policies(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
                    latency: LatencyModel | LatencyProfile | None = None, server=None,
                    split: str = "val") -> Iterator[ExitPolicy]:
-    """:func:`build_policy` of each config, yielded in order as each is fitted
-    (:func:`fit_as_ready`'s policies, put back in order)."""
+    """:func:`build_policy` of each config, yielded in order (:func:`fit_as_ready`'s
+    policies, put back in order: a policy whose fits were started in the pool comes when they
+    are collected, after every policy not started so)."""
     ready: dict[int, ExitPolicy] = {}
     nxt = 0
     for i, policy in fit_as_ready(cfgs, trace, latency, server, split):
@@ -224,16 +225,23 @@ def fit_as_ready(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
             together.setdefault(type(policy), []).append(i)
     started = {kind: kind.start_together([built[i] for i in pos], trace, split)
                for kind, pos in together.items() if hasattr(kind, "start_together")}
-    for i, policy in enumerate(built):
-        kind = type(policy)
-        if kind in started:
-            continue
-        if kind not in together:
-            built[i] = policy.fit(trace, split)
-        elif i == together[kind][0]:
-            kind.fit_together([built[j] for j in together[kind]], trace, split)
-        yield i, built[i]
-    for kind, finish in started.items():
-        finish()
-        for i in together[kind]:
+    done = False
+    try:
+        for i, policy in enumerate(built):
+            kind = type(policy)
+            if kind in started:
+                continue
+            if kind not in together:
+                built[i] = policy.fit(trace, split)
+            elif i == together[kind][0]:
+                kind.fit_together([built[j] for j in together[kind]], trace, split)
             yield i, built[i]
+        for kind, finish in started.items():
+            finish()
+            for i in together[kind]:
+                yield i, built[i]
+        done = True
+    finally:
+        if not done:  # a fit failed or the caller stopped: no started work left queued
+            for finish in started.values():
+                finish(cancel=True)

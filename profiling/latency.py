@@ -47,6 +47,8 @@ class LatencyModel:
     (that table) makes the simulator scale each stage by its replica's idle time before the
     batch instead of adding a wake-up.
     Build one with :func:`stage_costs` (which checks the profile holds the calibration asked for).
+    Its tables are fixed when it is built (:meth:`lookup` remembers its answers): build a new
+    one rather than change its attributes.
     """
 
     def __init__(self, profile: LatencyProfile, engine_sizes: Sequence[int] | None = None,

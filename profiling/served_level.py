@@ -75,7 +75,9 @@ def relevel(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]],
     shifts, own, n = level_shifts(served, runs)
     stages = {key: [[r[0], None if r[1] is None else round(r[1] * shifts[key], 6), *r[2:]]
                     for r in rows] for key, rows in served["stages"].items()}
-    tail_shift = _segments(shifts, own) or float(np.median(list(shifts.values())))
+    tail_shift = _segments(shifts, own)
+    if tail_shift is None:
+        tail_shift = float(np.median(list(shifts.values())))
     tail = served.get("batch_tail_ms") or {"batch": [], "ms": []}
     return {**served, "stages": stages,
             "batch_tail_ms": {"batch": list(tail["batch"]),
@@ -97,7 +99,8 @@ def segment_level(served: dict[str, Any], runs: Sequence[dict[str, np.ndarray]]
                   ) -> float | None:
     """How fast the loop ran its segments in ``runs`` against the table ``served`` (the
     machine's level: 1.1 = 10% slower than the table says; :func:`level_shifts`' segment
-    factors, their median); None where no segment ran often enough to tell."""
+    factors, their median, over every stage time of the streams, warm-up included); None where
+    no segment ran often enough to tell."""
     try:
         shifts, own, _ = level_shifts(served, runs)
     except ValueError:

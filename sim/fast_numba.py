@@ -58,7 +58,7 @@ class _Plans:
         for name, arr in new.items():
             setattr(self, name, arr)
 
-    def add(self, key: int, steps: list[tuple], sizes: list[int]) -> None:
+    def add(self, key: int, steps: list[list], sizes: list[int]) -> None:
         rows, width = self.slot.shape
         if self.count == rows or len(steps) > width:
             self._alloc(2 * rows if self.count == rows else rows, max(width, 2 * len(steps)))

@@ -18,14 +18,14 @@ _OVERHEAD, _CHECK = StageKind.OVERHEAD.code, StageKind.CHECK.code
 
 
 def compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], size: int,
-                  going: tuple[int, ...]) -> tuple[list[tuple], list[int]]:
+                  going: tuple[int, ...]) -> tuple[list[list], list[int]]:
     """(timed steps, stage sizes) of a batch of ``size`` with ``going`` survivors past each
     consulted exit: each step is [table, sigmas, noise slot, batch size, the exit whose leavers
     finish when it ends or -1, the stage kind's code, its lane: core.execution.lane_code]."""
     bp = batch_plan(mode, size, going, active)
     done_at = {e - 1: k for k, e in enumerate(bp.ends) if e >= 0}  # plan stage -> exit
     steps, sizes, pending, idle = [], [0] * svc.n_exits, [], None
-    kinds = _kind_rows(svc)
+    kinds = svc.kind_rows
     for s_i, st in enumerate(bp.stages):
         row = kinds[st.kind]
         if row is not None:
@@ -54,18 +54,7 @@ def compile_plan(svc: ServiceTimes, mode: ExitMode, active: tuple[bool, ...], si
     return steps, sizes
 
 
-def _kind_rows(svc: ServiceTimes) -> dict[StageKind, tuple[int, int] | None]:
-    """Per stage kind, (its first table row, its code), or None where the tables skip it:
-    looked up once per service tables, not per stage."""
-    rows = svc.__dict__.get("_kind_rows")
-    if rows is None:
-        rows = svc.__dict__["_kind_rows"] = {
-            kind: None if kind in svc.skip else (svc.slot(kind, 0), kind.code)
-            for kind in StageKind}
-    return rows
-
-
-def run_steps(steps: list[tuple], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int,
+def run_steps(steps: list[list], z: Any, o: int, x: float, fac: Any, t: float, k_exits: int,
                wake: float, parts: list[float] | None) -> tuple[float, list[float]]:
     """Add each stage's time, base * exp(sigma * z) * slowdown * loop-state factor, in the
     reference engine's order (same floating-point timestamps), on its lane

@@ -166,6 +166,10 @@ class ServiceTimes:
         # The serving loop's own stages have tables only where the profile measured them.
         self.skip = frozenset() if self._width == 5 * n_exits else LOOP_KINDS
         self._offset = slot_offsets(n_exits)
+        # Per stage kind, (its first table row, its code), or None where the tables skip it.
+        self.kind_rows: dict[StageKind, tuple[int, int] | None] = {
+            kind: None if kind in self.skip else (self._offset[kind], kind.code)
+            for kind in StageKind}
         # wake[b][i]: extra seconds of a batch of b after an idle of IDLE_GRID_S[i] (None: none).
         self.wake: list[list[float]] | None = None
         # tail[b]: seconds the replica stays busy after a batch of b's last stage (None: none).

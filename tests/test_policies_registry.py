@@ -247,10 +247,14 @@ def test_exits_turn_early_exits_off_and_give_their_share_to_the_others():
                                   "exits": [1]})).fit(TRACE)
 
 
-def test_policies_fitted_as_ready_are_those_fitted_one_by_one():
-    # EENet's fits start first (in the process pool where there is one) and are collected
-    # last, the other policies fitted meanwhile; build_policies puts them back in order.
+def test_policies_fitted_as_ready_are_those_fitted_one_by_one(monkeypatch):
+    # EENet's fits start first (in the process pool where there is one, as the CLI has it)
+    # and are collected last, the other policies fitted meanwhile; build_policies puts them
+    # back in order.
+    from offramp.common import pool
     from offramp.policies.registry import build_policies, fit_as_ready
+
+    monkeypatch.setattr(pool, "_ENABLED", True)
 
     cfgs = [{"name": "maxprob", "budget_ms": 2.4},
             {"name": "eenet", "budget_ms": 2.4, "n_fits": 2, "epochs": 5, "seed": 3},
@@ -265,3 +269,10 @@ def test_policies_fitted_as_ready_are_those_fitted_one_by_one():
     assert all(same_exits(a, b) for a, b in zip(in_order, one_by_one, strict=True))
     for a, b in zip(in_order[1:4:2], one_by_one[1:4:2], strict=True):
         assert np.array_equal(a.thresholds_, b.thresholds_)
+    # A fit that fails after EENet's started: its error, and EENet's queued work dropped.
+    cancelled = []
+    monkeypatch.setattr(pool.Started, "cancel", lambda self: cancelled.append(self))
+    bad = [*cfgs, {"name": "safe-exit", "budget_ms": 0.0001, "folds": 2}]
+    with pytest.raises(InputError, match="below the first exit's cost"):
+        list(fit_as_ready(bad, TRACE, latency))
+    assert len(cancelled) == 1

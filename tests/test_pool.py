@@ -30,18 +30,26 @@ def test_a_sweeps_default_pool_follows_the_affinity(monkeypatch):
 
 
 def _square(x: int) -> int:
+    _RAN.append(x)
     return x * x
+
+
+_RAN: list[int] = []
 
 
 def test_work_started_in_the_pool_gives_what_it_gives_in_order(monkeypatch):
     # start_independent hands the calls to the pool at once and the caller collects them
-    # later, in order; without the pool they run when collected.
+    # later, in order; without the pool they run only when their results are asked for.
     monkeypatch.setattr(pool, "_ENABLED", False)
+    _RAN.clear()
     later = pool.start_independent(_square, [(3,), (4,)])
-    assert later() == [9, 16]
+    assert _RAN == []
+    assert later.results() == [9, 16] and _RAN == [3, 4]
+    later.cancel()  # nothing queued: nothing to drop
     monkeypatch.setattr(pool, "_ENABLED", True)
     if not pool.usable():
         pytest.skip("one core: no pool to start work in")
     later = pool.start_independent(_square, [(x,) for x in range(6)])
-    assert later() == [x * x for x in range(6)] == pool.map_independent(_square,
-                                                                        [(x,) for x in range(6)])
+    assert later.futures is not None and len(later.futures) == 6
+    assert later.results() == [x * x for x in range(6)] == pool.map_independent(
+        _square, [(x,) for x in range(6)])

@@ -83,3 +83,20 @@ def test_a_stream_that_ran_too_little_is_refused():
                                served_costs=True).meta["served_costs"]
     with pytest.raises(ValueError, match="often enough"):
         level_shifts(served, [stream(served, n_batches=10)])
+
+
+def test_the_level_of_the_segments_is_how_much_slower_they_ran():
+    # validate's per-point level: the segments' median factor (1.25 here), whatever the
+    # heads did; the same stream against a table made 20% faster reads 1.25 times more; a
+    # stream too short to tell gives None, not an error.
+    from offramp.profiling.served_level import segment_level
+
+    served = synthetic_profile(n_exits=4, batches=tuple(range(1, 33)),
+                               served_costs=True).meta["served_costs"]
+    run = stream(served)
+    assert segment_level(served, [run]) == pytest.approx(1.25, rel=0.01)
+    faster = {**served, "stages": {key: [[r[0], None if r[1] is None else r[1] * 0.8, *r[2:]]
+                                         for r in rows]
+                                   for key, rows in served["stages"].items()}}
+    assert segment_level(faster, [run]) / segment_level(served, [run]) == pytest.approx(1.25)
+    assert segment_level(served, [stream(served, n_batches=10)]) is None

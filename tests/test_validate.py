@@ -144,26 +144,17 @@ def test_a_short_real_validation_is_sound(tmp_path, capsys):
     # fitted on this folder's streams).
     given = load_profile(out / "real" / "profile.json").meta.get("served_costs")
     assert doc["served_costs"] == given and {r["costs"] for r in doc["table"]} == {"profiler"}
-    assert given is None or given["sources"] != [s["file"] for s in manifest["served"]]
-    # The level the real loop ran its segments at against that served table, per point: the
-    # same runs against the table made 20% faster read 1.25 times the level.
+    assert given is not None and given["sources"] != [s["file"] for s in manifest["served"]]
+    # The level the real loop ran its segments at against that served table, per point
+    # (tests/test_served_level.py: what it measures).
+    from offramp.analysis.validation.io import read_run
+    from offramp.profiling.served_level import segment_level
+
     levels = {r["key"]: r["level"] for r in doc["table"]}
     assert len(levels) == 6 and all(0.3 < v < 3 for v in levels.values())
-    given_file = out / "real" / "profile.json"
-    saved = given_file.read_bytes()
-    faster = json.loads(saved)
-    for rows in faster["meta"]["served_costs"]["stages"].values():
-        for row in rows:
-            row[1] = None if row[1] is None else row[1] * 0.8
-    given_file.write_text(json.dumps(faster))
-    assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs",
-                 "--quiet"]) == 0
-    moved = {r["key"]: r["level"] for r in json.loads((out / "validation.json").read_text())[
-        "table"]}
-    assert all(moved[key] / levels[key] == pytest.approx(1.25, rel=1e-6) for key in levels)
-    given_file.write_bytes(saved)
-    assert main(["validate", str(study), "--real-from", str(out), "--profiler-costs",
-                 "--quiet"]) == 0
+    runs = [r for r in manifest["runs"] if r["key"] == "keep-L1"]
+    each = [segment_level(given, [read_run(out / "real" / r["file"], trace)]) for r in runs]
+    assert levels["keep-L1"] == pytest.approx(float(np.median(each)))
     # The Python twin judges the same folder to the same table.
     import offramp
 
