@@ -14,7 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 _POOL: Any = None  # a concurrent.futures.ProcessPoolExecutor, made on first use
 _OWNER: int | None = None  # the process that made _POOL
@@ -88,6 +88,14 @@ class Started:
     def cancel(self) -> None:
         for f in self.futures or ():
             f.cancel()
+
+
+class Pending(NamedTuple):
+    """Work started for a caller that goes on meanwhile: ``collect()`` waits for it and returns
+    its result; ``cancel()`` drops what has not begun (the caller failed or stopped)."""
+
+    collect: Callable[[], Any]
+    cancel: Callable[[], None]
 
 
 def start_independent(fn: Callable[..., Any], calls: Iterable[tuple]) -> Started:

@@ -29,12 +29,13 @@ The geometric ``exp`` exit distribution baseline and the budget rule live in :mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from offramp.common.errors import InputError
+from offramp.common.pool import Pending, start_independent
 from offramp.traces.format import ExitTrace
 
 from .budget import budget_costs, exits_for, within_budget
@@ -134,18 +135,16 @@ class EENet(LearnedScorePolicy):
         groups spread over the process pool. Each fit follows its own seed's path whatever it is
         trained beside (to float rounding), so a frontier of five budgets gives the fits five
         separate ``fit`` calls give, in less time. Returns ``policies``, fitted."""
-        return cls.start_together(policies, trace, split)()
+        return cls.start_together(policies, trace, split).collect()
 
     @classmethod
     def start_together(cls, policies: Sequence[EENet], trace: ExitTrace, split: str = "val"
-                       ) -> Callable[..., list[EENet]]:
+                       ) -> Pending:
         """:meth:`fit_together` started: the groups go to the process pool now (where it is
-        used) and the function returned waits for them and keeps each policy's best fit (with
-        ``cancel=True`` it drops the groups not begun instead); the caller may fit other
-        policies meanwhile. Bad budgets fail here, at once."""
+        used); ``collect()`` waits for them and keeps each policy's best fit, ``cancel()`` drops
+        the groups not begun; the caller may fit other policies meanwhile. Bad budgets fail
+        here, at once."""
         import torch
-
-        from offramp.common.pool import start_independent
 
         if trace.n_exits < 2:
             raise InputError(trace.source, "pred", "EENet needs at least two exits",
@@ -170,11 +169,7 @@ class EENet(LearnedScorePolicy):
             started.append((same, start_independent(_fit_in_one_thread, [
                 (first, feats, correct, c, g) for g in groups(fits)])))
 
-        def finish(cancel: bool = False) -> list[EENet]:
-            if cancel:  # the caller stopped: drop the groups not begun
-                for _, work in started:
-                    work.cancel()
-                return []
+        def collect() -> list[EENet]:
             for same, work in started:
                 n_fits = same[0].n_fits
                 done = [fit for group in work.results() for fit in group]
@@ -183,7 +178,11 @@ class EENet(LearnedScorePolicy):
                     LearnedScorePolicy.fit(pol, trace, split)
             return list(policies)
 
-        return finish
+        def cancel() -> None:
+            for _, work in started:
+                work.cancel()
+
+        return Pending(collect, cancel)
 
     def _shared(self) -> tuple:
         """What fits of different budgets must share to be trained side by side."""

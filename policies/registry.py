@@ -236,12 +236,12 @@ def fit_as_ready(cfgs: Sequence[C.PolicyConfigBase | dict], trace: ExitTrace,
             elif i == together[kind][0]:
                 kind.fit_together([built[j] for j in together[kind]], trace, split)
             yield i, built[i]
-        for kind, finish in started.items():
-            finish()
+        for kind, pending in started.items():
+            pending.collect()
             for i in together[kind]:
                 yield i, built[i]
         done = True
     finally:
         if not done:  # a fit failed or the caller stopped: no started work left queued
-            for finish in started.values():
-                finish(cancel=True)
+            for pending in started.values():
+                pending.cancel()
